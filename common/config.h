@@ -1,0 +1,102 @@
+/* config.h - the job file: one JSON file that every server and worker of a job reads.
+ * Every key has a type, a range and a default (config.c, one table per section, mirrored in the
+ * README); unknown keys are errors. Errors name the file and the dotted key. */
+#ifndef PS_CONFIG_H
+#define PS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_status.h"
+#include "table_spec.h"
+
+#define PS_MAX_SERVERS 256
+#define PS_MAX_LAYERS 16
+#define PS_ADDR_MAX 272 /* "host:port" */
+#define PS_PATH_MAX 1024
+
+typedef struct {
+    char format[16]; /* "csv", "libsvm" or "random" */
+    char path[PS_PATH_MAX];
+    int label_column;      /* csv: column index; negative counts from the end */
+    char label_name[64];   /* csv: header name of the label column (wins over label_column) */
+    bool one_based;        /* libsvm: ids start at 1 */
+    bool skip_bad_lines;   /* count and skip malformed lines instead of stopping */
+    uint64_t rows;         /* random: number of rows */
+    uint32_t cols;         /* random: number of columns */
+    uint64_t seed;         /* random: data seed (default: the job seed) */
+} ps_data_config;
+
+typedef struct {
+    uint32_t input_dim;    /* dense input width; 0 with a sparse input */
+    bool sparse;           /* input is sparse ids (libsvm) */
+    uint64_t num_ids;      /* sparse: the id space, for the first kernel's fan-in (0 = unknown) */
+    size_t num_layers;
+    uint32_t units[PS_MAX_LAYERS];
+    char activation[PS_MAX_LAYERS][16];
+    char loss[40];
+    uint32_t kernel_table[PS_MAX_LAYERS], bias_table[PS_MAX_LAYERS]; /* ids in tables[] */
+} ps_model_config;
+
+typedef struct {
+    uint32_t epochs;
+    uint32_t batch_size;
+    bool shuffle;
+    uint64_t seed;
+    size_t shuffle_buffer;
+    int verbose;              /* 0 silent, 1 progress bar, 2 one line per epoch */
+    char metrics_file[PS_PATH_MAX];
+    bool overlap;             /* prefetch the next batch's rows while computing */
+} ps_fit_config;
+
+typedef struct {
+    char file[PS_PATH_MAX]; /* where it came from, for messages */
+    char job_id[64];
+    uint64_t seed;
+
+    /* cluster */
+    uint32_t num_servers;
+    bool servers_auto;                         /* "servers": N; the launcher assigns ports */
+    char servers[PS_MAX_SERVERS][PS_ADDR_MAX]; /* "host:port" of shard i */
+    uint32_t num_workers;
+    uint32_t connect_timeout_ms;  /* a worker gives up reaching a server after this long */
+    uint32_t request_timeout_ms;  /* every request's deadline */
+    char token[128];
+
+    /* limits and server */
+    size_t max_frame_bytes;
+    size_t max_write_queue_bytes;
+    size_t max_keys_per_request;
+    uint32_t max_connections;
+    uint32_t server_threads;
+
+    ps_adagrad_config optimizer; /* the job's default; tables may override */
+    size_t num_tables;
+    ps_table_spec tables[PS_MAX_TABLES];
+
+    bool has_model;
+    ps_model_config model;
+    ps_fit_config fit;
+    bool has_train, has_validation;
+    ps_data_config train, validation;
+} ps_job_config;
+
+/* Reads and validates a job file, applying `--set KEY=VALUE` overrides (dotted paths, array
+ * indexes as a.b[0].c; VALUE is JSON, or a plain string when it is not valid JSON) first.
+ * On error: PS_CONFIG (or PS_IO) with "FILE: key: what is wrong". cfg is caller-owned. */
+ps_status ps_config_load(const char *path, const char *const *sets, size_t n_sets,
+                         ps_job_config *cfg, ps_error *err);
+
+/* Same, from a JSON string; `name` stands for the file in messages. */
+ps_status ps_config_parse(const char *json, const char *name, const char *const *sets,
+                          size_t n_sets, ps_job_config *cfg, ps_error *err);
+
+/* Index of the table called name, or -1. */
+int ps_config_table(const ps_job_config *cfg, const char *name);
+
+/* Splits "host:port" into host (brackets stripped for [v6]) and port. */
+ps_status ps_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port,
+                            ps_error *err);
+
+#endif

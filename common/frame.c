@@ -1,0 +1,84 @@
+/* frame.c - length-prefixed framing. Frames that arrive whole in one read are handed to the
+ * callback straight from the caller's buffer; only split frames are copied. */
+#include "frame.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ps_framer {
+    size_t max_frame;
+    uint8_t hdr[PS_FRAME_HDR_BYTES];
+    size_t hdr_len;   /* header bytes held */
+    bool in_payload;  /* header complete, payload pending */
+    uint32_t plen;    /* announced payload length */
+    uint8_t *buf;     /* (cap) partial payload */
+    size_t len, cap;
+};
+
+static uint32_t read_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+void ps_frame_put_header(uint8_t hdr[PS_FRAME_HDR_BYTES], uint32_t len) {
+    hdr[0] = (uint8_t)(len >> 24), hdr[1] = (uint8_t)(len >> 16);
+    hdr[2] = (uint8_t)(len >> 8), hdr[3] = (uint8_t)len;
+}
+
+ps_status ps_framer_create(size_t max_frame, ps_framer **out, ps_error *err) {
+    ps_framer *f = calloc(1, sizeof(*f));
+    if (f == NULL) return ps_error_set(err, PS_NOMEM, "framer: out of memory");
+    f->max_frame = max_frame;
+    *out = f;
+    return PS_OK;
+}
+
+void ps_framer_destroy(ps_framer *f) {
+    if (f == NULL) return;
+    free(f->buf);
+    free(f);
+}
+
+size_t ps_framer_pending(const ps_framer *f) {
+    return f->in_payload ? PS_FRAME_HDR_BYTES + f->len : f->hdr_len;
+}
+
+ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb cb, void *ud,
+                         ps_error *err) {
+    while (n > 0) {
+        if (!f->in_payload) {
+            size_t take = PS_FRAME_HDR_BYTES - f->hdr_len;
+            if (take > n) take = n;
+            memcpy(f->hdr + f->hdr_len, p, take);
+            f->hdr_len += take, p += take, n -= take;
+            if (f->hdr_len < PS_FRAME_HDR_BYTES) return PS_OK;
+            uint32_t plen = read_be32(f->hdr);
+            if (plen > f->max_frame)
+                return ps_error_set(err, PS_TOO_LARGE, "frame of %u bytes exceeds the limit of %zu",
+                                    plen, f->max_frame);
+            f->in_payload = true, f->plen = plen, f->len = 0, f->hdr_len = 0;
+        }
+        ps_status st;
+        if (f->len == 0 && n >= f->plen) { /* whole payload in this read: no copy */
+            st = cb(ud, p, f->plen);
+            p += f->plen, n -= f->plen;
+        } else {
+            if (f->plen > f->cap) {
+                uint8_t *nb = realloc(f->buf, f->plen);
+                if (nb == NULL)
+                    return ps_error_set(err, PS_NOMEM, "frame of %u bytes: out of memory",
+                                        f->plen);
+                f->buf = nb, f->cap = f->plen;
+            }
+            size_t take = f->plen - f->len;
+            if (take > n) take = n;
+            memcpy(f->buf + f->len, p, take);
+            f->len += take, p += take, n -= take;
+            if (f->len < f->plen) return PS_OK;
+            st = cb(ud, f->buf, f->plen);
+        }
+        f->in_payload = false, f->len = 0;
+        if (st != PS_OK) return st; /* the callback fills err through its own context */
+    }
+    return PS_OK;
+}

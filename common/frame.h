@@ -1,0 +1,34 @@
+/* frame.h - 4-byte big-endian length framing over a byte stream. No I/O: bytes in, frames out.
+ * The length is checked against the limit before any allocation. */
+#ifndef PS_FRAME_H
+#define PS_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_status.h"
+
+#define PS_FRAME_HDR_BYTES 4
+
+typedef struct ps_framer ps_framer;
+
+/* Called once per complete frame. payload is borrowed until the callback returns; a status
+ * other than PS_OK stops feeding and is returned by ps_framer_feed. */
+typedef ps_status (*ps_frame_cb)(void *ud, const uint8_t *payload, size_t len);
+
+ps_status ps_framer_create(size_t max_frame, ps_framer **out, ps_error *err);
+void ps_framer_destroy(ps_framer *f);
+
+/* Feeds n bytes, split anywhere. PS_TOO_LARGE when a header announces more than max_frame
+ * bytes; PS_NOMEM if the payload buffer cannot grow; else the callback's status. After an
+ * error the framer is unusable (the peer is out of sync). */
+ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb cb, void *ud,
+                         ps_error *err);
+
+/* Bytes of a frame received so far but not yet complete (0 between frames). */
+size_t ps_framer_pending(const ps_framer *f);
+
+/* Writes the 4-byte header for a payload of len bytes. */
+void ps_frame_put_header(uint8_t hdr[PS_FRAME_HDR_BYTES], uint32_t len);
+
+#endif

@@ -1,0 +1,50 @@
+/* table_spec.h - what a parameter table is: its width, initializer and optimizer settings.
+ * Plain data shared by the config reader, the wire (HelloReply) and the server's store. */
+#ifndef PS_TABLE_SPEC_H
+#define PS_TABLE_SPEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PS_TABLE_NAME_MAX 64
+#define PS_MAX_TABLES 64
+
+typedef enum {
+    PS_INIT_ZEROS = 0,
+    PS_INIT_CONSTANT,       /* every coordinate = value */
+    PS_INIT_UNIFORM,        /* U(a, b) */
+    PS_INIT_NORMAL,         /* N(0, stddev^2) */
+    PS_INIT_GLOROT_UNIFORM, /* U(-l, l), l = sqrt(6 / (fan_in + fan_out)), as Keras */
+} ps_init_kind;
+
+typedef struct {
+    ps_init_kind kind;
+    double a, b;    /* uniform bounds; a = value for constant */
+    double stddev;  /* normal */
+    uint32_t fan_in, fan_out; /* glorot_uniform */
+} ps_init_spec;
+
+typedef enum {
+    PS_ADAGRAD_PYTORCH = 0, /* G += g^2; w -= lr*g/(sqrt(G)+eps); G0 = 0, eps = 1e-10 */
+    PS_ADAGRAD_KERAS,       /* G += g^2; w -= lr*g/sqrt(G+eps);   G0 = 0.1, eps = 1e-7 */
+} ps_adagrad_form;
+
+typedef struct {
+    ps_adagrad_form form;
+    double learning_rate;  /* double, as Python passes it; rounded to float where torch does */
+    double epsilon;
+    double initial_accumulator_value;
+    double lr_decay;       /* PyTorch: clr = lr / (1 + (step - 1) * lr_decay), step per row */
+    double weight_decay;   /* PyTorch: g += weight_decay * w before the accumulator */
+    bool rowwise;          /* one accumulator per row: G += mean(g^2) (FBGEMM row-wise) */
+} ps_adagrad_config;
+
+typedef struct {
+    char name[PS_TABLE_NAME_MAX];
+    uint32_t id;  /* index in the job's table list; part of the key hash */
+    uint32_t dim; /* floats per row */
+    ps_init_spec init;
+    ps_adagrad_config opt;
+} ps_table_spec;
+
+#endif

@@ -1,0 +1,77 @@
+/* wire.h - Envelope codec around nanopb. Bulk arrays (keys, grads, values) are never copied on
+ * decode: they are views into the frame, valid while the frame is. On encode they are copied
+ * from caller memory, or written in place by a fill callback (no staging buffer). */
+#ifndef PS_WIRE_H
+#define PS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps.pb.h"
+#include "ps_status.h"
+#include "table_spec.h"
+
+#define PS_PROTOCOL_VERSION 1
+
+/* Bytes borrowed from a frame or from the caller; possibly unaligned. */
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+} ps_bytes;
+
+/* A decoded message. env holds the scalar fields; which bulk views are set depends on
+ * env.which_body: Pull -> keys; Push -> keys, grads; PushPull -> keys (push), grads,
+ * pull_keys; Values -> values. */
+typedef struct {
+    ps_Envelope env;
+    ps_bytes keys, grads, pull_keys, values;
+} ps_msg;
+
+/* Decodes one frame payload. PS_PROTO with nanopb's reason on malformed input. */
+ps_status ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_error *err);
+
+/* Writes exactly len bytes of a bulk field in place; dst may be unaligned. */
+typedef void (*ps_fill_fn)(void *ud, uint8_t *dst, size_t len);
+
+/* A bulk field to encode: either src (copied) or fill (called once with len bytes to write). */
+typedef struct {
+    ps_bytes src;
+    ps_fill_fn fill;
+    void *fill_ud;
+    size_t fill_len;
+} ps_bulk;
+
+/* Encodes env with its bulk fields (same mapping as ps_msg; unused ones may be zeroed) into one
+ * frame: 4-byte header + Envelope. *out is malloc'd and owned by the caller. */
+ps_status ps_wire_encode(const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *grads,
+                         const ps_bulk *pull_keys, const ps_bulk *values, uint8_t **out,
+                         size_t *out_len, ps_error *err);
+
+/* Shorthand: an Error reply frame. */
+ps_status ps_wire_encode_error(uint64_t request_id, ps_ErrorCode code, const char *message,
+                               uint8_t **out, size_t *out_len, ps_error *err);
+
+/* ps_status -> wire error code. */
+ps_ErrorCode ps_wire_error_code(ps_status st);
+
+/* Table specs <-> their wire form. */
+void ps_wire_table_to_pb(const ps_table_spec *t, ps_TableSpec *pb);
+void ps_wire_table_from_pb(const ps_TableSpec *pb, ps_table_spec *t);
+
+/* Little-endian loads/stores at any alignment (hosts are little-endian; checked at build). */
+static inline uint64_t ps_load_u64(const uint8_t *p) {
+    uint64_t v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+}
+static inline float ps_load_f32(const uint8_t *p) {
+    float v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the wire carries little-endian arrays as raw bytes: big-endian hosts need a swap here"
+#endif
+
+#endif

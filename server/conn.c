@@ -1,0 +1,183 @@
+/* conn.c - one TCP peer: reads into a reused buffer, frames, hands frames to the handlers,
+ * queues replies with backpressure (stop reading above limits.max_write_queue_bytes, resume
+ * below half), and closes after an Error when the peer cannot be trusted any more. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_internal.h"
+
+#define READ_CHUNK (256u << 10)
+
+typedef struct {
+    uv_write_t req;
+    uv_buf_t buf; /* owned until write_done */
+    ps_conn *conn;
+} write_req;
+
+static void on_close(uv_handle_t *h) {
+    ps_conn *c = (ps_conn *)h;
+    ps_server *srv = c->srv;
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv->n_conns--;
+    ps_framer_destroy(c->framer);
+    free(c->rbuf);
+    free(c);
+}
+
+void ps_conn_close(ps_conn *c) {
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    ps_conn *c = (ps_conn *)h;
+    if (c->rbuf == NULL) {
+        c->rbuf = malloc(READ_CHUNK);
+        c->rbuf_cap = c->rbuf ? READ_CHUNK : 0;
+    }
+    *buf = uv_buf_init(c->rbuf, (unsigned)c->rbuf_cap); /* len 0 -> UV_ENOBUFS */
+}
+
+static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
+    return ps_handle_frame(ud, payload, len);
+}
+
+static void start_reading(ps_conn *c);
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    ps_conn *c = (ps_conn *)s;
+    ps_server *srv = c->srv;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            ps_log(&srv->opt.log, PS_LOG_INFO, "%s: %s", c->peer, uv_strerror((int)nread));
+        else if (ps_framer_pending(c->framer) > 0)
+            ps_log(&srv->opt.log, PS_LOG_WARN, "%s: closed in the middle of a frame (%zu bytes)",
+                   c->peer, ps_framer_pending(c->framer));
+        ps_conn_close(c);
+        return;
+    }
+    if (nread == 0 || c->close_after_write) return;
+    ps_error err = {0};
+    ps_status st = ps_framer_feed(c->framer, (const uint8_t *)buf->base, (size_t)nread, frame_cb,
+                                  c, &err);
+    if (st != PS_OK && st != PS_CLOSED) {
+        /* The framer refused the length before allocating; the stream is out of sync now.
+         * (PS_CLOSED: a handler already answered and is closing.) */
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s", c->peer, err.msg);
+        ps_conn_send_error(c, 0, st, err.msg, true);
+    }
+}
+
+static void start_reading(ps_conn *c) {
+    if (c->reading || c->close_after_write) return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+}
+
+static void stop_reading(ps_conn *c) {
+    if (!c->reading) return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+}
+
+static void write_done(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    ps_conn *c = w->conn;
+    c->queued -= w->buf.len;
+    c->pending_writes--;
+    free(w->buf.base);
+    free(w);
+    if (status < 0) {
+        ps_conn_close(c);
+        return;
+    }
+    if (c->close_after_write) {
+        if (c->pending_writes == 0) ps_conn_close(c);
+        return;
+    }
+    if (!c->reading && c->queued <= c->srv->job->max_write_queue_bytes / 2) start_reading(c);
+}
+
+void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len) {
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+        free(frame);
+        return;
+    }
+    write_req *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(frame);
+        ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory queueing a reply", c->peer);
+        ps_conn_close(c);
+        return;
+    }
+    w->buf = uv_buf_init((char *)frame, (unsigned)len);
+    w->conn = c;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, write_done);
+    if (rc < 0) {
+        free(frame);
+        free(w);
+        ps_conn_close(c);
+        return;
+    }
+    c->queued += len;
+    c->pending_writes++;
+    if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
+}
+
+void ps_conn_send_error(ps_conn *c, uint64_t request_id, ps_status st, const char *msg,
+                        bool fatal) {
+    uint8_t *frame;
+    size_t len;
+    if (fatal) {
+        c->close_after_write = true;
+        stop_reading(c);
+    }
+    if (ps_wire_encode_error(request_id, ps_wire_error_code(st), msg, &frame, &len, NULL) != PS_OK) {
+        ps_conn_close(c);
+        return;
+    }
+    ps_conn_send(c, frame, len);
+}
+
+void ps_conn_accept(ps_server *srv) {
+    ps_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) return;
+    if (uv_tcp_init(&srv->loop, &c->tcp) != 0) {
+        free(c);
+        return;
+    }
+    c->srv = srv;
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0 ||
+        ps_framer_create(srv->job->max_frame_bytes, &c->framer, NULL) != PS_OK) {
+        ps_conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    snprintf(c->peer, sizeof(c->peer), "peer");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char ip[48] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+    }
+    if (srv->n_conns > srv->job->max_connections) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: refused: %zu connections, limit %u", c->peer,
+               srv->n_conns, srv->job->max_connections);
+        ps_conn_send_error(c, 0, PS_TOO_LARGE, "too many connections", true);
+        return;
+    }
+    start_reading(c);
+}

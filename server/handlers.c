@@ -1,0 +1,180 @@
+/* handlers.c - Envelope -> store call -> reply. The protocol-error policy lives here:
+ *  - a request the server cannot decode, or anything before a valid Hello, gets an Error and the
+ *    connection closes after it (the peer is broken or speaking another protocol);
+ *  - a well-formed request with bad arguments (unknown table, lengths that disagree, over a
+ *    limit) gets an Error and the connection stays open. */
+#include <stdio.h>
+#include <string.h>
+
+#include "server_internal.h"
+
+typedef struct {
+    ps_store *store;
+    const uint8_t *keys;
+    size_t n;
+} pull_fill;
+
+static void fill_values(void *ud, uint8_t *dst, size_t len) {
+    pull_fill *f = ud;
+    (void)len;
+    ps_store_pull(f->store, f->keys, f->n, dst);
+}
+
+/* Validates a key array (and, with grads, its gradient array) for table t. */
+static ps_status check_keys(ps_conn *c, uint32_t table, const ps_bytes *keys,
+                            const ps_bytes *grads, const char *what, size_t *n_out,
+                            ps_error *err) {
+    ps_server *srv = c->srv;
+    if (table >= srv->job->num_tables)
+        return ps_error_set(err, PS_INVALID_ARG, "%s: unknown table %u (the job has %zu)", what,
+                            table, srv->job->num_tables);
+    if (keys->len % 8 != 0)
+        return ps_error_set(err, PS_PROTO, "%s: keys are %zu bytes, not a multiple of 8", what,
+                            keys->len);
+    size_t n = keys->len / 8, dim = srv->job->tables[table].dim;
+    if (n > srv->job->max_keys_per_request)
+        return ps_error_set(err, PS_TOO_LARGE, "%s: %zu keys, limit %zu", what, n,
+                            srv->job->max_keys_per_request);
+    if (grads != NULL && grads->len != n * dim * sizeof(float))
+        return ps_error_set(err, PS_INVALID_ARG,
+                            "%s: %zu bytes of gradients for %zu keys x dim %zu (want %zu)", what,
+                            grads->len, n, dim, n * dim * sizeof(float));
+    *n_out = n;
+    return PS_OK;
+}
+
+static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8_t *keys, size_t n,
+                              ps_error *err) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_values_tag;
+    pull_fill f = {st, keys, n};
+    ps_bulk values = {.fill = fill_values, .fill_ud = &f,
+                      .fill_len = n * ps_store_spec(st)->dim * sizeof(float)};
+    uint8_t *frame;
+    size_t len;
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, &values, &frame, &len, err);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    return s;
+}
+
+static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
+    ps_server *srv = c->srv;
+    const ps_Hello *h = &m->env.hello;
+    if (h->protocol_version != PS_PROTOCOL_VERSION)
+        return ps_error_set(err, PS_MISMATCH, "protocol version %u, this server speaks %u",
+                            h->protocol_version, PS_PROTOCOL_VERSION);
+    if (strcmp(h->job_id, srv->job->job_id) != 0)
+        return ps_error_set(err, PS_MISMATCH, "job \"%s\", this server serves job \"%s\"",
+                            h->job_id, srv->job->job_id);
+    if (srv->job->token[0] != '\0' && strcmp(h->token, srv->job->token) != 0)
+        return ps_error_set(err, PS_MISMATCH, "bad token");
+    c->hello_done = true;
+    c->rank = h->rank;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = m->env.request_id;
+    env.which_body = ps_Envelope_hello_reply_tag;
+    env.hello_reply.shard = srv->opt.shard;
+    env.hello_reply.num_shards = srv->job->num_servers;
+    env.hello_reply.tables_count = (pb_size_t)srv->job->num_tables;
+    for (size_t i = 0; i < srv->job->num_tables; i++)
+        ps_wire_table_to_pb(&srv->job->tables[i], &env.hello_reply.tables[i]);
+    uint8_t *frame;
+    size_t len;
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    ps_log(&srv->opt.log, PS_LOG_DEBUG, "%s: hello from rank %u", c->peer, h->rank);
+    return s;
+}
+
+static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
+    ps_server *srv = c->srv;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = m->env.request_id;
+    env.which_body = ps_Envelope_stats_reply_tag;
+    env.stats_reply.shard = srv->opt.shard;
+    env.stats_reply.tables_count = (pb_size_t)srv->job->num_tables;
+    for (size_t i = 0; i < srv->job->num_tables; i++) {
+        ps_TableStats *t = &env.stats_reply.tables[i];
+        snprintf(t->name, sizeof(t->name), "%s", srv->job->tables[i].name);
+        t->rows = ps_store_rows(srv->stores[i]);
+        t->bytes = ps_store_bytes(srv->stores[i]);
+    }
+    uint8_t *frame;
+    size_t len;
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    return s;
+}
+
+static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
+    ps_server *srv = c->srv;
+    size_t n, n_pull;
+    switch (m->env.which_body) {
+    case ps_Envelope_pull_tag: {
+        uint32_t t = m->env.pull.table;
+        if (check_keys(c, t, &m->keys, NULL, "Pull", &n, err) != PS_OK) return err->code;
+        return reply_values(c, m->env.request_id, srv->stores[t], m->keys.p, n, err);
+    }
+    case ps_Envelope_push_tag: {
+        uint32_t t = m->env.push.table;
+        if (check_keys(c, t, &m->keys, &m->grads, "Push", &n, err) != PS_OK) return err->code;
+        if (ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
+            return err->code;
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = m->env.request_id;
+        env.which_body = ps_Envelope_ack_tag;
+        env.ack.rows_touched = n;
+        uint8_t *frame;
+        size_t len;
+        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK)
+            return err->code;
+        ps_conn_send(c, frame, len);
+        return PS_OK;
+    }
+    case ps_Envelope_push_pull_tag: {
+        uint32_t t = m->env.push_pull.table;
+        if (check_keys(c, t, &m->keys, &m->grads, "PushPull", &n, err) != PS_OK ||
+            check_keys(c, t, &m->pull_keys, NULL, "PushPull", &n_pull, err) != PS_OK)
+            return err->code;
+        if (ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
+            return err->code;
+        return reply_values(c, m->env.request_id, srv->stores[t], m->pull_keys.p, n_pull, err);
+    }
+    case ps_Envelope_stats_tag:
+        return on_stats(c, m, err);
+    case ps_Envelope_hello_tag:
+        return ps_error_set(err, PS_INVALID_ARG, "Hello sent twice");
+    default:
+        return ps_error_set(err, PS_PROTO, "message type %u is not a request",
+                            (unsigned)m->env.which_body);
+    }
+}
+
+ps_status ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len) {
+    ps_server *srv = c->srv;
+    ps_error err = {0};
+    ps_msg m;
+    if (ps_wire_decode(payload, len, &m, &err) != PS_OK) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, err.msg);
+        ps_conn_send_error(c, 0, err.code, err.msg, true);
+        return PS_CLOSED;
+    }
+    const uint64_t id = m.env.request_id;
+    if (!c->hello_done) {
+        ps_status st = m.env.which_body == ps_Envelope_hello_tag
+                           ? on_hello(c, &m, &err)
+                           : ps_error_set(&err, PS_PROTO, "the first message must be Hello");
+        if (st == PS_OK) return PS_OK;
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, err.msg);
+        ps_conn_send_error(c, id, st, err.msg, true);
+        return PS_CLOSED;
+    }
+    ps_status st = dispatch(c, &m, &err);
+    if (st == PS_OK) return PS_OK;
+    bool fatal = st == PS_PROTO || st == PS_NOMEM;
+    ps_log(&srv->opt.log, PS_LOG_WARN, "%s: request %llu: %s%s", c->peer, (unsigned long long)id,
+           err.msg, fatal ? "; closing" : "");
+    ps_conn_send_error(c, id, st, err.msg, fatal);
+    return fatal ? PS_CLOSED : PS_OK;
+}

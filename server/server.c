@@ -1,0 +1,129 @@
+/* server.c - the shard's lifecycle: stores, listener, signals, stop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_internal.h"
+
+static void on_connection(uv_stream_t *l, int status) {
+    ps_server *srv = l->data;
+    if (status < 0) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "accept: %s", uv_strerror(status));
+        return;
+    }
+    if (!srv->stopping) ps_conn_accept(srv);
+}
+
+static void close_cb_noop(uv_handle_t *h) { (void)h; }
+
+/* Stops accepting, closes every peer and our own handles; the loop then runs dry. */
+static void begin_stop(ps_server *srv) {
+    if (srv->stopping) return;
+    srv->stopping = true;
+    for (ps_conn *c = srv->conns; c != NULL; c = c->next) ps_conn_close(c);
+    uv_close((uv_handle_t *)&srv->listener, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->stop_async, close_cb_noop);
+    if (srv->opt.handle_signals) {
+        uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
+        uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    ps_server *srv = h->data;
+    ps_log(&srv->opt.log, PS_LOG_INFO, "signal %d: shutting down", signum);
+    begin_stop(srv);
+}
+
+static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
+
+static ps_status bind_listener(ps_server *srv, const char *addr, ps_error *err) {
+    char host[256];
+    uint16_t port;
+    if (ps_parse_hostport(addr, host, sizeof(host), &port, err) != PS_OK)
+        return ps_error_prefix(err, PS_CONFIG, "listen address");
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return ps_error_set(err, PS_CONFIG, "listen address \"%s\": not an IPv4/IPv6 address",
+                            addr);
+    int rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+    if (rc != 0) return ps_error_set(err, PS_IO, "listen on %s: %s", addr, uv_strerror(rc));
+    int len = sizeof(ss);
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    snprintf(srv->addr, sizeof(srv->addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
+             strchr(host, ':') ? "]" : "", srv->port);
+    return PS_OK;
+}
+
+ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_error *err) {
+    const ps_job_config *job = opt->job;
+    if (opt->shard >= job->num_servers)
+        return ps_error_set(err, PS_CONFIG, "%s: shard %u, but cluster.servers has %u", job->file,
+                            opt->shard, job->num_servers);
+    ps_server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) return ps_error_set(err, PS_NOMEM, "server: out of memory");
+    srv->opt = *opt;
+    srv->job = job;
+    ps_status st = PS_OK;
+    int rc = uv_loop_init(&srv->loop);
+    if (rc != 0) {
+        free(srv);
+        return ps_error_set(err, PS_IO, "uv_loop_init: %s", uv_strerror(rc));
+    }
+    for (size_t i = 0; i < job->num_tables && st == PS_OK; i++)
+        st = ps_store_create(&job->tables[i], job->seed, &srv->stores[i], err);
+    if (st != PS_OK) goto fail;
+    uv_tcp_init(&srv->loop, &srv->listener);
+    srv->listener.data = srv;
+    uv_async_init(&srv->loop, &srv->stop_async, on_stop_async);
+    srv->stop_async.data = srv;
+    if (opt->handle_signals) {
+        uv_signal_init(&srv->loop, &srv->sigint);
+        uv_signal_init(&srv->loop, &srv->sigterm);
+        srv->sigint.data = srv->sigterm.data = srv;
+        uv_signal_start(&srv->sigint, on_signal, SIGINT);
+        uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    }
+    st = bind_listener(srv, opt->listen ? opt->listen : job->servers[opt->shard], err);
+    if (st != PS_OK) {
+        begin_stop(srv);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        goto fail;
+    }
+    *out = srv;
+    return PS_OK;
+fail:
+    for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
+    uv_loop_close(&srv->loop);
+    free(srv);
+    return st;
+}
+
+int ps_server_port(const ps_server *s) { return s->port; }
+
+ps_status ps_server_run(ps_server *srv, ps_error *err) {
+    ps_log(&srv->opt.log, PS_LOG_INFO, "shard %u of %u serving %zu tables on %s", srv->opt.shard,
+           srv->job->num_servers, srv->job->num_tables, srv->addr);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    (void)err;
+    return PS_OK;
+}
+
+void ps_server_stop(ps_server *s) { uv_async_send(&s->stop_async); }
+
+void ps_server_destroy(ps_server *srv) {
+    if (srv == NULL) return;
+    if (!srv->stopping) begin_stop(srv);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&srv->loop);
+    for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
+    free(srv);
+}
+
+ps_store *ps_server_store(ps_server *s, uint32_t table) {
+    return table < s->job->num_tables ? s->stores[table] : NULL;
+}

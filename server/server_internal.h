@@ -1,0 +1,57 @@
+/* server_internal.h - what server.c, conn.c and handlers.c share. Not a public header. */
+#ifndef PS_SERVER_INTERNAL_H
+#define PS_SERVER_INTERNAL_H
+
+#include <uv.h>
+
+#include "frame.h"
+#include "server.h"
+#include "wire.h"
+
+typedef struct ps_conn ps_conn;
+
+struct ps_server {
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_signal_t sigint, sigterm;
+    uv_async_t stop_async;
+    ps_server_options opt;
+    const ps_job_config *job;
+    ps_store *stores[PS_MAX_TABLES];
+    ps_conn *conns; /* intrusive doubly linked list */
+    size_t n_conns;
+    bool stopping;
+    int port;
+    char addr[PS_ADDR_MAX];
+};
+
+struct ps_conn {
+    uv_tcp_t tcp; /* first member: a handle pointer is a conn pointer */
+    ps_server *srv;
+    ps_conn *prev, *next;
+    ps_framer *framer;
+    char peer[64];
+    char *rbuf; /* read buffer, reused */
+    size_t rbuf_cap;
+    bool hello_done;
+    bool reading;
+    bool close_after_write; /* an Error was queued for a peer we cannot trust any more */
+    uint32_t rank;
+    size_t queued; /* bytes handed to uv_write and not yet written */
+    size_t pending_writes;
+};
+
+/* conn.c */
+void ps_conn_accept(ps_server *srv);
+/* Takes ownership of frame (malloc'd) whatever the outcome. */
+void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len);
+/* Queues an Error reply; with fatal, the connection closes once it is written. */
+void ps_conn_send_error(ps_conn *c, uint64_t request_id, ps_status st, const char *msg,
+                        bool fatal);
+void ps_conn_close(ps_conn *c);
+
+/* handlers.c: one frame from c. Request errors are answered and return PS_OK; PS_CLOSED means
+ * the peer was sent a final Error and c closes once it is written (stop feeding frames). */
+ps_status ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len);
+
+#endif

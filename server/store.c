@@ -1,0 +1,330 @@
+/* store.c - sparse rows with AdaGrad state.
+ *
+ * Index: power-of-two array of 8-byte slots, linear probing, load <= 3/4. A slot packs the upper
+ * 32 bits of the key's hash (a tag, so a probe rarely touches a row that is not the one) with the
+ * row number + 1 (0 = empty). Rows live in chunks of CHUNK_ROWS rows of `stride` bytes:
+ *   [key u64][w: dim f32][acc: dim or 1 f32][step u32, only with lr_decay]
+ * Growing the index moves only slots, so row numbers stay valid across a push.
+ *
+ * Push and pull walk keys in groups of GROUP: hash all and prefetch their slots, then resolve
+ * all and prefetch their rows, then do the arithmetic; a lone lookup would wait on two cache
+ * misses in a row. */
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "adagrad.h"
+#include "hash.h"
+#include "init.h"
+#include "wire.h"
+
+#define CHUNK_SHIFT 12
+#define CHUNK_ROWS (1u << CHUNK_SHIFT)
+#define GROUP 16
+#define MAX_ROWS 0xfffffffeu
+
+struct ps_store {
+    ps_table_spec spec;
+    uint64_t seed;
+    size_t state_len; /* accumulator floats per row */
+    size_t stride;    /* bytes per row */
+    bool has_step;
+
+    uint64_t *slots; /* (cap) */
+    size_t cap, mask, used;
+
+    uint8_t **chunks; /* (n_chunks) of CHUNK_ROWS * stride bytes */
+    size_t n_chunks, chunks_cap;
+    size_t rows;
+
+    /* push scratch, reused: row of each key, a seen-bitmap over rows for duplicate detection */
+    uint32_t *ridx;
+    size_t ridx_cap;
+    uint64_t *seen;
+    size_t seen_words;
+    float *gsum; /* (dim) sum of duplicate gradients */
+    float *gtmp; /* (dim) an aligned copy of one gradient or initial row */
+};
+
+/* The slot hash must not be the shard hash: every key on this shard shares jump-hash structure. */
+static inline uint64_t slot_hash(uint64_t key) {
+    return ps_mix64(key + 0x2545f4914f6cdd1dULL);
+}
+
+static inline uint8_t *row_at(const ps_store *s, uint32_t r) {
+    return s->chunks[r >> CHUNK_SHIFT] + (size_t)(r & (CHUNK_ROWS - 1)) * s->stride;
+}
+static inline float *row_w(uint8_t *row) { return (float *)(row + 8); }
+static inline float *row_acc(const ps_store *s, uint8_t *row) {
+    return (float *)(row + 8) + s->spec.dim;
+}
+static inline uint32_t *row_step(const ps_store *s, uint8_t *row) {
+    return (uint32_t *)((float *)(row + 8) + s->spec.dim + s->state_len);
+}
+
+ps_status ps_store_create(const ps_table_spec *spec, uint64_t seed, ps_store **out, ps_error *err) {
+    if (spec->dim == 0) return ps_error_set(err, PS_INVALID_ARG, "table %s: dim 0", spec->name);
+    ps_store *s = calloc(1, sizeof(*s));
+    if (s == NULL) goto nomem;
+    s->spec = *spec;
+    s->seed = seed;
+    s->state_len = ps_adagrad_state_len(&spec->opt, spec->dim);
+    s->has_step = spec->opt.lr_decay != 0.0;
+    size_t bytes = 8 + 4 * (spec->dim + s->state_len) + (s->has_step ? 4 : 0);
+    s->stride = (bytes + 7) & ~(size_t)7;
+    s->cap = 16, s->mask = 15;
+    s->slots = calloc(s->cap, sizeof(*s->slots));
+    s->gsum = malloc(sizeof(float) * spec->dim);
+    s->gtmp = malloc(sizeof(float) * spec->dim);
+    if (s->slots == NULL || s->gsum == NULL || s->gtmp == NULL) goto nomem;
+    *out = s;
+    return PS_OK;
+nomem:
+    ps_store_destroy(s);
+    return ps_error_set(err, PS_NOMEM, "table %s: out of memory", spec->name);
+}
+
+void ps_store_destroy(ps_store *s) {
+    if (s == NULL) return;
+    for (size_t i = 0; i < s->n_chunks; i++) free(s->chunks[i]);
+    free(s->chunks);
+    free(s->slots);
+    free(s->ridx);
+    free(s->seen);
+    free(s->gsum);
+    free(s->gtmp);
+    free(s);
+}
+
+static ps_status grow_index(ps_store *s) {
+    size_t ncap = s->cap * 2, nmask = ncap - 1;
+    uint64_t *ns = calloc(ncap, sizeof(*ns));
+    if (ns == NULL) return PS_NOMEM;
+    for (size_t i = 0; i < s->cap; i++) {
+        uint64_t v = s->slots[i];
+        if (v == 0) continue;
+        uint32_t r = (uint32_t)v - 1;
+        size_t p = slot_hash(*(uint64_t *)row_at(s, r)) & nmask;
+        while (ns[p] != 0) p = (p + 1) & nmask;
+        ns[p] = v;
+    }
+    free(s->slots);
+    s->slots = ns, s->cap = ncap, s->mask = nmask;
+    return PS_OK;
+}
+
+/* A new row for key with initial weights and accumulator; returns its number or -1 (NOMEM). */
+static int64_t new_row(ps_store *s, uint64_t key) {
+    if (s->rows >= MAX_ROWS) return -1;
+    if ((s->rows >> CHUNK_SHIFT) == s->n_chunks) {
+        if (s->n_chunks == s->chunks_cap) {
+            size_t nc = s->chunks_cap ? s->chunks_cap * 2 : 8;
+            uint8_t **np = realloc(s->chunks, nc * sizeof(*np));
+            if (np == NULL) return -1;
+            s->chunks = np, s->chunks_cap = nc;
+        }
+        uint8_t *c = malloc(CHUNK_ROWS * s->stride);
+        if (c == NULL) return -1;
+        s->chunks[s->n_chunks++] = c;
+    }
+    uint32_t r = (uint32_t)s->rows++;
+    uint8_t *row = row_at(s, r);
+    memcpy(row, &key, 8);
+    ps_init_row(&s->spec.init, s->seed, s->spec.id, key, row_w(row), s->spec.dim);
+    ps_adagrad_init_state(&s->spec.opt, row_acc(s, row), s->spec.dim);
+    if (s->has_step) *row_step(s, row) = 0;
+    return r;
+}
+
+static inline int64_t find(const ps_store *s, uint64_t key, uint64_t h) {
+    const uint32_t tag = (uint32_t)(h >> 32);
+    for (size_t p = h & s->mask;; p = (p + 1) & s->mask) {
+        uint64_t v = s->slots[p];
+        if (v == 0) return -1;
+        if ((uint32_t)(v >> 32) == tag && *(const uint64_t *)row_at(s, (uint32_t)v - 1) == key)
+            return (uint32_t)v - 1;
+    }
+}
+
+static inline int64_t find_or_insert(ps_store *s, uint64_t key, uint64_t h) {
+    const uint32_t tag = (uint32_t)(h >> 32);
+    size_t p = h & s->mask;
+    for (;; p = (p + 1) & s->mask) {
+        uint64_t v = s->slots[p];
+        if (v == 0) break;
+        if ((uint32_t)(v >> 32) == tag && *(const uint64_t *)row_at(s, (uint32_t)v - 1) == key)
+            return (uint32_t)v - 1;
+    }
+    int64_t r = new_row(s, key);
+    if (r < 0) return -1;
+    s->slots[p] = (uint64_t)tag << 32 | (uint64_t)(r + 1);
+    if (++s->used * 4 > s->cap * 3 && grow_index(s) != PS_OK) return -1;
+    return r;
+}
+
+static ps_status reserve_scratch(ps_store *s, size_t n) {
+    if (n > s->ridx_cap) {
+        uint32_t *p = realloc(s->ridx, n * sizeof(*p));
+        if (p == NULL) return PS_NOMEM;
+        s->ridx = p, s->ridx_cap = n;
+    }
+    size_t words = (s->rows + 63) / 64;
+    if (words > s->seen_words) {
+        size_t nw = words * 2;
+        uint64_t *p = realloc(s->seen, nw * sizeof(*p));
+        if (p == NULL) return PS_NOMEM;
+        memset(p + s->seen_words, 0, (nw - s->seen_words) * sizeof(*p));
+        s->seen = p, s->seen_words = nw;
+    }
+    return PS_OK;
+}
+
+static inline void apply_row(ps_store *s, uint8_t *row, const float *g) {
+    uint64_t step = 1;
+    if (s->has_step) step = ++*row_step(s, row);
+    ps_adagrad_update(&s->spec.opt, row_w(row), row_acc(s, row), g, s->spec.dim, step);
+}
+
+/* Unaligned gradient rows are copied to an aligned buffer before the kernel reads them. */
+static inline const float *grad_row(const ps_store *s, const uint8_t *grads, size_t i, float *tmp) {
+    const uint8_t *p = grads + i * s->spec.dim * sizeof(float);
+    if (((uintptr_t)p & (sizeof(float) - 1)) == 0) return (const float *)(const void *)p;
+    memcpy(tmp, p, s->spec.dim * sizeof(float));
+    return tmp;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Slow path for a push that names a row more than once: group positions by row, sum, apply. */
+static ps_status apply_with_duplicates(ps_store *s, const uint8_t *grads, size_t n) {
+    const size_t dim = s->spec.dim;
+    /* (row << 32 | position): sorting groups a row's gradients, in push order */
+    uint64_t *rp = malloc(n * sizeof(*rp));
+    float *tmp = s->gtmp;
+    if (rp == NULL) return PS_NOMEM;
+    for (size_t i = 0; i < n; i++) rp[i] = (uint64_t)s->ridx[i] << 32 | i;
+    qsort(rp, n, sizeof(*rp), cmp_u64);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && rp[j] >> 32 == rp[i] >> 32) j++;
+        uint8_t *row = row_at(s, (uint32_t)(rp[i] >> 32));
+        if (j == i + 1) {
+            apply_row(s, row, grad_row(s, grads, (uint32_t)rp[i], tmp));
+        } else {
+            memcpy(s->gsum, grad_row(s, grads, (uint32_t)rp[i], tmp), dim * sizeof(float));
+            for (size_t k = i + 1; k < j; k++) {
+                const float *g = grad_row(s, grads, (uint32_t)rp[k], tmp);
+                for (size_t d = 0; d < dim; d++) s->gsum[d] += g[d];
+            }
+            apply_row(s, row, s->gsum);
+        }
+        i = j;
+    }
+    free(rp);
+    return PS_OK;
+}
+
+ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, size_t n,
+                        ps_error *err) {
+    if (n > MAX_ROWS) return ps_error_set(err, PS_TOO_LARGE, "push of %zu keys", n);
+    if (reserve_scratch(s, n) != PS_OK) goto nomem;
+
+    /* 1. resolve every key to a row, creating rows; slots then rows prefetched a group ahead */
+    uint64_t h[GROUP], k[GROUP];
+    for (size_t base = 0; base < n; base += GROUP) {
+        size_t m = n - base < GROUP ? n - base : GROUP;
+        for (size_t j = 0; j < m; j++) {
+            k[j] = ps_load_u64(keys + 8 * (base + j));
+            h[j] = slot_hash(k[j]);
+            __builtin_prefetch(&s->slots[h[j] & s->mask]);
+        }
+        for (size_t j = 0; j < m; j++) {
+            int64_t r = find_or_insert(s, k[j], h[j]);
+            if (r < 0) goto nomem;
+            s->ridx[base + j] = (uint32_t)r;
+        }
+    }
+    if (reserve_scratch(s, n) != PS_OK) goto nomem; /* rows may have grown the bitmap's need */
+
+    /* 2. duplicates? one bit per row; cleared again below */
+    bool dup = false;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = s->ridx[i];
+        uint64_t bit = 1ull << (r & 63);
+        dup |= (s->seen[r >> 6] & bit) != 0;
+        s->seen[r >> 6] |= bit;
+    }
+    for (size_t i = 0; i < n; i++) s->seen[s->ridx[i] >> 6] = 0;
+    if (dup) {
+        if (apply_with_duplicates(s, grads, n) != PS_OK) goto nomem;
+        return PS_OK;
+    }
+
+    /* 3. apply, rows prefetched a few keys ahead */
+    float *tmp = s->gtmp;
+    const size_t ahead = 8;
+    for (size_t i = 0; i < n && i < ahead; i++) __builtin_prefetch(row_at(s, s->ridx[i]) + 8);
+    for (size_t i = 0; i < n; i++) {
+        if (i + ahead < n) {
+            uint8_t *pr = row_at(s, s->ridx[i + ahead]);
+            __builtin_prefetch(pr + 8, 1);
+            __builtin_prefetch(pr + 8 + 64, 1);
+        }
+        apply_row(s, row_at(s, s->ridx[i]), grad_row(s, grads, i, tmp));
+    }
+    return PS_OK;
+nomem:
+    return ps_error_set(err, PS_NOMEM, "table %s: out of memory at %zu rows", s->spec.name,
+                        s->rows);
+}
+
+void ps_store_pull(ps_store *s, const uint8_t *keys, size_t n, uint8_t *out) {
+    const size_t dim = s->spec.dim, row_bytes = dim * sizeof(float);
+    uint64_t h[GROUP], k[GROUP];
+    int64_t r[GROUP];
+    float *tmp = s->gtmp;
+    for (size_t base = 0; base < n; base += GROUP) {
+        size_t m = n - base < GROUP ? n - base : GROUP;
+        for (size_t j = 0; j < m; j++) {
+            k[j] = ps_load_u64(keys + 8 * (base + j));
+            h[j] = slot_hash(k[j]);
+            __builtin_prefetch(&s->slots[h[j] & s->mask]);
+        }
+        for (size_t j = 0; j < m; j++) {
+            r[j] = find(s, k[j], h[j]);
+            if (r[j] >= 0) __builtin_prefetch(row_at(s, (uint32_t)r[j]) + 8);
+        }
+        for (size_t j = 0; j < m; j++) {
+            uint8_t *dst = out + (base + j) * row_bytes;
+            if (r[j] >= 0) {
+                memcpy(dst, row_w(row_at(s, (uint32_t)r[j])), row_bytes);
+            } else {
+                ps_init_row(&s->spec.init, s->seed, s->spec.id, k[j], tmp, s->spec.dim);
+                memcpy(dst, tmp, row_bytes);
+            }
+        }
+    }
+}
+
+bool ps_store_get(const ps_store *s, uint64_t key, float *w, float *acc) {
+    int64_t r = find(s, key, slot_hash(key));
+    if (r < 0) return false;
+    uint8_t *row = row_at(s, (uint32_t)r);
+    if (w != NULL) memcpy(w, row_w(row), s->spec.dim * sizeof(float));
+    if (acc != NULL) memcpy(acc, row_acc(s, row), s->state_len * sizeof(float));
+    return true;
+}
+
+const ps_table_spec *ps_store_spec(const ps_store *s) { return &s->spec; }
+size_t ps_store_rows(const ps_store *s) { return s->rows; }
+size_t ps_store_row_bytes(const ps_store *s) { return s->stride; }
+
+size_t ps_store_bytes(const ps_store *s) {
+    return sizeof(*s) + s->cap * sizeof(*s->slots) + s->n_chunks * CHUNK_ROWS * s->stride +
+           s->chunks_cap * sizeof(*s->chunks) + s->ridx_cap * sizeof(*s->ridx) +
+           s->seen_words * sizeof(*s->seen) + 2 * s->spec.dim * sizeof(float);
+}

@@ -1,0 +1,39 @@
+/* store.h - one table's rows on one shard: an open-addressing hash index over rows kept inline in
+ * fixed-size chunks (no per-row malloc; rows never move, only 8-byte index slots rehash).
+ * A row holds its key, dim weights, its AdaGrad state and, with lr_decay, its update count.
+ * Not thread-safe: one thread at a time. */
+#ifndef PS_STORE_H
+#define PS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_status.h"
+#include "table_spec.h"
+
+typedef struct ps_store ps_store;
+
+/* spec is copied. seed: the job seed, for initial values. */
+ps_status ps_store_create(const ps_table_spec *spec, uint64_t seed, ps_store **out, ps_error *err);
+void ps_store_destroy(ps_store *s); /* NULL-safe */
+
+/* AdaGrad on the rows of keys, creating missing rows first (initial values). keys: (n) uint64 LE,
+ * grads: (n, dim) float32 LE; both borrowed, any alignment. Duplicate keys are summed (in push
+ * order) and applied once. Rows not in keys are untouched. PS_NOMEM leaves earlier rows updated. */
+ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, size_t n,
+                        ps_error *err);
+
+/* Weights of keys into out: (n, dim) float32 LE, caller-owned, any alignment. A key without a row
+ * reads as its initial value and is not stored. Uses the store's scratch: not const. */
+void ps_store_pull(ps_store *s, const uint8_t *keys, size_t n, uint8_t *out);
+
+/* Copies one row out (w: (dim), acc: (state_len), either may be NULL). false if absent. */
+bool ps_store_get(const ps_store *s, uint64_t key, float *w, float *acc);
+
+const ps_table_spec *ps_store_spec(const ps_store *s);
+size_t ps_store_rows(const ps_store *s);
+size_t ps_store_bytes(const ps_store *s);     /* memory held: rows, index and scratch */
+size_t ps_store_row_bytes(const ps_store *s); /* bytes of one row as stored */
+
+#endif

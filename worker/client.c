@@ -1,0 +1,714 @@
+/* client.c - the worker's side of the wire. One uv loop drives every shard connection; it runs
+ * only inside calls (connect, wait), so the caller's thread owns the client.
+ *
+ * Replies on one connection come back in request order (a shard serves a connection in order),
+ * so each connection keeps a FIFO of what it is owed and checks each reply's request id against
+ * its head. */
+#include "client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "frame.h"
+#include "hash.h"
+#include "wire.h"
+
+#define READ_CHUNK (256u << 10)
+
+typedef struct {
+    uint64_t request_id;
+    uint32_t op;      /* slot index */
+    uint32_t op_gen;  /* slot generation: a stale reply finds a newer generation */
+    uint32_t *pos;    /* (n_pull) positions in the op's out, or NULL for the identity */
+    size_t n_pull;
+} owed;
+
+typedef struct {
+    bool in_use;
+    uint32_t gen;
+    size_t pending; /* replies still owed */
+    ps_status st;
+    char msg[400];
+    float *out;
+    uint32_t dim;
+    uint64_t rows, bytes; /* stats */
+    uint32_t stats_table;
+} op_slot;
+
+typedef struct {
+    uv_tcp_t tcp; /* first member */
+    ps_client *cl;
+    uint32_t index;
+    char addr[PS_ADDR_MAX];
+    ps_framer *framer;
+    char *rbuf;
+    bool open;     /* connected, not closed */
+    int connect_status;
+    bool connect_done;
+    owed *q; /* FIFO ring */
+    size_t q_head, q_len, q_cap;
+} shard_conn;
+
+typedef struct {
+    uv_write_t req;
+    uv_buf_t buf;
+} write_req;
+
+struct ps_client {
+    uv_loop_t loop;
+    uv_timer_t timer;
+    bool timer_fired;
+    ps_client_options opt;
+    const ps_job_config *job;
+    uint32_t n_shards;
+    shard_conn *shards;
+    size_t n_tables;
+    ps_table_spec tables[PS_MAX_TABLES];
+    op_slot *ops;
+    size_t ops_cap;
+    uint64_t next_id;
+    bool broken; /* a deadline passed or a server went away: the client cannot be trusted */
+    char broken_msg[400];
+    /* hello state */
+    bool hello_ok;
+    ps_error hello_err;
+    uint32_t hello_shard;
+};
+
+/* --- op slots ------------------------------------------------------------------------------- */
+
+static ps_status op_new(ps_client *c, float *out, uint32_t dim, uint32_t *idx, ps_error *err) {
+    for (size_t i = 0; i < c->ops_cap; i++) {
+        if (!c->ops[i].in_use) {
+            *idx = (uint32_t)i;
+            goto found;
+        }
+    }
+    size_t ncap = c->ops_cap ? c->ops_cap * 2 : 16;
+    op_slot *n = realloc(c->ops, ncap * sizeof(*n));
+    if (n == NULL) return ps_error_set(err, PS_NOMEM, "client: out of memory");
+    memset(n + c->ops_cap, 0, (ncap - c->ops_cap) * sizeof(*n));
+    *idx = (uint32_t)c->ops_cap;
+    c->ops = n, c->ops_cap = ncap;
+found:;
+    op_slot *o = &c->ops[*idx];
+    uint32_t gen = o->gen + 1;
+    memset(o, 0, sizeof(*o));
+    o->in_use = true, o->gen = gen, o->out = out, o->dim = dim, o->st = PS_OK;
+    return PS_OK;
+}
+
+static ps_op op_handle(const ps_client *c, uint32_t idx) {
+    return (uint64_t)c->ops[idx].gen << 32 | idx;
+}
+
+static void op_fail(op_slot *o, ps_status st, const char *msg) {
+    if (o->st != PS_OK) return; /* keep the first failure */
+    o->st = st;
+    snprintf(o->msg, sizeof(o->msg), "%s", msg);
+}
+
+/* --- connection I/O -------------------------------------------------------------------------- */
+
+static void close_cb_noop(uv_handle_t *h) { (void)h; }
+
+static void break_client(ps_client *c, ps_status st, const char *msg) {
+    if (!c->broken) {
+        c->broken = true;
+        snprintf(c->broken_msg, sizeof(c->broken_msg), "%s", msg);
+    }
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        shard_conn *sc = &c->shards[s];
+        for (size_t i = 0; i < sc->q_len; i++) {
+            owed *w = &sc->q[(sc->q_head + i) % sc->q_cap];
+            op_slot *o = &c->ops[w->op];
+            if (o->gen == w->op_gen) {
+                op_fail(o, st, msg);
+                if (o->pending) o->pending--;
+            }
+            free(w->pos);
+        }
+        sc->q_len = 0;
+        if (sc->open) {
+            sc->open = false;
+            uv_read_stop((uv_stream_t *)&sc->tcp);
+        }
+    }
+}
+
+static ps_status queue_push(shard_conn *sc, const owed *w) {
+    if (sc->q_len == sc->q_cap) {
+        size_t ncap = sc->q_cap ? sc->q_cap * 2 : 16;
+        owed *n = malloc(ncap * sizeof(*n));
+        if (n == NULL) return PS_NOMEM;
+        for (size_t i = 0; i < sc->q_len; i++) n[i] = sc->q[(sc->q_head + i) % sc->q_cap];
+        free(sc->q);
+        sc->q = n, sc->q_cap = ncap, sc->q_head = 0;
+    }
+    sc->q[(sc->q_head + sc->q_len++) % sc->q_cap] = *w;
+    return PS_OK;
+}
+
+static void write_done(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    shard_conn *sc = (shard_conn *)req->handle;
+    free(w->buf.base);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "server %u (%s): write failed: %s", sc->index, sc->addr,
+                 uv_strerror(status));
+        break_client(sc->cl, PS_CLOSED, msg);
+    }
+}
+
+/* Takes ownership of frame. */
+static ps_status send_frame(shard_conn *sc, uint8_t *frame, size_t len, ps_error *err) {
+    if (!sc->open) {
+        free(frame);
+        return ps_error_set(err, PS_CLOSED, "server %u (%s): not connected", sc->index, sc->addr);
+    }
+    write_req *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(frame);
+        return ps_error_set(err, PS_NOMEM, "client: out of memory");
+    }
+    w->buf = uv_buf_init((char *)frame, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&sc->tcp, &w->buf, 1, write_done);
+    if (rc < 0) {
+        free(frame);
+        free(w);
+        return ps_error_set(err, PS_CLOSED, "server %u (%s): %s", sc->index, sc->addr,
+                            uv_strerror(rc));
+    }
+    return PS_OK;
+}
+
+static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
+    const ps_HelloReply *r = &m->env.hello_reply;
+    if (r->num_shards != c->n_shards || r->shard != sc->index) {
+        ps_error_set(&c->hello_err, PS_MISMATCH,
+                     "server %s says it is shard %u of %u; this job has it as shard %u of %u",
+                     sc->addr, r->shard, r->num_shards, sc->index, c->n_shards);
+        return;
+    }
+    if (c->n_tables == 0) {
+        for (pb_size_t i = 0; i < r->tables_count; i++)
+            ps_wire_table_from_pb(&r->tables[i], &c->tables[i]);
+        c->n_tables = r->tables_count;
+    } else if (c->n_tables != r->tables_count) {
+        ps_error_set(&c->hello_err, PS_MISMATCH, "servers disagree on the tables (%zu vs %u)",
+                     c->n_tables, r->tables_count);
+        return;
+    }
+    c->hello_ok = true;
+}
+
+static void handle_reply(shard_conn *sc, const ps_msg *m) {
+    ps_client *c = sc->cl;
+    char msg[400];
+    if (sc->q_len == 0 || sc->q[sc->q_head].request_id != m->env.request_id) {
+        if (m->env.which_body == ps_Envelope_error_tag) {
+            snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr,
+                     m->env.error.message);
+            ps_error_set(&c->hello_err, PS_MISMATCH, "%s", msg);
+            break_client(c, PS_MISMATCH, msg);
+            return;
+        }
+        snprintf(msg, sizeof(msg), "server %u (%s): reply %llu out of order", sc->index, sc->addr,
+                 (unsigned long long)m->env.request_id);
+        break_client(c, PS_PROTO, msg);
+        return;
+    }
+    owed w = sc->q[sc->q_head];
+    sc->q_head = (sc->q_head + 1) % sc->q_cap, sc->q_len--;
+    op_slot *o = &c->ops[w.op];
+    bool live = o->in_use && o->gen == w.op_gen;
+    switch (m->env.which_body) {
+    case ps_Envelope_values_tag:
+        if (!live) break;
+        if (m->values.len != w.n_pull * o->dim * sizeof(float)) {
+            snprintf(msg, sizeof(msg), "server %u: %zu bytes of values for %zu keys x dim %u",
+                     sc->index, m->values.len, w.n_pull, o->dim);
+            op_fail(o, PS_PROTO, msg);
+        } else if (w.pos == NULL) {
+            if (m->values.len) memcpy(o->out, m->values.p, m->values.len);
+        } else {
+            const size_t rb = o->dim * sizeof(float);
+            for (size_t i = 0; i < w.n_pull; i++)
+                memcpy(o->out + (size_t)w.pos[i] * o->dim, m->values.p + i * rb, rb);
+        }
+        break;
+    case ps_Envelope_ack_tag:
+        break;
+    case ps_Envelope_stats_reply_tag:
+        if (live && o->stats_table < m->env.stats_reply.tables_count) {
+            o->rows += m->env.stats_reply.tables[o->stats_table].rows;
+            o->bytes += m->env.stats_reply.tables[o->stats_table].bytes;
+        }
+        break;
+    case ps_Envelope_error_tag:
+        snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr,
+                 m->env.error.message);
+        if (live) {
+            ps_status st = m->env.error.code == ps_ErrorCode_ERR_TOO_LARGE     ? PS_TOO_LARGE
+                           : m->env.error.code == ps_ErrorCode_ERR_INVALID_ARG ? PS_INVALID_ARG
+                           : m->env.error.code == ps_ErrorCode_ERR_MISMATCH    ? PS_MISMATCH
+                                                                               : PS_PROTO;
+            op_fail(o, st, msg);
+        }
+        break;
+    default:
+        if (live) op_fail(o, PS_PROTO, "unexpected reply type");
+        break;
+    }
+    free(w.pos);
+    if (live && o->pending) o->pending--;
+}
+
+static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
+    shard_conn *sc = ud;
+    ps_client *c = sc->cl;
+    ps_msg m;
+    ps_error err;
+    if (ps_wire_decode(payload, len, &m, &err) != PS_OK) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr, err.msg);
+        break_client(c, PS_PROTO, msg);
+        return PS_PROTO;
+    }
+    if (m.env.which_body == ps_Envelope_hello_reply_tag)
+        on_hello_reply(c, sc, &m);
+    else
+        handle_reply(sc, &m);
+    return c->broken ? PS_CLOSED : PS_OK;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    shard_conn *sc = (shard_conn *)h;
+    if (sc->rbuf == NULL) sc->rbuf = malloc(READ_CHUNK);
+    *buf = uv_buf_init(sc->rbuf, sc->rbuf ? READ_CHUNK : 0);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    shard_conn *sc = (shard_conn *)s;
+    ps_client *c = sc->cl;
+    char msg[400];
+    if (nread < 0) {
+        snprintf(msg, sizeof(msg), "server %u (%s) closed the connection%s%s", sc->index, sc->addr,
+                 nread == UV_EOF ? "" : ": ", nread == UV_EOF ? "" : uv_strerror((int)nread));
+        if (!c->hello_ok && c->hello_err.code == PS_OK)
+            ps_error_set(&c->hello_err, PS_CLOSED, "%s", msg);
+        break_client(c, PS_CLOSED, msg);
+        return;
+    }
+    if (nread == 0 || c->broken) return;
+    ps_error err = {0};
+    ps_status st = ps_framer_feed(sc->framer, (const uint8_t *)buf->base, (size_t)nread, frame_cb,
+                                  sc, &err);
+    if (st != PS_OK && st != PS_CLOSED && st != PS_PROTO) {
+        snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr, err.msg);
+        break_client(c, st, msg);
+    }
+}
+
+/* --- waiting ------------------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t) { ((ps_client *)t->data)->timer_fired = true; }
+
+/* Runs the loop until done(arg) or timeout_ms pass. Returns false on timeout. */
+static bool run_until(ps_client *c, bool (*done)(ps_client *, void *), void *arg,
+                      uint64_t timeout_ms) {
+    c->timer_fired = false;
+    uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
+    while (!done(c, arg) && !c->timer_fired) uv_run(&c->loop, UV_RUN_ONCE);
+    uv_timer_stop(&c->timer);
+    return done(c, arg);
+}
+
+static bool connect_done(ps_client *c, void *arg) {
+    (void)c;
+    return ((shard_conn *)arg)->connect_done;
+}
+
+static bool hello_done(ps_client *c, void *arg) {
+    (void)arg;
+    return c->hello_ok || c->hello_err.code != PS_OK || c->broken;
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    shard_conn *sc = req->data;
+    sc->connect_status = status;
+    sc->connect_done = true;
+}
+
+/* One connection attempt; resolves host names (Docker service names) each time. */
+static int try_connect(ps_client *c, shard_conn *sc, uint64_t timeout_ms) {
+    char host[256];
+    uint16_t port;
+    if (ps_parse_hostport(sc->addr, host, sizeof(host), &port, NULL) != PS_OK) return UV_EINVAL;
+    char service[8];
+    snprintf(service, sizeof(service), "%u", port);
+    uv_getaddrinfo_t gai;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(&c->loop, &gai, NULL, host, service, &hints);
+    if (rc != 0) return rc;
+    uv_tcp_init(&c->loop, &sc->tcp);
+    uv_connect_t req;
+    req.data = sc;
+    sc->connect_done = false;
+    rc = uv_tcp_connect(&req, &sc->tcp, gai.addrinfo->ai_addr, on_connect);
+    uv_freeaddrinfo(gai.addrinfo);
+    if (rc == 0) {
+        if (!run_until(c, connect_done, sc, timeout_ms)) rc = UV_ETIMEDOUT;
+        else rc = sc->connect_status;
+    }
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&sc->tcp, close_cb_noop);
+        while (!sc->connect_done && rc != 0) uv_run(&c->loop, UV_RUN_ONCE); /* cancel lands */
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+    }
+    return rc;
+}
+
+static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, ps_error *err) {
+    uint64_t backoff = 50;
+    int rc;
+    for (;;) {
+        uint64_t now = uv_now(&c->loop);
+        uint64_t left = deadline > now ? deadline - now : 0;
+        rc = try_connect(c, sc, left > 5000 ? 5000 : (left ? left : 1));
+        if (rc == 0) break;
+        uv_update_time(&c->loop);
+        now = uv_now(&c->loop);
+        if (now >= deadline)
+            return ps_error_set(err, PS_TIMEOUT,
+                                "cannot reach server %u at %s: %s (gave up after %u ms, "
+                                "cluster.connect_timeout_ms)",
+                                sc->index, sc->addr, uv_strerror(rc), c->job->connect_timeout_ms);
+        ps_log(&c->opt.log, PS_LOG_DEBUG, "server %u at %s: %s; retrying in %llu ms", sc->index,
+               sc->addr, uv_strerror(rc), (unsigned long long)backoff);
+        uint64_t nap = backoff < deadline - now ? backoff : deadline - now;
+        uv_sleep((unsigned)nap);
+        uv_update_time(&c->loop);
+        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+    }
+    uv_tcp_nodelay(&sc->tcp, 1);
+    sc->open = true;
+    uv_read_start((uv_stream_t *)&sc->tcp, on_alloc, on_read);
+
+    /* Hello */
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = ++c->next_id;
+    env.which_body = ps_Envelope_hello_tag;
+    env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", c->job->job_id);
+    env.hello.role = ps_Role_ROLE_WORKER;
+    env.hello.rank = c->opt.rank;
+    snprintf(env.hello.token, sizeof(env.hello.token), "%s", c->job->token);
+    uint8_t *frame;
+    size_t len;
+    if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
+        send_frame(sc, frame, len, err) != PS_OK)
+        return err->code;
+    c->hello_ok = false;
+    c->hello_err = (ps_error){0};
+    if (!run_until(c, hello_done, NULL, c->job->request_timeout_ms))
+        return ps_error_set(err, PS_TIMEOUT, "server %u at %s: no reply to Hello in %u ms",
+                            sc->index, sc->addr, c->job->request_timeout_ms);
+    if (!c->hello_ok) {
+        *err = c->hello_err;
+        if (err->code == PS_OK) ps_error_set(err, PS_CLOSED, "%s", c->broken_msg);
+        return err->code;
+    }
+    return PS_OK;
+}
+
+ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_error *err) {
+    ps_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) return ps_error_set(err, PS_NOMEM, "client: out of memory");
+    c->opt = *opt;
+    c->job = opt->job;
+    c->n_shards = opt->job->num_servers;
+    if (uv_loop_init(&c->loop) != 0) {
+        free(c);
+        return ps_error_set(err, PS_IO, "client: uv_loop_init failed");
+    }
+    uv_timer_init(&c->loop, &c->timer);
+    c->timer.data = c;
+    c->shards = calloc(c->n_shards, sizeof(*c->shards));
+    if (c->shards == NULL) {
+        ps_client_destroy(c);
+        return ps_error_set(err, PS_NOMEM, "client: out of memory");
+    }
+    uv_update_time(&c->loop);
+    uint64_t deadline = uv_now(&c->loop) + c->job->connect_timeout_ms;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        shard_conn *sc = &c->shards[s];
+        sc->cl = c;
+        sc->index = s;
+        snprintf(sc->addr, sizeof(sc->addr), "%s",
+                 opt->servers ? opt->servers[s] : c->job->servers[s]);
+        ps_status st = ps_framer_create(c->job->max_frame_bytes, &sc->framer, err);
+        if (st == PS_OK) st = connect_shard(c, sc, deadline, err);
+        if (st != PS_OK) {
+            ps_client_destroy(c);
+            return st;
+        }
+    }
+    *out = c;
+    return PS_OK;
+}
+
+void ps_client_destroy(ps_client *c) {
+    if (c == NULL) return;
+    for (uint32_t s = 0; c->shards && s < c->n_shards; s++) {
+        shard_conn *sc = &c->shards[s];
+        for (size_t i = 0; i < sc->q_len; i++) free(sc->q[(sc->q_head + i) % sc->q_cap].pos);
+        if (sc->open || uv_is_active((uv_handle_t *)&sc->tcp) || sc->tcp.loop != NULL)
+            if (!uv_is_closing((uv_handle_t *)&sc->tcp) && sc->tcp.loop != NULL)
+                uv_close((uv_handle_t *)&sc->tcp, close_cb_noop);
+    }
+    uv_close((uv_handle_t *)&c->timer, close_cb_noop);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&c->loop);
+    for (uint32_t s = 0; c->shards && s < c->n_shards; s++) {
+        ps_framer_destroy(c->shards[s].framer);
+        free(c->shards[s].rbuf);
+        free(c->shards[s].q);
+    }
+    free(c->shards);
+    free(c->ops);
+    free(c);
+}
+
+uint32_t ps_client_num_shards(const ps_client *c) { return c->n_shards; }
+
+const ps_table_spec *ps_client_table(const ps_client *c, const char *name) {
+    for (size_t i = 0; i < c->n_tables; i++)
+        if (strcmp(c->tables[i].name, name) == 0) return &c->tables[i];
+    return NULL;
+}
+
+/* --- requests -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *src;     /* (n, width) rows */
+    const uint32_t *pos;    /* rows to take, in order */
+    size_t n, width;        /* bytes per row */
+} gather;
+
+static void fill_gather(void *ud, uint8_t *dst, size_t len) {
+    const gather *g = ud;
+    (void)len;
+    for (size_t i = 0; i < g->n; i++) memcpy(dst + i * g->width, g->src + g->pos[i] * g->width,
+                                             g->width);
+}
+
+static ps_bulk bulk_of(const gather *g, const void *all, size_t n_all, size_t width) {
+    ps_bulk b = {0};
+    if (g == NULL) {
+        b.src = (ps_bytes){all, n_all * width};
+    } else {
+        b.fill = fill_gather, b.fill_ud = (void *)g, b.fill_len = g->n * width;
+    }
+    return b;
+}
+
+/* Positions of the keys that belong to each shard: pos[s] (count[s]) malloc'd. */
+static ps_status split(const ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                       uint32_t **pos, size_t *count) {
+    const uint32_t S = c->n_shards;
+    uint32_t *which = malloc(n * sizeof(*which) + 1);
+    if (which == NULL) return PS_NOMEM;
+    for (uint32_t s = 0; s < S; s++) count[s] = 0;
+    for (size_t i = 0; i < n; i++) count[which[i] = ps_shard_of(table, keys[i], S)]++;
+    for (uint32_t s = 0; s < S; s++) {
+        pos[s] = malloc(count[s] * sizeof(uint32_t) + 1);
+        if (pos[s] == NULL) {
+            for (uint32_t t = 0; t <= s; t++) free(pos[t]), pos[t] = NULL;
+            free(which);
+            return PS_NOMEM;
+        }
+        count[s] = 0;
+    }
+    for (size_t i = 0; i < n; i++) pos[which[i]][count[which[i]]++] = (uint32_t)i;
+    free(which);
+    return PS_OK;
+}
+
+/* The one request path: pull (n_push == 0, grads NULL, out set), push (out NULL) or both. */
+static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *push_keys,
+                       size_t n_push, const float *grads, const uint64_t *pull_keys,
+                       size_t n_pull, float *out, ps_op *op, ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    if (table >= c->n_tables)
+        return ps_error_set(err, PS_INVALID_ARG, "unknown table %u (the job has %zu)", table,
+                            c->n_tables);
+    if (n_push > UINT32_MAX || n_pull > UINT32_MAX)
+        return ps_error_set(err, PS_TOO_LARGE, "more than 2^32 keys in one request");
+    const uint32_t S = c->n_shards, dim = c->tables[table].dim;
+    uint32_t idx;
+    if (op_new(c, out, dim, &idx, err) != PS_OK) return err->code;
+    ps_status st = PS_OK;
+    uint32_t **ppos = NULL, **qpos = NULL;
+    size_t *pcount = NULL, *qcount = NULL;
+    if (S > 1) {
+        ppos = calloc(S, sizeof(*ppos)), qpos = calloc(S, sizeof(*qpos));
+        pcount = calloc(S, sizeof(*pcount)), qcount = calloc(S, sizeof(*qcount));
+        if (!ppos || !qpos || !pcount || !qcount ||
+            split(c, table, push_keys, n_push, ppos, pcount) != PS_OK ||
+            split(c, table, pull_keys, n_pull, qpos, qcount) != PS_OK) {
+            st = ps_error_set(err, PS_NOMEM, "client: out of memory");
+            goto done;
+        }
+    }
+    for (uint32_t s = 0; s < S; s++) {
+        size_t np = S > 1 ? pcount[s] : n_push, nq = S > 1 ? qcount[s] : n_pull;
+        if (S > 1 && np == 0 && nq == 0) continue; /* nothing for this shard */
+        gather gk = {(const uint8_t *)push_keys, S > 1 ? ppos[s] : NULL, np, 8};
+        gather gg = {(const uint8_t *)grads, S > 1 ? ppos[s] : NULL, np, dim * sizeof(float)};
+        gather gq = {(const uint8_t *)pull_keys, S > 1 ? qpos[s] : NULL, nq, 8};
+        ps_bulk bk = bulk_of(S > 1 ? &gk : NULL, push_keys, np, 8);
+        ps_bulk bg = bulk_of(S > 1 ? &gg : NULL, grads, np, dim * sizeof(float));
+        ps_bulk bq = bulk_of(S > 1 ? &gq : NULL, pull_keys, nq, 8);
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = ++c->next_id;
+        if (kind == 0) {
+            env.which_body = ps_Envelope_pull_tag, env.pull.table = table;
+            bk = bq; /* Pull carries its keys in the keys slot */
+        } else if (kind == 1) {
+            env.which_body = ps_Envelope_push_tag, env.push.table = table;
+        } else {
+            env.which_body = ps_Envelope_push_pull_tag, env.push_pull.table = table;
+        }
+        uint8_t *frame;
+        size_t len;
+        st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &frame, &len, err);
+        if (st != PS_OK) goto done;
+        owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen,
+                  .pos = S > 1 ? qpos[s] : NULL, .n_pull = kind == 1 ? 0 : nq};
+        st = send_frame(&c->shards[s], frame, len, err);
+        if (st == PS_OK && queue_push(&c->shards[s], &w) != PS_OK)
+            st = ps_error_set(err, PS_NOMEM, "client: out of memory");
+        if (st != PS_OK) goto done;
+        if (S > 1) qpos[s] = NULL; /* owned by the queue now */
+        c->ops[idx].pending++;
+    }
+    *op = op_handle(c, idx);
+done:
+    for (uint32_t s = 0; S > 1 && s < S; s++) {
+        if (ppos) free(ppos[s]);
+        if (qpos) free(qpos[s]);
+    }
+    free(ppos), free(qpos), free(pcount), free(qcount);
+    if (st != PS_OK) {
+        if (c->ops[idx].pending == 0) c->ops[idx].in_use = false;
+        else op_fail(&c->ops[idx], st, err ? err->msg : "request failed");
+    }
+    return st;
+}
+
+ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                               float *out, ps_op *op, ps_error *err) {
+    return start(c, 0, table, NULL, 0, NULL, keys, n, out, op, err);
+}
+
+ps_status ps_client_push_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                               const float *grads, ps_op *op, ps_error *err) {
+    return start(c, 1, table, keys, n, grads, NULL, 0, NULL, op, err);
+}
+
+ps_status ps_client_pushpull_async(ps_client *c, uint32_t table, const uint64_t *push_keys,
+                                   size_t n_push, const float *grads, const uint64_t *pull_keys,
+                                   size_t n_pull, float *out, ps_op *op, ps_error *err) {
+    return start(c, 2, table, push_keys, n_push, grads, pull_keys, n_pull, out, op, err);
+}
+
+static bool op_done(ps_client *c, void *arg) {
+    return c->ops[*(uint32_t *)arg].pending == 0;
+}
+
+ps_status ps_client_wait(ps_client *c, ps_op op, ps_error *err) {
+    uint32_t idx = (uint32_t)op, gen = (uint32_t)(op >> 32);
+    if (idx >= c->ops_cap || !c->ops[idx].in_use || c->ops[idx].gen != gen)
+        return ps_error_set(err, PS_INVALID_ARG, "wait: unknown or finished op");
+    if (!run_until(c, op_done, &idx, c->job->request_timeout_ms)) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "no reply within %u ms (cluster.request_timeout_ms)",
+                 c->job->request_timeout_ms);
+        break_client(c, PS_TIMEOUT, msg);
+    }
+    op_slot *o = &c->ops[idx];
+    o->in_use = false;
+    if (o->st != PS_OK) return ps_error_set(err, o->st, "%s", o->msg);
+    return PS_OK;
+}
+
+ps_status ps_client_wait_all(ps_client *c, ps_error *err) {
+    ps_status first = PS_OK;
+    for (size_t i = 0; i < c->ops_cap; i++) {
+        if (!c->ops[i].in_use || c->ops[i].stats_table == UINT32_MAX) continue;
+        ps_status st = ps_client_wait(c, op_handle(c, (uint32_t)i), first == PS_OK ? err : NULL);
+        if (first == PS_OK) first = st;
+    }
+    return first;
+}
+
+ps_status ps_client_pull(ps_client *c, uint32_t table, const uint64_t *keys, size_t n, float *out,
+                         ps_error *err) {
+    ps_op op;
+    if (ps_client_pull_async(c, table, keys, n, out, &op, err) != PS_OK) return err->code;
+    return ps_client_wait(c, op, err);
+}
+
+ps_status ps_client_push(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                         const float *grads, ps_error *err) {
+    ps_op op;
+    if (ps_client_push_async(c, table, keys, n, grads, &op, err) != PS_OK) return err->code;
+    return ps_client_wait(c, op, err);
+}
+
+ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_keys,
+                             size_t n_push, const float *grads, const uint64_t *pull_keys,
+                             size_t n_pull, float *out, ps_error *err) {
+    ps_op op;
+    if (ps_client_pushpull_async(c, table, push_keys, n_push, grads, pull_keys, n_pull, out, &op,
+                                 err) != PS_OK)
+        return err->code;
+    return ps_client_wait(c, op, err);
+}
+
+ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
+                                ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    uint32_t idx;
+    if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
+    c->ops[idx].stats_table = table;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = ++c->next_id;
+        env.which_body = ps_Envelope_stats_tag;
+        uint8_t *frame;
+        size_t len;
+        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
+            send_frame(&c->shards[s], frame, len, err) != PS_OK) {
+            op_fail(&c->ops[idx], err->code, err->msg);
+            break;
+        }
+        owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen};
+        if (queue_push(&c->shards[s], &w) != PS_OK) {
+            op_fail(&c->ops[idx], PS_NOMEM, "client: out of memory");
+            break;
+        }
+        c->ops[idx].pending++;
+    }
+    op_slot *o = &c->ops[idx];
+    ps_status st = ps_client_wait(c, op_handle(c, idx), err);
+    *rows = o->rows, *bytes = o->bytes;
+    return st;
+}

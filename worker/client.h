@@ -1,0 +1,79 @@
+/* client.h - a job's parameter servers seen as one: connects to every shard (retrying with
+ * backoff until a deadline), says Hello, then pushes and pulls any key set, splitting it by
+ * shard (ps_shard_of) and putting the replies back in request order.
+ *
+ * The verbs follow ps-lite: *_async returns an op that ps_client_wait completes; many ops may be
+ * in flight, so a training step that touches several tables costs one round trip. Not
+ * thread-safe: one thread drives a client. Example:
+ *
+ *     ps_client *c;
+ *     ps_client_options o = {.job = &job, .rank = 0};
+ *     if (ps_client_create(&o, &c, &err) != PS_OK) die(err.msg);
+ *     uint32_t t = ps_client_table(c, "emb")->id;
+ *     ps_client_push(c, t, keys, n, grads, &err);        // grads: (n, dim)
+ *     ps_client_pull(c, t, keys, n, weights, &err);      // weights: (n, dim)
+ *     ps_client_destroy(c);
+ */
+#ifndef PS_CLIENT_H
+#define PS_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "log.h"
+#include "ps_status.h"
+#include "table_spec.h"
+
+typedef struct ps_client ps_client;
+typedef uint64_t ps_op;
+
+typedef struct {
+    const ps_job_config *job;   /* borrowed until destroy: servers, job_id, token, timeouts */
+    uint32_t rank;              /* this worker's rank, sent in Hello */
+    const char *const *servers; /* optional: "host:port" per shard instead of job->servers */
+    ps_logger log;
+} ps_client_options;
+
+/* Connects to all shards; PS_TIMEOUT if one stays unreachable for cluster.connect_timeout_ms,
+ * PS_MISMATCH if a server refuses the Hello (version, job id, token) or disagrees on the
+ * tables. */
+ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_error *err);
+void ps_client_destroy(ps_client *c); /* NULL-safe; waits for nothing */
+
+uint32_t ps_client_num_shards(const ps_client *c);
+/* The table called name as the servers described it, or NULL. */
+const ps_table_spec *ps_client_table(const ps_client *c, const char *name);
+
+/* Starts a pull: out (n, dim) is written by ps_client_wait and must live until then.
+ * keys are copied before return. */
+ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                               float *out, ps_op *op, ps_error *err);
+/* Starts a push: keys (n), grads (n, dim) are copied before return. */
+ps_status ps_client_push_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                               const float *grads, ps_op *op, ps_error *err);
+/* Push, then pull, in one round trip per shard; out (n_pull, dim) as for pull. */
+ps_status ps_client_pushpull_async(ps_client *c, uint32_t table, const uint64_t *push_keys,
+                                   size_t n_push, const float *grads, const uint64_t *pull_keys,
+                                   size_t n_pull, float *out, ps_op *op, ps_error *err);
+
+/* Waits for op (at most cluster.request_timeout_ms); returns the servers' verdict: PS_OK, the
+ * server's Error as a status with its message, PS_TIMEOUT or PS_CLOSED. */
+ps_status ps_client_wait(ps_client *c, ps_op op, ps_error *err);
+/* Waits for every op in flight; the first failure is returned. */
+ps_status ps_client_wait_all(ps_client *c, ps_error *err);
+
+/* Blocking forms. */
+ps_status ps_client_pull(ps_client *c, uint32_t table, const uint64_t *keys, size_t n, float *out,
+                         ps_error *err);
+ps_status ps_client_push(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                         const float *grads, ps_error *err);
+ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_keys,
+                             size_t n_push, const float *grads, const uint64_t *pull_keys,
+                             size_t n_pull, float *out, ps_error *err);
+
+/* Rows and bytes of each table on each shard (sum over shards when shard < 0). */
+ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
+                                ps_error *err);
+
+#endif

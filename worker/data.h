@@ -1,0 +1,134 @@
+/* data.h - the worker's training-data readers: csv, libsvm (svmlight) and generated random rows,
+ * streamed line by line (plain or .gz), sharded by row, optionally shuffled through a bounded
+ * buffer, delivered as CSR mini-batches with uint64 feature ids.
+ *
+ * Sharding: rows are numbered 0, 1, 2, ... in file order (empty lines, a csv header and libsvm
+ * comment-only lines are not rows; malformed lines are). Worker `rank` of `world` gets the rows
+ * with index % world == rank, so across workers every row is seen exactly once per epoch. Each
+ * worker still reads every line, but only parses (and so only reports errors in) its own rows.
+ *
+ * Example:
+ *     ps_data_options o;
+ *     ps_data_options_init(&o);
+ *     o.format = PS_DATA_LIBSVM, o.path = "train.svm.gz", o.shuffle = true, o.seed = 42;
+ *     ps_data *d;
+ *     if (ps_data_open(&o, rank, world, &d, &err) != PS_OK) ...;
+ *     for (uint32_t epoch = 0; epoch < epochs; epoch++) {
+ *         if (ps_data_rewind(d, epoch, &err) != PS_OK) ...;
+ *         ps_data_batch b;
+ *         while (ps_data_next(d, 128, &b, &err) == PS_OK && b.B > 0) train(&b);
+ *     }
+ *     ps_data_destroy(d);
+ *
+ * A ps_data is not thread-safe; use one per thread. */
+#ifndef PS_DATA_H
+#define PS_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_status.h"
+
+#define PS_DATA_DEFAULT_SHUFFLE_BUFFER 10000u   /* rows */
+#define PS_DATA_MAX_SHUFFLE_BUFFER (1u << 26)   /* rows */
+#define PS_DATA_DEFAULT_MAX_LINE (1u << 20)     /* bytes per line, excluding the '\n' */
+#define PS_DATA_MAX_LINE_LIMIT (1u << 30)       /* largest max_line_bytes accepted */
+#define PS_DATA_MAX_BATCH (1u << 24)            /* largest max_b for ps_data_next */
+#define PS_DATA_MAX_RANDOM_COLS (1u << 24)
+#define PS_DATA_SKIP_MESSAGES 8                 /* skipped-line messages kept per epoch */
+
+typedef enum { PS_DATA_CSV, PS_DATA_LIBSVM, PS_DATA_RANDOM } ps_data_format;
+
+typedef struct {
+    ps_data_format format;
+    const char *path;        /* csv/libsvm; "*.gz" is read through zlib. Borrowed until open
+                                returns. Ignored for random. */
+
+    /* csv: the label column, 0-based; negative counts from the end (-1 = last). label_name, if
+     * not NULL, picks the column by header name instead (the file must have a header; the first
+     * match wins) and is borrowed until open returns. The first non-empty line is a header if
+     * any of its non-empty fields is not a number. Fields are separated by ',', may be padded
+     * with spaces/tabs; every field must be a finite number. Feature ids are the column index
+     * among the non-label columns (0..d-1); every column is emitted, zeros included. */
+    int label_column;
+    const char *label_name;
+
+    /* libsvm: `label id:val id:val ... [# comment]`, optional `qid:N` token skipped. one_based:
+     * id 1 is feature 0 (LIBSVM's convention, the default); otherwise ids are taken as they
+     * are. Ids are decimal, 0..2^64-1. Label -1 becomes 0; any other finite label is kept
+     * (0/1, or class ids for multi-class). */
+    bool one_based;
+
+    /* csv/libsvm: a malformed own row is counted, remembered (ps_data_skipped_message) and
+     * skipped instead of failing ps_data_next with PS_DATA. */
+    bool skip_bad_lines;
+    size_t max_line_bytes;   /* 0 = PS_DATA_DEFAULT_MAX_LINE; longer lines are malformed */
+
+    /* random: random_rows rows of random_cols features, x ~ U[0,1) with 24-bit resolution,
+     * label 0/1. Row i depends only on (seed, i), so the union of the shards of any world size
+     * equals the world == 1 data set. See data.c for the exact generator. */
+    uint64_t random_rows;
+    uint32_t random_cols;
+
+    /* Shuffle the order of this worker's rows within each epoch through a buffer of
+     * shuffle_buffer rows (0 = PS_DATA_DEFAULT_SHUFFLE_BUFFER), as tf.data's shuffle(): it is a
+     * full shuffle when the buffer holds the whole shard. The order depends on (seed, epoch,
+     * rank) only. Without shuffle rows come in file order. */
+    bool shuffle;
+    size_t shuffle_buffer;
+    uint64_t seed;           /* shuffle and random */
+} ps_data_options;
+
+typedef struct ps_data ps_data;
+
+/* A mini-batch in CSR form. All arrays are owned by the reader and valid until the next
+ * ps_data_next/ps_data_rewind/ps_data_destroy on it. */
+typedef struct {
+    size_t B;                   /* rows in this batch; 0 at the end of the epoch */
+    const size_t *offsets;      /* (B + 1) row i's features are [offsets[i], offsets[i+1]) */
+    const uint64_t *ids;        /* (offsets[B]) feature ids */
+    const float *vals;          /* (offsets[B]) feature values */
+    const float *labels;        /* (B) */
+    const uint64_t *row_index;  /* (B) global 0-based row index of each row (see sharding) */
+} ps_data_batch;
+
+/* Defaults: csv, label_column 0, one_based true, everything else 0/NULL/false. */
+void ps_data_options_init(ps_data_options *o);
+
+/* "csv", "libsvm" (or "svmlight"), "random". PS_CONFIG for anything else. */
+ps_status ps_data_format_parse(const char *s, ps_data_format *out, ps_error *err);
+const char *ps_data_format_name(ps_data_format f);
+
+/* Opens the reader for worker `rank` of `world`, positioned at the start of epoch 0. For csv it
+ * reads the first non-empty line to find the header and column count. Errors: PS_INVALID_ARG
+ * (rank >= world, NULL arguments), PS_CONFIG (bad options: label column out of range, label
+ * name not in the header, limits), PS_IO (open/read/gzip), PS_DATA (first csv line malformed),
+ * PS_NOMEM. On error *out is NULL. */
+ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, ps_data **out,
+                       ps_error *err);
+
+void ps_data_destroy(ps_data *d); /* NULL-safe */
+
+/* Restarts at the beginning of the shard for `epoch` (re-seeds the shuffle, clears the skip
+ * count and a sticky error). PS_IO if the file cannot be re-read. */
+ps_status ps_data_rewind(ps_data *d, uint32_t epoch, ps_error *err);
+
+/* Fills *out with the next up to max_b (1..PS_DATA_MAX_BATCH) rows of this epoch; B == 0 at the
+ * end of the epoch (and on every later call until ps_data_rewind). A malformed own row fails
+ * with PS_DATA and the message "path:LINE: what is wrong" (LINE 1-based, counting every line),
+ * unless skip_bad_lines. PS_IO on read or gzip errors. After an error out->B is 0, the rows of
+ * that call are dropped and the error is sticky until ps_data_rewind. */
+ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *err);
+
+/* Malformed rows skipped so far in this epoch (skip_bad_lines), and the messages of the first
+ * PS_DATA_SKIP_MESSAGES of them ("path:LINE: what"), i < min(skipped, PS_DATA_SKIP_MESSAGES);
+ * NULL otherwise. The string lives until the next rewind or destroy. */
+size_t ps_data_skipped(const ps_data *d);
+const char *ps_data_skipped_message(const ps_data *d, size_t i);
+
+/* Feature-space size when the format fixes it: csv and random d (columns without the label);
+ * libsvm 0 (unknown). */
+uint32_t ps_data_num_features_hint(const ps_data *d);
+
+#endif
