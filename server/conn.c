@@ -1,6 +1,7 @@
 /* conn.c - one TCP peer: reads into a reused buffer, frames, hands frames to the handlers,
  * queues replies with backpressure (stop reading above limits.max_write_queue_bytes, resume
  * below half), and closes after an Error when the peer cannot be trusted any more. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,11 +51,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     ps_conn *c = (ps_conn *)s;
     ps_server *srv = c->srv;
     if (nread < 0) {
+        if (nread == UV_EOF && ps_framer_pending(c->framer) > 0 && !c->close_after_write) {
+            /* Half-closed mid-frame: say so (the peer may still read), then close. */
+            char msg[128];
+            snprintf(msg, sizeof(msg), "truncated frame: connection closed after %zu bytes of it",
+                     ps_framer_pending(c->framer));
+            ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s", c->peer, msg);
+            ps_conn_send_error(c, 0, PS_PROTO, msg, true);
+            return;
+        }
         if (nread != UV_EOF)
             ps_log(&srv->opt.log, PS_LOG_INFO, "%s: %s", c->peer, uv_strerror((int)nread));
-        else if (ps_framer_pending(c->framer) > 0)
-            ps_log(&srv->opt.log, PS_LOG_WARN, "%s: closed in the middle of a frame (%zu bytes)",
-                   c->peer, ps_framer_pending(c->framer));
         ps_conn_close(c);
         return;
     }

@@ -1,0 +1,51 @@
+# Thin wrapper for the two README commands; the build itself is CMake.
+#   make run    install what is missing (as root), build, train the seed's Keras job locally
+#   make test   install what is missing (as root), build, run the whole suite through ctest
+# Variables: BUILD (build dir), PS_WERROR=ON, PS_SANITIZE=address,undefined, JOBS.
+
+BUILD       ?= build
+PS_WERROR   ?= OFF
+PS_SANITIZE ?=
+JOBS        ?= 2
+CMAKE_BUILD_TYPE ?= RelWithDebInfo
+
+DEBS := cmake make gcc pkg-config libuv1-dev nanopb libnanopb-dev libcjson-dev \
+        libcriterion-dev zlib1g-dev libopenblas-dev
+
+.PHONY: all deps build run test bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEBS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:"; \
+	    echo "  sudo apt-get install -y $$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(CMAKE_BUILD_TYPE) -DPS_WERROR=$(PS_WERROR) \
+	  -DPS_SANITIZE=$(PS_SANITIZE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/ps-launch examples/keras_seed.json
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: deps
+	@cmake -S . -B $(BUILD)-release -DCMAKE_BUILD_TYPE=Release -DPS_BUILD_TESTS=OFF >/dev/null
+	@cmake --build $(BUILD)-release -j $(JOBS)
+	bash tests/bench/run_bench.sh $(BUILD)-release
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-release

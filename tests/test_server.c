@@ -1,0 +1,310 @@
+/* test_server.c - real shards on loopback: bad peers get an Error while other clients keep
+ * working, and a 2-shard job stores each key on its own shard with the reference values. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "adagrad.h"
+#include "client.h"
+#include "frame.h"
+#include "hash.h"
+#include "testutil.h"
+
+static const char *job_json =
+    "{\"job_id\": \"t\", \"seed\": 5,"
+    " \"cluster\": {\"servers\": 1, \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000},"
+    " \"limits\": {\"max_frame_bytes\": 1048576, \"max_keys_per_request\": 10000},"
+    " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}},"
+    "              {\"name\": \"bias\", \"dim\": 1}]}";
+
+static ps_job_config job;
+static test_server *srv;
+static ps_client *good; /* a well-behaved client that must keep working throughout */
+
+static void setup(void) {
+    tu_job(job_json, &job);
+    srv = tu_server_start(&job, 0);
+    tu_job_use(&job, &srv, 1);
+    ps_client_options o = {.job = &job, .rank = 0, .log = {.level = PS_LOG_ERROR}};
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &good, &err), PS_OK, "%s", err.msg);
+}
+
+static void teardown(void) {
+    ps_client_destroy(good);
+    tu_server_free(srv);
+}
+
+TestSuite(server, .init = setup, .fini = teardown, .timeout = 30);
+
+/* The good client pushes one gradient and reads back what AdaGrad makes of it. */
+static void good_client_works(void) {
+    static uint64_t key = 1000;
+    key++;
+    float g[4] = {0.5f, -0.25f, 1.0f, 0.0f}, before[4], after[4];
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(good, 0, &key, 1, before, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_push(good, 0, &key, 1, g, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_pull(good, 0, &key, 1, after, &err), PS_OK, "%s", err.msg);
+    float acc[4] = {0};
+    ps_adagrad_update(&job.tables[0].opt, before, acc, g, 4, 1);
+    cr_assert_eq(memcmp(before, after, sizeof(after)), 0, "good client got wrong values");
+}
+
+/* Expects an Error reply (code) and, if closes, that the server then closes the connection. */
+static void expect_error(int fd, ps_ErrorCode code, bool closes, const char *what) {
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf), "%s: no reply", what);
+    cr_assert_eq(m.env.which_body, ps_Envelope_error_tag, "%s: reply is not an Error", what);
+    cr_assert_eq(m.env.error.code, code, "%s: code %d, message \"%s\"", what, m.env.error.code,
+                 m.env.error.message);
+    cr_assert(strlen(m.env.error.message) > 0, "%s: empty message", what);
+    free(buf);
+    if (closes) cr_assert(tu_closed(fd), "%s: connection not closed", what);
+}
+
+Test(server, oversized_frame_is_refused_before_allocation) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    uint8_t hdr[4] = {0xff, 0xff, 0xff, 0xf0}; /* ~4 GiB announced, limit 1 MiB */
+    cr_assert(tu_send_all(fd, hdr, 4));
+    expect_error(fd, ps_ErrorCode_ERR_TOO_LARGE, true, "oversized");
+    close(fd);
+    good_client_works();
+}
+
+Test(server, garbage_frame) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    uint8_t bad[4 + 12] = {0, 0, 0, 12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                           0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    cr_assert(tu_send_all(fd, bad, sizeof(bad)));
+    expect_error(fd, ps_ErrorCode_ERR_PROTO, true, "garbage");
+    close(fd);
+    good_client_works();
+}
+
+Test(server, truncated_frame) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    uint8_t part[4 + 5] = {0, 0, 0, 100, 1, 2, 3, 4, 5}; /* 100 announced, 5 sent, then EOF */
+    cr_assert(tu_send_all(fd, part, sizeof(part)));
+    shutdown(fd, SHUT_WR);
+    expect_error(fd, ps_ErrorCode_ERR_PROTO, true, "truncated");
+    close(fd);
+    good_client_works();
+}
+
+Test(server, truncated_message_inside_a_frame) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 7;
+    env.which_body = ps_Envelope_pull_tag;
+    uint64_t keys[4] = {1, 2, 3, 4};
+    ps_bulk k = {.src = {(const uint8_t *)keys, sizeof(keys)}};
+    uint8_t *frame;
+    size_t len;
+    cr_assert_eq(ps_wire_encode(&env, &k, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
+    size_t cut = len - 9; /* a frame that says it is shorter: the Envelope ends mid-field */
+    ps_frame_put_header(frame, (uint32_t)(cut - 4));
+    cr_assert(tu_send_all(fd, frame, cut));
+    free(frame);
+    expect_error(fd, ps_ErrorCode_ERR_PROTO, true, "truncated envelope");
+    close(fd);
+    good_client_works();
+}
+
+Test(server, wrong_lengths_get_an_error_and_the_connection_stays) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    uint64_t keys[3] = {1, 2, 3};
+    float grads[12] = {0};
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_push_tag;
+    env.push.table = 0;
+
+    /* 3 keys x dim 4 = 12 floats wanted, 11 sent */
+    env.request_id = 10;
+    ps_bulk k = {.src = {(const uint8_t *)keys, sizeof(keys)}};
+    ps_bulk g = {.src = {(const uint8_t *)grads, 11 * sizeof(float)}};
+    cr_assert(tu_send_msg(fd, &env, &k, &g, NULL));
+    expect_error(fd, ps_ErrorCode_ERR_INVALID_ARG, false, "short grads");
+
+    /* unknown table */
+    env.request_id = 11;
+    env.push.table = 9;
+    g.src.len = sizeof(grads);
+    cr_assert(tu_send_msg(fd, &env, &k, &g, NULL));
+    expect_error(fd, ps_ErrorCode_ERR_INVALID_ARG, false, "unknown table");
+
+    /* over max_keys_per_request */
+    env.request_id = 12;
+    env.which_body = ps_Envelope_pull_tag;
+    env.pull.table = 0;
+    uint64_t *many = calloc(10001, sizeof(uint64_t));
+    ps_bulk km = {.src = {(const uint8_t *)many, 10001 * sizeof(uint64_t)}};
+    cr_assert(tu_send_msg(fd, &env, &km, NULL, NULL));
+    free(many);
+    expect_error(fd, ps_ErrorCode_ERR_TOO_LARGE, false, "too many keys");
+
+    /* the same connection still serves a valid pull; the reply carries the request id */
+    env.request_id = 13;
+    cr_assert(tu_send_msg(fd, &env, &k, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_values_tag);
+    cr_assert_eq(m.env.request_id, 13);
+    cr_assert_eq(m.values.len, 3 * 4 * sizeof(float));
+    free(buf);
+    close(fd);
+    good_client_works();
+}
+
+Test(server, keys_not_a_multiple_of_8_close_the_connection) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 3;
+    env.which_body = ps_Envelope_pull_tag;
+    uint8_t odd[13] = {0};
+    ps_bulk k = {.src = {odd, sizeof(odd)}};
+    cr_assert(tu_send_msg(fd, &env, &k, NULL, NULL));
+    expect_error(fd, ps_ErrorCode_ERR_PROTO, true, "13-byte keys");
+    close(fd);
+    good_client_works();
+}
+
+Test(server, request_before_hello) {
+    int fd = tu_connect(tu_server_port(srv));
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 1;
+    env.which_body = ps_Envelope_stats_tag;
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    expect_error(fd, ps_ErrorCode_ERR_PROTO, true, "no hello");
+    close(fd);
+    good_client_works();
+}
+
+Test(server, hello_mismatch) {
+    for (int which = 0; which < 2; which++) {
+        int fd = tu_connect(tu_server_port(srv));
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = 1;
+        env.which_body = ps_Envelope_hello_tag;
+        env.hello.protocol_version = which == 0 ? PS_PROTOCOL_VERSION + 1 : PS_PROTOCOL_VERSION;
+        snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", which == 1 ? "other" : "t");
+        cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+        expect_error(fd, ps_ErrorCode_ERR_MISMATCH, true, which == 0 ? "version" : "job id");
+        close(fd);
+    }
+    /* the client library reports the server's reason */
+    ps_job_config other = job;
+    snprintf(other.job_id, sizeof(other.job_id), "someone-else");
+    ps_client *c = NULL;
+    ps_client_options o = {.job = &other, .log = {.level = PS_LOG_ERROR}};
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_MISMATCH, "got %s", err.msg);
+    cr_assert(strstr(err.msg, "job") != NULL, "message: %s", err.msg);
+    good_client_works();
+}
+
+Test(server, pipelined_requests_on_one_connection) {
+    uint64_t keys[64];
+    float grads[64 * 4], out[8][64 * 4];
+    for (int i = 0; i < 64; i++) keys[i] = 5000 + (uint64_t)i;
+    for (int i = 0; i < 64 * 4; i++) grads[i] = 0.01f * (float)(i % 7);
+    ps_op ops[16];
+    ps_error err = {0};
+    for (int r = 0; r < 8; r++) {
+        cr_assert_eq(ps_client_push_async(good, 0, keys, 64, grads, &ops[2 * r], &err), PS_OK);
+        cr_assert_eq(ps_client_pull_async(good, 0, keys, 64, out[r], &ops[2 * r + 1], &err), PS_OK);
+    }
+    for (int i = 0; i < 16; i++) cr_assert_eq(ps_client_wait(good, ops[i], &err), PS_OK, "%s", err.msg);
+    /* pull r saw exactly r + 1 pushes: all rows of pull r differ from pull r - 1 */
+    for (int r = 1; r < 8; r++) cr_assert_neq(out[r][4], out[r - 1][4]);
+}
+
+Test(server, client_gives_up_on_unreachable_server) {
+    ps_job_config j = job;
+    j.connect_timeout_ms = 300;
+    int fd = tu_connect(tu_server_port(srv)); /* learn a free port: bind one and close it */
+    close(fd);
+    snprintf(j.servers[0], sizeof(j.servers[0]), "127.0.0.1:1");
+    ps_client *c = NULL;
+    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_TIMEOUT, "got: %s", err.msg);
+    cr_assert(strstr(err.msg, "127.0.0.1:1") != NULL, "message: %s", err.msg);
+}
+
+/* --- two shards, two clients ------------------------------------------------------------------ */
+
+Test(two_shards, each_shard_holds_its_own_keys_with_reference_values, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"two\", \"seed\": 11, \"cluster\": {\"servers\": 2},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 3, \"init\": {\"type\": \"normal\","
+           " \"stddev\": 0.1}}]}",
+           &j);
+    test_server *s[2] = {tu_server_start(&j, 0), tu_server_start(&j, 1)};
+    tu_job_use(&j, s, 2);
+    ps_client *c[2];
+    ps_error err = {0};
+    for (int i = 0; i < 2; i++) {
+        ps_client_options o = {.job = &j, .rank = (uint32_t)i, .log = {.level = PS_LOG_ERROR}};
+        cr_assert_eq(ps_client_create(&o, &c[i], &err), PS_OK, "%s", err.msg);
+    }
+    enum { N = 2000, D = 3, STEPS = 3 };
+    static uint64_t keys[N];
+    static float grads[N * D], ref_w[N * D], ref_acc[N * D], got[N * D];
+    for (int i = 0; i < N; i++) keys[i] = (uint64_t)i * 7919u; /* overlapping ranges below */
+    ps_init_spec init = j.tables[0].init;
+    (void)init;
+    /* initial values: what a pull returns before any push */
+    cr_assert_eq(ps_client_pull(c[0], 0, keys, N, ref_w, &err), PS_OK, "%s", err.msg);
+    memset(ref_acc, 0, sizeof(ref_acc));
+    for (int step = 0; step < STEPS; step++) {
+        for (int who = 0; who < 2; who++) {
+            /* client 0 pushes keys [0, 1500), client 1 keys [500, 2000) */
+            int lo = who == 0 ? 0 : 500, hi = who == 0 ? 1500 : 2000;
+            for (int i = lo; i < hi; i++)
+                for (int d = 0; d < D; d++)
+                    grads[i * D + d] = 0.001f * (float)((i * 31 + d * 17 + step * 7 + who) % 101) - 0.05f;
+            cr_assert_eq(ps_client_push(c[who], 0, keys + lo, (size_t)(hi - lo), grads + lo * D, &err),
+                         PS_OK, "%s", err.msg);
+            for (int i = lo; i < hi; i++)
+                ps_adagrad_update(&j.tables[0].opt, ref_w + i * D, ref_acc + i * D, grads + i * D, D, 1);
+        }
+    }
+    for (int who = 0; who < 2; who++) {
+        cr_assert_eq(ps_client_pull(c[who], 0, keys, N, got, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(memcmp(got, ref_w, sizeof(got)), 0, "client %d pulled values differ", who);
+    }
+    uint64_t rows, bytes;
+    cr_assert_eq(ps_client_table_stats(c[0], 0, &rows, &bytes, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(rows, N);
+    for (int i = 0; i < 2; i++) ps_client_destroy(c[i]);
+
+    ps_server *srv0 = tu_server_stop(s[0]), *srv1 = tu_server_stop(s[1]);
+    ps_store *st[2] = {ps_server_store(srv0, 0), ps_server_store(srv1, 0)};
+    cr_assert_eq(ps_store_rows(st[0]) + ps_store_rows(st[1]), N);
+    cr_assert(ps_store_rows(st[0]) > N / 3 && ps_store_rows(st[1]) > N / 3, "uneven: %zu / %zu",
+              ps_store_rows(st[0]), ps_store_rows(st[1]));
+    for (int i = 0; i < N; i++) {
+        uint32_t home = ps_shard_of(0, keys[i], 2);
+        float w[D], acc[D];
+        cr_assert(ps_store_get(st[home], keys[i], w, acc), "key %lu missing on shard %u",
+                  (unsigned long)keys[i], home);
+        cr_assert(!ps_store_get(st[1 - home], keys[i], NULL, NULL), "key %lu on both shards",
+                  (unsigned long)keys[i]);
+        cr_assert_eq(memcmp(w, ref_w + i * D, sizeof(w)), 0);
+        cr_assert_eq(memcmp(acc, ref_acc + i * D, sizeof(acc)), 0);
+    }
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
+}

@@ -1,0 +1,154 @@
+/* testutil.c - see testutil.h. */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "frame.h"
+
+struct test_server {
+    ps_server *srv;
+    uv_thread_t thread;
+    bool running;
+    char addr[64];
+};
+
+void tu_job(const char *json, ps_job_config *cfg) {
+    ps_error err = {0};
+    ps_status st = ps_config_parse(json, "test.json", NULL, 0, cfg, &err);
+    cr_assert_eq(st, PS_OK, "job: %s", err.msg);
+}
+
+static void serve(void *arg) {
+    test_server *t = arg;
+    ps_server_run(t->srv, NULL);
+}
+
+test_server *tu_server_start(const ps_job_config *job, uint32_t shard) {
+    test_server *t = calloc(1, sizeof(*t));
+    cr_assert_not_null(t);
+    ps_server_options opt = {.job = job, .shard = shard, .listen = "127.0.0.1:0",
+                             .log = {.level = PS_LOG_ERROR}};
+    snprintf(opt.log.prefix, sizeof(opt.log.prefix), "server %u", shard);
+    ps_error err = {0};
+    cr_assert_eq(ps_server_create(&opt, &t->srv, &err), PS_OK, "server: %s", err.msg);
+    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", ps_server_port(t->srv));
+    cr_assert_eq(uv_thread_create(&t->thread, serve, t), 0);
+    t->running = true;
+    return t;
+}
+
+const char *tu_server_addr(const test_server *t) { return t->addr; }
+int tu_server_port(const test_server *t) { return ps_server_port(t->srv); }
+
+ps_server *tu_server_stop(test_server *t) {
+    if (t->running) {
+        ps_server_stop(t->srv);
+        uv_thread_join(&t->thread);
+        t->running = false;
+    }
+    return t->srv;
+}
+
+void tu_server_free(test_server *t) {
+    if (t == NULL) return;
+    tu_server_stop(t);
+    ps_server_destroy(t->srv);
+    free(t);
+}
+
+void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n) {
+    job->num_servers = (uint32_t)n;
+    for (size_t i = 0; i < n; i++)
+        snprintf(job->servers[i], sizeof(job->servers[i]), "%s", servers[i]->addr);
+}
+
+int tu_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool tu_send_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0) return false;
+        b += w, n -= (size_t)w;
+    }
+    return true;
+}
+
+bool tu_send_msg(int fd, const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *grads,
+                 const ps_bulk *pull_keys) {
+    uint8_t *frame;
+    size_t len;
+    if (ps_wire_encode(env, keys, grads, pull_keys, NULL, &frame, &len, NULL) != PS_OK) return false;
+    bool ok = tu_send_all(fd, frame, len);
+    free(frame);
+    return ok;
+}
+
+static bool read_all(int fd, void *p, size_t n) {
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = recv(fd, b, n, 0);
+        if (r <= 0) return false;
+        b += r, n -= (size_t)r;
+    }
+    return true;
+}
+
+bool tu_read_msg(int fd, ps_msg *m, uint8_t **buf) {
+    uint8_t hdr[4];
+    *buf = NULL;
+    if (!read_all(fd, hdr, 4)) return false;
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    *buf = malloc(len + 1);
+    if (*buf == NULL || !read_all(fd, *buf, len)) return false;
+    return ps_wire_decode(*buf, len, m, NULL) == PS_OK;
+}
+
+bool tu_hello(int fd, const ps_job_config *job) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 1;
+    env.which_body = ps_Envelope_hello_tag;
+    env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job->job_id);
+    snprintf(env.hello.token, sizeof(env.hello.token), "%s", job->token);
+    if (!tu_send_msg(fd, &env, NULL, NULL, NULL)) return false;
+    ps_msg m;
+    uint8_t *buf;
+    bool ok = tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_hello_reply_tag;
+    free(buf);
+    return ok;
+}
+
+bool tu_closed(int fd) {
+    uint8_t b[256];
+    for (int i = 0; i < 1000; i++) {
+        ssize_t r = recv(fd, b, sizeof(b), 0);
+        if (r == 0) return true;
+        if (r < 0) return false; /* timeout */
+    }
+    return false;
+}

@@ -1,0 +1,43 @@
+/* testutil.h - helpers shared by the tests that need real servers: shards run in-process, each on
+ * its own thread and loop, bound to 127.0.0.1:0; raw sockets speak the wire by hand. */
+#ifndef PS_TESTUTIL_H
+#define PS_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "server.h"
+#include "wire.h"
+
+typedef struct test_server test_server;
+
+/* Parses a job from JSON text; aborts the test with the message on error. */
+void tu_job(const char *json, ps_job_config *cfg);
+
+/* Starts shard `shard` of job on an ephemeral loopback port, serving on a thread. */
+test_server *tu_server_start(const ps_job_config *job, uint32_t shard);
+const char *tu_server_addr(const test_server *t); /* "127.0.0.1:PORT" */
+int tu_server_port(const test_server *t);
+/* Stops the loop and joins the thread; the stores stay readable until tu_server_free. */
+ps_server *tu_server_stop(test_server *t);
+void tu_server_free(test_server *t);
+
+/* Points job->servers at running test servers. */
+void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n);
+
+/* Blocking loopback socket with a 5 s receive timeout; -1 on failure. */
+int tu_connect(int port);
+bool tu_send_all(int fd, const void *p, size_t n);
+/* Sends env (+ bulk fields) as one frame. */
+bool tu_send_msg(int fd, const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *grads,
+                 const ps_bulk *pull_keys);
+/* Reads one frame and decodes it into m; *buf holds the payload (free it). false on EOF/timeout. */
+bool tu_read_msg(int fd, ps_msg *m, uint8_t **buf);
+/* Sends a valid Hello for job and reads the reply; true if it is a HelloReply. */
+bool tu_hello(int fd, const ps_job_config *job);
+/* true if the peer closed the connection (read returns 0) within the timeout. */
+bool tu_closed(int fd);
+
+#endif
