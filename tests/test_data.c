@@ -622,7 +622,8 @@ ParameterizedTestParameters(data, malformed) {
     static bad_case cases[] = {
         {"svm label", PS_DATA_LIBSVM, "1 3:0.5\nabc 1:2\n", 0, false, 0,
          "2: label \"abc\" is not a number"},
-        {"svm label nan", PS_DATA_LIBSVM, "nan 1:2\n", 0, false, 0, "1: label \"nan\" is not finite"},
+        {"svm label nan", PS_DATA_LIBSVM, "nan 1:2\n", 0, false, 0,
+         "1: label \"nan\" is not finite"},
         {"svm label junk", PS_DATA_LIBSVM, "1x 1:2\n", 0, false, 0,
          "1: label \"1x\" is not a number"},
         {"svm no colon", PS_DATA_LIBSVM, "1 5\n", 0, false, 0, "1: token \"5\": missing ':'"},
@@ -691,7 +692,8 @@ ParameterizedTest(bad_case *c, data, malformed) {
     snprintf(want, sizeof(want), "%s:%s", path, c->want);
     ps_data_options o;
     ps_data_options_init(&o);
-    o.format = c->format, o.path = path, o.one_based = !c->zero_based, o.max_line_bytes = c->max_line;
+    o.format = c->format, o.path = path, o.one_based = !c->zero_based;
+    o.max_line_bytes = c->max_line;
     ps_data *d = NULL;
     ps_error err = {0};
     ps_status st = ps_data_open(&o, 0, 1, &d, &err);
@@ -768,7 +770,7 @@ Test(data, skip_bad_lines_counts_and_reports) {
 
     /* many bad lines: all counted, the first PS_DATA_SKIP_MESSAGES kept */
     char text[4096], *p = text;
-    for (int i = 0; i < 30; i++) p += sprintf(p, "%s\n", i % 2 ? "1,2" : "1,?");
+    for (int i = 0; i < 30; i++) p += sprintf(p, "%s\n", i % 2 ? "1,?" : "1,2");
     write_file("k.csv", text, (size_t)(p - text), path);
     ps_data_options_init(&o);
     o.path = path, o.skip_bad_lines = true;
@@ -803,7 +805,7 @@ Test(data, long_lines) {
     ps_error err = {0};
     cr_assert_eq(ps_data_next(d, 2, &b, &err), PS_OK, "%s", err.msg);
     cr_assert_eq(b.B, 2);
-    cr_assert_gt(b.offsets[1], 40000);
+    cr_assert_gt(b.offsets[1], 30000);
     cr_assert_eq(b.vals[b.offsets[1]], 2);
     cr_assert_eq(ps_data_next(d, 2, &b, &err), PS_DATA);
     char want[300];

@@ -3,9 +3,10 @@
  * buffer, delivered as CSR mini-batches with uint64 feature ids.
  *
  * Sharding: rows are numbered 0, 1, 2, ... in file order (empty lines, a csv header and libsvm
- * comment-only lines are not rows; malformed lines are). Worker `rank` of `world` gets the rows
- * with index % world == rank, so across workers every row is seen exactly once per epoch. Each
- * worker still reads every line, but only parses (and so only reports errors in) its own rows.
+ * comment-only lines are not rows; malformed lines, including lines over max_line_bytes, are).
+ * Worker `rank` of `world` gets the rows with index % world == rank, so across workers every row
+ * is seen exactly once per epoch. Each worker still reads every line, but only parses (and so
+ * only reports errors in) its own rows.
  *
  * Example:
  *     ps_data_options o;

@@ -1,0 +1,490 @@
+/* launch.c - ps-launch: runs a whole job on this machine. Starts the job's servers (port 0 unless
+ * the job names ports), then its workers, as child processes; prefixes their output; combines
+ * the workers' progress events into one Keras-style line per epoch; forwards SIGINT/SIGTERM;
+ * stops everything as soon as one child fails (exit code: that child's), exits 0 when training
+ * ends. Exit 2 for usage and job-file errors. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+#include "config.h"
+#include "progress.h"
+
+#define MAX_SETS 64
+#define MAX_LINE (64u << 10)
+#define EPOCH_RING 1024
+#define START_TIMEOUT_MS 15000
+#define KILL_GRACE_MS 5000
+
+typedef struct launcher launcher;
+
+typedef struct {
+    char *buf;
+    size_t len;
+} line_buf;
+
+typedef struct {
+    uv_process_t proc;
+    uv_pipe_t out, err;
+    launcher *L;
+    bool is_worker;
+    uint32_t index;
+    char name[32];
+    bool running;
+    int open_pipes;
+    line_buf lout, lerr;
+    char addr[PS_ADDR_MAX]; /* servers: where it listens */
+} child;
+
+typedef struct {
+    bool seen, done;
+    ps_progress p;
+} worker_epoch;
+
+struct launcher {
+    uv_loop_t *loop;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t timer;
+    ps_job_config job;
+    const char *job_path;
+    const char *sets[MAX_SETS];
+    size_t n_sets;
+    bool verbose, tty;
+    char bin_dir[PS_PATH_MAX];
+    child *servers, *workers;
+    uint32_t n_servers, n_workers;
+    uint32_t servers_listening, workers_done, children_running;
+    bool workers_started, stopping, finished;
+    int exit_code;
+    /* combined progress */
+    worker_epoch *ring; /* [EPOCH_RING][n_workers] */
+    uint32_t shown;     /* epochs fully printed */
+    bool announced;     /* "Epoch shown+1/E" printed */
+    uint64_t total_samples;
+    uint64_t t_start;
+};
+
+static void stop_all(launcher *L, int sig, int exit_code);
+
+/* --- output ----------------------------------------------------------------------------------- */
+
+static worker_epoch *slot(launcher *L, uint32_t epoch, uint32_t rank) {
+    return &L->ring[(size_t)(epoch % EPOCH_RING) * L->n_workers + rank];
+}
+
+/* The job's figures for epoch e so far: sums over workers, the slowest worker's time. */
+static bool combine(launcher *L, uint32_t e, ps_progress *out) {
+    bool all_done = true;
+    *out = (ps_progress){.epoch = e + 1, .epochs = L->job.fit.epochs};
+    for (uint32_t r = 0; r < L->n_workers; r++) {
+        worker_epoch *w = slot(L, e, r);
+        all_done &= w->seen && w->done;
+        if (!w->seen) continue;
+        const ps_progress *p = &w->p;
+        out->step += p->step, out->samples += p->samples;
+        out->steps = out->steps == UINT64_MAX || p->steps == 0 ? UINT64_MAX : out->steps + p->steps;
+        out->loss_sum += p->loss_sum, out->correct += p->correct;
+        if (p->seconds > out->seconds) out->seconds = p->seconds;
+        out->has_val |= p->has_val;
+        out->val_samples += p->val_samples, out->val_loss_sum += p->val_loss_sum;
+        out->val_correct += p->val_correct;
+    }
+    for (uint32_t r = 0; r < L->n_workers && out->steps != UINT64_MAX; r++)
+        if (!slot(L, e, r)->seen) out->steps = UINT64_MAX;
+    if (out->steps == UINT64_MAX) out->steps = 0;
+    return all_done;
+}
+
+static void render(launcher *L) {
+    ps_progress p;
+    while (L->shown < L->job.fit.epochs) {
+        uint32_t e = L->shown;
+        bool any = false;
+        for (uint32_t r = 0; r < L->n_workers; r++) any |= slot(L, e, r)->seen;
+        if (!any) return;
+        if (!L->announced && L->job.fit.verbose > 0) {
+            printf("Epoch %u/%u\n", e + 1, L->job.fit.epochs);
+            L->announced = true;
+        }
+        bool done = combine(L, e, &p);
+        char line[512];
+        if (!done) {
+            if (L->tty && L->job.fit.verbose == 1) {
+                ps_progress_format(&p, false, line, sizeof(line));
+                printf("\r%s\033[K", line);
+                fflush(stdout);
+            }
+            return;
+        }
+        if (L->job.fit.verbose > 0) {
+            ps_progress_format(&p, true, line, sizeof(line));
+            printf(L->tty ? "\r%s\033[K\n" : "%s\n", line);
+        }
+        if (L->job.fit.metrics_file[0] && !ps_progress_append_json(L->job.fit.metrics_file, &p))
+            fprintf(stderr, "[launch] cannot append to %s\n", L->job.fit.metrics_file);
+        L->total_samples += p.samples;
+        for (uint32_t r = 0; r < L->n_workers; r++) *slot(L, e, r) = (worker_epoch){0};
+        L->shown++;
+        L->announced = false;
+        fflush(stdout);
+    }
+}
+
+static double num(const cJSON *o, const char *k) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(it) ? it->valuedouble : 0.0;
+}
+
+/* "@ps {json}" from a worker. */
+static void on_event(launcher *L, child *c, const char *json) {
+    cJSON *o = cJSON_Parse(json);
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "ev");
+    if (o == NULL || !cJSON_IsString(ev)) {
+        fprintf(stderr, "[%s] bad event: %s\n", c->name, json);
+        cJSON_Delete(o);
+        return;
+    }
+    uint32_t e = (uint32_t)num(o, "epoch");
+    if (e >= 1 && e - 1 >= L->shown && e - 1 < L->shown + EPOCH_RING) {
+        worker_epoch *w = slot(L, e - 1, c->index);
+        w->seen = true;
+        w->done = strcmp(ev->valuestring, "epoch") == 0;
+        ps_progress *p = &w->p;
+        p->step = (uint64_t)num(o, "step"), p->steps = (uint64_t)num(o, "steps");
+        p->samples = (uint64_t)num(o, "samples"), p->loss_sum = num(o, "loss_sum");
+        p->correct = (uint64_t)num(o, "correct"), p->seconds = num(o, "seconds");
+        p->has_val = cJSON_GetObjectItemCaseSensitive(o, "val_samples") != NULL;
+        p->val_samples = (uint64_t)num(o, "val_samples");
+        p->val_loss_sum = num(o, "val_loss_sum");
+        p->val_correct = (uint64_t)num(o, "val_correct");
+        if (L->verbose && w->done) {
+            char line[512];
+            ps_progress_format(p, true, line, sizeof(line));
+            fprintf(stderr, "[%s] epoch %u: %s\n", c->name, e, line);
+        }
+        render(L);
+    }
+    cJSON_Delete(o);
+}
+
+static void start_workers(launcher *L);
+
+static void on_line(child *c, bool is_err, char *line) {
+    launcher *L = c->L;
+    if (!is_err && c->is_worker && strncmp(line, "@ps ", 4) == 0) {
+        on_event(L, c, line + 4);
+        return;
+    }
+    if (!is_err && !c->is_worker && c->addr[0] == '\0') {
+        const char *at = strstr(line, "listening on ");
+        if (at != NULL) {
+            snprintf(c->addr, sizeof(c->addr), "%s", at + strlen("listening on "));
+            if (L->verbose) printf("[%s] %s\n", c->name, line);
+            if (++L->servers_listening == L->n_servers) start_workers(L);
+            return;
+        }
+    }
+    if (!L->verbose && strstr(line, "info: ") != NULL) return; /* routine logs: --verbose */
+    if (L->tty && L->announced) printf("\r\033[K"); /* keep the bar off other lines */
+    if (line[0] == '[') /* already says who it is */
+        fprintf(is_err ? stderr : stdout, "%s\n", line);
+    else
+        fprintf(is_err ? stderr : stdout, "[%s] %s\n", c->name, line);
+    fflush(is_err ? stderr : stdout);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)h;
+    buf->base = malloc(suggested);
+    buf->len = buf->base ? suggested : 0;
+}
+
+static void pipe_closed(uv_handle_t *h) {
+    child *c = h->data;
+    c->open_pipes--;
+}
+
+static void feed(child *c, line_buf *lb, bool is_err, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n' || lb->len + 1 >= MAX_LINE) {
+            lb->buf[lb->len] = '\0';
+            on_line(c, is_err, lb->buf);
+            lb->len = 0;
+            if (p[i] == '\n') continue;
+        }
+        lb->buf[lb->len++] = p[i];
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    child *c = s->data;
+    bool is_err = s == (uv_stream_t *)&c->err;
+    line_buf *lb = is_err ? &c->lerr : &c->lout;
+    if (nread > 0) feed(c, lb, is_err, buf->base, (size_t)nread);
+    free(buf->base);
+    if (nread < 0) {
+        if (lb->len > 0) feed(c, lb, is_err, "\n", 1);
+        uv_close((uv_handle_t *)s, pipe_closed);
+    }
+}
+
+/* --- children --------------------------------------------------------------------------------- */
+
+static void proc_closed(uv_handle_t *h) { (void)h; }
+
+static void maybe_finish(launcher *L) {
+    if (L->children_running > 0 || L->finished) return;
+    L->finished = true;
+    uv_timer_stop(&L->timer);
+    uv_close((uv_handle_t *)&L->timer, NULL);
+    uv_close((uv_handle_t *)&L->sigint, NULL);
+    uv_close((uv_handle_t *)&L->sigterm, NULL);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
+    child *c = p->data;
+    launcher *L = c->L;
+    c->running = false;
+    L->children_running--;
+    uv_close((uv_handle_t *)p, proc_closed);
+    if (L->stopping) {
+        if (L->verbose)
+            fprintf(stderr, "[launch] %s stopped (status %lld, signal %d)\n", c->name,
+                    (long long)status, term_signal);
+        maybe_finish(L);
+        return;
+    }
+    if (c->is_worker && status == 0 && term_signal == 0) {
+        if (++L->workers_done == L->n_workers) {
+            double s = (double)(uv_hrtime() - L->t_start) * 1e-9;
+            if (L->job.fit.verbose > 0)
+                printf("Trained %u epochs: %llu samples in %.2fs (%.0f samples/s) on %u server%s "
+                       "and %u worker%s\n",
+                       L->job.fit.epochs, (unsigned long long)L->total_samples, s,
+                       s > 0 ? (double)L->total_samples / s : 0.0, L->n_servers,
+                       L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
+            fflush(stdout);
+            stop_all(L, SIGTERM, 0);
+        }
+        maybe_finish(L);
+        return;
+    }
+    int code = term_signal ? 128 + term_signal : (int)status;
+    if (code == 0) code = 1; /* a server that stops on its own is a failure too */
+    fprintf(stderr, "[launch] %s exited with %s %d; stopping the job\n", c->name,
+            term_signal ? "signal" : "status", term_signal ? term_signal : (int)status);
+    stop_all(L, SIGTERM, code);
+    maybe_finish(L);
+}
+
+static int spawn(launcher *L, child *c, char **args) {
+    c->L = L;
+    c->lout.buf = malloc(MAX_LINE + 1);
+    c->lerr.buf = malloc(MAX_LINE + 1);
+    if (c->lout.buf == NULL || c->lerr.buf == NULL) return UV_ENOMEM;
+    uv_pipe_init(L->loop, &c->out, 0);
+    uv_pipe_init(L->loop, &c->err, 0);
+    c->out.data = c->err.data = c->proc.data = c;
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = 0},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->out},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->err},
+    };
+    uv_process_options_t o = {.exit_cb = on_exit_cb, .file = args[0], .args = args,
+                              .stdio_count = 3, .stdio = stdio};
+    int rc = uv_spawn(L->loop, &c->proc, &o);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&c->out, NULL);
+        uv_close((uv_handle_t *)&c->err, NULL);
+        return rc;
+    }
+    c->running = true;
+    c->open_pipes = 2;
+    L->children_running++;
+    uv_read_start((uv_stream_t *)&c->out, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&c->err, on_alloc, on_read);
+    return 0;
+}
+
+/* argv: BIN --config JOB [extra...] --set ... NULL; strings live in the launcher or static. */
+static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, uint32_t index,
+                      const char *listen, const char *servers_set) {
+    char path[PS_PATH_MAX + 16], idx[16];
+    snprintf(path, sizeof(path), "%s/%s", L->bin_dir, bin);
+    snprintf(idx, sizeof(idx), "%u", index);
+    char *args[16 + 2 * MAX_SETS];
+    size_t n = 0;
+    args[n++] = path;
+    args[n++] = "--config";
+    args[n++] = (char *)L->job_path;
+    args[n++] = (char *)flag;
+    args[n++] = idx;
+    if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
+    if (c->is_worker) args[n++] = "--events";
+    for (size_t i = 0; i < L->n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->sets[i];
+    if (servers_set) args[n++] = "--set", args[n++] = (char *)servers_set;
+    if (L->verbose) args[n++] = "--verbose";
+    args[n] = NULL;
+    int rc = spawn(L, c, args);
+    if (rc != 0) fprintf(stderr, "[launch] cannot start %s: %s\n", path, uv_strerror(rc));
+    return rc;
+}
+
+static void start_workers(launcher *L) {
+    if (L->workers_started || L->stopping) return;
+    L->workers_started = true;
+    uv_timer_stop(&L->timer);
+    if (!L->job.has_model) {
+        printf("[launch] the job has no model: serving until SIGINT/SIGTERM\n");
+        fflush(stdout);
+        return;
+    }
+    /* cluster.servers=["h:p", ...] for every worker */
+    size_t cap = 32 + (size_t)L->n_servers * (PS_ADDR_MAX + 4);
+    char *set = malloc(cap);
+    if (set == NULL) {
+        stop_all(L, SIGTERM, 1);
+        return;
+    }
+    size_t len = (size_t)snprintf(set, cap, "cluster.servers=[");
+    for (uint32_t i = 0; i < L->n_servers; i++)
+        len += (size_t)snprintf(set + len, cap - len, "%s\"%s\"", i ? "," : "",
+                                L->servers[i].addr);
+    snprintf(set + len, cap - len, "]");
+    L->t_start = uv_hrtime();
+    for (uint32_t r = 0; r < L->n_workers; r++) {
+        child *c = &L->workers[r];
+        c->is_worker = true, c->index = r;
+        snprintf(c->name, sizeof(c->name), "worker %u", r);
+        if (spawn_role(L, c, "ps-worker", "--rank", r, NULL, set) != 0) {
+            stop_all(L, SIGTERM, 1);
+            break;
+        }
+    }
+    free(set);
+}
+
+static void on_kill_timer(uv_timer_t *t) {
+    launcher *L = t->data;
+    for (uint32_t i = 0; i < L->n_servers; i++)
+        if (L->servers[i].running) uv_process_kill(&L->servers[i].proc, SIGKILL);
+    for (uint32_t i = 0; i < L->n_workers; i++)
+        if (L->workers[i].running) uv_process_kill(&L->workers[i].proc, SIGKILL);
+}
+
+static void stop_all(launcher *L, int sig, int exit_code) {
+    if (!L->stopping) L->exit_code = exit_code;
+    L->stopping = true;
+    for (uint32_t i = 0; i < L->n_workers; i++)
+        if (L->workers[i].running) uv_process_kill(&L->workers[i].proc, sig);
+    for (uint32_t i = 0; i < L->n_servers; i++)
+        if (L->servers[i].running) uv_process_kill(&L->servers[i].proc, sig);
+    if (L->children_running > 0) uv_timer_start(&L->timer, on_kill_timer, KILL_GRACE_MS, 0);
+}
+
+static void on_start_timeout(uv_timer_t *t) {
+    launcher *L = t->data;
+    fprintf(stderr, "[launch] servers did not start listening within %d ms; stopping\n",
+            START_TIMEOUT_MS);
+    stop_all(L, SIGTERM, 1);
+}
+
+static void on_signal(uv_signal_t *h, int sig) {
+    launcher *L = h->data;
+    if (L->tty) printf("\n");
+    fprintf(stderr, "[launch] signal %d: stopping the job\n", sig);
+    stop_all(L, sig, 128 + sig);
+    maybe_finish(L);
+}
+
+/* --- main ------------------------------------------------------------------------------------- */
+
+static const char usage[] =
+    "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--verbose]\n"
+    "\n"
+    "Runs the job on this machine: cluster.servers servers, then cluster.workers workers, as\n"
+    "child processes; prints one Keras-style line per epoch for the whole job.\n"
+    "  --set KEY=VALUE  override a job key by its dotted path, for every process\n"
+    "                   (e.g. --set fit.epochs=5 --set cluster.workers=1)\n"
+    "  --verbose        also print each worker's own line per epoch, and server logs\n"
+    "Exit status: 0 when training ends; a failing child's status; 2 for a bad job file.\n";
+
+int main(int argc, char **argv) {
+    static launcher L;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            if (L.n_sets == MAX_SETS) {
+                fprintf(stderr, "ps-launch: more than %d --set options\n", MAX_SETS);
+                return 2;
+            }
+            L.sets[L.n_sets++] = argv[++i];
+        } else if (strcmp(argv[i], "--verbose") == 0) {
+            L.verbose = true;
+        } else if (argv[i][0] != '-' && L.job_path == NULL) {
+            L.job_path = argv[i];
+        } else {
+            fprintf(stderr, "ps-launch: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
+            return 2;
+        }
+    }
+    if (L.job_path == NULL) {
+        fprintf(stderr, "ps-launch: a job file is required\n%s", usage);
+        return 2;
+    }
+    ps_error err = {0};
+    if (ps_config_load(L.job_path, L.sets, L.n_sets, &L.job, &err) != PS_OK) {
+        fprintf(stderr, "ps-launch: %s\n", err.msg);
+        return 2;
+    }
+    size_t len = sizeof(L.bin_dir);
+    if (uv_exepath(L.bin_dir, &len) != 0) {
+        fprintf(stderr, "ps-launch: cannot find my own path\n");
+        return 1;
+    }
+    char *slash = strrchr(L.bin_dir, '/');
+    if (slash) *slash = '\0';
+    L.tty = isatty(STDOUT_FILENO);
+    L.loop = uv_default_loop();
+    L.n_servers = L.job.num_servers, L.n_workers = L.job.num_workers;
+    L.servers = calloc(L.n_servers, sizeof(child));
+    L.workers = calloc(L.n_workers, sizeof(child));
+    L.ring = calloc((size_t)EPOCH_RING * L.n_workers, sizeof(worker_epoch));
+    if (!L.servers || !L.workers || !L.ring) {
+        fprintf(stderr, "ps-launch: out of memory\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(L.loop, &L.sigint);
+    uv_signal_init(L.loop, &L.sigterm);
+    L.sigint.data = L.sigterm.data = &L;
+    uv_signal_start(&L.sigint, on_signal, SIGINT);
+    uv_signal_start(&L.sigterm, on_signal, SIGTERM);
+    uv_timer_init(L.loop, &L.timer);
+    L.timer.data = &L;
+    uv_timer_start(&L.timer, on_start_timeout, START_TIMEOUT_MS, 0);
+
+    for (uint32_t i = 0; i < L.n_servers; i++) {
+        child *c = &L.servers[i];
+        c->index = i;
+        snprintf(c->name, sizeof(c->name), "server %u", i);
+        if (spawn_role(&L, c, "ps-server", "--shard", i, L.job.servers[i], NULL) != 0) {
+            stop_all(&L, SIGTERM, 1);
+            break;
+        }
+    }
+    maybe_finish(&L);
+    uv_run(L.loop, UV_RUN_DEFAULT);
+    uv_loop_close(L.loop);
+    for (uint32_t i = 0; i < L.n_servers; i++) free(L.servers[i].lout.buf), free(L.servers[i].lerr.buf);
+    for (uint32_t i = 0; i < L.n_workers; i++) free(L.workers[i].lout.buf), free(L.workers[i].lerr.buf);
+    free(L.servers), free(L.workers), free(L.ring);
+    return L.exit_code;
+}

@@ -1,0 +1,107 @@
+/* main.c - ps-worker: argv -> job file -> training loop. The only place that exits.
+ * Exit codes: 0 trained, 1 runtime failure (servers unreachable, lost), 2 usage, config or data
+ * error, 130 interrupted by SIGINT/SIGTERM. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "train.h"
+
+static const char usage[] =
+    "usage: ps-worker --config JOB.json --rank R [--set KEY=VALUE ...] [--events] [--verbose]\n"
+    "\n"
+    "Trains the job's model on shard R of its data (rows with index mod cluster.workers == R),\n"
+    "pulling and pushing parameters on the job's servers.\n"
+    "  --config JOB.json  the job file every server and worker of the job reads\n"
+    "  --rank R           this worker's rank, 0 .. cluster.workers-1\n"
+    "  --set KEY=VALUE    override a job key by its dotted path (e.g. fit.epochs=5)\n"
+    "  --events           print machine-readable progress lines (used by ps-launch)\n"
+    "  --verbose          log connection attempts\n";
+
+#define MAX_SETS 64
+
+static volatile sig_atomic_t stop_flag;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_flag = 1;
+}
+
+int main(int argc, char **argv) {
+    const char *config = NULL, *sets[MAX_SETS];
+    size_t n_sets = 0;
+    long rank = -1;
+    bool events = false, verbose = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(a, "--config") == 0 && has_val) {
+            config = argv[++i];
+        } else if (strcmp(a, "--rank") == 0 && has_val) {
+            char *end;
+            rank = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || rank < 0) {
+                fprintf(stderr, "ps-worker: --rank %s: not a rank\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(a, "--set") == 0 && has_val) {
+            if (n_sets == MAX_SETS) {
+                fprintf(stderr, "ps-worker: more than %d --set options\n", MAX_SETS);
+                return 2;
+            }
+            sets[n_sets++] = argv[++i];
+        } else if (strcmp(a, "--events") == 0) {
+            events = true;
+        } else if (strcmp(a, "--verbose") == 0) {
+            verbose = true;
+        } else {
+            fprintf(stderr, "ps-worker: unknown or incomplete option \"%s\"\n%s", a, usage);
+            return 2;
+        }
+    }
+    if (config == NULL || rank < 0) {
+        fprintf(stderr, "ps-worker: --config and --rank are required\n%s", usage);
+        return 2;
+    }
+    static ps_job_config job;
+    ps_error err = {0};
+    if (ps_config_load(config, sets, n_sets, &job, &err) != PS_OK) {
+        fprintf(stderr, "ps-worker: %s\n", err.msg);
+        return 2;
+    }
+    if ((uint32_t)rank >= job.num_workers) {
+        fprintf(stderr, "ps-worker: --rank %ld, but cluster.workers is %u in %s\n", rank,
+                job.num_workers, config);
+        return 2;
+    }
+    if (job.servers_auto) {
+        fprintf(stderr,
+                "ps-worker: %s: cluster.servers is a count (%u); a worker needs their addresses: "
+                "list them as \"host:port\", or start the job with ps-launch\n",
+                config, job.num_servers);
+        return 2;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ps_train_options opt = {.job = &job, .rank = (uint32_t)rank, .events = events,
+                            .out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_flag,
+                            .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};
+    snprintf(opt.log.prefix, sizeof(opt.log.prefix), "worker %ld", rank);
+    ps_status st = ps_train_run(&opt, &err);
+    if (st == PS_OK) return 0;
+    if (stop_flag) {
+        fprintf(stderr, "ps-worker %ld: %s\n", rank, err.msg);
+        return 130;
+    }
+    fprintf(stderr, "ps-worker %ld: %s\n", rank, err.msg);
+    return st == PS_DATA || st == PS_CONFIG ? 2 : 1;
+}

@@ -1,0 +1,70 @@
+/* progress.c - Keras-compatible progress text. */
+#include "progress.h"
+
+#include <string.h>
+
+static void fmt_per_step(char *buf, size_t n, double seconds, uint64_t steps) {
+    double per = steps ? seconds / (double)steps : 0.0;
+    if (per >= 1.0)
+        snprintf(buf, n, "%.0fs/step", per);
+    else if (per >= 1e-3)
+        snprintf(buf, n, "%.0fms/step", per * 1e3);
+    else
+        snprintf(buf, n, "%.0fus/step", per * 1e6);
+}
+
+void ps_progress_format(const ps_progress *p, bool done, char *buf, size_t n) {
+    char bar[32], count[48], timing[48];
+    const int width = 30;
+    if (p->steps > 0) {
+        int digits = snprintf(NULL, 0, "%llu", (unsigned long long)p->steps);
+        snprintf(count, sizeof(count), "%*llu/%llu", digits, (unsigned long long)p->step,
+                 (unsigned long long)p->steps);
+        int filled = (int)((double)width * (double)p->step / (double)p->steps);
+        if (filled > width) filled = width;
+        for (int i = 0; i < width; i++)
+            bar[i] = i < filled - (p->step < p->steps ? 1 : 0) ? '=' : '.';
+        if (p->step < p->steps && filled > 0) bar[filled - 1] = '>';
+        bar[width] = '\0';
+    } else {
+        snprintf(count, sizeof(count), "%llu/Unknown", (unsigned long long)p->step);
+        memset(bar, '.', (size_t)width);
+        bar[width] = '\0';
+    }
+    if (done) {
+        char per[24];
+        fmt_per_step(per, sizeof(per), p->seconds, p->step);
+        snprintf(timing, sizeof(timing), "%.0fs %s", p->seconds, per);
+    } else {
+        double eta = p->steps > p->step && p->step > 0
+                         ? p->seconds / (double)p->step * (double)(p->steps - p->step)
+                         : 0.0;
+        snprintf(timing, sizeof(timing), "ETA: %.0fs", eta);
+    }
+    double loss = p->samples ? p->loss_sum / (double)p->samples : 0.0;
+    double acc = p->samples ? (double)p->correct / (double)p->samples : 0.0;
+    int len = snprintf(buf, n, "%s [%s] - %s - loss: %.4f - accuracy: %.4f", count, bar, timing,
+                       loss, acc);
+    if (p->has_val && len > 0 && (size_t)len < n) {
+        double vl = p->val_samples ? p->val_loss_sum / (double)p->val_samples : 0.0;
+        double va = p->val_samples ? (double)p->val_correct / (double)p->val_samples : 0.0;
+        snprintf(buf + len, n - (size_t)len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
+    }
+}
+
+bool ps_progress_append_json(const char *path, const ps_progress *p) {
+    FILE *f = fopen(path, "a");
+    if (f == NULL) return false;
+    double loss = p->samples ? p->loss_sum / (double)p->samples : 0.0;
+    double acc = p->samples ? (double)p->correct / (double)p->samples : 0.0;
+    fprintf(f, "{\"epoch\": %u, \"loss\": %.6f, \"accuracy\": %.6f", p->epoch, loss, acc);
+    if (p->has_val) {
+        double vl = p->val_samples ? p->val_loss_sum / (double)p->val_samples : 0.0;
+        double va = p->val_samples ? (double)p->val_correct / (double)p->val_samples : 0.0;
+        fprintf(f, ", \"val_loss\": %.6f, \"val_accuracy\": %.6f", vl, va);
+    }
+    fprintf(f, ", \"samples\": %llu, \"samples_per_sec\": %.1f, \"seconds\": %.4f}\n",
+            (unsigned long long)p->samples,
+            p->seconds > 0 ? (double)p->samples / p->seconds : 0.0, p->seconds);
+    return fclose(f) == 0;
+}

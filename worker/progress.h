@@ -1,0 +1,33 @@
+/* progress.h - Keras's progress line, for the worker (alone) and for ps-launch (a whole job):
+ *   " 7/32 [======>.......................] - ETA: 0s - loss: 0.6900 - accuracy: 0.5312"
+ *   "32/32 [==============================] - 0s 1ms/step - loss: 0.6812 - accuracy: 0.5630"
+ * and the JSON line appended to a metrics file per epoch. */
+#ifndef PS_PROGRESS_H
+#define PS_PROGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    uint32_t epoch, epochs;   /* 1-based */
+    uint64_t step, steps;     /* steps == 0: not known yet (first pass over a file) */
+    double seconds;           /* since the epoch began */
+    uint64_t samples;
+    double loss_sum;          /* sum of per-sample losses */
+    uint64_t correct;
+    bool has_val;
+    uint64_t val_samples;
+    double val_loss_sum;
+    uint64_t val_correct;
+} ps_progress;
+
+/* The line for p, without a newline. done: the epoch's last line (time per step, no ETA). */
+void ps_progress_format(const ps_progress *p, bool done, char *buf, size_t n);
+
+/* {"epoch":..,"loss":..,"accuracy":..,["val_loss":..,"val_accuracy":..,]"samples":..,
+ *  "samples_per_sec":..,"seconds":..} appended to path (created if missing). false on I/O error. */
+bool ps_progress_append_json(const char *path, const ps_progress *p);
+
+#endif

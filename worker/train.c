@@ -1,0 +1,440 @@
+/* train.c - the worker's loop. Per step, for batch t:
+ *   1. map the batch's feature ids to local rows (unique ids = the rows to pull);
+ *   2. forward + backward with the rows pulled for it;
+ *   3. one round trip per table and shard: push t's gradients and pull batch t+1's rows.
+ * With fit.overlap the exchange for t+1 is sent before t is computed (it carries t-1's
+ * gradients), so the round trip hides behind compute at the price of one step of staleness, as
+ * in ps-lite's asynchronous mode. Without it, a single worker is plain sequential SGD. */
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "client.h"
+#include "data.h"
+#include "mlp.h"
+#include "progress.h"
+
+#define EVENT_PERIOD_S 0.1 /* at most this often a progress event or redraw */
+
+/* A batch as the model sees it, rows local to this step, plus the keys to pull for them. */
+typedef struct {
+    size_t B, nnz, n_keys;
+    size_t *offsets;  /* (B + 1) */
+    uint32_t *rows;   /* (nnz) */
+    float *vals;      /* (nnz) */
+    float *labels;    /* (B) */
+    uint64_t *keys;   /* (n_keys) unique feature ids, rows of the first kernel */
+    size_t cap_b, cap_nnz;
+} step_batch;
+
+/* Parameters for one step: pulled rows of the first kernel, all of the dense layers. */
+typedef struct {
+    ps_mlp_params p;
+    size_t cap_rows;
+} step_params;
+
+/* Feature id -> local row, cleared in O(1) per batch by a generation stamp. */
+typedef struct {
+    uint64_t *ids;
+    uint32_t *row, *stamp;
+    size_t cap;
+    uint32_t gen;
+} id_map;
+
+typedef struct {
+    const ps_train_options *opt;
+    const ps_job_config *job;
+    const ps_model_config *model;
+    ps_client *client;
+    ps_mlp *mlp;
+    ps_data *train, *val;
+    size_t L;
+    uint32_t units[PS_MAX_LAYERS], in_units[PS_MAX_LAYERS]; /* in_units[l] = units[l-1] */
+    uint32_t kernel_t[PS_MAX_LAYERS], bias_t[PS_MAX_LAYERS];
+    uint64_t *dense_keys; /* 0..max units: the row keys of dense kernels */
+    uint64_t zero_key;
+    step_batch batch[2];
+    step_params params[2];
+    ps_mlp_params grads;
+    size_t grad_cap_rows;
+    id_map map;
+    uint64_t steps_per_epoch; /* 0 until known */
+} trainer;
+
+/* --- buffers ---------------------------------------------------------------------------------- */
+
+static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return p;
+    size_t n = *cap ? *cap : 64;
+    while (n < need) n *= 2;
+    void *q = realloc(p, n * elem);
+    if (q != NULL) *cap = n;
+    return q;
+}
+
+static ps_status map_reserve(id_map *m, size_t n) {
+    if (m->cap >= 2 * n && m->cap > 0) return PS_OK;
+    size_t cap = 64;
+    while (cap < 2 * n) cap *= 2;
+    free(m->ids), free(m->row), free(m->stamp);
+    m->ids = malloc(cap * sizeof(*m->ids));
+    m->row = malloc(cap * sizeof(*m->row));
+    m->stamp = calloc(cap, sizeof(*m->stamp));
+    m->cap = cap, m->gen = 0;
+    return m->ids && m->row && m->stamp ? PS_OK : PS_NOMEM;
+}
+
+/* Copies a data batch into sb, mapping ids to local rows in first-seen order. */
+static ps_status take_batch(trainer *tr, const ps_data_batch *db, step_batch *sb, ps_error *err) {
+    size_t nnz = db->offsets[db->B];
+    size_t cb = sb->cap_b, cn = sb->cap_nnz;
+    size_t *off = grow(sb->offsets, &cb, db->B + 1, sizeof(size_t));
+    if (off) sb->offsets = off;
+    float *lab = off ? grow(sb->labels, &sb->cap_b, db->B + 1, sizeof(float)) : NULL;
+    if (lab) sb->labels = lab;
+    cn = sb->cap_nnz;
+    uint32_t *rows = grow(sb->rows, &cn, nnz + 1, sizeof(uint32_t));
+    if (rows) sb->rows = rows;
+    size_t cn2 = sb->cap_nnz;
+    float *vals = rows ? grow(sb->vals, &cn2, nnz + 1, sizeof(float)) : NULL;
+    if (vals) sb->vals = vals;
+    size_t cn3 = sb->cap_nnz;
+    uint64_t *keys = vals ? grow(sb->keys, &cn3, nnz + 1, sizeof(uint64_t)) : NULL;
+    if (keys) sb->keys = keys, sb->cap_nnz = cn3;
+    if (!off || !lab || !rows || !vals || !keys || map_reserve(&tr->map, nnz) != PS_OK)
+        return ps_error_set(err, PS_NOMEM, "batch of %zu samples, %zu entries: out of memory",
+                            db->B, nnz);
+    id_map *m = &tr->map;
+    if (++m->gen == 0) { /* stamps wrapped: clear once every 2^32 batches */
+        memset(m->stamp, 0, m->cap * sizeof(*m->stamp));
+        m->gen = 1;
+    }
+    size_t n_keys = 0, mask = m->cap - 1;
+    for (size_t i = 0; i < nnz; i++) {
+        uint64_t id = db->ids[i];
+        size_t h = (size_t)((id * 0x9e3779b97f4a7c15ULL) >> 17) & mask;
+        while (m->stamp[h] == m->gen && m->ids[h] != id) h = (h + 1) & mask;
+        if (m->stamp[h] != m->gen) {
+            m->stamp[h] = m->gen, m->ids[h] = id, m->row[h] = (uint32_t)n_keys;
+            sb->keys[n_keys++] = id;
+        }
+        sb->rows[i] = m->row[h];
+    }
+    memcpy(sb->offsets, db->offsets, (db->B + 1) * sizeof(size_t));
+    memcpy(sb->vals, db->vals, nnz * sizeof(float));
+    memcpy(sb->labels, db->labels, db->B * sizeof(float));
+    sb->B = db->B, sb->nnz = nnz, sb->n_keys = n_keys;
+    return PS_OK;
+}
+
+static ps_status reserve_rows(trainer *tr, step_params *sp, size_t n_rows, ps_error *err) {
+    float *w0 = grow(sp->p.w[0], &sp->cap_rows, n_rows + 1, tr->units[0] * sizeof(float));
+    if (w0 == NULL) return ps_error_set(err, PS_NOMEM, "%zu rows: out of memory", n_rows);
+    sp->p.w[0] = w0;
+    sp->p.n_rows = n_rows;
+    return PS_OK;
+}
+
+static void free_batch(step_batch *b) {
+    free(b->offsets), free(b->rows), free(b->vals), free(b->labels), free(b->keys);
+}
+
+/* --- exchange with the servers --------------------------------------------------------------- */
+
+/* Pushes grads (if push) for the rows of `pushed`, and pulls the rows `next` needs into `into`
+ * (if next). One request per table and shard, all in flight together. */
+static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batch *next,
+                          step_params *into, ps_error *err) {
+    ps_client *c = tr->client;
+    ps_op op;
+    if (next != NULL && reserve_rows(tr, into, next->n_keys, err) != PS_OK) return err->code;
+    for (size_t l = 0; l < tr->L; l++) {
+        const uint64_t *pk = l == 0 ? (pushed ? pushed->keys : NULL) : tr->dense_keys;
+        size_t np = pushed == NULL ? 0 : l == 0 ? pushed->n_keys : tr->in_units[l];
+        const uint64_t *qk = l == 0 ? (next ? next->keys : NULL) : tr->dense_keys;
+        size_t nq = next == NULL ? 0 : l == 0 ? next->n_keys : tr->in_units[l];
+        float *out_w = next ? into->p.w[l] : NULL, *out_b = next ? into->p.b[l] : NULL;
+        ps_status st;
+        if (np && nq)
+            st = ps_client_pushpull_async(c, tr->kernel_t[l], pk, np, tr->grads.w[l], qk, nq,
+                                          out_w, &op, err);
+        else if (np)
+            st = ps_client_push_async(c, tr->kernel_t[l], pk, np, tr->grads.w[l], &op, err);
+        else if (nq)
+            st = ps_client_pull_async(c, tr->kernel_t[l], qk, nq, out_w, &op, err);
+        else
+            st = PS_OK;
+        if (st != PS_OK) return st;
+        if (pushed && next)
+            st = ps_client_pushpull_async(c, tr->bias_t[l], &tr->zero_key, 1, tr->grads.b[l],
+                                          &tr->zero_key, 1, out_b, &op, err);
+        else if (pushed)
+            st = ps_client_push_async(c, tr->bias_t[l], &tr->zero_key, 1, tr->grads.b[l], &op, err);
+        else if (next)
+            st = ps_client_pull_async(c, tr->bias_t[l], &tr->zero_key, 1, out_b, &op, err);
+        if (st != PS_OK) return st;
+    }
+    return PS_OK;
+}
+
+/* --- setup -------------------------------------------------------------------------------------- */
+
+static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, uint32_t rank,
+                           bool shuffle, ps_data **out, ps_error *err) {
+    ps_data_options o;
+    ps_data_options_init(&o);
+    if (ps_data_format_parse(dc->format, &o.format, err) != PS_OK) return err->code;
+    o.path = dc->path;
+    o.label_column = dc->label_column;
+    o.label_name = dc->label_name[0] ? dc->label_name : NULL;
+    o.one_based = dc->one_based;
+    o.skip_bad_lines = dc->skip_bad_lines;
+    o.random_rows = dc->rows;
+    o.random_cols = dc->cols;
+    o.shuffle = shuffle;
+    o.shuffle_buffer = job->fit.shuffle_buffer;
+    /* Generated data draws rows and their order from data.*.seed; files shuffle by fit.seed. */
+    o.seed = dc->format[0] == 'r' ? dc->seed : job->fit.seed;
+    return ps_data_open(&o, rank, job->num_workers, out, err);
+}
+
+static ps_status setup(trainer *tr, ps_error *err) {
+    const ps_job_config *job = tr->job;
+    const ps_model_config *m = tr->model;
+    ps_mlp_spec spec = {.n_layers = m->num_layers};
+    tr->L = m->num_layers;
+    uint32_t max_units = 1;
+    for (size_t l = 0; l < tr->L; l++) {
+        spec.units[l] = tr->units[l] = m->units[l];
+        tr->in_units[l] = l == 0 ? 0 : m->units[l - 1];
+        tr->kernel_t[l] = m->kernel_table[l];
+        tr->bias_t[l] = m->bias_table[l];
+        if (m->units[l] > max_units) max_units = m->units[l];
+        if (ps_activation_parse(m->activation[l], &spec.act[l], err) != PS_OK) return err->code;
+    }
+    if (ps_loss_parse(m->loss, &spec.loss, err) != PS_OK) return err->code;
+    if (ps_mlp_create(&spec, job->fit.batch_size, &tr->mlp, err) != PS_OK) return err->code;
+
+    if (open_data(job, &job->train, tr->opt->rank, job->fit.shuffle, &tr->train, err) != PS_OK)
+        return err->code;
+    if (job->has_validation &&
+        open_data(job, &job->validation, tr->opt->rank, false, &tr->val, err) != PS_OK)
+        return err->code;
+    uint32_t hint = ps_data_num_features_hint(tr->train);
+    if (!m->sparse && hint != 0 && hint != m->input_dim)
+        return ps_error_set(err, PS_CONFIG, "%s: model.input_dim is %u but %s has %u features",
+                            job->file, m->input_dim, job->train.path[0] ? job->train.path
+                                                                       : "data.train", hint);
+    if (job->train.format[0] == 'r') {
+        uint64_t mine = job->train.rows / job->num_workers +
+                        (tr->opt->rank < job->train.rows % job->num_workers);
+        tr->steps_per_epoch = (mine + job->fit.batch_size - 1) / job->fit.batch_size;
+    }
+
+    tr->dense_keys = malloc(max_units * sizeof(uint64_t));
+    if (tr->dense_keys == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < max_units; i++) tr->dense_keys[i] = i;
+    for (int k = 0; k < 2; k++) {
+        for (size_t l = 0; l < tr->L; l++) {
+            if (l > 0) tr->params[k].p.w[l] = calloc((size_t)tr->in_units[l] * tr->units[l], 4);
+            tr->params[k].p.b[l] = calloc(tr->units[l], sizeof(float));
+            if ((l > 0 && !tr->params[k].p.w[l]) || !tr->params[k].p.b[l])
+                return ps_error_set(err, PS_NOMEM, "out of memory");
+        }
+    }
+    for (size_t l = 0; l < tr->L; l++) {
+        if (l > 0) tr->grads.w[l] = calloc((size_t)tr->in_units[l] * tr->units[l], 4);
+        tr->grads.b[l] = calloc(tr->units[l], sizeof(float));
+        if ((l > 0 && !tr->grads.w[l]) || !tr->grads.b[l])
+            return ps_error_set(err, PS_NOMEM, "out of memory");
+    }
+
+    ps_client_options co = {.job = job, .rank = tr->opt->rank, .log = tr->opt->log};
+    if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
+    for (size_t l = 0; l < tr->L; l++) {
+        const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
+        if (k == NULL || k->dim != tr->units[l])
+            return ps_error_set(err, PS_MISMATCH, "servers do not serve table %s with dim %u",
+                                job->tables[tr->kernel_t[l]].name, tr->units[l]);
+    }
+    return PS_OK;
+}
+
+static void teardown(trainer *tr) {
+    ps_client_destroy(tr->client);
+    ps_mlp_destroy(tr->mlp);
+    ps_data_destroy(tr->train);
+    ps_data_destroy(tr->val);
+    for (int k = 0; k < 2; k++) {
+        free_batch(&tr->batch[k]);
+        for (size_t l = 0; l < tr->L; l++) free(tr->params[k].p.w[l]), free(tr->params[k].p.b[l]);
+    }
+    for (size_t l = 0; l < tr->L; l++) free(tr->grads.w[l]), free(tr->grads.b[l]);
+    free(tr->dense_keys);
+    free(tr->map.ids), free(tr->map.row), free(tr->map.stamp);
+}
+
+/* --- reporting ------------------------------------------------------------------------------- */
+
+static double now_s(void) { return (double)uv_hrtime() * 1e-9; }
+
+static void report(trainer *tr, const ps_progress *p, const char *ev, bool done) {
+    FILE *out = tr->opt->out;
+    if (tr->opt->events) {
+        fprintf(out,
+                "@ps {\"ev\": \"%s\", \"rank\": %u, \"epoch\": %u, \"epochs\": %u, "
+                "\"step\": %llu, \"steps\": %llu, \"samples\": %llu, \"loss_sum\": %.17g, "
+                "\"correct\": %llu, \"seconds\": %.6f",
+                ev, tr->opt->rank, p->epoch, p->epochs, (unsigned long long)p->step,
+                (unsigned long long)p->steps, (unsigned long long)p->samples, p->loss_sum,
+                (unsigned long long)p->correct, p->seconds);
+        if (p->has_val)
+            fprintf(out, ", \"val_samples\": %llu, \"val_loss_sum\": %.17g, \"val_correct\": %llu",
+                    (unsigned long long)p->val_samples, p->val_loss_sum,
+                    (unsigned long long)p->val_correct);
+        fputs("}\n", out);
+        fflush(out);
+        return;
+    }
+    if (tr->job->fit.verbose == 0) return;
+    if (!done && (tr->job->fit.verbose != 1 || !tr->opt->tty)) return;
+    char line[512];
+    ps_progress_format(p, done, line, sizeof(line));
+    fprintf(out, tr->opt->tty ? "\r%s\033[K%s" : "%s%s", line, done ? "\n" : "");
+    fflush(out);
+}
+
+/* --- the loop -------------------------------------------------------------------------------- */
+
+static ps_status next_batch(trainer *tr, ps_data *d, step_batch *sb, ps_error *err) {
+    ps_data_batch db;
+    if (ps_data_next(d, tr->job->fit.batch_size, &db, err) != PS_OK) return err->code;
+    if (db.B == 0) {
+        sb->B = 0;
+        return PS_OK;
+    }
+    return take_batch(tr, &db, sb, err);
+}
+
+static ps_status evaluate(trainer *tr, ps_progress *p, ps_error *err) {
+    if (ps_data_rewind(tr->val, 0, err) != PS_OK) return err->code;
+    step_batch *sb = &tr->batch[0];
+    step_params *sp = &tr->params[0];
+    for (;;) {
+        if (next_batch(tr, tr->val, sb, err) != PS_OK) return err->code;
+        if (sb->B == 0) return PS_OK;
+        if (exchange(tr, NULL, sb, sp, err) != PS_OK) return err->code;
+        if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+        ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
+        double loss;
+        size_t correct;
+        if (ps_mlp_forward(tr->mlp, &sp->p, &mb, &loss, &correct, err) != PS_OK) return err->code;
+        p->val_samples += sb->B, p->val_loss_sum += loss, p->val_correct += correct;
+    }
+}
+
+static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
+    const bool overlap = tr->job->fit.overlap;
+    if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
+    double t0 = now_s(), last_event = t0;
+    *p = (ps_progress){.epoch = epoch + 1, .epochs = tr->job->fit.epochs,
+                       .steps = tr->steps_per_epoch, .has_val = tr->val != NULL};
+    /* first batch and its rows */
+    int cur = 0;
+    if (next_batch(tr, tr->train, &tr->batch[cur], err) != PS_OK) return err->code;
+    if (tr->batch[cur].B == 0) return PS_OK;
+    if (exchange(tr, NULL, &tr->batch[cur], &tr->params[cur], err) != PS_OK ||
+        ps_client_wait_all(tr->client, err) != PS_OK)
+        return err->code;
+    bool have_grads = false; /* gradients of the previous step not yet pushed (overlap) */
+    const step_batch *grads_of = NULL;
+    for (;;) {
+        if (tr->opt->stop && *tr->opt->stop)
+            return ps_error_set(err, PS_CLOSED, "interrupted at epoch %u step %llu", epoch + 1,
+                                (unsigned long long)p->step);
+        step_batch *sb = &tr->batch[cur], *nb = &tr->batch[1 - cur];
+        if (next_batch(tr, tr->train, nb, err) != PS_OK) return err->code;
+        const step_batch *want = nb->B > 0 ? nb : NULL;
+        if (overlap && (have_grads || want) &&
+            exchange(tr, have_grads ? grads_of : NULL, want, &tr->params[1 - cur], err) != PS_OK)
+            return err->code;
+        /* grads_of (if any) was copied into the requests: its buffers may now be reused */
+        ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
+        double loss;
+        size_t correct;
+        if (reserve_rows(tr, &tr->params[cur], sb->n_keys, err) != PS_OK) return err->code;
+        float *gw0 = grow(tr->grads.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
+                          tr->units[0] * sizeof(float));
+        if (gw0 == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
+        tr->grads.w[0] = gw0;
+        tr->grads.n_rows = sb->n_keys;
+        if (ps_mlp_forward_backward(tr->mlp, &tr->params[cur].p, &mb, &tr->grads, &loss, &correct,
+                                    err) != PS_OK)
+            return err->code;
+        p->samples += sb->B, p->loss_sum += loss, p->correct += correct, p->step++;
+        if (overlap) {
+            if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+            have_grads = true, grads_of = sb;
+        } else {
+            if (exchange(tr, sb, want, &tr->params[1 - cur], err) != PS_OK ||
+                ps_client_wait_all(tr->client, err) != PS_OK)
+                return err->code;
+        }
+        double t = now_s();
+        p->seconds = t - t0;
+        if (want == NULL) break;
+        if (t - last_event >= EVENT_PERIOD_S) {
+            report(tr, p, "step", false);
+            last_event = t;
+        }
+        cur = 1 - cur;
+    }
+    if (overlap && have_grads) { /* the epoch's last gradients */
+        if (exchange(tr, grads_of, NULL, NULL, err) != PS_OK ||
+            ps_client_wait_all(tr->client, err) != PS_OK)
+            return err->code;
+    }
+    p->seconds = now_s() - t0;
+    if (tr->steps_per_epoch == 0) tr->steps_per_epoch = p->step;
+    p->steps = tr->steps_per_epoch;
+    if (tr->val != NULL && evaluate(tr, p, err) != PS_OK) return err->code;
+    if (ps_data_skipped(tr->train) > 0)
+        ps_log(&tr->opt->log, PS_LOG_WARN, "epoch %u: skipped %zu malformed lines (first: %s)",
+               epoch + 1, ps_data_skipped(tr->train), ps_data_skipped_message(tr->train, 0));
+    return PS_OK;
+}
+
+ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
+    trainer tr = {.opt = opt, .job = opt->job, .model = &opt->job->model};
+    if (!opt->job->has_model)
+        return ps_error_set(err, PS_CONFIG, "%s: the job has no \"model\"", opt->job->file);
+    ps_status st = setup(&tr, err);
+    const ps_fit_config *fit = &opt->job->fit;
+    double t0 = now_s();
+    uint64_t total = 0;
+    for (uint32_t e = 0; st == PS_OK && e < fit->epochs; e++) {
+        ps_progress p;
+        if (!opt->events && fit->verbose > 0) {
+            fprintf(opt->out, "Epoch %u/%u\n", e + 1, fit->epochs);
+            fflush(opt->out);
+        }
+        st = run_epoch(&tr, e, &p, err);
+        if (st != PS_OK) break;
+        total += p.samples;
+        report(&tr, &p, "epoch", true);
+        if (!opt->events && fit->metrics_file[0] &&
+            !ps_progress_append_json(fit->metrics_file, &p))
+            ps_log(&opt->log, PS_LOG_WARN, "cannot append to %s", fit->metrics_file);
+    }
+    if (st == PS_OK && !opt->events && fit->verbose > 0) {
+        double s = now_s() - t0;
+        fprintf(opt->out, "Trained %u epochs, %llu samples in %.2fs (%.0f samples/s)\n",
+                fit->epochs, (unsigned long long)total, s, s > 0 ? (double)total / s : 0.0);
+    }
+    teardown(&tr);
+    return st;
+}

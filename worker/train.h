@@ -1,0 +1,29 @@
+/* train.h - one worker's training loop: data shard -> pull rows -> forward/backward -> push
+ * gradients, epoch after epoch, with Keras-style reporting. */
+#ifndef PS_TRAIN_H
+#define PS_TRAIN_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "log.h"
+#include "ps_status.h"
+
+typedef struct {
+    const ps_job_config *job; /* borrowed; must have a model and data.train */
+    uint32_t rank;
+    bool events;              /* emit "@ps {json}" lines for ps-launch instead of Keras lines */
+    FILE *out;                /* progress and events (stdout) */
+    bool tty;                 /* out is a terminal: redraw the progress bar in place */
+    const volatile sig_atomic_t *stop; /* set by a signal handler: stop after this step */
+    ps_logger log;
+} ps_train_options;
+
+/* Runs fit.epochs epochs. PS_DATA for malformed data ("file:line: ..."), PS_TIMEOUT/PS_CLOSED
+ * when a server is unreachable or goes away, PS_CONFIG for a model the data cannot feed. */
+ps_status ps_train_run(const ps_train_options *opt, ps_error *err);
+
+#endif
