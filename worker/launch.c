@@ -315,7 +315,12 @@ static int spawn(launcher *L, child *c, char **args) {
 static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, uint32_t index,
                       const char *listen, const char *servers_set) {
     char path[PS_PATH_MAX + 16], idx[16];
-    snprintf(path, sizeof(path), "%s/%s", L->bin_dir, bin);
+    /* PS_SERVER_BIN / PS_WORKER_BIN replace the binaries next to ps-launch (tests, debugging). */
+    const char *override = getenv(c->is_worker ? "PS_WORKER_BIN" : "PS_SERVER_BIN");
+    if (override != NULL && override[0] != '\0')
+        snprintf(path, sizeof(path), "%s", override);
+    else
+        snprintf(path, sizeof(path), "%s/%s", L->bin_dir, bin);
     snprintf(idx, sizeof(idx), "%u", index);
     char *args[16 + 2 * MAX_SETS];
     size_t n = 0;

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "client.h"
+#include "hash.h"
 #include "data.h"
 #include "mlp.h"
 #include "progress.h"
@@ -63,6 +64,7 @@ typedef struct {
     size_t grad_cap_rows;
     id_map map;
     uint64_t steps_per_epoch; /* 0 until known */
+    uint64_t rows_hash;       /* sum of mix64(row index) this epoch: proves rows seen once */
 } trainer;
 
 /* --- buffers ---------------------------------------------------------------------------------- */
@@ -292,6 +294,7 @@ static void report(trainer *tr, const ps_progress *p, const char *ev, bool done)
                 ev, tr->opt->rank, p->epoch, p->epochs, (unsigned long long)p->step,
                 (unsigned long long)p->steps, (unsigned long long)p->samples, p->loss_sum,
                 (unsigned long long)p->correct, p->seconds);
+        if (done) fprintf(out, ", \"rows_hash\": \"%llu\"", (unsigned long long)tr->rows_hash);
         if (p->has_val)
             fprintf(out, ", \"val_samples\": %llu, \"val_loss_sum\": %.17g, \"val_correct\": %llu",
                     (unsigned long long)p->val_samples, p->val_loss_sum,
@@ -317,6 +320,8 @@ static ps_status next_batch(trainer *tr, ps_data *d, step_batch *sb, ps_error *e
         sb->B = 0;
         return PS_OK;
     }
+    if (d == tr->train)
+        for (size_t i = 0; i < db.B; i++) tr->rows_hash += ps_mix64(db.row_index[i]);
     return take_batch(tr, &db, sb, err);
 }
 
@@ -340,6 +345,7 @@ static ps_status evaluate(trainer *tr, ps_progress *p, ps_error *err) {
 static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
     const bool overlap = tr->job->fit.overlap;
     if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
+    tr->rows_hash = 0;
     double t0 = now_s(), last_event = t0;
     *p = (ps_progress){.epoch = epoch + 1, .epochs = tr->job->fit.epochs,
                        .steps = tr->steps_per_epoch, .has_val = tr->val != NULL};

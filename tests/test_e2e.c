@@ -1,0 +1,249 @@
+/* test_e2e.c - the real binaries on loopback: the seed Keras job through ps-launch, each row seen
+ * once per epoch across workers, failures propagated with the right exit codes, and the CLIs'
+ * error messages. Every wait has a deadline; every child is ended by its PID. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "testutil.h"
+
+extern char **environ;
+
+static char dir[64];
+
+static void setup(void) {
+    snprintf(dir, sizeof(dir), "/tmp/ps_e2e_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+TestSuite(e2e, .init = setup, .fini = teardown, .timeout = 120);
+
+static pid_t run(char *const argv[], const char *out, const char *err) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(rc));
+    return pid;
+}
+
+/* Exit status, 128+signal, or -1 after timeout_ms (the child is then killed). */
+static int wait_exit(pid_t pid, int timeout_ms) {
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+
+#define BIN(name) PS_BINARY_DIR "/" name
+#define SEED_JOB PS_SOURCE_DIR "/examples/keras_seed.json"
+
+Test(e2e, seed_job_three_epochs_through_the_launcher) {
+    char out[128], err[128], metrics[128], set_metrics[192];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(metrics, sizeof(metrics), "metrics.jsonl");
+    snprintf(set_metrics, sizeof(set_metrics), "fit.metrics_file=%s", metrics);
+    char *argv[] = {BIN("ps-launch"), SEED_JOB, "--set", "fit.epochs=3", "--set", set_metrics,
+                    NULL};
+    int code = wait_exit(run(argv, out, err), 60000);
+    char *text = slurp(out);
+    cr_assert_eq(code, 0, "exit %d\nstdout:\n%s\nstderr:\n%s", code, text, slurp(err));
+    text = slurp(out);
+    cr_assert(strstr(text, "Epoch 1/3\n") && strstr(text, "Epoch 3/3\n"), "%s", text);
+    cr_assert(strstr(text, "32/32 [==============================] - ") != NULL, "%s", text);
+    cr_assert(strstr(text, " - loss: ") && strstr(text, " - accuracy: "), "%s", text);
+    cr_assert(strstr(text, "Trained 3 epochs: 3000 samples"), "%s", text);
+    int epoch_lines = 0;
+    for (const char *p = text; (p = strstr(p, "32/32 [")) != NULL; p++) epoch_lines++;
+    cr_assert_eq(epoch_lines, 3, "one line per epoch for the job, got %d:\n%s", epoch_lines, text);
+
+    /* the metrics file: one JSON line per epoch, the whole job's figures; loss falls */
+    FILE *f = fopen(metrics, "r");
+    cr_assert_not_null(f);
+    double loss[3];
+    unsigned long samples;
+    for (int e = 0; e < 3; e++) {
+        unsigned ep;
+        cr_assert_eq(fscanf(f, " {\"epoch\": %u, \"loss\": %lf, %*[^}]", &ep, &loss[e]), 2);
+        cr_assert_eq(ep, (unsigned)e + 1);
+        cr_assert_eq(fscanf(f, "}"), 0);
+    }
+    fclose(f);
+    text = slurp(metrics);
+    cr_assert(strstr(text, "\"samples\": 1000,") != NULL, "%s", text);
+    (void)samples;
+    cr_assert(loss[2] < loss[0], "loss did not fall: %f -> %f", loss[0], loss[2]);
+}
+
+/* Two workers against one in-process shard: their epoch events prove every row was seen once. */
+Test(e2e, every_row_once_per_epoch_across_workers) {
+    ps_job_config job;
+    ps_error e = {0};
+    cr_assert_eq(ps_config_load(SEED_JOB, NULL, 0, &job, &e), PS_OK, "%s", e.msg);
+    test_server *srv = tu_server_start(&job, 0);
+    char servers[96];
+    snprintf(servers, sizeof(servers), "cluster.servers=[\"%s\"]", tu_server_addr(srv));
+    pid_t pid[2];
+    char out[2][128], err[2][128];
+    for (int r = 0; r < 2; r++) {
+        char name[16], rank[8];
+        snprintf(name, sizeof(name), "w%d.out", r), path(out[r], sizeof(out[r]), name);
+        snprintf(name, sizeof(name), "w%d.err", r), path(err[r], sizeof(err[r]), name);
+        snprintf(rank, sizeof(rank), "%d", r);
+        char *argv[] = {BIN("ps-worker"), "--config", SEED_JOB, "--rank", rank, "--events",
+                        "--set", servers, "--set", "fit.epochs=3", NULL};
+        pid[r] = run(argv, out[r], err[r]);
+    }
+    for (int r = 0; r < 2; r++) {
+        int code = wait_exit(pid[r], 60000);
+        cr_assert_eq(code, 0, "worker %d exit %d: %s", r, code, slurp(err[r]));
+    }
+    tu_server_free(srv);
+    uint64_t want = 0;
+    for (uint64_t i = 0; i < 1000; i++) want += ps_mix64(i);
+    for (unsigned ep = 1; ep <= 3; ep++) {
+        uint64_t hash = 0, samples = 0;
+        for (int r = 0; r < 2; r++) {
+            char key[64];
+            snprintf(key, sizeof(key), "\"ev\": \"epoch\", \"rank\": %d, \"epoch\": %u,", r, ep);
+            const char *line = strstr(slurp(out[r]), key);
+            cr_assert_not_null(line, "worker %d: no epoch %u event", r, ep);
+            unsigned long long s, h;
+            cr_assert_eq(sscanf(strstr(line, "\"samples\":"), "\"samples\": %llu", &s), 1);
+            cr_assert_eq(sscanf(strstr(line, "\"rows_hash\":"), "\"rows_hash\": \"%llu\"", &h), 1);
+            cr_assert_eq(s, 500, "worker %d epoch %u: %llu samples", r, ep, s);
+            samples += s, hash += h;
+        }
+        cr_assert_eq(samples, 1000);
+        cr_assert_eq(hash, want, "epoch %u: rows seen are not exactly 0..999 once", ep);
+    }
+}
+
+Test(e2e, a_failing_worker_stops_the_job_with_its_status) {
+    char script[128], out[128], err[128];
+    path(script, sizeof(script), "fail.sh"), path(out, sizeof(out), "out");
+    path(err, sizeof(err), "err");
+    FILE *f = fopen(script, "w");
+    fputs("#!/bin/sh\necho 'worker starting' >&2\nexit 1\n", f);
+    fclose(f);
+    chmod(script, 0755);
+    setenv("PS_WORKER_BIN", script, 1);
+    char *argv[] = {BIN("ps-launch"), SEED_JOB, NULL};
+    int code = wait_exit(run(argv, out, err), 30000);
+    cr_assert_eq(code, 1, "exit %d: %s", code, slurp(err));
+    const char *text = slurp(err);
+    cr_assert(strstr(text, "worker ") && strstr(text, "exited with status 1"), "%s", text);
+}
+
+Test(e2e, malformed_data_names_file_and_line_and_exits_2) {
+    char csv[128], job[128], out[128], err[128], set_path[192];
+    path(csv, sizeof(csv), "bad.csv"), path(job, sizeof(job), "job.json");
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    FILE *f = fopen(csv, "w");
+    fputs("label,a,b\n1,0.5,0.25\n0,oops,1\n1,1,1\n", f);
+    fclose(f);
+    snprintf(set_path, sizeof(set_path), "data.train.path=%s", csv);
+    char *argv[] = {BIN("ps-launch"), SEED_JOB, "--set", "model.input_dim=2",
+                    "--set", "data.train={\"format\": \"csv\", \"path\": \"x\"}",
+                    "--set", set_path, "--set", "cluster.workers=1", NULL};
+    int code = wait_exit(run(argv, out, err), 30000);
+    const char *text = slurp(err);
+    cr_assert_eq(code, 2, "exit %d: %s", code, text);
+    char want[160];
+    snprintf(want, sizeof(want), "%s:3:", csv);
+    cr_assert(strstr(text, want) != NULL, "no \"%s\" in:\n%s", want, text);
+}
+
+Test(e2e, worker_gives_up_on_unreachable_server) {
+    char out[128], err[128];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    char *argv[] = {BIN("ps-worker"), "--config", SEED_JOB, "--rank", "0",
+                    "--set", "cluster.servers=[\"127.0.0.1:1\"]",
+                    "--set", "cluster.connect_timeout_ms=500", NULL};
+    int code = wait_exit(run(argv, out, err), 20000);
+    const char *text = slurp(err);
+    cr_assert_eq(code, 1, "exit %d: %s", code, text);
+    cr_assert(strstr(text, "cannot reach server 0 at 127.0.0.1:1") != NULL, "%s", text);
+}
+
+Test(e2e, config_errors_name_file_and_key) {
+    char out[128], err[128];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    char *argv[] = {BIN("ps-server"), "--config", SEED_JOB, "--shard", "0",
+                    "--set", "fit.epoch=3", NULL};
+    int code = wait_exit(run(argv, out, err), 10000);
+    const char *text = slurp(err);
+    cr_assert_eq(code, 2, "exit %d: %s", code, text);
+    cr_assert(strstr(text, "keras_seed.json: fit.epoch: unknown key") != NULL, "%s", text);
+
+    char *argv2[] = {BIN("ps-launch"), SEED_JOB, "--set", "optimizer.learning_rate=-1", NULL};
+    code = wait_exit(run(argv2, out, err), 10000);
+    text = slurp(err);
+    cr_assert_eq(code, 2, "exit %d: %s", code, text);
+    cr_assert(strstr(text, "optimizer.learning_rate") != NULL, "%s", text);
+
+    char *argv3[] = {BIN("ps-server"), "--help", NULL};
+    cr_assert_eq(wait_exit(run(argv3, out, err), 10000), 0);
+    cr_assert(strstr(slurp(out), "usage: ps-server") != NULL);
+}
+
+static void wait_for(const char *file, const char *needle, int timeout_ms) {
+    for (int t = 0; t < timeout_ms; t += 20) {
+        if (strstr(slurp(file), needle)) return;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_fail("\"%s\" never appeared in %s", needle, file);
+}
+
+Test(e2e, sigterm_stops_a_server_cleanly_and_sigint_stops_a_job) {
+    char out[128], err[128];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    char *argv[] = {BIN("ps-server"), "--config", SEED_JOB, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    pid_t pid = run(argv, out, err);
+    wait_for(out, "listening on 127.0.0.1:", 10000);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, 10000), 0, "%s", slurp(err));
+
+    char *job[] = {BIN("ps-launch"), SEED_JOB, "--set", "fit.epochs=100000", NULL};
+    pid = run(job, out, err);
+    wait_for(out, "Epoch 2/100000", 30000);
+    kill(pid, SIGINT);
+    int code = wait_exit(pid, 15000);
+    cr_assert_eq(code, 130, "exit %d: %s", code, slurp(err));
+}
