@@ -11,8 +11,9 @@
 
 typedef struct {
     uv_write_t req;
-    uv_buf_t buf; /* owned until write_done */
     ps_conn *conn;
+    size_t n, bytes;
+    uv_buf_t bufs[]; /* (n) frames, owned until write_done */
 } write_req;
 
 static void on_close(uv_handle_t *h) {
@@ -23,6 +24,8 @@ static void on_close(uv_handle_t *h) {
     if (c->next) c->next->prev = c->prev;
     srv->n_conns--;
     ps_framer_destroy(c->framer);
+    for (size_t i = 0; i < c->n_cork; i++) free(c->cork[i].base);
+    free(c->cork);
     free(c->rbuf);
     free(c);
 }
@@ -46,6 +49,7 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
 }
 
 static void start_reading(ps_conn *c);
+static void flush(ps_conn *c);
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     ps_conn *c = (ps_conn *)s;
@@ -67,14 +71,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     if (nread == 0 || c->close_after_write) return;
     ps_error err = {0};
+    c->corked = true;
     ps_status st = ps_framer_feed(c->framer, (const uint8_t *)buf->base, (size_t)nread, frame_cb,
                                   c, &err);
+    c->corked = false;
     if (st != PS_OK && st != PS_CLOSED) {
         /* The framer refused the length before allocating; the stream is out of sync now.
          * (PS_CLOSED: a handler already answered and is closing.) */
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s", c->peer, err.msg);
         ps_conn_send_error(c, 0, st, err.msg, true);
     }
+    flush(c);
 }
 
 static void start_reading(ps_conn *c) {
@@ -91,9 +98,9 @@ static void stop_reading(ps_conn *c) {
 static void write_done(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     ps_conn *c = w->conn;
-    c->queued -= w->buf.len;
+    c->queued -= w->bytes;
     c->pending_writes--;
-    free(w->buf.base);
+    for (size_t i = 0; i < w->n; i++) free(w->bufs[i].base);
     free(w);
     if (status < 0) {
         ps_conn_close(c);
@@ -106,30 +113,53 @@ static void write_done(uv_write_t *req, int status) {
     if (!c->reading && c->queued <= c->srv->job->max_write_queue_bytes / 2) start_reading(c);
 }
 
+/* Writes every corked frame in one uv_write. */
+static void flush(ps_conn *c) {
+    if (c->n_cork == 0) return;
+    size_t n = c->n_cork, bytes = 0;
+    c->n_cork = 0;
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) goto drop;
+    write_req *w = malloc(sizeof(*w) + n * sizeof(uv_buf_t));
+    if (w == NULL) {
+        ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory queueing a reply", c->peer);
+        ps_conn_close(c);
+        goto drop;
+    }
+    for (size_t i = 0; i < n; i++) bytes += c->cork[i].len;
+    memcpy(w->bufs, c->cork, n * sizeof(uv_buf_t));
+    w->conn = c, w->n = n, w->bytes = bytes;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, (unsigned)n, write_done);
+    if (rc < 0) {
+        free(w);
+        ps_conn_close(c);
+        goto drop;
+    }
+    c->queued += bytes;
+    c->pending_writes++;
+    if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
+    return;
+drop:
+    for (size_t i = 0; i < n; i++) free(c->cork[i].base);
+}
+
 void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len) {
     if (uv_is_closing((uv_handle_t *)&c->tcp)) {
         free(frame);
         return;
     }
-    write_req *w = malloc(sizeof(*w));
-    if (w == NULL) {
-        free(frame);
-        ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory queueing a reply", c->peer);
-        ps_conn_close(c);
-        return;
+    if (c->n_cork == c->cap_cork) {
+        size_t cap = c->cap_cork ? c->cap_cork * 2 : 8;
+        uv_buf_t *nb = realloc(c->cork, cap * sizeof(*nb));
+        if (nb == NULL) {
+            free(frame);
+            ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory queueing a reply", c->peer);
+            ps_conn_close(c);
+            return;
+        }
+        c->cork = nb, c->cap_cork = cap;
     }
-    w->buf = uv_buf_init((char *)frame, (unsigned)len);
-    w->conn = c;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, write_done);
-    if (rc < 0) {
-        free(frame);
-        free(w);
-        ps_conn_close(c);
-        return;
-    }
-    c->queued += len;
-    c->pending_writes++;
-    if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
+    c->cork[c->n_cork++] = uv_buf_init((char *)frame, (unsigned)len);
+    if (!c->corked) flush(c);
 }
 
 void ps_conn_send_error(ps_conn *c, uint64_t request_id, ps_status st, const char *msg,

@@ -109,7 +109,7 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
 
 static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
-    size_t n, n_pull;
+    size_t n = 0, n_pull = 0;
     switch (m->env.which_body) {
     case ps_Envelope_pull_tag: {
         uint32_t t = m->env.pull.table;

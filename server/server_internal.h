@@ -39,6 +39,11 @@ struct ps_conn {
     uint32_t rank;
     size_t queued; /* bytes handed to uv_write and not yet written */
     size_t pending_writes;
+    /* Replies to the frames of one read are corked and leave in one write (one syscall, one
+     * wakeup for a client that pipelines several requests). */
+    bool corked;
+    uv_buf_t *cork;
+    size_t n_cork, cap_cork;
 };
 
 /* conn.c */

@@ -50,12 +50,17 @@ typedef struct {
     bool connect_done;
     owed *q; /* FIFO ring */
     size_t q_head, q_len, q_cap;
+    uv_buf_t *cork; /* (n_cork) frames queued by *_async, written together by flush */
+    size_t n_cork, cap_cork, cork_bytes;
 } shard_conn;
 
 typedef struct {
     uv_write_t req;
-    uv_buf_t buf;
+    size_t n;
+    uv_buf_t bufs[]; /* (n) owned until write_done */
 } write_req;
+
+#define CORK_MAX_BYTES (1u << 20) /* flush early past this: big requests need not wait */
 
 struct ps_client {
     uv_loop_t loop;
@@ -155,7 +160,7 @@ static ps_status queue_push(shard_conn *sc, const owed *w) {
 static void write_done(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     shard_conn *sc = (shard_conn *)req->handle;
-    free(w->buf.base);
+    for (size_t i = 0; i < w->n; i++) free(w->bufs[i].base);
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
         char msg[400];
@@ -165,26 +170,63 @@ static void write_done(uv_write_t *req, int status) {
     }
 }
 
-/* Takes ownership of frame. */
-static ps_status send_frame(shard_conn *sc, uint8_t *frame, size_t len, ps_error *err) {
+static void drop_cork(shard_conn *sc) {
+    for (size_t i = 0; i < sc->n_cork; i++) free(sc->cork[i].base);
+    sc->n_cork = 0, sc->cork_bytes = 0;
+}
+
+/* Writes the queued frames of one shard in one uv_write (one syscall, one server wakeup). */
+static ps_status flush_shard(shard_conn *sc, ps_error *err) {
+    if (sc->n_cork == 0) return PS_OK;
     if (!sc->open) {
-        free(frame);
+        drop_cork(sc);
         return ps_error_set(err, PS_CLOSED, "server %u (%s): not connected", sc->index, sc->addr);
     }
-    write_req *w = malloc(sizeof(*w));
+    write_req *w = malloc(sizeof(*w) + sc->n_cork * sizeof(uv_buf_t));
     if (w == NULL) {
-        free(frame);
+        drop_cork(sc);
         return ps_error_set(err, PS_NOMEM, "client: out of memory");
     }
-    w->buf = uv_buf_init((char *)frame, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&sc->tcp, &w->buf, 1, write_done);
+    w->n = sc->n_cork;
+    memcpy(w->bufs, sc->cork, w->n * sizeof(uv_buf_t));
+    sc->n_cork = 0, sc->cork_bytes = 0;
+    int rc = uv_write(&w->req, (uv_stream_t *)&sc->tcp, w->bufs, (unsigned)w->n, write_done);
     if (rc < 0) {
-        free(frame);
+        for (size_t i = 0; i < w->n; i++) free(w->bufs[i].base);
         free(w);
         return ps_error_set(err, PS_CLOSED, "server %u (%s): %s", sc->index, sc->addr,
                             uv_strerror(rc));
     }
     return PS_OK;
+}
+
+/* Queues a frame (takes ownership); it leaves at the next flush. */
+static ps_status send_frame(shard_conn *sc, uint8_t *frame, size_t len, ps_error *err) {
+    if (!sc->open) {
+        free(frame);
+        return ps_error_set(err, PS_CLOSED, "server %u (%s): not connected", sc->index, sc->addr);
+    }
+    if (sc->n_cork == sc->cap_cork) {
+        size_t cap = sc->cap_cork ? sc->cap_cork * 2 : 8;
+        uv_buf_t *nb = realloc(sc->cork, cap * sizeof(*nb));
+        if (nb == NULL) {
+            free(frame);
+            return ps_error_set(err, PS_NOMEM, "client: out of memory");
+        }
+        sc->cork = nb, sc->cap_cork = cap;
+    }
+    sc->cork[sc->n_cork++] = uv_buf_init((char *)frame, (unsigned)len);
+    sc->cork_bytes += len;
+    return sc->cork_bytes >= CORK_MAX_BYTES ? flush_shard(sc, err) : PS_OK;
+}
+
+ps_status ps_client_flush(ps_client *c, ps_error *err) {
+    ps_status first = PS_OK;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        ps_status st = flush_shard(&c->shards[s], first == PS_OK ? err : NULL);
+        if (first == PS_OK) first = st;
+    }
+    return first;
 }
 
 static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
@@ -324,6 +366,7 @@ static void on_timer(uv_timer_t *t) { ((ps_client *)t->data)->timer_fired = true
 static bool run_until(ps_client *c, bool (*done)(ps_client *, void *), void *arg,
                       uint64_t timeout_ms) {
     c->timer_fired = false;
+    ps_client_flush(c, NULL); /* a failed write breaks the client; done() then sees it */
     uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
     while (!done(c, arg) && !c->timer_fired) uv_run(&c->loop, UV_RUN_ONCE);
     uv_timer_stop(&c->timer);
@@ -478,6 +521,8 @@ void ps_client_destroy(ps_client *c) {
     uv_loop_close(&c->loop);
     for (uint32_t s = 0; c->shards && s < c->n_shards; s++) {
         ps_framer_destroy(c->shards[s].framer);
+        drop_cork(&c->shards[s]);
+        free(c->shards[s].cork);
         free(c->shards[s].rbuf);
         free(c->shards[s].q);
     }

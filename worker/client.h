@@ -57,6 +57,10 @@ ps_status ps_client_pushpull_async(ps_client *c, uint32_t table, const uint64_t 
                                    size_t n_push, const float *grads, const uint64_t *pull_keys,
                                    size_t n_pull, float *out, ps_op *op, ps_error *err);
 
+/* Sends every request queued by *_async calls now (one write per shard). Waiting flushes too;
+ * call it to get requests on the wire before computing, so the round trip overlaps compute. */
+ps_status ps_client_flush(ps_client *c, ps_error *err);
+
 /* Waits for op (at most cluster.request_timeout_ms); returns the servers' verdict: PS_OK, the
  * server's Error as a status with its message, PS_TIMEOUT or PS_CLOSED. */
 ps_status ps_client_wait(ps_client *c, ps_op op, ps_error *err);

@@ -467,6 +467,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Children inherit it: one BLAS thread per worker process (see ps-worker). */
+    setenv("OPENBLAS_NUM_THREADS", "1", 0);
     uv_signal_init(L.loop, &L.sigint);
     uv_signal_init(L.loop, &L.sigterm);
     L.sigint.data = L.sigterm.data = &L;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "config.h"
 #include "train.h"
 
@@ -86,6 +88,9 @@ int main(int argc, char **argv) {
                 config, job.num_servers);
         return 2;
     }
+    /* A worker's matrices are small (batch x units) and the cores are shared with servers and
+     * other workers: BLAS threads only spin. OPENBLAS_NUM_THREADS still wins when set. */
+    if (getenv("OPENBLAS_NUM_THREADS") == NULL) openblas_set_num_threads(1);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);

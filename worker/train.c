@@ -180,7 +180,7 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
             st = ps_client_pull_async(c, tr->bias_t[l], &tr->zero_key, 1, out_b, &op, err);
         if (st != PS_OK) return st;
     }
-    return PS_OK;
+    return ps_client_flush(c, err);
 }
 
 /* --- setup -------------------------------------------------------------------------------------- */

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Seed Keras job (Dense(64, relu) -> Dense(1, sigmoid), Adagrad, 1000x20, batch 32, 50 epochs)
+# samples/s, whole process (ps-launch start to exit, servers and workers included), for
+# 1 server + 1 worker and 1 server + 2 workers; medians of RUNS runs. Then PyTorch 1.13 on the
+# same model in the same run (tests/bench/torch_seed.py, training loop only, 1 thread).
+#   tests/bench/bench_seed.sh [BUILD_DIR] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build-release}
+runs=${2:-7}
+job=examples/keras_seed.json
+samples=50000 # 50 epochs x 1000 rows
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+for workers in 1 2; do
+  for _ in $(seq "$runs"); do
+    t0=$(date +%s.%N)
+    "$build/ps-launch" "$job" --set cluster.workers=$workers --set fit.verbose=0 >/dev/null
+    t1=$(date +%s.%N)
+    echo "$samples / ($t1 - $t0)" | bc -l
+  done | median | awk -v w="$workers" '{printf "bench_seed workers=%s samples_per_sec_median=%.0f\n", w, $1}'
+done
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  /usr/bin/python3 tests/bench/torch_seed.py --repeats "$runs" | tail -1
+else
+  echo "bench_seed: torch not installed (apt-get install python3-torch) - no PyTorch baseline"
+fi
