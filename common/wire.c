@@ -27,6 +27,8 @@ static bool setup_body(pb_istream_t *s, const pb_field_iter_t *field, void **arg
     (void)s;
     ps_msg *m = *arg;
     pb_callback_t view = {.funcs.decode = take_view};
+    /* A repeated oneof: the last body wins; views of an earlier one must not leak into it. */
+    m->keys = m->grads = m->pull_keys = m->values = (ps_bytes){0};
 #define VIEW(cb, dst) (cb) = view, (cb).arg = &m->dst
     switch (field->tag) {
     case ps_Envelope_pull_tag:

@@ -1,0 +1,610 @@
+/* test_config.c - common/config.c: a full job file, every default, the tables a model implies, and
+ * error messages that name the file and the dotted key; --set overrides; host:port parsing. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/* A job that sets every key config.c reads, each to a value other than its default. */
+static const char full_job[] =
+    "{\n"
+    "  \"job_id\": \"ctr-full\",\n"
+    "  \"seed\": 42,\n"
+    "  \"cluster\": {\"servers\": [\"10.0.0.1:7000\", \"[::1]:7001\", \"host-c:0\"],\n"
+    "              \"workers\": 3, \"connect_timeout_ms\": 5000,\n"
+    "              \"request_timeout_ms\": 7000, \"token\": \"s3cret\"},\n"
+    "  \"limits\": {\"max_frame_bytes\": 1048576, \"max_write_queue_bytes\": 2097152,\n"
+    "             \"max_keys_per_request\": 100000, \"max_connections\": 64},\n"
+    "  \"server\": {\"threads\": 4},\n"
+    "  \"optimizer\": {\"name\": \"adagrad\", \"form\": \"pytorch\", \"learning_rate\": 0.05,\n"
+    "                \"epsilon\": 1e-8, \"initial_accumulator_value\": 0.1,\n"
+    "                \"lr_decay\": 0.001, \"weight_decay\": 0.0001, \"rowwise\": false},\n"
+    "  \"tables\": [\n"
+    "    {\"name\": \"emb\", \"dim\": 8, \"init\": {\"type\": \"normal\", \"stddev\": 0.01},\n"
+    "     \"optimizer\": {\"learning_rate\": 0.1, \"rowwise\": true}},\n"
+    "    {\"name\": \"c\", \"dim\": 2, \"init\": {\"type\": \"constant\", \"value\": 0.5}},\n"
+    "    {\"name\": \"u\", \"dim\": 3,\n"
+    "     \"init\": {\"type\": \"uniform\", \"minval\": -0.1, \"maxval\": 0.2}},\n"
+    "    {\"name\": \"g\", \"dim\": 5,\n"
+    "     \"init\": {\"type\": \"glorot_uniform\", \"fan_in\": 100, \"fan_out\": 5}},\n"
+    "    {\"name\": \"k\", \"dim\": 1, \"optimizer\": {\"form\": \"keras\"}}\n"
+    "  ],\n"
+    "  \"model\": {\"input_dim\": 10,\n"
+    "            \"layers\": [{\"units\": 4, \"activation\": \"relu\"},\n"
+    "                       {\"units\": 3, \"activation\": \"tanh\"},\n"
+    "                       {\"units\": 1, \"activation\": \"sigmoid\"}],\n"
+    "            \"loss\": \"binary_crossentropy\"},\n"
+    "  \"fit\": {\"epochs\": 3, \"batch_size\": 64, \"shuffle\": false, \"seed\": 7,\n"
+    "          \"shuffle_buffer\": 500, \"verbose\": 2, \"metrics_file\": \"/tmp/m.jsonl\",\n"
+    "          \"overlap\": false},\n"
+    "  \"data\": {\"train\": {\"path\": \"/data/train.csv\", \"format\": \"csv\",\n"
+    "                      \"label_column\": -1, \"label_name\": \"y\", \"one_based\": false,\n"
+    "                      \"skip_bad_lines\": true},\n"
+    "           \"validation\": {\"format\": \"random\", \"rows\": 500, \"cols\": 10,\n"
+    "                           \"seed\": 9}}\n"
+    "}\n";
+
+/* The smallest job a model needs around it. */
+#define MODEL_JOB(layers, loss)                                                                    \
+    "{\"model\": {\"input_dim\": 6, \"layers\": " layers ", \"loss\": \"" loss "\"},"             \
+    " \"data\": {\"train\": {\"format\": \"random\"}}}"
+
+static ps_job_config *cfg;
+static ps_error err;
+static void setup(void) {
+    cfg = malloc(sizeof(*cfg)); /* ~90 KB: not on the stack */
+    cr_assert_not_null(cfg);
+    memset(&err, 0, sizeof(err));
+}
+static void teardown(void) { free(cfg); }
+TestSuite(config, .init = setup, .fini = teardown, .timeout = 10);
+
+static void parse_ok(const char *json, const char *const *sets, size_t n_sets) {
+    ps_status st = ps_config_parse(json, "job.json", sets, n_sets, cfg, &err);
+    cr_assert_eq(st, PS_OK, "parse failed: %s", err.msg);
+}
+
+static const ps_table_spec *table(const char *name) {
+    int i = ps_config_table(cfg, name);
+    cr_assert_geq(i, 0, "no table \"%s\"", name);
+    return &cfg->tables[i];
+}
+
+Test(config, full_job) {
+    parse_ok(full_job, NULL, 0);
+    cr_assert_str_eq(cfg->file, "job.json");
+    cr_assert_str_eq(cfg->job_id, "ctr-full");
+    cr_assert_eq(cfg->seed, 42);
+
+    cr_assert_eq(cfg->num_servers, 3);
+    cr_assert_eq(cfg->servers_auto, false);
+    cr_assert_str_eq(cfg->servers[0], "10.0.0.1:7000");
+    cr_assert_str_eq(cfg->servers[1], "[::1]:7001");
+    cr_assert_str_eq(cfg->servers[2], "host-c:0");
+    cr_assert_eq(cfg->num_workers, 3);
+    cr_assert_eq(cfg->connect_timeout_ms, 5000);
+    cr_assert_eq(cfg->request_timeout_ms, 7000);
+    cr_assert_str_eq(cfg->token, "s3cret");
+
+    cr_assert_eq(cfg->max_frame_bytes, 1048576);
+    cr_assert_eq(cfg->max_write_queue_bytes, 2097152);
+    cr_assert_eq(cfg->max_keys_per_request, 100000);
+    cr_assert_eq(cfg->max_connections, 64);
+    cr_assert_eq(cfg->server_threads, 4);
+
+    const ps_adagrad_config *o = &cfg->optimizer;
+    cr_assert_eq(o->form, PS_ADAGRAD_PYTORCH);
+    cr_assert_eq(o->learning_rate, 0.05);
+    cr_assert_eq(o->epsilon, 1e-8);
+    cr_assert_eq(o->initial_accumulator_value, 0.1);
+    cr_assert_eq(o->lr_decay, 0.001);
+    cr_assert_eq(o->weight_decay, 0.0001);
+    cr_assert_eq(o->rowwise, false);
+
+    /* 5 explicit tables, then 3 layers x (kernel, bias) */
+    cr_assert_eq(cfg->num_tables, 11);
+    for (size_t i = 0; i < cfg->num_tables; i++)
+        cr_assert_eq(cfg->tables[i].id, i, "table %zu has id %u", i, cfg->tables[i].id);
+
+    const ps_table_spec *t = table("emb");
+    cr_assert_eq(t->dim, 8);
+    cr_assert_eq(t->init.kind, PS_INIT_NORMAL);
+    cr_assert_eq(t->init.stddev, 0.01);
+    /* a table's optimizer overrides the job's keys it names and inherits the rest */
+    cr_assert_eq(t->opt.form, PS_ADAGRAD_PYTORCH);
+    cr_assert_eq(t->opt.learning_rate, 0.1);
+    cr_assert_eq(t->opt.rowwise, true);
+    cr_assert_eq(t->opt.epsilon, 1e-8);
+    cr_assert_eq(t->opt.initial_accumulator_value, 0.1);
+    cr_assert_eq(t->opt.lr_decay, 0.001);
+    cr_assert_eq(t->opt.weight_decay, 0.0001);
+
+    t = table("c");
+    cr_assert_eq(t->dim, 2);
+    cr_assert_eq(t->init.kind, PS_INIT_CONSTANT);
+    cr_assert_eq(t->init.a, 0.5);
+    cr_assert_eq(memcmp(&t->opt, &cfg->optimizer, sizeof(t->opt)), 0,
+                 "a table without an optimizer uses the job's");
+
+    t = table("u");
+    cr_assert_eq(t->init.kind, PS_INIT_UNIFORM);
+    cr_assert_eq(t->init.a, -0.1);
+    cr_assert_eq(t->init.b, 0.2);
+
+    t = table("g");
+    cr_assert_eq(t->init.kind, PS_INIT_GLOROT_UNIFORM);
+    cr_assert_eq(t->init.fan_in, 100);
+    cr_assert_eq(t->init.fan_out, 5);
+
+    /* another form than the job's: that library's defaults, nothing inherited */
+    t = table("k");
+    cr_assert_eq(t->init.kind, PS_INIT_ZEROS);
+    cr_assert_eq(t->opt.form, PS_ADAGRAD_KERAS);
+    cr_assert_eq(t->opt.learning_rate, 0.001);
+    cr_assert_eq(t->opt.epsilon, 1e-7);
+    cr_assert_eq(t->opt.initial_accumulator_value, 0.1);
+    cr_assert_eq(t->opt.lr_decay, 0.0);
+    cr_assert_eq(t->opt.weight_decay, 0.0);
+
+    cr_assert_eq(cfg->has_model, true);
+    const ps_model_config *m = &cfg->model;
+    cr_assert_eq(m->input_dim, 10);
+    cr_assert_eq(m->sparse, false);
+    cr_assert_eq(m->num_layers, 3);
+    cr_assert_eq(m->units[0], 4);
+    cr_assert_eq(m->units[1], 3);
+    cr_assert_eq(m->units[2], 1);
+    cr_assert_str_eq(m->activation[0], "relu");
+    cr_assert_str_eq(m->activation[1], "tanh");
+    cr_assert_str_eq(m->activation[2], "sigmoid");
+    cr_assert_str_eq(m->loss, "binary_crossentropy");
+    cr_assert_eq(m->kernel_table[0], 5);
+    cr_assert_eq(m->bias_table[0], 6);
+    cr_assert_eq(m->kernel_table[2], 9);
+    cr_assert_eq(m->bias_table[2], 10);
+
+    const ps_fit_config *f = &cfg->fit;
+    cr_assert_eq(f->epochs, 3);
+    cr_assert_eq(f->batch_size, 64);
+    cr_assert_eq(f->shuffle, false);
+    cr_assert_eq(f->seed, 7);
+    cr_assert_eq(f->shuffle_buffer, 500);
+    cr_assert_eq(f->verbose, 2);
+    cr_assert_str_eq(f->metrics_file, "/tmp/m.jsonl");
+    cr_assert_eq(f->overlap, false);
+
+    cr_assert_eq(cfg->has_train, true);
+    cr_assert_str_eq(cfg->train.format, "csv");
+    cr_assert_str_eq(cfg->train.path, "/data/train.csv");
+    cr_assert_eq(cfg->train.label_column, -1);
+    cr_assert_str_eq(cfg->train.label_name, "y");
+    cr_assert_eq(cfg->train.one_based, false);
+    cr_assert_eq(cfg->train.skip_bad_lines, true);
+    cr_assert_eq(cfg->train.seed, 42, "data seed defaults to the job seed");
+    cr_assert_eq(cfg->has_validation, true);
+    cr_assert_str_eq(cfg->validation.format, "random");
+    cr_assert_eq(cfg->validation.rows, 500);
+    cr_assert_eq(cfg->validation.cols, 10);
+    cr_assert_eq(cfg->validation.seed, 9);
+}
+
+Test(config, defaults_of_an_empty_job) {
+    parse_ok("{}", NULL, 0);
+    cr_assert_str_eq(cfg->job_id, "ps-job");
+    cr_assert_eq(cfg->seed, 0);
+    cr_assert_eq(cfg->num_servers, 1);
+    cr_assert_eq(cfg->servers_auto, true);
+    cr_assert_str_eq(cfg->servers[0], "127.0.0.1:0");
+    cr_assert_eq(cfg->num_workers, 1);
+    cr_assert_eq(cfg->connect_timeout_ms, 30000);
+    cr_assert_eq(cfg->request_timeout_ms, 60000);
+    cr_assert_str_eq(cfg->token, "");
+    cr_assert_eq(cfg->max_frame_bytes, 64u << 20);
+    cr_assert_eq(cfg->max_write_queue_bytes, 256u << 20);
+    cr_assert_eq(cfg->max_keys_per_request, 16u << 20);
+    cr_assert_eq(cfg->max_connections, 4096);
+    cr_assert_eq(cfg->server_threads, 2);
+    cr_assert_eq(cfg->num_tables, 0);
+    cr_assert_eq(cfg->has_model, false);
+    cr_assert_eq(cfg->has_train, false);
+    cr_assert_eq(cfg->has_validation, false);
+    cr_assert_eq(cfg->fit.epochs, 1);
+    cr_assert_eq(cfg->fit.batch_size, 32);
+    cr_assert_eq(cfg->fit.shuffle, true);
+    cr_assert_eq(cfg->fit.seed, 0);
+    cr_assert_eq(cfg->fit.shuffle_buffer, 10000);
+    cr_assert_eq(cfg->fit.verbose, 1);
+    cr_assert_str_eq(cfg->fit.metrics_file, "");
+    cr_assert_eq(cfg->fit.overlap, true);
+}
+
+Test(config, servers_as_a_count) {
+    parse_ok("{\"cluster\": {\"servers\": 3}}", NULL, 0);
+    cr_assert_eq(cfg->num_servers, 3);
+    cr_assert_eq(cfg->servers_auto, true);
+    for (int i = 0; i < 3; i++) cr_assert_str_eq(cfg->servers[i], "127.0.0.1:0");
+}
+
+/* Defaults per optimizer form: each library's own. */
+typedef struct {
+    char json[128];
+    int form;
+    double lr, eps, g0;
+} optimizer_case;
+
+ParameterizedTestParameters(config, optimizer_defaults) {
+    static optimizer_case cases[] = {
+        {"{}", PS_ADAGRAD_PYTORCH, 0.01, 1e-10, 0.0},
+        {"{\"optimizer\": {}}", PS_ADAGRAD_PYTORCH, 0.01, 1e-10, 0.0},
+        {"{\"optimizer\": {\"form\": \"pytorch\"}}", PS_ADAGRAD_PYTORCH, 0.01, 1e-10, 0.0},
+        {"{\"optimizer\": {\"name\": \"adagrad\", \"form\": \"keras\"}}", PS_ADAGRAD_KERAS, 0.001,
+         1e-7, 0.1},
+        {"{\"optimizer\": {\"form\": \"keras\", \"learning_rate\": 0.5}}", PS_ADAGRAD_KERAS, 0.5,
+         1e-7, 0.1},
+    };
+    return cr_make_param_array(optimizer_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(optimizer_case *c, config, optimizer_defaults) {
+    parse_ok(c->json, NULL, 0);
+    const ps_adagrad_config *o = &cfg->optimizer;
+    cr_assert_eq(o->form, (ps_adagrad_form)c->form, "%s", c->json);
+    cr_assert_eq(o->learning_rate, c->lr, "%s: lr %g", c->json, o->learning_rate);
+    cr_assert_eq(o->epsilon, c->eps, "%s: eps %g", c->json, o->epsilon);
+    cr_assert_eq(o->initial_accumulator_value, c->g0, "%s: G0 %g", c->json,
+                 o->initial_accumulator_value);
+    cr_assert_eq(o->lr_decay, 0.0);
+    cr_assert_eq(o->weight_decay, 0.0);
+    cr_assert_eq(o->rowwise, false);
+}
+
+/* A model implies its tables, named as Keras names the weights. */
+Test(config, model_tables) {
+    parse_ok(MODEL_JOB("[{\"units\": 8, \"activation\": \"relu\"}, {\"units\": 5},"
+                       " {\"units\": 3, \"activation\": \"softmax\"}]",
+                       "sparse_categorical_crossentropy"),
+             NULL, 0);
+    cr_assert_eq(cfg->num_tables, 6);
+    const char names[6][16] = {"dense/kernel",   "dense/bias",   "dense_1/kernel",
+                               "dense_1/bias",   "dense_2/kernel", "dense_2/bias"};
+    for (int i = 0; i < 6; i++) cr_assert_str_eq(cfg->tables[i].name, names[i]);
+
+    const ps_table_spec *k0 = table("dense/kernel");
+    cr_assert_eq(k0->dim, 8);
+    cr_assert_eq(k0->init.kind, PS_INIT_GLOROT_UNIFORM);
+    cr_assert_eq(k0->init.fan_in, 6, "fan_in = input_dim");
+    cr_assert_eq(k0->init.fan_out, 8, "fan_out = units");
+    const ps_table_spec *b0 = table("dense/bias");
+    cr_assert_eq(b0->dim, 8);
+    cr_assert_eq(b0->init.kind, PS_INIT_ZEROS);
+    const ps_table_spec *k1 = table("dense_1/kernel");
+    cr_assert_eq(k1->dim, 5);
+    cr_assert_eq(k1->init.kind, PS_INIT_GLOROT_UNIFORM);
+    cr_assert_eq(k1->init.fan_in, 8);
+    cr_assert_eq(k1->init.fan_out, 5);
+    const ps_table_spec *k2 = table("dense_2/kernel");
+    cr_assert_eq(k2->init.fan_in, 5);
+    cr_assert_eq(k2->init.fan_out, 3);
+    cr_assert_eq(table("dense_2/bias")->init.kind, PS_INIT_ZEROS);
+
+    cr_assert_str_eq(cfg->model.activation[1], "linear", "Keras's default activation");
+    for (int l = 0; l < 3; l++) {
+        cr_assert_str_eq(cfg->tables[cfg->model.kernel_table[l]].name, names[2 * l]);
+        cr_assert_str_eq(cfg->tables[cfg->model.bias_table[l]].name, names[2 * l + 1]);
+    }
+    /* model tables use the job's optimizer */
+    cr_assert_eq(k0->opt.learning_rate, 0.01);
+}
+
+Test(config, sparse_model_input) {
+    parse_ok("{\"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": 1000000,"
+             " \"init\": {\"type\": \"normal\", \"stddev\": 0.001}},"
+             " \"layers\": [{\"units\": 16}, {\"units\": 1}], \"loss\": \"binary_crossentropy\"},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"t.svm\"}}}",
+             NULL, 0);
+    cr_assert_eq(cfg->model.sparse, true);
+    cr_assert_eq(cfg->model.num_ids, 1000000);
+    cr_assert_eq(cfg->model.input_dim, 0);
+    const ps_table_spec *k0 = table("dense/kernel");
+    cr_assert_eq(k0->init.kind, PS_INIT_NORMAL);
+    cr_assert_eq(k0->init.stddev, 0.001);
+    cr_assert_eq(cfg->train.one_based, true, "libsvm ids are 1-based by default");
+}
+
+/* --- errors: the message names the file and the dotted key --------------------------------- */
+
+typedef struct {
+    char name[40];
+    char json[300];
+    char set[64]; /* one --set, or "" */
+    char want[120]; /* a substring of the message, starting with "job.json" */
+} error_case;
+
+ParameterizedTestParameters(config, errors) {
+    static error_case cases[] = {
+        {"unknown key, top level", "{\"seed\": 1, \"bogus\": 2}", "",
+         "job.json: bogus: unknown key (known here: job_id, seed, cluster"},
+        {"unknown key, nested", "{\"cluster\": {\"wrkers\": 2}}", "",
+         "job.json: cluster.wrkers: unknown key (known here: servers, workers"},
+        {"unknown key, in a table's init",
+         "{\"tables\": [{\"name\": \"t\", \"dim\": 2, \"init\": {\"type\": \"zeros\", "
+         "\"scale\": 1}}]}",
+         "", "job.json: tables[0].init.scale: unknown key"},
+        {"unknown key, in a layer",
+         MODEL_JOB("[{\"units\": 1, \"kernel\": 3}]", "binary_crossentropy"), "",
+         "job.json: model.layers[0].kernel: unknown key"},
+        {"unknown key, in data", "{\"data\": {\"train\": {\"format\": \"random\", \"x\": 1}}}",
+         "", "job.json: data.train.x: unknown key"},
+        {"top level not an object", "[1, 2]", "", "job.json: (top level): must be an object"},
+        {"section not an object", "{\"fit\": 3}", "", "job.json: fit: must be an object"},
+        {"wrong type, integer", "{\"cluster\": {\"workers\": \"two\"}}", "",
+         "job.json: cluster.workers: must be an integer"},
+        {"wrong type, fraction", "{\"seed\": 1.5}", "", "job.json: seed: must be an integer"},
+        {"wrong type, string", "{\"job_id\": 5}", "", "job.json: job_id: must be a string"},
+        {"wrong type, bool", "{\"fit\": {\"shuffle\": 1}}", "",
+         "job.json: fit.shuffle: must be true or false"},
+        {"wrong type, number", "{\"optimizer\": {\"learning_rate\": \"big\"}}", "",
+         "job.json: optimizer.learning_rate: must be a number"},
+        {"wrong type, tables", "{\"tables\": {}}", "", "job.json: tables: must be a list"},
+        {"out of range, integer", "{\"server\": {\"threads\": 0}}", "",
+         "job.json: server.threads: 0 is out of range [1, 64]"},
+        {"out of range, number", "{\"optimizer\": {\"epsilon\": 2}}", "",
+         "job.json: optimizer.epsilon: 2 is out of range [0, 1]"},
+        {"out of range, negative", "{\"limits\": {\"max_frame_bytes\": -1}}", "",
+         "job.json: limits.max_frame_bytes: -1 is out of range [1024, 4294967295]"},
+        {"out of range, table dim", "{\"tables\": [{\"name\": \"t\", \"dim\": 0}]}", "",
+         "job.json: tables[0].dim: 0 is out of range [1, 1048576]"},
+        {"bad enum, form", "{\"optimizer\": {\"form\": \"tf\"}}", "",
+         "job.json: optimizer.form: \"tf\" is not one of: pytorch, keras"},
+        {"bad enum, name", "{\"optimizer\": {\"name\": \"adam\"}}", "",
+         "job.json: optimizer.name: \"adam\" is not one of: adagrad"},
+        {"bad enum, init type",
+         "{\"tables\": [{\"name\": \"t\", \"dim\": 1, \"init\": {\"type\": \"ones\"}}]}", "",
+         "job.json: tables[0].init.type: \"ones\" is not one of: zeros, constant, uniform"},
+        {"bad enum, activation", MODEL_JOB("[{\"units\": 1, \"activation\": \"gelu\"}]",
+                                           "binary_crossentropy"),
+         "", "job.json: model.layers[0].activation: \"gelu\" is not one of: linear, relu"},
+        {"bad enum, data format", "{\"data\": {\"train\": {\"format\": \"parquet\"}}}", "",
+         "job.json: data.train.format: \"parquet\" is not one of: csv, libsvm, random"},
+        {"bad host:port, no port", "{\"cluster\": {\"servers\": [\"a:1\", \"nohost\"]}}", "",
+         "job.json: cluster.servers[1]: \"nohost\" is not HOST:PORT"},
+        {"bad host:port, port range", "{\"cluster\": {\"servers\": [\"a:70000\"]}}", "",
+         "job.json: cluster.servers[0]: \"a:70000\": port must be 0..65535"},
+        {"bad host:port, not a string", "{\"cluster\": {\"servers\": [7]}}", "",
+         "job.json: cluster.servers[0]: must be a \"host:port\" string"},
+        {"no servers", "{\"cluster\": {\"servers\": []}}", "",
+         "job.json: cluster.servers: needs 1..256 addresses, got 0"},
+        {"keras + lr_decay", "{\"optimizer\": {\"form\": \"keras\", \"lr_decay\": 0.1}}", "",
+         "job.json: optimizer.lr_decay: is PyTorch's; not available with form \"keras\""},
+        {"keras + weight_decay", "{\"optimizer\": {\"form\": \"keras\", \"weight_decay\": 1}}",
+         "", "job.json: optimizer.weight_decay: is PyTorch's"},
+        {"keras + lr_decay in a table",
+         "{\"tables\": [{\"name\": \"t\", \"dim\": 1, \"optimizer\": {\"form\": \"keras\", "
+         "\"lr_decay\": 0.5}}]}",
+         "", "job.json: tables[0].optimizer.lr_decay: is PyTorch's"},
+        {"BCE with a last layer of 2 units",
+         MODEL_JOB("[{\"units\": 4}, {\"units\": 2}]", "binary_crossentropy"), "",
+         "job.json: model.layers: binary_crossentropy needs a last layer of 1 unit, got 2"},
+        {"model without data.train",
+         "{\"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1}], "
+         "\"loss\": \"binary_crossentropy\"}}",
+         "", "job.json: data.train: a job with a model needs training data"},
+        {"model without loss", "{\"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1}]}}",
+         "", "job.json: model: needs \"loss\""},
+        {"model without layers",
+         "{\"model\": {\"input_dim\": 2, \"loss\": \"binary_crossentropy\"}}",
+         "", "job.json: model.layers: must be a non-empty list"},
+        {"table without dim", "{\"tables\": [{\"name\": \"t\"}]}", "",
+         "job.json: tables[0]: needs a \"dim\""},
+        {"table defined twice",
+         "{\"tables\": [{\"name\": \"t\", \"dim\": 1}, {\"name\": \"t\", \"dim\": 2}]}", "",
+         "job.json: tables[1]: table \"t\" defined twice"},
+        {"table clashes with a model table",
+         "{\"tables\": [{\"name\": \"dense/bias\", \"dim\": 1}], \"model\": {\"input_dim\": 2,"
+         " \"layers\": [{\"units\": 1}], \"loss\": \"binary_crossentropy\"},"
+         " \"data\": {\"train\": {\"format\": \"random\"}}}",
+         "", "job.json: model.layers: table \"dense/bias\" defined twice"},
+        {"uniform maxval < minval",
+         "{\"tables\": [{\"name\": \"t\", \"dim\": 1, \"init\": {\"type\": \"uniform\", "
+         "\"minval\": 1, \"maxval\": 0}}]}",
+         "", "job.json: tables[0].init: maxval 0 < minval 1"},
+        {"csv without a path", "{\"data\": {\"train\": {\"format\": \"csv\"}}}", "",
+         "job.json: data.train: needs \"path\" for format csv"},
+        {"invalid JSON", "{\n  \"seed\": 1,\n  \"job_id\": ,\n  \"fit\": {}\n}", "",
+         "job.json:3: invalid JSON near"},
+        {"invalid JSON, line 1", "{\"seed\" 1}", "", "job.json:1: invalid JSON near"},
+        {"invalid JSON, unterminated", "{\n\n\n\"job_id\": \"abc", "", "job.json:4: invalid JSON"},
+        {"--set, unknown key", "{}", "bogus=1", "job.json: bogus: unknown key"},
+        {"--set, out of range", "{}", "cluster.workers=0",
+         "job.json: cluster.workers: 0 is out of range [1, 4096]"},
+        {"--set, no =", "{}", "seed", "--set seed: expected KEY=VALUE"},
+        {"--set, empty key", "{}", "=3", "--set =3: expected KEY=VALUE"},
+        {"--set, index past the end", "{\"cluster\": {\"servers\": [\"a:1\"]}}",
+         "cluster.servers[5]=b:2", "--set cluster.servers[5]: no element 5 in servers"},
+        {"--set, index into a non-array", "{}", "cluster.servers[0]=b:2",
+         "--set cluster.servers[0]: no element 0 in servers"},
+        {"--set, bad index", "{\"cluster\": {\"servers\": [\"a:1\"]}}", "cluster.servers[x]=b:2",
+         "--set cluster.servers[x]: bad index"},
+        {"--set, through a number", "{\"seed\": 3}", "seed.low=1",
+         "--set seed.low: \"seed\" is not an object"},
+    };
+    return cr_make_param_array(error_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(error_case *c, config, errors) {
+    const char *sets[1] = {c->set};
+    ps_status st = ps_config_parse(c->json, "job.json", sets, c->set[0] ? 1 : 0, cfg, &err);
+    cr_assert_eq(st, PS_CONFIG, "%s: got %s (%s)", c->name, ps_status_str(st), err.msg);
+    cr_assert_eq(err.code, PS_CONFIG, "%s", c->name);
+    cr_assert_not_null(strstr(err.msg, c->want), "%s:\n  message: %s\n  wanted:  %s", c->name,
+                       err.msg, c->want);
+    if (c->want[0] == 'j') /* file errors start with the file */
+        cr_assert_eq(strncmp(err.msg, "job.json", 8), 0, "%s: %s", c->name, err.msg);
+}
+
+/* --- --set ---------------------------------------------------------------------------------- */
+
+Test(config, set_numbers_and_strings) {
+    const char *sets[] = {"seed=7", "cluster.workers=4", "job_id=plain text", "cluster.token=\"q\"",
+                          "optimizer.learning_rate=0.25", "fit.shuffle=false"};
+    parse_ok("{\"seed\": 1, \"job_id\": \"x\", \"cluster\": {\"workers\": 2}}", sets, 6);
+    cr_assert_eq(cfg->seed, 7);
+    cr_assert_eq(cfg->num_workers, 4);
+    cr_assert_str_eq(cfg->job_id, "plain text", "a value that is not JSON is a string");
+    cr_assert_str_eq(cfg->token, "q", "a JSON string loses its quotes");
+    cr_assert_eq(cfg->optimizer.learning_rate, 0.25, "new nested key under a new object");
+    cr_assert_eq(cfg->fit.shuffle, false);
+}
+
+Test(config, set_creates_nested_objects) {
+    const char *sets[] = {"data.train.format=random", "data.train.rows=77",
+                          "limits.max_connections=9"};
+    parse_ok("{}", sets, 3);
+    cr_assert_eq(cfg->has_train, true);
+    cr_assert_str_eq(cfg->train.format, "random");
+    cr_assert_eq(cfg->train.rows, 77);
+    cr_assert_eq(cfg->max_connections, 9);
+}
+
+Test(config, set_array_element) {
+    const char *sets[] = {"cluster.servers[1]=h:1"};
+    parse_ok("{\"cluster\": {\"servers\": [\"a:1\", \"b:2\", \"c:3\"]}}", sets, 1);
+    cr_assert_eq(cfg->num_servers, 3);
+    cr_assert_str_eq(cfg->servers[0], "a:1");
+    cr_assert_str_eq(cfg->servers[1], "h:1");
+    cr_assert_str_eq(cfg->servers[2], "c:3");
+}
+
+Test(config, set_inside_an_array_element) {
+    const char *sets[] = {"tables[1].dim=9", "tables[0].init.type=constant",
+                          "tables[0].init.value=2.5"};
+    parse_ok("{\"tables\": [{\"name\": \"a\", \"dim\": 1}, {\"name\": \"b\", \"dim\": 2}]}", sets,
+             3);
+    cr_assert_eq(table("b")->dim, 9);
+    cr_assert_eq(table("a")->init.kind, PS_INIT_CONSTANT);
+    cr_assert_eq(table("a")->init.a, 2.5);
+}
+
+Test(config, set_applies_in_order_and_wins) {
+    const char *sets[] = {"seed=1", "seed=2", "cluster={\"servers\": 2}"};
+    parse_ok("{\"seed\": 9, \"cluster\": {\"workers\": 5}}", sets, 3);
+    cr_assert_eq(cfg->seed, 2);
+    cr_assert_eq(cfg->num_servers, 2, "a JSON object value replaces the whole section");
+    cr_assert_eq(cfg->num_workers, 1);
+}
+
+/* --- host:port ------------------------------------------------------------------------------ */
+
+typedef struct {
+    char in[48];
+    int ok;
+    char host[32];
+    uint16_t port;
+} hostport_case;
+
+ParameterizedTestParameters(config, hostport) {
+    static hostport_case cases[] = {
+        {"localhost:80", 1, "localhost", 80},
+        {"10.1.2.3:65535", 1, "10.1.2.3", 65535},
+        {"h:0", 1, "h", 0},
+        {"[::1]:80", 1, "::1", 80},
+        {"[fe80::1%eth0]:7000", 1, "fe80::1%eth0", 7000},
+        {"nohost", 0, "", 0},
+        {":80", 0, "", 0},
+        {"h:", 0, "", 0},
+        {"h:abc", 0, "", 0},
+        {"h:80x", 0, "", 0},
+        {"h:65536", 0, "", 0},
+        {"h:-1", 0, "", 0},
+        {"[]:80", 0, "", 0},
+        {"a-very-long-host-name-that-does-not-fit:1", 0, "", 0},
+    };
+    return cr_make_param_array(hostport_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(hostport_case *c, config, hostport) {
+    char host[32];
+    uint16_t port = 12345;
+    ps_status st = ps_parse_hostport(c->in, host, sizeof(host), &port, &err);
+    if (c->ok) {
+        cr_assert_eq(st, PS_OK, "%s: %s", c->in, err.msg);
+        cr_assert_str_eq(host, c->host, "%s", c->in);
+        cr_assert_eq(port, c->port, "%s", c->in);
+    } else {
+        cr_assert_eq(st, PS_CONFIG, "%s: accepted as %s port %u", c->in, host, port);
+        cr_assert_not_null(strstr(err.msg, c->in), "%s: message does not quote it: %s", c->in,
+                           err.msg);
+    }
+}
+
+/* --- files ---------------------------------------------------------------------------------- */
+
+Test(config, load_missing_file) {
+    const char *path = "/nonexistent/dir/job.json";
+    ps_status st = ps_config_load(path, NULL, 0, cfg, &err);
+    cr_assert(st == PS_CONFIG || st == PS_IO, "got %s", ps_status_str(st));
+    cr_assert_not_null(strstr(err.msg, path), "message does not name the file: %s", err.msg);
+    cr_assert_not_null(strstr(err.msg, "No such file"), "message lacks the reason: %s", err.msg);
+}
+
+static void write_file(char *path, const char *text) {
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    size_t n = strlen(text);
+    cr_assert_eq(write(fd, text, n), (ssize_t)n);
+    close(fd);
+}
+
+Test(config, load_file_with_sets) {
+    char path[] = "/tmp/ps_test_config_XXXXXX";
+    write_file(path, full_job);
+    const char *sets[] = {"fit.epochs=11"};
+    ps_status st = ps_config_load(path, sets, 1, cfg, &err);
+    cr_assert_eq(st, PS_OK, "%s", err.msg);
+    cr_assert_str_eq(cfg->file, path);
+    cr_assert_str_eq(cfg->job_id, "ctr-full");
+    cr_assert_eq(cfg->fit.epochs, 11);
+    cr_assert_eq(cfg->num_tables, 11);
+    unlink(path);
+}
+
+Test(config, load_file_error_names_the_file) {
+    char path[] = "/tmp/ps_test_config_XXXXXX";
+    write_file(path, "{\n\"server\": {\"threads\": 100}\n}\n");
+    ps_status st = ps_config_load(path, NULL, 0, cfg, &err);
+    unlink(path);
+    cr_assert_eq(st, PS_CONFIG);
+    char want[128];
+    snprintf(want, sizeof(want), "%s: server.threads: 100 is out of range", path);
+    cr_assert_not_null(strstr(err.msg, want), "message: %s", err.msg);
+}
+
+/* A file larger than the 8 KiB first buffer is read whole. */
+Test(config, load_large_file) {
+    char path[] = "/tmp/ps_test_config_XXXXXX";
+    size_t pad = 20000;
+    char *text = malloc(pad + 64);
+    cr_assert_not_null(text);
+    memset(text, ' ', pad);
+    strcpy(text + pad, "{\"job_id\": \"padded\"}");
+    write_file(path, text);
+    free(text);
+    ps_status st = ps_config_load(path, NULL, 0, cfg, &err);
+    unlink(path);
+    cr_assert_eq(st, PS_OK, "%s", err.msg);
+    cr_assert_str_eq(cfg->job_id, "padded");
+}
+
+Test(config, table_lookup) {
+    parse_ok("{\"tables\": [{\"name\": \"a\", \"dim\": 1}, {\"name\": \"b\", \"dim\": 2}]}", NULL,
+             0);
+    cr_assert_eq(ps_config_table(cfg, "a"), 0);
+    cr_assert_eq(ps_config_table(cfg, "b"), 1);
+    cr_assert_eq(ps_config_table(cfg, "c"), -1);
+    cr_assert_eq(ps_config_table(cfg, ""), -1);
+}
