@@ -14,7 +14,7 @@
 struct ps_mlp {
     ps_mlp_spec spec;
     size_t max_batch;
-    size_t B;                          /* samples of the latest forward */
+    size_t B;                          /* samples of the latest good forward, 0 after an error */
     float *slab;                       /* everything below points into it */
     float *act[PS_MLP_MAX_LAYERS];     /* (max_batch, U_l) h_l; the last layer holds p = act(z) */
     float *dact[PS_MLP_MAX_LAYERS];    /* (max_batch, U_l) dL/dh_l, turned into dL/dz_l in place */
@@ -131,20 +131,59 @@ const ps_mlp_spec *ps_mlp_get_spec(const ps_mlp *m) {
 }
 
 const float *ps_mlp_output(const ps_mlp *m) {
-    return m->act[m->spec.n_layers - 1];
+    return m->B > 0 ? m->act[m->spec.n_layers - 1] : NULL;
+}
+
+/* ---- elementwise helpers ----
+ * Loops run in blocks of LANES plus a scalar tail: a constant trip count lets -O2 vectorize
+ * them (GCC's "very cheap" cost model, the -O2 default, skips loops that need an epilogue). */
+#define LANES 16
+
+/* y += a * x; y: (n), x: (n) */
+static void axpy(float *restrict y, float a, const float *restrict x, size_t n) {
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (size_t k = 0; k < LANES; k++) y[i + k] += a * x[i + k];
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* y += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3, added left to right: the same rounding
+ * as four axpy calls in a row. y, x0..x3: (n); a: (4); the x's may be the same row. */
+static void axpy4(float *restrict y, const float *a, const float *restrict x0,
+                  const float *restrict x1, const float *restrict x2, const float *restrict x3,
+                  size_t n) {
+    const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (size_t k = 0; k < LANES; k++)
+            y[i + k] = y[i + k] + a0 * x0[i + k] + a1 * x1[i + k] + a2 * x2[i + k] +
+                       a3 * x3[i + k];
+    for (; i < n; i++) y[i] = y[i] + a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i];
+}
+
+/* y += x; y: (n), x: (n) */
+static void add(float *restrict y, const float *restrict x, size_t n) {
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (size_t k = 0; k < LANES; k++) y[i + k] += x[i + k];
+    for (; i < n; i++) y[i] += x[i];
 }
 
 /* ---- activations, in place over (B, C) ---- */
 
 /* reference: https://keras.io/api/layers/activations/ (softmax over the last axis) */
-static void activation_forward(float *h, size_t B, size_t C, ps_activation act) {
+static void activation_forward(float *restrict h, size_t B, size_t C, ps_activation act) {
     size_t n = B * C;
     switch (act) {
     case PS_ACT_LINEAR:
         break;
-    case PS_ACT_RELU:
-        for (size_t i = 0; i < n; i++) h[i] = h[i] > 0.0f ? h[i] : 0.0f;
+    case PS_ACT_RELU: {
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES)
+            for (size_t k = 0; k < LANES; k++) h[i + k] = h[i + k] > 0.0f ? h[i + k] : 0.0f;
+        for (; i < n; i++) h[i] = h[i] > 0.0f ? h[i] : 0.0f;
         break;
+    }
     case PS_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++) h[i] = 1.0f / (1.0f + expf(-h[i]));
         break;
@@ -169,20 +208,33 @@ static void activation_forward(float *h, size_t B, size_t C, ps_activation act) 
 }
 
 /* d: (B, C) dL/dh in, dL/dz out, with h = act(z): (B, C) the forward's output. */
-static void activation_backward(float *d, const float *h, size_t B, size_t C, ps_activation act) {
+static void activation_backward(float *restrict d, const float *restrict h, size_t B, size_t C,
+                                ps_activation act) {
     size_t n = B * C;
     switch (act) {
     case PS_ACT_LINEAR:
         break;
-    case PS_ACT_RELU: /* 0 at z == 0, as tf.nn.relu's gradient */
-        for (size_t i = 0; i < n; i++) d[i] = h[i] > 0.0f ? d[i] : 0.0f;
+    case PS_ACT_RELU: { /* 0 at z == 0, as tf.nn.relu's gradient */
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES)
+            for (size_t k = 0; k < LANES; k++) d[i + k] = h[i + k] > 0.0f ? d[i + k] : 0.0f;
+        for (; i < n; i++) d[i] = h[i] > 0.0f ? d[i] : 0.0f;
         break;
-    case PS_ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++) d[i] *= h[i] * (1.0f - h[i]);
+    }
+    case PS_ACT_SIGMOID: {
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES)
+            for (size_t k = 0; k < LANES; k++) d[i + k] *= h[i + k] * (1.0f - h[i + k]);
+        for (; i < n; i++) d[i] *= h[i] * (1.0f - h[i]);
         break;
-    case PS_ACT_TANH:
-        for (size_t i = 0; i < n; i++) d[i] *= 1.0f - h[i] * h[i];
+    }
+    case PS_ACT_TANH: {
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES)
+            for (size_t k = 0; k < LANES; k++) d[i + k] *= 1.0f - h[i + k] * h[i + k];
+        for (; i < n; i++) d[i] *= 1.0f - h[i] * h[i];
         break;
+    }
     case PS_ACT_SOFTMAX: /* dz = s * (dh - <dh, s>) */
         for (size_t b = 0; b < B; b++) {
             float *drow = d + b * C;
@@ -203,21 +255,22 @@ static ps_status sparse_forward(float *restrict out, const float *restrict w0,
                                 const float *restrict b0, const ps_mlp_batch *bt, size_t n_rows,
                                 size_t U, ps_error *err) {
     for (size_t b = 0; b < bt->B; b++) {
-        float *restrict o = out + b * U;
-        memcpy(o, b0, U * sizeof(float));
         size_t lo = bt->offsets[b], hi = bt->offsets[b + 1];
         if (hi < lo)
             return ps_error_set(err, PS_INVALID_ARG, "mlp: sample %zu: offsets decrease "
                                 "(%zu then %zu)", b, lo, hi);
         for (size_t i = lo; i < hi; i++) {
-            uint32_t r = bt->rows[i];
-            if (r >= n_rows)
+            if (bt->rows[i] >= n_rows)
                 return ps_error_set(err, PS_INVALID_ARG, "mlp: sample %zu: row %u out of range, "
-                                    "w[0] has %zu rows", b, r, n_rows);
-            const float *restrict wr = w0 + (size_t)r * U;
-            float x = bt->vals[i];
-            for (size_t j = 0; j < U; j++) o[j] += x * wr[j];
+                                    "w[0] has %zu rows", b, bt->rows[i], n_rows);
         }
+        float *o = out + b * U;
+        memcpy(o, b0, U * sizeof(float));
+        size_t i = lo;
+        for (; i + 4 <= hi; i += 4) /* 4 entries per pass over o: a quarter of its loads/stores */
+            axpy4(o, bt->vals + i, w0 + (size_t)bt->rows[i] * U, w0 + (size_t)bt->rows[i + 1] * U,
+                  w0 + (size_t)bt->rows[i + 2] * U, w0 + (size_t)bt->rows[i + 3] * U, U);
+        for (; i < hi; i++) axpy(o, bt->vals[i], w0 + (size_t)bt->rows[i] * U, U);
     }
     return PS_OK;
 }
@@ -230,12 +283,9 @@ static void sparse_backward(float *restrict dw0, float *restrict db0, const floa
     memset(db0, 0, U * sizeof(float));
     for (size_t b = 0; b < bt->B; b++) {
         const float *restrict d = dout + b * U;
-        for (size_t j = 0; j < U; j++) db0[j] += d[j];
-        for (size_t i = bt->offsets[b]; i < bt->offsets[b + 1]; i++) {
-            float *restrict g = dw0 + (size_t)bt->rows[i] * U;
-            float x = bt->vals[i];
-            for (size_t j = 0; j < U; j++) g[j] += x * d[j];
-        }
+        add(db0, d, U);
+        for (size_t i = bt->offsets[b]; i < bt->offsets[b + 1]; i++)
+            axpy(dw0 + (size_t)bt->rows[i] * U, bt->vals[i], d, U);
     }
 }
 
@@ -244,25 +294,34 @@ static void sparse_backward(float *restrict dw0, float *restrict db0, const floa
 static void dense_forward(float *out, const float *inp, const float *w, const float *bias,
                           size_t B, size_t C, size_t OC) {
     for (size_t b = 0; b < B; b++) memcpy(out + b * OC, bias, OC * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)OC, (int)C, 1.0f, inp,
-                (int)C, w, (int)OC, 1.0f, out, (int)OC);
+    if (OC == 1) /* one output unit (binary heads): a matrix-vector product */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)B, (int)C, 1.0f, inp, (int)C, w, 1, 1.0f,
+                    out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)OC, (int)C, 1.0f,
+                    inp, (int)C, w, (int)OC, 1.0f, out, (int)OC);
 }
 
-/* dw = inp^T dout: (C, OC); dbias = sum_b dout[b]: (OC); dinp = dout w^T: (B, C), skipped when
- * NULL. dout: (B, OC); inp: (B, C); w: (C, OC). */
+/* dw = inp^T dout: (C, OC); dbias = sum_b dout[b]: (OC); dinp = dout w^T: (B, C).
+ * dout: (B, OC); inp: (B, C); w: (C, OC). */
 static void dense_backward(float *dinp, float *dw, float *restrict dbias,
                            const float *restrict dout, const float *inp, const float *w, size_t B,
                            size_t C, size_t OC) {
+    memset(dbias, 0, OC * sizeof(float));
+    for (size_t b = 0; b < B; b++) add(dbias, dout + b * OC, OC);
+    if (OC == 1) { /* dw = inp^T dout, dinp = dout w^T: a matrix-vector and an outer product */
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)B, (int)C, 1.0f, inp, (int)C, dout, 1, 0.0f,
+                    dw, 1);
+        for (size_t b = 0; b < B; b++) {
+            memset(dinp + b * C, 0, C * sizeof(float));
+            axpy(dinp + b * C, dout[b], w, C);
+        }
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)OC, (int)B, 1.0f, inp,
                 (int)C, dout, (int)OC, 0.0f, dw, (int)OC);
-    memset(dbias, 0, OC * sizeof(float));
-    for (size_t b = 0; b < B; b++) {
-        const float *restrict d = dout + b * OC;
-        for (size_t j = 0; j < OC; j++) dbias[j] += d[j];
-    }
-    if (dinp != NULL)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)C, (int)OC, 1.0f, dout,
-                    (int)OC, w, (int)OC, 0.0f, dinp, (int)C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)C, (int)OC, 1.0f, dout,
+                (int)OC, w, (int)OC, 0.0f, dinp, (int)C);
 }
 
 /* ---- loss ---- */
@@ -292,7 +351,7 @@ static ps_status loss_forward_backward(float *probs, float *dlogits, double *los
     double lsum = 0.0;
     size_t ok = 0;
 
-    /* labels first: a bad one fails before any output is written */
+    /* labels first: a bad one fails before any loss or gradient is computed */
     for (size_t b = 0; b < B; b++) {
         float y = labels[b];
         if (loss == PS_LOSS_BCE && !(y >= 0.0f && y <= 1.0f))
@@ -397,16 +456,18 @@ static ps_status loss_forward_backward(float *probs, float *dlogits, double *los
 static ps_status check_params(const ps_mlp *m, const ps_mlp_params *p, const char *what,
                               ps_error *err) {
     for (size_t l = 0; l < m->spec.n_layers; l++) {
-        if ((p->w[l] == NULL && (l > 0 || p->n_rows > 0)) || p->b[l] == NULL)
+        if (p->w[l] == NULL || p->b[l] == NULL)
             return ps_error_set(err, PS_INVALID_ARG, "mlp: %s of layer %zu is NULL", what, l);
     }
     return PS_OK;
 }
 
+/* Forward, then backward into g unless g is NULL. */
 static ps_status run(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *bt,
                      ps_mlp_params *g, double *loss_sum, size_t *correct, ps_error *err) {
     if (m == NULL || p == NULL || bt == NULL)
         return ps_error_set(err, PS_INVALID_ARG, "mlp: NULL argument");
+    m->B = 0;
     if (bt->B < 1 || bt->B > m->max_batch)
         return ps_error_set(err, PS_INVALID_ARG, "mlp: batch of %zu samples, must be between 1 "
                             "and %zu", bt->B, m->max_batch);
@@ -423,7 +484,6 @@ static ps_status run(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *bt,
     }
 
     const size_t L = m->spec.n_layers, B = bt->B, *U = m->spec.units;
-    m->B = 0;
 
     /* forward: the last layer leaves its pre-activation in logits */
     float *out0 = L == 1 ? m->logits : m->act[0];
@@ -461,6 +521,9 @@ ps_status ps_mlp_forward(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *
 ps_status ps_mlp_forward_backward(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *b,
                                   ps_mlp_params *grads, double *loss_sum, size_t *correct,
                                   ps_error *err) {
-    if (grads == NULL) return ps_error_set(err, PS_INVALID_ARG, "mlp: NULL grads");
+    if (grads == NULL) {
+        if (m != NULL) m->B = 0;
+        return ps_error_set(err, PS_INVALID_ARG, "mlp: NULL grads");
+    }
     return run(m, p, b, grads, loss_sum, correct, err);
 }

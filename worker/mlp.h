@@ -38,7 +38,13 @@
 
 /* Keras activation names: "linear", "relu", "sigmoid", "tanh", "softmax" (over the layer's
  * units). reference: https://keras.io/api/layers/activations/ */
-typedef enum { PS_ACT_LINEAR, PS_ACT_RELU, PS_ACT_SIGMOID, PS_ACT_TANH, PS_ACT_SOFTMAX } ps_activation;
+typedef enum {
+    PS_ACT_LINEAR,
+    PS_ACT_RELU,
+    PS_ACT_SIGMOID,
+    PS_ACT_TANH,
+    PS_ACT_SOFTMAX
+} ps_activation;
 
 /* Keras loss names, both reduced to the batch mean ("sum_over_batch_size"):
  *   "binary_crossentropy": last layer has 1 unit; labels in [0, 1].
@@ -113,8 +119,9 @@ ps_status ps_mlp_forward_backward(ps_mlp *m, const ps_mlp_params *p, const ps_ml
                                   ps_mlp_params *grads, double *loss_sum, size_t *correct,
                                   ps_error *err);
 
-/* The last layer's activations (B, units[L-1]) of the latest successful forward: probabilities
- * for sigmoid/softmax outputs. Owned by m, valid until the next call on m. */
+/* The last layer's activations (B, units[L-1]) of the latest call, when it succeeded:
+ * probabilities for sigmoid/softmax outputs. Owned by m, valid until the next call on m; NULL
+ * before the first call and after a failed one. */
 const float *ps_mlp_output(const ps_mlp *m);
 
 #endif
