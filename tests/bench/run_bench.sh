@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# run_bench.sh - builds the benchmarks (Release) and runs them; the output also goes to
+# BUILD_DIR/bench.txt. Benchmarks are programs, not tests: ctest never runs them.
+#
+#   tests/bench/run_bench.sh [BUILD_DIR] [bench_ps options...]     (BUILD_DIR defaults to build)
+#
+# Runs bench_ps (see its --help), then tests/bench/torch_seed.py when /usr/bin/python3 has torch.
+# The machine-parseable lines start with "bench_ps " and "torch_seed ".
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build=build
+if [[ $# -gt 0 && $1 != -* ]]; then
+    build=$1
+    shift
+fi
+[[ $build = /* ]] || build=$root/$build
+
+# Configure for Release if the tree is new or was configured for another build type; then
+# build what the benchmark needs (a no-op when it is up to date).
+type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
+if [[ $type != Release ]]; then
+    echo "run_bench: configuring $build for Release${type:+ (was $type)}"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$build" --target bench_ps ps-server -j "${JOBS:-2}"
+
+out=$build/bench.txt
+{
+    echo "# $(date -u '+%Y-%m-%dT%H:%M:%SZ') $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+         "$(uname -srm), $(nproc) CPUs"
+    rc=0
+    "$build/bench_ps" --server "$build/ps-server" "$@" || rc=$?
+    echo
+    if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+        /usr/bin/python3 "$root/tests/bench/torch_seed.py" || rc=$?
+    else
+        echo "(torch not importable by /usr/bin/python3: torch_seed.py skipped)"
+    fi
+    exit $rc
+} 2>&1 | tee "$out" || { echo "run_bench: a benchmark failed; output in $out"; exit 1; }
+echo "run_bench: saved to $out"
