@@ -6,9 +6,10 @@
  *   [key u64][w: dim f32][acc: dim or 1 f32][step u32, only with lr_decay]
  * Growing the index moves only slots, so row numbers stay valid across a push.
  *
- * Push and pull walk keys in groups of GROUP: hash all and prefetch their slots, then resolve
- * all and prefetch their rows, then do the arithmetic; a lone lookup would wait on two cache
- * misses in a row. */
+ * Push and pull walk keys as a software pipeline: key i + 2*AHEAD is hashed and its slot
+ * prefetched, key i + AHEAD's slot is probed for its first tag match and that row prefetched, and
+ * key i is resolved with both already in cache. A lone lookup would wait on two cache misses in a
+ * row (the slot, then the row's key for the compare). */
 #include "store.h"
 
 #include <stdlib.h>
@@ -21,7 +22,9 @@
 
 #define CHUNK_SHIFT 12
 #define CHUNK_ROWS (1u << CHUNK_SHIFT)
-#define GROUP 16
+#define AHEAD 16 /* keys between pipeline stages */
+#define RING 64  /* > 2 * AHEAD, power of two */
+#define PREFETCH_MAX 512 /* bytes of a row prefetched at most; the hardware streams the rest */
 #define MAX_ROWS 0xfffffffeu
 
 struct ps_store {
@@ -103,6 +106,8 @@ static ps_status grow_index(ps_store *s) {
     if (ns == NULL) return PS_NOMEM;
     for (size_t i = 0; i < s->cap; i++) {
         uint64_t v = s->slots[i];
+        if (i + AHEAD < s->cap && s->slots[i + AHEAD] != 0) /* rehashing reads every row's key */
+            __builtin_prefetch(row_at(s, (uint32_t)s->slots[i + AHEAD] - 1));
         if (v == 0) continue;
         uint32_t r = (uint32_t)v - 1;
         size_t p = slot_hash(*(uint64_t *)row_at(s, r)) & nmask;
@@ -162,6 +167,36 @@ static inline int64_t find_or_insert(ps_store *s, uint64_t key, uint64_t h) {
     if (++s->used * 4 > s->cap * 3 && grow_index(s) != PS_OK) return -1;
     return r;
 }
+
+/* Pipeline stages 1 and 2 (only hints: an insert or a grown index in between is harmless). */
+static inline uint64_t hash_and_prefetch_slot(const ps_store *s, const uint8_t *keys, size_t i) {
+    uint64_t h = slot_hash(ps_load_u64(keys + 8 * i));
+    __builtin_prefetch(&s->slots[h & s->mask]);
+    return h;
+}
+
+/* The row of the first slot whose tag matches (usually key's row), or NULL: a prefetch target.
+ * (The prefetch itself stays in the caller: GCC's pure-function discovery would otherwise drop a
+ * helper whose only effect is a prefetch.) */
+static inline const uint8_t *candidate_row(const ps_store *s, uint64_t h) {
+    const uint32_t tag = (uint32_t)(h >> 32);
+    for (size_t p = h & s->mask, probes = 0; probes < 8; p = (p + 1) & s->mask, probes++) {
+        uint64_t v = s->slots[p];
+        if (v == 0) return NULL;
+        if ((uint32_t)(v >> 32) == tag) return row_at(s, (uint32_t)v - 1);
+    }
+    return NULL;
+}
+
+/* Prefetches bytes [0, end) of the candidate row of h. */
+#define PREFETCH_CANDIDATE(s, h, end)                                                              \
+    do {                                                                                           \
+        const uint8_t *row_ = candidate_row(s, h);                                                 \
+        if (row_ != NULL) {                                                                        \
+            for (size_t o_ = 0; o_ < (end); o_ += 64) __builtin_prefetch(row_ + o_);               \
+            __builtin_prefetch(row_ + (end) - 1);                                                  \
+        }                                                                                          \
+    } while (0)
 
 static ps_status reserve_scratch(ps_store *s, size_t n) {
     if (n > s->ridx_cap) {
@@ -233,20 +268,17 @@ ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, 
     if (n > MAX_ROWS) return ps_error_set(err, PS_TOO_LARGE, "push of %zu keys", n);
     if (reserve_scratch(s, n) != PS_OK) goto nomem;
 
-    /* 1. resolve every key to a row, creating rows; slots then rows prefetched a group ahead */
-    uint64_t h[GROUP], k[GROUP];
-    for (size_t base = 0; base < n; base += GROUP) {
-        size_t m = n - base < GROUP ? n - base : GROUP;
-        for (size_t j = 0; j < m; j++) {
-            k[j] = ps_load_u64(keys + 8 * (base + j));
-            h[j] = slot_hash(k[j]);
-            __builtin_prefetch(&s->slots[h[j] & s->mask]);
-        }
-        for (size_t j = 0; j < m; j++) {
-            int64_t r = find_or_insert(s, k[j], h[j]);
-            if (r < 0) goto nomem;
-            s->ridx[base + j] = (uint32_t)r;
-        }
+    /* 1. resolve every key to a row, creating rows (pipelined: see the top of the file) */
+    uint64_t h[RING];
+    for (size_t i = 0; i < n && i < 2 * AHEAD; i++) h[i] = hash_and_prefetch_slot(s, keys, i);
+    for (size_t i = 0; i < n && i < AHEAD; i++) PREFETCH_CANDIDATE(s, h[i], 8);
+    for (size_t i = 0; i < n; i++) {
+        if (i + 2 * AHEAD < n)
+            h[(i + 2 * AHEAD) % RING] = hash_and_prefetch_slot(s, keys, i + 2 * AHEAD);
+        if (i + AHEAD < n) PREFETCH_CANDIDATE(s, h[(i + AHEAD) % RING], 8);
+        int64_t r = find_or_insert(s, ps_load_u64(keys + 8 * i), h[i % RING]);
+        if (r < 0) goto nomem;
+        s->ridx[i] = (uint32_t)r;
     }
     if (reserve_scratch(s, n) != PS_OK) goto nomem; /* rows may have grown the bitmap's need */
 
@@ -264,15 +296,14 @@ ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, 
         return PS_OK;
     }
 
-    /* 3. apply, rows prefetched a few keys ahead */
+    /* 3. apply, rows prefetched AHEAD keys ahead */
     float *tmp = s->gtmp;
-    const size_t ahead = 8;
-    for (size_t i = 0; i < n && i < ahead; i++) __builtin_prefetch(row_at(s, s->ridx[i]) + 8);
+    const size_t span = s->stride < PREFETCH_MAX ? s->stride : PREFETCH_MAX;
     for (size_t i = 0; i < n; i++) {
-        if (i + ahead < n) {
-            uint8_t *pr = row_at(s, s->ridx[i + ahead]);
-            __builtin_prefetch(pr + 8, 1);
-            __builtin_prefetch(pr + 8 + 64, 1);
+        if (i + AHEAD < n) { /* the row's lines: w, acc (and step) */
+            uint8_t *pr = row_at(s, s->ridx[i + AHEAD]);
+            for (size_t o = 8; o < span; o += 64) __builtin_prefetch(pr + o, 1);
+            __builtin_prefetch(pr + span - 1, 1);
         }
         apply_row(s, row_at(s, s->ridx[i]), grad_row(s, grads, i, tmp));
     }
@@ -284,28 +315,23 @@ nomem:
 
 void ps_store_pull(ps_store *s, const uint8_t *keys, size_t n, uint8_t *out) {
     const size_t dim = s->spec.dim, row_bytes = dim * sizeof(float);
-    uint64_t h[GROUP], k[GROUP];
-    int64_t r[GROUP];
+    const size_t end = 8 + row_bytes < PREFETCH_MAX ? 8 + row_bytes : PREFETCH_MAX; /* key, w */
+    uint64_t h[RING];
     float *tmp = s->gtmp;
-    for (size_t base = 0; base < n; base += GROUP) {
-        size_t m = n - base < GROUP ? n - base : GROUP;
-        for (size_t j = 0; j < m; j++) {
-            k[j] = ps_load_u64(keys + 8 * (base + j));
-            h[j] = slot_hash(k[j]);
-            __builtin_prefetch(&s->slots[h[j] & s->mask]);
-        }
-        for (size_t j = 0; j < m; j++) {
-            r[j] = find(s, k[j], h[j]);
-            if (r[j] >= 0) __builtin_prefetch(row_at(s, (uint32_t)r[j]) + 8);
-        }
-        for (size_t j = 0; j < m; j++) {
-            uint8_t *dst = out + (base + j) * row_bytes;
-            if (r[j] >= 0) {
-                memcpy(dst, row_w(row_at(s, (uint32_t)r[j])), row_bytes);
-            } else {
-                ps_init_row(&s->spec.init, s->seed, s->spec.id, k[j], tmp, s->spec.dim);
-                memcpy(dst, tmp, row_bytes);
-            }
+    for (size_t i = 0; i < n && i < 2 * AHEAD; i++) h[i] = hash_and_prefetch_slot(s, keys, i);
+    for (size_t i = 0; i < n && i < AHEAD; i++) PREFETCH_CANDIDATE(s, h[i], end);
+    for (size_t i = 0; i < n; i++) {
+        if (i + 2 * AHEAD < n)
+            h[(i + 2 * AHEAD) % RING] = hash_and_prefetch_slot(s, keys, i + 2 * AHEAD);
+        if (i + AHEAD < n) PREFETCH_CANDIDATE(s, h[(i + AHEAD) % RING], end);
+        const uint64_t k = ps_load_u64(keys + 8 * i);
+        const int64_t r = find(s, k, h[i % RING]);
+        uint8_t *dst = out + i * row_bytes;
+        if (r >= 0) {
+            memcpy(dst, row_w(row_at(s, (uint32_t)r)), row_bytes);
+        } else {
+            ps_init_row(&s->spec.init, s->seed, s->spec.id, k, tmp, s->spec.dim);
+            memcpy(dst, tmp, row_bytes);
         }
     }
 }

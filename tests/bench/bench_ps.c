@@ -10,9 +10,11 @@
  * Every figure is a median over all samples of --runs runs. Besides the table it prints
  * machine-parseable lines: `bench_ps <name> median=<v> unit=<u>`.
  *
- *   bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store]
+ *   bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store] [--no-pin]
  */
+#define _GNU_SOURCE /* sched_setaffinity */
 #include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -45,6 +47,17 @@ static double now_s(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* Pins the calling process (and what it execs) to one CPU; false if it cannot. */
+static bool pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+/* The CPU for the peers (echo child, ps-server) or -1 for no pinning; the bench takes CPU 0. */
+static int peer_cpu = -1;
 
 /* splitmix64: the fixed-seed generator for keys and gradients.
  * reference: https://prng.di.unimi.it/splitmix64.c */
@@ -199,6 +212,7 @@ static void set_nodelay_timeout(int fd) {
 /* The echo child: one connection, echo PINGPONG_BYTES messages until EOF. */
 static void echo_child(int lfd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (peer_cpu >= 0) pin_to(peer_cpu);
     alarm(120); /* never outlive a stuck parent for long */
     int fd = accept(lfd, NULL, NULL);
     close(lfd);
@@ -340,6 +354,7 @@ static bool server_start(const char *path, server_proc *p) {
     }
     if (p->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (peer_cpu >= 0) pin_to(peer_cpu);
         dup2(pfd[1], STDOUT_FILENO);
         close(pfd[0]), close(pfd[1]);
         FILE *lf = freopen(p->log, "w", stderr);
@@ -613,17 +628,19 @@ static bool bench_store_memory(uint32_t dim, const size_t *counts, size_t n_coun
 /* --- main ------------------------------------------------------------------------------------- */
 
 static const char usage[] =
-    "usage: bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store]\n"
+    "usage: bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store] [--no-pin]\n"
     "  --runs N        runs per measurement; medians over all samples (default 7)\n"
     "  --server PATH   the ps-server to spawn (default: ps-server next to bench_ps)\n"
     "  --mem-rows N    largest row count of the memory check (default 10000000)\n"
     "  --no-net        skip the ping-pong and ps-server parts\n"
-    "  --no-store      skip the in-process store part\n";
+    "  --no-store      skip the in-process store part\n"
+    "  --no-pin        let the scheduler place processes (default: bench on CPU 0, the echo\n"
+    "                  child and ps-server on CPU 1, so every round trip crosses CPUs alike)\n";
 
 int main(int argc, char **argv) {
     int runs = 7;
     size_t mem_rows = 10000000;
-    bool net = true, store = true;
+    bool net = true, store = true, pin = true;
     char server[4096] = "";
     for (int i = 1; i < argc; i++) {
         bool has_val = i + 1 < argc;
@@ -637,6 +654,8 @@ int main(int argc, char **argv) {
             net = false;
         } else if (strcmp(argv[i], "--no-store") == 0) {
             store = false;
+        } else if (strcmp(argv[i], "--no-pin") == 0) {
+            pin = false;
         } else {
             fprintf(stderr, "%s", usage);
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -654,9 +673,14 @@ int main(int argc, char **argv) {
         snprintf(slash ? slash + 1 : server, 16, "ps-server");
     }
     signal(SIGPIPE, SIG_IGN);
+    if (pin && sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pin_to(0)) peer_cpu = 1;
     printf("bench_ps: %d runs per measurement; medians over all samples; %ld CPUs, %.0f%% busy "
            "with other work before the start\n",
            runs, sysconf(_SC_NPROCESSORS_ONLN), others_busy());
+    if (peer_cpu >= 0)
+        printf("pinned: bench on CPU 0, echo child and ps-server on CPU %d\n", peer_cpu);
+    else
+        printf("not pinned: the scheduler places bench, echo child and ps-server\n");
     bool ok = true;
 
     if (net) {
