@@ -74,8 +74,11 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         free(srv);
         return ps_error_set(err, PS_IO, "uv_loop_init: %s", uv_strerror(rc));
     }
-    for (size_t i = 0; i < job->num_tables && st == PS_OK; i++)
+    st = ps_pool_create(job->server_threads, &srv->pool, err);
+    for (size_t i = 0; i < job->num_tables && st == PS_OK; i++) {
         st = ps_store_create(&job->tables[i], job->seed, &srv->stores[i], err);
+        if (st == PS_OK) st = ps_store_set_pool(srv->stores[i], srv->pool, err);
+    }
     if (st != PS_OK) goto fail;
     uv_tcp_init(&srv->loop, &srv->listener);
     srv->listener.data = srv;
@@ -98,6 +101,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     return PS_OK;
 fail:
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
+    ps_pool_destroy(srv->pool);
     uv_loop_close(&srv->loop);
     free(srv);
     return st;
@@ -121,6 +125,7 @@ void ps_server_destroy(ps_server *srv) {
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
+    ps_pool_destroy(srv->pool);
     free(srv);
 }
 

@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include "frame.h"
+#include "pool.h"
 #include "server.h"
 #include "wire.h"
 
@@ -18,6 +19,7 @@ struct ps_server {
     ps_server_options opt;
     const ps_job_config *job;
     ps_store *stores[PS_MAX_TABLES];
+    ps_pool *pool; /* server.threads, shared by the stores for big pushes and pulls */
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
     bool stopping;

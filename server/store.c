@@ -26,6 +26,9 @@
 #define RING 64  /* > 2 * AHEAD, power of two */
 #define PREFETCH_MAX 512 /* bytes of a row prefetched at most; the hardware streams the rest */
 #define MAX_ROWS 0xfffffffeu
+#define NO_ROW UINT32_MAX
+/* A push or pull of fewer keys stays on the caller's thread: waking the pool costs ~10-50 us. */
+#define PAR_MIN_KEYS 16384
 
 struct ps_store {
     ps_table_spec spec;
@@ -47,7 +50,10 @@ struct ps_store {
     uint64_t *seen;
     size_t seen_words;
     float *gsum; /* (dim) sum of duplicate gradients */
-    float *gtmp; /* (dim) an aligned copy of one gradient or initial row */
+    float *gtmp; /* (parts, dim) per part: an aligned copy of one gradient or initial row */
+
+    ps_pool *pool; /* borrowed; NULL: the caller's thread does everything */
+    unsigned parts;
 };
 
 /* The slot hash must not be the shard hash: every key on this shard shares jump-hash structure. */
@@ -80,6 +86,7 @@ ps_status ps_store_create(const ps_table_spec *spec, uint64_t seed, ps_store **o
     s->slots = calloc(s->cap, sizeof(*s->slots));
     s->gsum = malloc(sizeof(float) * spec->dim);
     s->gtmp = malloc(sizeof(float) * spec->dim);
+    s->parts = 1;
     if (s->slots == NULL || s->gsum == NULL || s->gtmp == NULL) goto nomem;
     *out = s;
     return PS_OK;
@@ -263,22 +270,125 @@ static ps_status apply_with_duplicates(ps_store *s, const uint8_t *grads, size_t
     return PS_OK;
 }
 
+/* Stage 3 of the pipeline for keys [lo, hi): ridx[i] = the key's row. With insert, missing rows
+ * are created (one thread only); without, they read NO_ROW (safe on several threads at once). */
+static inline ps_status resolve_range(ps_store *s, const uint8_t *keys, size_t lo, size_t hi,
+                                      bool insert) {
+    uint64_t h[RING];
+    for (size_t i = lo; i < hi && i < lo + 2 * AHEAD; i++)
+        h[i % RING] = hash_and_prefetch_slot(s, keys, i);
+    for (size_t i = lo; i < hi && i < lo + AHEAD; i++) PREFETCH_CANDIDATE(s, h[i % RING], 8);
+    for (size_t i = lo; i < hi; i++) {
+        if (i + 2 * AHEAD < hi)
+            h[(i + 2 * AHEAD) % RING] = hash_and_prefetch_slot(s, keys, i + 2 * AHEAD);
+        if (i + AHEAD < hi) PREFETCH_CANDIDATE(s, h[(i + AHEAD) % RING], 8);
+        const uint64_t k = ps_load_u64(keys + 8 * i);
+        int64_t r = insert ? find_or_insert(s, k, h[i % RING]) : find(s, k, h[i % RING]);
+        if (r < 0 && insert) return PS_NOMEM;
+        s->ridx[i] = r < 0 ? NO_ROW : (uint32_t)r;
+    }
+    return PS_OK;
+}
+
+/* AdaGrad on the (distinct) rows ridx[lo, hi), rows prefetched AHEAD keys ahead. */
+static void apply_range(ps_store *s, const uint8_t *grads, size_t lo, size_t hi, float *tmp) {
+    const size_t span = s->stride < PREFETCH_MAX ? s->stride : PREFETCH_MAX;
+    for (size_t i = lo; i < hi; i++) {
+        if (i + AHEAD < hi) { /* the row's lines: w, acc (and step) */
+            uint8_t *pr = row_at(s, s->ridx[i + AHEAD]);
+            for (size_t o = 8; o < span; o += 64) __builtin_prefetch(pr + o, 1);
+            __builtin_prefetch(pr + span - 1, 1);
+        }
+        apply_row(s, row_at(s, s->ridx[i]), grad_row(s, grads, i, tmp));
+    }
+}
+
+static void pull_range(ps_store *s, const uint8_t *keys, size_t lo, size_t hi, uint8_t *out,
+                       float *tmp) {
+    const size_t dim = s->spec.dim, row_bytes = dim * sizeof(float);
+    const size_t end = 8 + row_bytes < PREFETCH_MAX ? 8 + row_bytes : PREFETCH_MAX; /* key, w */
+    uint64_t h[RING];
+    for (size_t i = lo; i < hi && i < lo + 2 * AHEAD; i++)
+        h[i % RING] = hash_and_prefetch_slot(s, keys, i);
+    for (size_t i = lo; i < hi && i < lo + AHEAD; i++) PREFETCH_CANDIDATE(s, h[i % RING], end);
+    for (size_t i = lo; i < hi; i++) {
+        if (i + 2 * AHEAD < hi)
+            h[(i + 2 * AHEAD) % RING] = hash_and_prefetch_slot(s, keys, i + 2 * AHEAD);
+        if (i + AHEAD < hi) PREFETCH_CANDIDATE(s, h[(i + AHEAD) % RING], end);
+        const uint64_t k = ps_load_u64(keys + 8 * i);
+        const int64_t r = find(s, k, h[i % RING]);
+        uint8_t *dst = out + i * row_bytes;
+        if (r >= 0) {
+            memcpy(dst, row_w(row_at(s, (uint32_t)r)), row_bytes);
+        } else {
+            ps_init_row(&s->spec.init, s->seed, s->spec.id, k, tmp, dim);
+            memcpy(dst, tmp, row_bytes);
+        }
+    }
+}
+
+/* --- spreading one call over the pool: part p of P takes keys [n*p/P, n*(p+1)/P) ------------- */
+
+typedef enum { JOB_FIND, JOB_APPLY, JOB_PULL } job_kind;
+
+typedef struct {
+    ps_store *s;
+    job_kind kind;
+    const uint8_t *keys, *grads;
+    uint8_t *out;
+    size_t n;
+} store_job;
+
+static void run_part(void *arg, unsigned part, unsigned parts) {
+    store_job *j = arg;
+    const size_t lo = j->n * part / parts, hi = j->n * (part + 1) / parts;
+    float *tmp = j->s->gtmp + (size_t)part * j->s->spec.dim;
+    switch (j->kind) {
+    case JOB_FIND:
+        resolve_range(j->s, j->keys, lo, hi, false);
+        break;
+    case JOB_APPLY:
+        apply_range(j->s, j->grads, lo, hi, tmp);
+        break;
+    case JOB_PULL:
+        pull_range(j->s, j->keys, lo, hi, j->out, tmp);
+        break;
+    }
+}
+
+static bool parallel(const ps_store *s, size_t n) { return s->parts > 1 && n >= PAR_MIN_KEYS; }
+
+ps_status ps_store_set_pool(ps_store *s, ps_pool *pool, ps_error *err) {
+    unsigned parts = pool ? ps_pool_size(pool) : 1;
+    if (parts > s->parts) {
+        float *p = realloc(s->gtmp, (size_t)parts * s->spec.dim * sizeof(float));
+        if (p == NULL) return ps_error_set(err, PS_NOMEM, "table %s: out of memory", s->spec.name);
+        s->gtmp = p;
+    }
+    s->pool = pool, s->parts = parts;
+    return PS_OK;
+}
+
 ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, size_t n,
                         ps_error *err) {
     if (n > MAX_ROWS) return ps_error_set(err, PS_TOO_LARGE, "push of %zu keys", n);
     if (reserve_scratch(s, n) != PS_OK) goto nomem;
 
-    /* 1. resolve every key to a row, creating rows (pipelined: see the top of the file) */
-    uint64_t h[RING];
-    for (size_t i = 0; i < n && i < 2 * AHEAD; i++) h[i] = hash_and_prefetch_slot(s, keys, i);
-    for (size_t i = 0; i < n && i < AHEAD; i++) PREFETCH_CANDIDATE(s, h[i], 8);
-    for (size_t i = 0; i < n; i++) {
-        if (i + 2 * AHEAD < n)
-            h[(i + 2 * AHEAD) % RING] = hash_and_prefetch_slot(s, keys, i + 2 * AHEAD);
-        if (i + AHEAD < n) PREFETCH_CANDIDATE(s, h[(i + AHEAD) % RING], 8);
-        int64_t r = find_or_insert(s, ps_load_u64(keys + 8 * i), h[i % RING]);
-        if (r < 0) goto nomem;
-        s->ridx[i] = (uint32_t)r;
+    /* 1. resolve every key to a row, creating rows. With a pool, the parts look up existing rows
+     *    side by side, then this thread creates the missing ones. */
+    store_job job = {.s = s, .keys = keys, .grads = grads, .n = n};
+    if (parallel(s, n)) {
+        job.kind = JOB_FIND;
+        ps_pool_run(s->pool, run_part, &job);
+        for (size_t i = 0; i < n; i++) {
+            if (s->ridx[i] != NO_ROW) continue;
+            const uint64_t k = ps_load_u64(keys + 8 * i);
+            int64_t r = find_or_insert(s, k, slot_hash(k));
+            if (r < 0) goto nomem;
+            s->ridx[i] = (uint32_t)r;
+        }
+    } else if (resolve_range(s, keys, 0, n, true) != PS_OK) {
+        goto nomem;
     }
     if (reserve_scratch(s, n) != PS_OK) goto nomem; /* rows may have grown the bitmap's need */
 
@@ -296,16 +406,12 @@ ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, 
         return PS_OK;
     }
 
-    /* 3. apply, rows prefetched AHEAD keys ahead */
-    float *tmp = s->gtmp;
-    const size_t span = s->stride < PREFETCH_MAX ? s->stride : PREFETCH_MAX;
-    for (size_t i = 0; i < n; i++) {
-        if (i + AHEAD < n) { /* the row's lines: w, acc (and step) */
-            uint8_t *pr = row_at(s, s->ridx[i + AHEAD]);
-            for (size_t o = 8; o < span; o += 64) __builtin_prefetch(pr + o, 1);
-            __builtin_prefetch(pr + span - 1, 1);
-        }
-        apply_row(s, row_at(s, s->ridx[i]), grad_row(s, grads, i, tmp));
+    /* 3. apply: rows are distinct, so parts never share one */
+    if (parallel(s, n)) {
+        job.kind = JOB_APPLY;
+        ps_pool_run(s->pool, run_part, &job);
+    } else {
+        apply_range(s, grads, 0, n, s->gtmp);
     }
     return PS_OK;
 nomem:
@@ -314,25 +420,11 @@ nomem:
 }
 
 void ps_store_pull(ps_store *s, const uint8_t *keys, size_t n, uint8_t *out) {
-    const size_t dim = s->spec.dim, row_bytes = dim * sizeof(float);
-    const size_t end = 8 + row_bytes < PREFETCH_MAX ? 8 + row_bytes : PREFETCH_MAX; /* key, w */
-    uint64_t h[RING];
-    float *tmp = s->gtmp;
-    for (size_t i = 0; i < n && i < 2 * AHEAD; i++) h[i] = hash_and_prefetch_slot(s, keys, i);
-    for (size_t i = 0; i < n && i < AHEAD; i++) PREFETCH_CANDIDATE(s, h[i], end);
-    for (size_t i = 0; i < n; i++) {
-        if (i + 2 * AHEAD < n)
-            h[(i + 2 * AHEAD) % RING] = hash_and_prefetch_slot(s, keys, i + 2 * AHEAD);
-        if (i + AHEAD < n) PREFETCH_CANDIDATE(s, h[(i + AHEAD) % RING], end);
-        const uint64_t k = ps_load_u64(keys + 8 * i);
-        const int64_t r = find(s, k, h[i % RING]);
-        uint8_t *dst = out + i * row_bytes;
-        if (r >= 0) {
-            memcpy(dst, row_w(row_at(s, (uint32_t)r)), row_bytes);
-        } else {
-            ps_init_row(&s->spec.init, s->seed, s->spec.id, k, tmp, s->spec.dim);
-            memcpy(dst, tmp, row_bytes);
-        }
+    if (parallel(s, n)) {
+        store_job job = {.s = s, .kind = JOB_PULL, .keys = keys, .out = out, .n = n};
+        ps_pool_run(s->pool, run_part, &job);
+    } else {
+        pull_range(s, keys, 0, n, out, s->gtmp);
     }
 }
 
@@ -352,5 +444,5 @@ size_t ps_store_row_bytes(const ps_store *s) { return s->stride; }
 size_t ps_store_bytes(const ps_store *s) {
     return sizeof(*s) + s->cap * sizeof(*s->slots) + s->n_chunks * CHUNK_ROWS * s->stride +
            s->chunks_cap * sizeof(*s->chunks) + s->ridx_cap * sizeof(*s->ridx) +
-           s->seen_words * sizeof(*s->seen) + 2 * s->spec.dim * sizeof(float);
+           s->seen_words * sizeof(*s->seen) + (1 + s->parts) * s->spec.dim * sizeof(float);
 }

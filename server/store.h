@@ -1,7 +1,7 @@
 /* store.h - one table's rows on one shard: an open-addressing hash index over rows kept inline in
  * fixed-size chunks (no per-row malloc; rows never move, only 8-byte index slots rehash).
  * A row holds its key, dim weights, its AdaGrad state and, with lr_decay, its update count.
- * Not thread-safe: one thread at a time. */
+ * Not thread-safe: one caller at a time (a big push or pull may use a pool's threads inside). */
 #ifndef PS_STORE_H
 #define PS_STORE_H
 
@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pool.h"
 #include "ps_status.h"
 #include "table_spec.h"
 
@@ -17,6 +18,10 @@ typedef struct ps_store ps_store;
 /* spec is copied. seed: the job seed, for initial values. */
 ps_status ps_store_create(const ps_table_spec *spec, uint64_t seed, ps_store **out, ps_error *err);
 void ps_store_destroy(ps_store *s); /* NULL-safe */
+
+/* Spreads pushes and pulls of many keys over pool's threads (borrowed; it must outlive its use
+ * here). NULL: everything on the caller's thread, the default. Results are identical either way. */
+ps_status ps_store_set_pool(ps_store *s, ps_pool *pool, ps_error *err);
 
 /* AdaGrad on the rows of keys, creating missing rows first (initial values). keys: (n) uint64 LE,
  * grads: (n, dim) float32 LE; both borrowed, any alignment. Duplicate keys are summed (in push

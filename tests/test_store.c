@@ -582,3 +582,58 @@ Test(store, bytes_grow_with_rows) {
     for (uint64_t k = 0; k < 5000; k++) push(st, &k, g, 1);
     cr_assert_geq(ps_store_bytes(st), empty + 5000 * ps_store_row_bytes(st));
 }
+
+/* --- a pool of threads changes nothing but speed ---------------------------------------------- */
+
+/* Pushes of 50k keys (new rows, existing rows, then a push with duplicates) and pulls with keys
+ * that have no row, through a serial store and one on a 3-thread pool: the same bits everywhere. */
+Test(store, pool_gives_identical_rows_and_pulls) {
+    ps_table_spec t = spec_of(4, 8, uniform_init);
+    t.opt.lr_decay = 0.01; /* the per-row step counter must also advance once per push */
+    ps_error err = {0};
+    ps_pool *pool = NULL;
+    cr_assert_eq(ps_pool_create(3, &pool, &err), PS_OK, "%s", err.msg);
+    ps_store *serial = make(&t, SEED);
+    st = make(&t, SEED);
+    cr_assert_eq(ps_store_set_pool(st, pool, &err), PS_OK, "%s", err.msg);
+
+    const size_t n = 50000, dim = 8;
+    uint64_t *keys = malloc(2 * n * sizeof(*keys));
+    float *g = malloc(2 * n * dim * sizeof(float));
+    float *a = malloc(2 * n * dim * sizeof(float)), *b = malloc(2 * n * dim * sizeof(float));
+    cr_assert(keys && g && a && b);
+    for (size_t i = 0; i < 2 * n; i++) {
+        keys[i] = ps_mix64(i + 77);
+        for (size_t d = 0; d < dim; d++) g[i * dim + d] = grad_of(keys[i], d);
+    }
+    /* round 1: keys [0, n) are new; round 2: [n/2, 3n/2) half existing, half new */
+    for (size_t round = 0; round < 2; round++) {
+        const uint64_t *k = keys + round * n / 2;
+        push(serial, k, g, n);
+        push(st, k, g, n);
+    }
+    /* round 3: duplicates (every key twice) take the slow path on both */
+    memcpy(keys + n, keys, n * sizeof(*keys));
+    push(serial, keys, g, 2 * n);
+    push(st, keys, g, 2 * n);
+    cr_assert_eq(ps_store_rows(st), ps_store_rows(serial));
+
+    /* pull everything plus n keys that have no row */
+    for (size_t i = 0; i < 2 * n; i++) keys[i] = ps_mix64(i + 77 + (i >= 3 * n / 2 ? n : 0));
+    pull(serial, keys, 2 * n, a);
+    pull(st, keys, 2 * n, b);
+    for (size_t i = 0; i < 2 * n * dim; i++)
+        if (bits(a[i]) != bits(b[i]))
+            cr_assert_fail("pull [%zu]: pooled %a, serial %a", i, (double)b[i], (double)a[i]);
+    for (size_t i = 0; i < 3 * n / 2; i++) {
+        float wa[8], aa[8], wb[8], ab[8];
+        cr_assert(ps_store_get(serial, keys[i], wa, aa) && ps_store_get(st, keys[i], wb, ab));
+        if (memcmp(wa, wb, sizeof(wa)) != 0 || memcmp(aa, ab, sizeof(aa)) != 0)
+            cr_assert_fail("row of key %zu differs between pooled and serial", i);
+    }
+    ps_store_destroy(serial);
+    ps_store_destroy(st);
+    st = NULL;
+    ps_pool_destroy(pool);
+    free(keys), free(g), free(a), free(b);
+}

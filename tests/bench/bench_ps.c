@@ -56,7 +56,15 @@ static bool pin_to(int cpu) {
     return sched_setaffinity(0, sizeof(set), &set) == 0;
 }
 
-/* The CPU for the peers (echo child, ps-server) or -1 for no pinning; the bench takes CPU 0. */
+/* Lets the calling thread (and threads and processes it starts) run on every CPU. */
+static void unpin(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++) CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* The CPU for the echo child or -1 for no pinning; the bench takes CPU 0. */
 static int peer_cpu = -1;
 
 /* splitmix64: the fixed-seed generator for keys and gradients.
@@ -354,7 +362,8 @@ static bool server_start(const char *path, server_proc *p) {
     }
     if (p->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (peer_cpu >= 0) pin_to(peer_cpu);
+        /* not pinned: with server.threads = 2 a big push or pull uses both cores */
+        unpin();
         dup2(pfd[1], STDOUT_FILENO);
         close(pfd[0]), close(pfd[1]);
         FILE *lf = freopen(p->log, "w", stderr);
@@ -538,13 +547,24 @@ static bool must(ps_status st, const ps_error *err) {
     return st == PS_OK;
 }
 
-/* Apply rate at dim: 1M rows, then pushes of those 1M keys in a fresh random order each run. */
-static bool bench_store_apply(uint32_t dim, int runs) {
+/* Apply rate at dim: 1M rows, then pushes of those 1M keys in a fresh random order each run;
+ * with threads > 1 the store runs on a pool of that many threads (unpinned while it lives). */
+static bool bench_store_apply(uint32_t dim, unsigned threads, int runs) {
     const size_t n = 1000000;
     ps_table_spec spec = store_spec(dim);
     ps_store *s = NULL;
+    ps_pool *pool = NULL;
     ps_error err = {0};
     if (!must(ps_store_create(&spec, 42, &s, &err), &err)) return false;
+    if (threads > 1) {
+        unpin();
+        if (!must(ps_pool_create(threads, &pool, &err), &err) ||
+            !must(ps_store_set_pool(s, pool, &err), &err)) {
+            ps_store_destroy(s);
+            ps_pool_destroy(pool);
+            return false;
+        }
+    }
     uint64_t *keys = xmalloc(n * sizeof(*keys));
     float *grads = xmalloc(n * dim * sizeof(*grads));
     float *out = xmalloc(n * dim * sizeof(*out));
@@ -568,22 +588,26 @@ static bool bench_store_apply(uint32_t dim, int runs) {
         double ml = (double)n / quantile(&pull, 0.5) / 1e6;
         char goal[48] = "";
         if (dim == 16) snprintf(goal, sizeof(goal), ">= 8 M keys/s  %s", verdict(mp >= 8.0));
-        printf("  apply  dim %-2u %8.2f M keys/s  (at p90 time: %.2f)  %s\n", dim, mp,
-               (double)n / quantile(&push, 0.9) / 1e6, goal);
-        printf("  pull   dim %-2u %8.2f M keys/s\n", dim, ml);
-        printf("  insert dim %-2u %8.2f M keys/s  (first push: 1M new rows)\n", dim,
-               (double)n / t_insert / 1e6);
+        printf("  apply  dim %-2u threads %u %8.2f M keys/s  (at p90 time: %.2f)  %s\n", dim,
+               threads, mp, (double)n / quantile(&push, 0.9) / 1e6, goal);
+        printf("  pull   dim %-2u threads %u %8.2f M keys/s\n", dim, threads, ml);
+        printf("  insert dim %-2u threads %u %8.2f M keys/s  (first push: 1M new rows)\n", dim,
+               threads, (double)n / t_insert / 1e6);
         char name[64];
-        snprintf(name, sizeof(name), "store_apply_d%u", dim);
+        snprintf(name, sizeof(name), "store_apply_d%u_t%u", dim, threads);
         record(name, mp, "Mkeys/s");
-        snprintf(name, sizeof(name), "store_pull_d%u", dim);
+        snprintf(name, sizeof(name), "store_pull_d%u_t%u", dim, threads);
         record(name, ml, "Mkeys/s");
-        snprintf(name, sizeof(name), "store_insert_d%u", dim);
+        snprintf(name, sizeof(name), "store_insert_d%u_t%u", dim, threads);
         record(name, (double)n / t_insert / 1e6, "Mkeys/s");
     }
     sample_free(&push), sample_free(&pull);
     free(keys), free(grads), free(out);
     ps_store_destroy(s);
+    if (pool != NULL) {
+        ps_pool_destroy(pool);
+        if (peer_cpu >= 0) pin_to(0);
+    }
     return ok;
 }
 
@@ -635,7 +659,7 @@ static const char usage[] =
     "  --no-net        skip the ping-pong and ps-server parts\n"
     "  --no-store      skip the in-process store part\n"
     "  --no-pin        let the scheduler place processes (default: bench on CPU 0, the echo\n"
-    "                  child and ps-server on CPU 1, so every round trip crosses CPUs alike)\n";
+    "                  child on CPU 1, so every ping-pong crosses CPUs; ps-server unpinned)\n";
 
 int main(int argc, char **argv) {
     int runs = 7;
@@ -678,7 +702,8 @@ int main(int argc, char **argv) {
            "with other work before the start\n",
            runs, sysconf(_SC_NPROCESSORS_ONLN), others_busy());
     if (peer_cpu >= 0)
-        printf("pinned: bench on CPU 0, echo child and ps-server on CPU %d\n", peer_cpu);
+        printf("pinned: bench on CPU 0, echo child on CPU %d; ps-server free to use both\n",
+               peer_cpu);
     else
         printf("not pinned: the scheduler places bench, echo child and ps-server\n");
     bool ok = true;
@@ -703,8 +728,10 @@ int main(int argc, char **argv) {
     if (store) {
         printf("\nin-process store (ps_store_push/pull): 1M existing rows, 1M keys in a fresh "
                "random order per run\n");
-        ok &= bench_store_apply(16, runs);
-        ok &= bench_store_apply(1, runs);
+        ok &= bench_store_apply(16, 1, runs);
+        ok &= bench_store_apply(16, 2, runs);
+        ok &= bench_store_apply(1, 1, runs);
+        ok &= bench_store_apply(1, 2, runs);
         size_t counts16[] = {1000000, mem_rows}, counts1[] = {1000000};
         ok &= bench_store_memory(16, counts16, mem_rows > 1000000 ? 2 : 1);
         ok &= bench_store_memory(1, counts1, 1);
