@@ -1,5 +1,6 @@
 /* frame.c - length-prefixed framing. Frames that arrive whole in one read are handed to the
- * callback straight from the caller's buffer; only split frames are copied. */
+ * callback straight from the caller's buffer; split frames are assembled in a buffer kept for the
+ * next one, and the bulk of a big frame is read straight into it (ps_framer_direct). */
 #include "frame.h"
 
 #include <stdbool.h>
@@ -43,6 +44,28 @@ size_t ps_framer_pending(const ps_framer *f) {
     return f->in_payload ? PS_FRAME_HDR_BYTES + f->len : f->hdr_len;
 }
 
+/* The payload buffer holds plen bytes (grown once, then reused: no page faults per frame). */
+static bool reserve_payload(ps_framer *f) {
+    if (f->plen <= f->cap) return true;
+    uint8_t *nb = realloc(f->buf, f->plen);
+    if (nb == NULL) return false;
+    f->buf = nb, f->cap = f->plen;
+    return true;
+}
+
+size_t ps_framer_direct(ps_framer *f, uint8_t **dst) {
+    if (!f->in_payload || f->plen < PS_FRAME_DIRECT_MIN || !reserve_payload(f)) return 0;
+    *dst = f->buf + f->len;
+    return f->plen - f->len;
+}
+
+ps_status ps_framer_commit(ps_framer *f, size_t n, ps_frame_cb cb, void *ud) {
+    f->len += n;
+    if (f->len < f->plen) return PS_OK;
+    f->in_payload = false, f->len = 0;
+    return cb(ud, f->buf, f->plen);
+}
+
 ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb cb, void *ud,
                          ps_error *err) {
     while (n > 0) {
@@ -63,13 +86,8 @@ ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb c
             st = cb(ud, p, f->plen);
             p += f->plen, n -= f->plen;
         } else {
-            if (f->plen > f->cap) {
-                uint8_t *nb = realloc(f->buf, f->plen);
-                if (nb == NULL)
-                    return ps_error_set(err, PS_NOMEM, "frame of %u bytes: out of memory",
-                                        f->plen);
-                f->buf = nb, f->cap = f->plen;
-            }
+            if (!reserve_payload(f))
+                return ps_error_set(err, PS_NOMEM, "frame of %u bytes: out of memory", f->plen);
             size_t take = f->plen - f->len;
             if (take > n) take = n;
             memcpy(f->buf + f->len, p, take);

@@ -25,6 +25,18 @@ void ps_framer_destroy(ps_framer *f);
 ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb cb, void *ud,
                          ps_error *err);
 
+/* Big frames can skip the copy out of the reader's buffer: when a frame of at least
+ * PS_FRAME_DIRECT_MIN bytes is partly received, *dst is set to the unfilled rest of its payload
+ * buffer and its length is returned; the caller reads into it and reports what arrived with
+ * ps_framer_commit. Returns 0 otherwise (read into your own buffer and call ps_framer_feed);
+ * PS_NOMEM is reported the same way, by the next ps_framer_feed. */
+#define PS_FRAME_DIRECT_MIN (256u << 10)
+size_t ps_framer_direct(ps_framer *f, uint8_t **dst);
+
+/* n bytes (<= what ps_framer_direct offered) were written at its *dst; calls cb when the frame is
+ * complete. Returns the callback's status. */
+ps_status ps_framer_commit(ps_framer *f, size_t n, ps_frame_cb cb, void *ud);
+
 /* Bytes of a frame received so far but not yet complete (0 between frames). */
 size_t ps_framer_pending(const ps_framer *f);
 

@@ -3,6 +3,7 @@
 #include "wire.h"
 
 #include <stdio.h>
+#include <malloc.h> /* malloc_usable_size: glibc, and ASan intercepts it */
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,11 +84,40 @@ static bool put_bulk(pb_ostream_t *s, const pb_field_iter_t *field, void *const 
     return true;
 }
 
+void ps_frame_cache_clear(ps_frame_cache *fc) {
+    free(fc->spare);
+    fc->spare = NULL;
+}
+
+void ps_frame_release(ps_frame_cache *fc, uint8_t *frame) {
+    if (fc == NULL || frame == NULL) {
+        free(frame);
+        return;
+    }
+    size_t cap = malloc_usable_size(frame);
+    if (cap < PS_FRAME_CACHE_MIN || (fc->spare != NULL && malloc_usable_size(fc->spare) >= cap)) {
+        free(frame);
+        return;
+    }
+    free(fc->spare);
+    fc->spare = frame;
+}
+
+/* n bytes for a frame: the cache's spare when it is big enough or can grow in place (realloc of
+ * an mmap'd block is an mremap: the pages already touched stay), else a fresh block. */
+static uint8_t *frame_alloc(ps_frame_cache *fc, size_t n) {
+    if (fc == NULL || n < PS_FRAME_CACHE_MIN || fc->spare == NULL) return malloc(n);
+    uint8_t *p = fc->spare;
+    if (malloc_usable_size(p) < n && (p = realloc(p, n)) == NULL) return malloc(n);
+    fc->spare = NULL;
+    return p;
+}
+
 static const ps_bulk no_bulk;
 
 ps_status ps_wire_encode(const ps_Envelope *env_in, const ps_bulk *keys, const ps_bulk *grads,
-                         const ps_bulk *pull_keys, const ps_bulk *values, uint8_t **out,
-                         size_t *out_len, ps_error *err) {
+                         const ps_bulk *pull_keys, const ps_bulk *values, ps_frame_cache *cache,
+                         uint8_t **out, size_t *out_len, ps_error *err) {
     ps_Envelope env = *env_in;
     pb_callback_t cb = {.funcs.encode = put_bulk};
 #define BULK(field, b) (field) = cb, (field).arg = (void *)((b) ? (b) : &no_bulk)
@@ -116,11 +146,11 @@ ps_status ps_wire_encode(const ps_Envelope *env_in, const ps_bulk *keys, const p
         return ps_error_set(err, PS_PROTO, "cannot size message");
     if (size > UINT32_MAX)
         return ps_error_set(err, PS_TOO_LARGE, "message of %zu bytes cannot be framed", size);
-    uint8_t *buf = malloc(PS_FRAME_HDR_BYTES + size);
+    uint8_t *buf = frame_alloc(cache, PS_FRAME_HDR_BYTES + size);
     if (buf == NULL) return ps_error_set(err, PS_NOMEM, "message of %zu bytes: out of memory", size);
     pb_ostream_t s = pb_ostream_from_buffer(buf + PS_FRAME_HDR_BYTES, size);
     if (!pb_encode(&s, ps_Envelope_fields, &env)) {
-        free(buf);
+        ps_frame_release(cache, buf);
         return ps_error_set(err, PS_PROTO, "cannot encode message: %s", PB_GET_ERROR(&s));
     }
     ps_frame_put_header(buf, (uint32_t)s.bytes_written);
@@ -136,7 +166,7 @@ ps_status ps_wire_encode_error(uint64_t request_id, ps_ErrorCode code, const cha
     env.which_body = ps_Envelope_error_tag;
     env.error.code = code;
     snprintf(env.error.message, sizeof(env.error.message), "%s", message);
-    return ps_wire_encode(&env, NULL, NULL, NULL, NULL, out, out_len, err);
+    return ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, out, out_len, err);
 }
 
 ps_ErrorCode ps_wire_error_code(ps_status st) {

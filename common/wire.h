@@ -41,11 +41,28 @@ typedef struct {
     size_t fill_len;
 } ps_bulk;
 
+/* A connection's spare frame buffer. A fresh malloc of a frame of many MiB is an mmap whose every
+ * 4 KiB page faults and is zeroed on first touch (~0.3 ms per MiB here); encoding the next big
+ * frame into the last one's memory skips that. Holds at most one buffer, of at most the largest
+ * frame the connection sent. Zero-initialize; ps_frame_cache_clear frees it. */
+typedef struct {
+    uint8_t *spare;
+} ps_frame_cache;
+
+/* Frames under this many bytes are plain mallocs: the allocator serves them without faults. */
+#define PS_FRAME_CACHE_MIN (256u << 10)
+
+void ps_frame_cache_clear(ps_frame_cache *fc);
+/* Gives back a frame from ps_wire_encode once it is written: kept as the spare when it is big
+ * (and bigger than the spare held), else freed. fc may be NULL (free). */
+void ps_frame_release(ps_frame_cache *fc, uint8_t *frame);
+
 /* Encodes env with its bulk fields (same mapping as ps_msg; unused ones may be zeroed) into one
- * frame: 4-byte header + Envelope. *out is malloc'd and owned by the caller. */
+ * frame: 4-byte header + Envelope. *out is malloc'd and owned by the caller: free() it, or hand it
+ * to ps_frame_release. With a cache, a big frame reuses its spare buffer (cache may be NULL). */
 ps_status ps_wire_encode(const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *grads,
-                         const ps_bulk *pull_keys, const ps_bulk *values, uint8_t **out,
-                         size_t *out_len, ps_error *err);
+                         const ps_bulk *pull_keys, const ps_bulk *values, ps_frame_cache *cache,
+                         uint8_t **out, size_t *out_len, ps_error *err);
 
 /* Shorthand: an Error reply frame. */
 ps_status ps_wire_encode_error(uint64_t request_id, ps_ErrorCode code, const char *message,

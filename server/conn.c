@@ -26,6 +26,7 @@ static void on_close(uv_handle_t *h) {
     ps_framer_destroy(c->framer);
     for (size_t i = 0; i < c->n_cork; i++) free(c->cork[i].base);
     free(c->cork);
+    ps_frame_cache_clear(&c->fcache);
     free(c->rbuf);
     free(c);
 }
@@ -37,6 +38,12 @@ void ps_conn_close(ps_conn *c) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     ps_conn *c = (ps_conn *)h;
+    uint8_t *direct;
+    size_t n = ps_framer_direct(c->framer, &direct); /* the rest of a big request, in place */
+    if (n > 0) {
+        *buf = uv_buf_init((char *)direct, (unsigned)n);
+        return;
+    }
     if (c->rbuf == NULL) {
         c->rbuf = malloc(READ_CHUNK);
         c->rbuf_cap = c->rbuf ? READ_CHUNK : 0;
@@ -72,8 +79,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread == 0 || c->close_after_write) return;
     ps_error err = {0};
     c->corked = true;
-    ps_status st = ps_framer_feed(c->framer, (const uint8_t *)buf->base, (size_t)nread, frame_cb,
-                                  c, &err);
+    ps_status st = buf->base == c->rbuf
+                       ? ps_framer_feed(c->framer, (const uint8_t *)buf->base, (size_t)nread,
+                                        frame_cb, c, &err)
+                       : ps_framer_commit(c->framer, (size_t)nread, frame_cb, c);
     c->corked = false;
     if (st != PS_OK && st != PS_CLOSED) {
         /* The framer refused the length before allocating; the stream is out of sync now.
@@ -100,7 +109,7 @@ static void write_done(uv_write_t *req, int status) {
     ps_conn *c = w->conn;
     c->queued -= w->bytes;
     c->pending_writes--;
-    for (size_t i = 0; i < w->n; i++) free(w->bufs[i].base);
+    for (size_t i = 0; i < w->n; i++) ps_frame_release(&c->fcache, (uint8_t *)w->bufs[i].base);
     free(w);
     if (status < 0) {
         ps_conn_close(c);

@@ -53,7 +53,7 @@ static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8
                       .fill_len = n * ps_store_spec(st)->dim * sizeof(float)};
     uint8_t *frame;
     size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, &values, &frame, &len, err);
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, &values, &c->fcache, &frame, &len, err);
     if (s == PS_OK) ps_conn_send(c, frame, len);
     return s;
 }
@@ -81,7 +81,7 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
         ps_wire_table_to_pb(&srv->job->tables[i], &env.hello_reply.tables[i]);
     uint8_t *frame;
     size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err);
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
     if (s == PS_OK) ps_conn_send(c, frame, len);
     ps_log(&srv->opt.log, PS_LOG_DEBUG, "%s: hello from rank %u", c->peer, h->rank);
     return s;
@@ -102,7 +102,7 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
     uint8_t *frame;
     size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err);
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
     if (s == PS_OK) ps_conn_send(c, frame, len);
     return s;
 }
@@ -127,7 +127,7 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         env.ack.rows_touched = n;
         uint8_t *frame;
         size_t len;
-        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK)
+        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK)
             return err->code;
         ps_conn_send(c, frame, len);
         return PS_OK;

@@ -322,3 +322,74 @@ Test(frame, pending_counts_partial_frame) {
 }
 
 Test(frame, destroy_null_is_safe) { ps_framer_destroy(NULL); }
+
+/* --- direct reads into a big frame's buffer ------------------------------------------------- */
+
+typedef struct {
+    size_t calls, len;
+    uint64_t sum; /* position-weighted checksum of the payload */
+} sum_sink;
+
+static ps_status check_big(void *ud, const uint8_t *payload, size_t len) {
+    sum_sink *b = ud;
+    b->calls++, b->len = len;
+    for (size_t i = 0; i < len; i++) b->sum += (uint64_t)payload[i] * (i + 1);
+    return PS_OK;
+}
+
+/* A reader's loop: whenever the framer offers its buffer, read up to `chunk` into it; else feed
+ * from a small buffer. Two big frames and a small one between them arrive intact, and the bulk of
+ * each big one never passes through the small buffer. */
+Test(frame, direct_reads_fill_big_frames_in_place) {
+    const uint32_t big = PS_FRAME_DIRECT_MIN + 12345;
+    const size_t total = 2 * (PS_FRAME_HDR_BYTES + big) + PS_FRAME_HDR_BYTES + 3;
+    uint8_t *wire = malloc(total), *payload = malloc(big);
+    cr_assert(wire && payload);
+    uint64_t want = 0;
+    for (uint32_t i = 0; i < big; i++) {
+        payload[i] = (uint8_t)(i * 7 + 1);
+        want += (uint64_t)payload[i] * (i + 1);
+    }
+    size_t at = put_frame(wire, 0, payload, big);
+    at = put_frame(wire, at, (const uint8_t *)"abc", 3);
+    at = put_frame(wire, at, payload, big);
+    cr_assert_eq(at, total);
+
+    sum_sink b = {0};
+    ps_error err = {0};
+    size_t pos = 0, direct_bytes = 0, copied_bytes = 0;
+    const size_t chunk = 100003; /* what one read returns at most */
+    while (pos < total) {
+        uint8_t *dst;
+        size_t room = ps_framer_direct(fr, &dst);
+        size_t n = total - pos < chunk ? total - pos : chunk;
+        if (room > 0) {
+            if (n > room) n = room;
+            memcpy(dst, wire + pos, n);
+            cr_assert_eq(ps_framer_commit(fr, n, check_big, &b), PS_OK);
+            direct_bytes += n;
+        } else {
+            cr_assert_eq(ps_framer_feed(fr, wire + pos, n, check_big, &b, &err), PS_OK, "%s",
+                         err.msg);
+            copied_bytes += n;
+        }
+        pos += n;
+    }
+    cr_assert_eq(b.calls, 3);
+    cr_assert_eq(b.sum, 2 * want + 'a' * 1 + 'b' * 2 + 'c' * 3);
+    cr_assert_eq(ps_framer_pending(fr), 0);
+    cr_assert_gt(direct_bytes, 2 * (size_t)big - 2 * chunk, "only %zu bytes went direct",
+                 direct_bytes);
+    free(wire), free(payload);
+}
+
+/* Small frames are never offered for direct reads (they arrive whole in one read). */
+Test(frame, no_direct_read_for_small_frames) {
+    uint8_t wire[PS_FRAME_HDR_BYTES + 10], *dst;
+    ps_frame_put_header(wire, 1000);
+    sum_sink b = {0};
+    ps_error err = {0};
+    cr_assert_eq(ps_framer_feed(fr, wire, sizeof(wire), check_big, &b, &err), PS_OK);
+    cr_assert_eq(ps_framer_direct(fr, &dst), 0);
+    cr_assert_eq(ps_framer_pending(fr), sizeof(wire));
+}

@@ -109,7 +109,7 @@ Test(server, truncated_message_inside_a_frame) {
     ps_bulk k = {.src = {(const uint8_t *)keys, sizeof(keys)}};
     uint8_t *frame;
     size_t len;
-    cr_assert_eq(ps_wire_encode(&env, &k, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
+    cr_assert_eq(ps_wire_encode(&env, &k, NULL, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
     size_t cut = len - 9; /* a frame that says it is shorter: the Envelope ends mid-field */
     ps_frame_put_header(frame, (uint32_t)(cut - 4));
     cr_assert(tu_send_all(fd, frame, cut));

@@ -29,7 +29,7 @@ static void round_trip(const ps_Envelope *env, const ps_bulk *keys, const ps_bul
     ps_error err = {0};
     free(frame);
     frame = NULL;
-    cr_assert_eq(ps_wire_encode(env, keys, grads, pull_keys, values, &frame, &frame_len, &err),
+    cr_assert_eq(ps_wire_encode(env, keys, grads, pull_keys, values, NULL, &frame, &frame_len, &err),
                  PS_OK, "encode: %s", err.msg);
     cr_assert_geq(frame_len, PS_FRAME_HDR_BYTES);
     cr_assert_eq(be32(frame), frame_len - PS_FRAME_HDR_BYTES, "header says %u, payload is %zu",
@@ -217,8 +217,8 @@ Test(wire, fill_and_copy_encode_identically) {
     ps_bulk copied = bulk(src, sizeof(src));
     uint8_t *a, *b;
     size_t alen, blen;
-    cr_assert_eq(ps_wire_encode(&env, NULL, NULL, NULL, &filled, &a, &alen, NULL), PS_OK);
-    cr_assert_eq(ps_wire_encode(&env, NULL, NULL, NULL, &copied, &b, &blen, NULL), PS_OK);
+    cr_assert_eq(ps_wire_encode(&env, NULL, NULL, NULL, &filled, NULL, &a, &alen, NULL), PS_OK);
+    cr_assert_eq(ps_wire_encode(&env, NULL, NULL, NULL, &copied, NULL, &b, &blen, NULL), PS_OK);
     cr_assert_eq(alen, blen);
     cr_assert_arr_eq(a, b, alen);
     free(a);
@@ -437,7 +437,7 @@ Test(wire, envelope_without_body) {
     ps_Envelope env = ps_Envelope_init_zero;
     env.request_id = 13;
     ps_error err = {0};
-    cr_assert_eq(ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &frame_len, &err), PS_OK,
+    cr_assert_eq(ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &frame_len, &err), PS_OK,
                  "%s", err.msg);
     ps_status st = ps_wire_decode(frame + 4, frame_len - 4, &msg, &err);
     cr_assert_eq(st, PS_PROTO, "got %s", ps_status_str(st));

@@ -102,7 +102,7 @@ bool tu_send_msg(int fd, const ps_Envelope *env, const ps_bulk *keys, const ps_b
                  const ps_bulk *pull_keys) {
     uint8_t *frame;
     size_t len;
-    if (ps_wire_encode(env, keys, grads, pull_keys, NULL, &frame, &len, NULL) != PS_OK) return false;
+    if (ps_wire_encode(env, keys, grads, pull_keys, NULL, NULL, &frame, &len, NULL) != PS_OK) return false;
     bool ok = tu_send_all(fd, frame, len);
     free(frame);
     return ok;

@@ -52,6 +52,7 @@ typedef struct {
     size_t q_head, q_len, q_cap;
     uv_buf_t *cork; /* (n_cork) frames queued by *_async, written together by flush */
     size_t n_cork, cap_cork, cork_bytes;
+    ps_frame_cache fcache; /* the buffer of the last big request, for the next one */
 } shard_conn;
 
 typedef struct {
@@ -160,7 +161,7 @@ static ps_status queue_push(shard_conn *sc, const owed *w) {
 static void write_done(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     shard_conn *sc = (shard_conn *)req->handle;
-    for (size_t i = 0; i < w->n; i++) free(w->bufs[i].base);
+    for (size_t i = 0; i < w->n; i++) ps_frame_release(&sc->fcache, (uint8_t *)w->bufs[i].base);
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
         char msg[400];
@@ -332,6 +333,12 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     shard_conn *sc = (shard_conn *)h;
+    uint8_t *direct;
+    size_t n = ps_framer_direct(sc->framer, &direct); /* the rest of a big reply, in place */
+    if (n > 0) {
+        *buf = uv_buf_init((char *)direct, (unsigned)n);
+        return;
+    }
     if (sc->rbuf == NULL) sc->rbuf = malloc(READ_CHUNK);
     *buf = uv_buf_init(sc->rbuf, sc->rbuf ? READ_CHUNK : 0);
 }
@@ -350,8 +357,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     if (nread == 0 || c->broken) return;
     ps_error err = {0};
-    ps_status st = ps_framer_feed(sc->framer, (const uint8_t *)buf->base, (size_t)nread, frame_cb,
-                                  sc, &err);
+    ps_status st = buf->base == sc->rbuf
+                       ? ps_framer_feed(sc->framer, (const uint8_t *)buf->base, (size_t)nread,
+                                        frame_cb, sc, &err)
+                       : ps_framer_commit(sc->framer, (size_t)nread, frame_cb, sc);
     if (st != PS_OK && st != PS_CLOSED && st != PS_PROTO) {
         snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr, err.msg);
         break_client(c, st, msg);
@@ -455,7 +464,7 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     snprintf(env.hello.token, sizeof(env.hello.token), "%s", c->job->token);
     uint8_t *frame;
     size_t len;
-    if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
+    if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
         send_frame(sc, frame, len, err) != PS_OK)
         return err->code;
     c->hello_ok = false;
@@ -525,6 +534,7 @@ void ps_client_destroy(ps_client *c) {
         free(c->shards[s].cork);
         free(c->shards[s].rbuf);
         free(c->shards[s].q);
+        ps_frame_cache_clear(&c->shards[s].fcache);
     }
     free(c->shards);
     free(c->ops);
@@ -633,7 +643,8 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
         }
         uint8_t *frame;
         size_t len;
-        st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &frame, &len, err);
+        st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &c->shards[s].fcache, &frame, &len,
+                            err);
         if (st != PS_OK) goto done;
         owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen,
                   .pos = S > 1 ? qpos[s] : NULL, .n_pull = kind == 1 ? 0 : nq};
@@ -740,7 +751,7 @@ ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, ui
         env.which_body = ps_Envelope_stats_tag;
         uint8_t *frame;
         size_t len;
-        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
+        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
             send_frame(&c->shards[s], frame, len, err) != PS_OK) {
             op_fail(&c->ops[idx], err->code, err->msg);
             break;
