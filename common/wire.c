@@ -85,31 +85,47 @@ static bool put_bulk(pb_ostream_t *s, const pb_field_iter_t *field, void *const 
 }
 
 void ps_frame_cache_clear(ps_frame_cache *fc) {
-    free(fc->spare);
-    fc->spare = NULL;
+    for (int i = 0; i < PS_FRAME_CACHE_SLOTS; i++) {
+        free(fc->spare[i]);
+        fc->spare[i] = NULL;
+    }
 }
+
+static size_t cap_of(const uint8_t *p) { return p ? malloc_usable_size((void *)p) : 0; }
 
 void ps_frame_release(ps_frame_cache *fc, uint8_t *frame) {
-    if (fc == NULL || frame == NULL) {
+    size_t cap = cap_of(frame);
+    if (fc == NULL || cap < PS_FRAME_CACHE_MIN) {
         free(frame);
         return;
     }
-    size_t cap = malloc_usable_size(frame);
-    if (cap < PS_FRAME_CACHE_MIN || (fc->spare != NULL && malloc_usable_size(fc->spare) >= cap)) {
-        free(frame);
+    int smallest = 0; /* an empty slot counts as smallest */
+    for (int i = 1; i < PS_FRAME_CACHE_SLOTS; i++)
+        if (cap_of(fc->spare[i]) < cap_of(fc->spare[smallest])) smallest = i;
+    if (fc->spare[smallest] != NULL && cap_of(fc->spare[smallest]) >= cap) {
+        free(frame); /* every spare is at least as big */
         return;
     }
-    free(fc->spare);
-    fc->spare = frame;
+    free(fc->spare[smallest]);
+    fc->spare[smallest] = frame;
 }
 
-/* n bytes for a frame: the cache's spare when it is big enough or can grow in place (realloc of
+/* n bytes for a frame: the smallest spare that holds n, else the biggest spare grown (realloc of
  * an mmap'd block is an mremap: the pages already touched stay), else a fresh block. */
 static uint8_t *frame_alloc(ps_frame_cache *fc, size_t n) {
-    if (fc == NULL || n < PS_FRAME_CACHE_MIN || fc->spare == NULL) return malloc(n);
-    uint8_t *p = fc->spare;
-    if (malloc_usable_size(p) < n && (p = realloc(p, n)) == NULL) return malloc(n);
-    fc->spare = NULL;
+    if (fc == NULL || n < PS_FRAME_CACHE_MIN) return malloc(n);
+    int fit = -1, biggest = -1;
+    for (int i = 0; i < PS_FRAME_CACHE_SLOTS; i++) {
+        size_t cap = cap_of(fc->spare[i]);
+        if (cap == 0) continue;
+        if (cap >= n && (fit < 0 || cap < cap_of(fc->spare[fit]))) fit = i;
+        if (biggest < 0 || cap > cap_of(fc->spare[biggest])) biggest = i;
+    }
+    int take = fit >= 0 ? fit : biggest;
+    if (take < 0) return malloc(n);
+    uint8_t *p = fc->spare[take];
+    if (fit < 0 && (p = realloc(p, n)) == NULL) return malloc(n); /* the spare stays on failure */
+    fc->spare[take] = NULL;
     return p;
 }
 

@@ -11,7 +11,7 @@
 #include "ps_status.h"
 #include "table_spec.h"
 
-#define PS_PROTOCOL_VERSION 1
+#define PS_PROTOCOL_VERSION 2 /* 2: Values replies come in parts */
 
 /* Bytes borrowed from a frame or from the caller; possibly unaligned. */
 typedef struct {
@@ -41,20 +41,22 @@ typedef struct {
     size_t fill_len;
 } ps_bulk;
 
-/* A connection's spare frame buffer. A fresh malloc of a frame of many MiB is an mmap whose every
+/* Spare frame buffers of one event loop (a server's connections, a client's shards). A fresh malloc of a frame of many MiB is an mmap whose every
  * 4 KiB page faults and is zeroed on first touch (~0.3 ms per MiB here); encoding the next big
- * frame into the last one's memory skips that. Holds at most one buffer, of at most the largest
- * frame the connection sent. Zero-initialize; ps_frame_cache_clear frees it. */
+ * frame into an earlier one's memory skips that. Holds at most PS_FRAME_CACHE_SLOTS buffers (as
+ * many as big frames were in flight at once: a 64 MiB pull leaves as 16 parts), each at most the largest frame sent.
+ * Zero-initialize; ps_frame_cache_clear frees them. */
+#define PS_FRAME_CACHE_SLOTS 16
 typedef struct {
-    uint8_t *spare;
+    uint8_t *spare[PS_FRAME_CACHE_SLOTS];
 } ps_frame_cache;
 
 /* Frames under this many bytes are plain mallocs: the allocator serves them without faults. */
 #define PS_FRAME_CACHE_MIN (256u << 10)
 
 void ps_frame_cache_clear(ps_frame_cache *fc);
-/* Gives back a frame from ps_wire_encode once it is written: kept as the spare when it is big
- * (and bigger than the spare held), else freed. fc may be NULL (free). */
+/* Gives back a frame from ps_wire_encode once it is written: kept as a spare when it is big (in a
+ * free slot, else in place of a smaller spare), else freed. fc may be NULL (free). */
 void ps_frame_release(ps_frame_cache *fc, uint8_t *frame);
 
 /* Encodes env with its bulk fields (same mapping as ps_msg; unused ones may be zeroed) into one

@@ -26,7 +26,6 @@ static void on_close(uv_handle_t *h) {
     ps_framer_destroy(c->framer);
     for (size_t i = 0; i < c->n_cork; i++) free(c->cork[i].base);
     free(c->cork);
-    ps_frame_cache_clear(&c->fcache);
     free(c->rbuf);
     free(c);
 }
@@ -109,7 +108,7 @@ static void write_done(uv_write_t *req, int status) {
     ps_conn *c = w->conn;
     c->queued -= w->bytes;
     c->pending_writes--;
-    for (size_t i = 0; i < w->n; i++) ps_frame_release(&c->fcache, (uint8_t *)w->bufs[i].base);
+    for (size_t i = 0; i < w->n; i++) ps_frame_release(&c->srv->fcache, (uint8_t *)w->bufs[i].base);
     free(w);
     if (status < 0) {
         ps_conn_close(c);
@@ -168,7 +167,7 @@ void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len) {
         c->cork = nb, c->cap_cork = cap;
     }
     c->cork[c->n_cork++] = uv_buf_init((char *)frame, (unsigned)len);
-    if (!c->corked) flush(c);
+    if (!c->corked || len >= PS_FRAME_CACHE_MIN) flush(c); /* a big frame gains nothing waiting */
 }
 
 void ps_conn_send_error(ps_conn *c, uint64_t request_id, ps_status st, const char *msg,

@@ -8,6 +8,8 @@
 
 #include "server_internal.h"
 
+#define VALUES_PART_BYTES (4u << 20)
+
 typedef struct {
     ps_store *store;
     const uint8_t *keys;
@@ -43,19 +45,32 @@ static ps_status check_keys(ps_conn *c, uint32_t table, const ps_bytes *keys,
     return PS_OK;
 }
 
+/* Rows of n keys as Values parts of at most VALUES_PART_BYTES (at least one row, at least one
+ * part). Each part leaves as soon as it is read out of the store, so the peer receives part k
+ * while part k+1 is being read. */
 static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8_t *keys, size_t n,
                               ps_error *err) {
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.request_id = id;
-    env.which_body = ps_Envelope_values_tag;
-    pull_fill f = {st, keys, n};
-    ps_bulk values = {.fill = fill_values, .fill_ud = &f,
-                      .fill_len = n * ps_store_spec(st)->dim * sizeof(float)};
-    uint8_t *frame;
-    size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, &values, &c->fcache, &frame, &len, err);
-    if (s == PS_OK) ps_conn_send(c, frame, len);
-    return s;
+    const size_t row_bytes = ps_store_spec(st)->dim * sizeof(float);
+    const size_t part = row_bytes >= VALUES_PART_BYTES ? 1 : VALUES_PART_BYTES / row_bytes;
+    size_t first = 0;
+    do {
+        const size_t m = n - first < part ? n - first : part;
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = id;
+        env.which_body = ps_Envelope_values_tag;
+        env.values.first_row = first;
+        env.values.more = first + m < n;
+        pull_fill f = {st, keys + 8 * first, m};
+        ps_bulk values = {.fill = fill_values, .fill_ud = &f, .fill_len = m * row_bytes};
+        uint8_t *frame;
+        size_t len;
+        ps_status s =
+            ps_wire_encode(&env, NULL, NULL, NULL, &values, &c->srv->fcache, &frame, &len, err);
+        if (s != PS_OK) return s;
+        ps_conn_send(c, frame, len);
+        first += m;
+    } while (first < n);
+    return PS_OK;
 }
 
 static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {

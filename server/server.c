@@ -126,6 +126,7 @@ void ps_server_destroy(ps_server *srv) {
     uv_loop_close(&srv->loop);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
+    ps_frame_cache_clear(&srv->fcache);
     free(srv);
 }
 

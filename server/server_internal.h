@@ -20,6 +20,7 @@ struct ps_server {
     const ps_job_config *job;
     ps_store *stores[PS_MAX_TABLES];
     ps_pool *pool; /* server.threads, shared by the stores for big pushes and pulls */
+    ps_frame_cache fcache; /* big reply buffers for reuse, shared by all connections */
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
     bool stopping;
@@ -39,7 +40,6 @@ struct ps_conn {
     bool reading;
     bool close_after_write; /* an Error was queued for a peer we cannot trust any more */
     uint32_t rank;
-    ps_frame_cache fcache; /* the big reply buffer for the next big reply */
     size_t queued; /* bytes handed to uv_write and not yet written */
     size_t pending_writes;
     /* Replies to the frames of one read are corked and leave in one write (one syscall, one
@@ -51,7 +51,7 @@ struct ps_conn {
 
 /* conn.c */
 void ps_conn_accept(ps_server *srv);
-/* Takes ownership of frame (from ps_wire_encode, ideally with &c->fcache) whatever the outcome. */
+/* Takes ownership of frame (from ps_wire_encode, ideally with &c->srv->fcache) whatever the outcome. */
 void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len);
 /* Queues an Error reply; with fatal, the connection closes once it is written. */
 void ps_conn_send_error(ps_conn *c, uint64_t request_id, ps_status st, const char *msg,

@@ -11,6 +11,7 @@
 #include "client.h"
 #include "frame.h"
 #include "hash.h"
+#include "init.h"
 #include "testutil.h"
 
 static const char *job_json =
@@ -307,4 +308,95 @@ Test(two_shards, each_shard_holds_its_own_keys_with_reference_values, .timeout =
     }
     tu_server_free(s[0]);
     tu_server_free(s[1]);
+}
+
+/* --- big pulls: the reply comes in parts --------------------------------------------------------- */
+
+#define BIG_JSON                                                                                   \
+    "{\"job_id\": \"big\", \"seed\": 3, \"cluster\": {\"servers\": %d},"                              \
+    " \"tables\": [{\"name\": \"emb\", \"dim\": 16, \"init\": {\"type\": \"uniform\"}}]}"
+
+/* On the wire: a pull of 150 000 x 16 floats (9.6 MB) arrives as Values parts of whole rows, in
+ * order, first_row counting up, more on all but the last, and nothing lost between them. */
+Test(parts, pull_reply_is_split_into_ordered_parts, .timeout = 60) {
+    char json[512];
+    snprintf(json, sizeof(json), BIG_JSON, 1);
+    ps_job_config j;
+    tu_job(json, &j);
+    test_server *s = tu_server_start(&j, 0);
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(fd >= 0 && tu_hello(fd, &j));
+    enum { N = 150000, D = 16 };
+    uint64_t *keys = malloc(N * sizeof(*keys));
+    cr_assert_not_null(keys);
+    for (size_t i = 0; i < N; i++) keys[i] = ps_mix64(i);
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 42;
+    env.which_body = ps_Envelope_pull_tag;
+    ps_bulk k = {.src = {(const uint8_t *)keys, N * 8}};
+    cr_assert(tu_send_msg(fd, &env, &k, NULL, NULL));
+    size_t rows = 0, parts = 0;
+    bool more = true;
+    float want[D];
+    while (more) {
+        ps_msg m;
+        uint8_t *buf;
+        cr_assert(tu_read_msg(fd, &m, &buf), "part %zu: no reply", parts);
+        cr_assert_eq(m.env.which_body, ps_Envelope_values_tag);
+        cr_assert_eq(m.env.request_id, 42);
+        cr_assert_eq(m.env.values.first_row, rows, "part %zu starts at row %llu, want %zu", parts,
+                     (unsigned long long)m.env.values.first_row, rows);
+        cr_assert_eq(m.values.len % (D * 4), 0);
+        cr_assert_leq(m.values.len, 4u << 20, "part of %zu bytes", m.values.len);
+        size_t got = m.values.len / (D * 4);
+        cr_assert_gt(got, 0);
+        for (size_t i = 0; i < got; i++) { /* no row exists: every value is the initial one */
+            ps_init_row(&j.tables[0].init, j.seed, 0, keys[rows + i], want, D);
+            cr_assert_eq(memcmp(m.values.p + i * D * 4, want, sizeof(want)), 0, "row %zu",
+                         rows + i);
+        }
+        rows += got, parts++, more = m.env.values.more;
+        free(buf);
+    }
+    cr_assert_eq(rows, N);
+    cr_assert_geq(parts, 3, "%zu parts for 9.6 MB", parts);
+    close(fd);
+    free(keys);
+    tu_server_free(s);
+}
+
+/* Through the client, over 2 shards: the parts of each shard's reply land at the right positions
+ * of the caller's array, and equal the rows the shards hold. */
+Test(parts, client_reassembles_parts_from_two_shards, .timeout = 60) {
+    char json[512];
+    snprintf(json, sizeof(json), BIG_JSON, 2);
+    ps_job_config j;
+    tu_job(json, &j);
+    test_server *s[2] = {tu_server_start(&j, 0), tu_server_start(&j, 1)};
+    tu_job_use(&j, s, 2);
+    ps_client *c;
+    ps_error err = {0};
+    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    enum { N = 300000, D = 16 };
+    uint64_t *keys = malloc(N * sizeof(*keys));
+    float *g = malloc((size_t)N * D * sizeof(float)), *out = malloc((size_t)N * D * sizeof(float));
+    cr_assert(keys && g && out);
+    for (size_t i = 0; i < N; i++) keys[i] = ps_mix64(i + 99);
+    for (size_t i = 0; i < (size_t)N * D; i++) g[i] = 0.001f * (float)(i % 13) - 0.006f;
+    /* rows for the first half only: the pull mixes stored rows and initial values */
+    cr_assert_eq(ps_client_push(c, 0, keys, N / 2, g, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_pull(c, 0, keys, N, out, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    ps_store *st[2] = {ps_server_store(tu_server_stop(s[0]), 0),
+                       ps_server_store(tu_server_stop(s[1]), 0)};
+    for (size_t i = 0; i < N; i++) {
+        float w[D];
+        bool stored = ps_store_get(st[ps_shard_of(0, keys[i], 2)], keys[i], w, NULL);
+        cr_assert_eq(stored, i < N / 2, "key %zu stored: %d", i, stored);
+        if (!stored) ps_init_row(&j.tables[0].init, j.seed, 0, keys[i], w, D);
+        if (memcmp(out + i * D, w, sizeof(w)) != 0) cr_assert_fail("row %zu differs", i);
+    }
+    tu_server_free(s[0]), tu_server_free(s[1]);
+    free(keys), free(g), free(out);
 }

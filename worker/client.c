@@ -24,6 +24,7 @@ typedef struct {
     uint32_t op_gen;  /* slot generation: a stale reply finds a newer generation */
     uint32_t *pos;    /* (n_pull) positions in the op's out, or NULL for the identity */
     size_t n_pull;
+    size_t got;       /* rows received so far: Values come in parts */
 } owed;
 
 typedef struct {
@@ -52,7 +53,6 @@ typedef struct {
     size_t q_head, q_len, q_cap;
     uv_buf_t *cork; /* (n_cork) frames queued by *_async, written together by flush */
     size_t n_cork, cap_cork, cork_bytes;
-    ps_frame_cache fcache; /* the buffer of the last big request, for the next one */
 } shard_conn;
 
 typedef struct {
@@ -75,6 +75,7 @@ struct ps_client {
     ps_table_spec tables[PS_MAX_TABLES];
     op_slot *ops;
     size_t ops_cap;
+    ps_frame_cache fcache; /* big request buffers for reuse, shared by the shards */
     uint64_t next_id;
     bool broken; /* a deadline passed or a server went away: the client cannot be trusted */
     char broken_msg[400];
@@ -161,7 +162,7 @@ static ps_status queue_push(shard_conn *sc, const owed *w) {
 static void write_done(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     shard_conn *sc = (shard_conn *)req->handle;
-    for (size_t i = 0; i < w->n; i++) ps_frame_release(&sc->fcache, (uint8_t *)w->bufs[i].base);
+    for (size_t i = 0; i < w->n; i++) ps_frame_release(&sc->cl->fcache, (uint8_t *)w->bufs[i].base);
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
         char msg[400];
@@ -250,6 +251,31 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
     c->hello_ok = true;
 }
 
+/* One Values part into the op's out: rows [first_row, first_row + k) of what w is owed. */
+static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) {
+    op_slot *o = &c->ops[w->op];
+    if (!o->in_use || o->gen != w->op_gen || o->st != PS_OK) return; /* abandoned or failed */
+    const size_t rb = o->dim * sizeof(float), len = m->values.len;
+    if (m->env.values.first_row != w->got || len % rb != 0 || len / rb > w->n_pull - w->got) {
+        char msg[400];
+        snprintf(msg, sizeof(msg),
+                 "server %u: values part of %zu bytes at row %llu; %zu of %zu rows x dim %u "
+                 "received",
+                 sc->index, len, (unsigned long long)m->env.values.first_row, w->got, w->n_pull,
+                 o->dim);
+        op_fail(o, PS_PROTO, msg);
+        return;
+    }
+    const size_t k = len / rb;
+    if (w->pos == NULL) {
+        if (len) memcpy(o->out + w->got * o->dim, m->values.p, len);
+    } else {
+        for (size_t i = 0; i < k; i++)
+            memcpy(o->out + (size_t)w->pos[w->got + i] * o->dim, m->values.p + i * rb, rb);
+    }
+    w->got += k;
+}
+
 static void handle_reply(shard_conn *sc, const ps_msg *m) {
     ps_client *c = sc->cl;
     char msg[400];
@@ -266,23 +292,22 @@ static void handle_reply(shard_conn *sc, const ps_msg *m) {
         break_client(c, PS_PROTO, msg);
         return;
     }
-    owed w = sc->q[sc->q_head];
+    owed *head = &sc->q[sc->q_head];
+    if (m->env.which_body == ps_Envelope_values_tag && m->env.values.more) {
+        take_values(c, sc, head, m); /* a part: the reply goes on */
+        return;
+    }
+    owed w = *head;
     sc->q_head = (sc->q_head + 1) % sc->q_cap, sc->q_len--;
     op_slot *o = &c->ops[w.op];
     bool live = o->in_use && o->gen == w.op_gen;
     switch (m->env.which_body) {
     case ps_Envelope_values_tag:
-        if (!live) break;
-        if (m->values.len != w.n_pull * o->dim * sizeof(float)) {
-            snprintf(msg, sizeof(msg), "server %u: %zu bytes of values for %zu keys x dim %u",
-                     sc->index, m->values.len, w.n_pull, o->dim);
+        take_values(c, sc, &w, m);
+        if (live && o->st == PS_OK && w.got != w.n_pull) {
+            snprintf(msg, sizeof(msg), "server %u: %zu rows of values for %zu keys", sc->index,
+                     w.got, w.n_pull);
             op_fail(o, PS_PROTO, msg);
-        } else if (w.pos == NULL) {
-            if (m->values.len) memcpy(o->out, m->values.p, m->values.len);
-        } else {
-            const size_t rb = o->dim * sizeof(float);
-            for (size_t i = 0; i < w.n_pull; i++)
-                memcpy(o->out + (size_t)w.pos[i] * o->dim, m->values.p + i * rb, rb);
         }
         break;
     case ps_Envelope_ack_tag:
@@ -534,9 +559,9 @@ void ps_client_destroy(ps_client *c) {
         free(c->shards[s].cork);
         free(c->shards[s].rbuf);
         free(c->shards[s].q);
-        ps_frame_cache_clear(&c->shards[s].fcache);
     }
     free(c->shards);
+    ps_frame_cache_clear(&c->fcache);
     free(c->ops);
     free(c);
 }
@@ -643,7 +668,7 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
         }
         uint8_t *frame;
         size_t len;
-        st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &c->shards[s].fcache, &frame, &len,
+        st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &c->fcache, &frame, &len,
                             err);
         if (st != PS_OK) goto done;
         owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen,
