@@ -44,7 +44,6 @@ test: build
 
 bench: deps
 	@cmake -S . -B $(BUILD)-release -DCMAKE_BUILD_TYPE=Release -DPS_BUILD_TESTS=OFF >/dev/null
-	@cmake --build $(BUILD)-release -j $(JOBS)
 	bash tests/bench/run_bench.sh $(BUILD)-release
 
 clean:

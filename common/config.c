@@ -188,9 +188,23 @@ ps_status ps_parse_hostport(const char *s, char *host, size_t host_len, uint16_t
     return PS_OK;
 }
 
+/* path.busy_poll_us: microseconds 0..1000000, or -1 (the default): auto, see ps_busy_poll_auto. */
+static ps_status get_busy_poll(ctx *c, const cJSON *o, const char *path, int32_t *out) {
+    double v = -1;
+    TRY(get_num(c, o, path, "busy_poll_us", -1, 1e6, -1, &v));
+    if (v != (double)(int32_t)v) {
+        char p[256];
+        join(p, sizeof(p), path, "busy_poll_us");
+        return FAIL(c, p, "%g is not an integer", v);
+    }
+    *out = (int32_t)v;
+    return PS_OK;
+}
+
 static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
-    static const char *const keys[] = {"servers", "workers", "connect_timeout_ms",
-                                       "request_timeout_ms", "token", NULL};
+    static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
+                                       "request_timeout_ms", "token",   "busy_poll_us",
+                                       NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
     if (srv == NULL || cJSON_IsNumber(srv)) {
@@ -221,6 +235,7 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     TRY(get_u32(c, o, "cluster", "connect_timeout_ms", 1, 3600e3, 30000, &cfg->connect_timeout_ms));
     TRY(get_u32(c, o, "cluster", "request_timeout_ms", 1, 3600e3, 60000, &cfg->request_timeout_ms));
     TRY(get_str(c, o, "cluster", "token", "", cfg->token, sizeof(cfg->token)));
+    TRY(get_busy_poll(c, o, "cluster", &cfg->busy_poll_us));
     return PS_OK;
 }
 
@@ -239,9 +254,10 @@ static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
 }
 
 static ps_status read_server(ctx *c, const cJSON *o, ps_job_config *cfg) {
-    static const char *const keys[] = {"threads", NULL};
+    static const char *const keys[] = {"threads", "busy_poll_us", NULL};
     if (o != NULL) TRY(check_keys(c, o, "server", keys));
     TRY(get_u32(c, o, "server", "threads", 1, 64, 2, &cfg->server_threads));
+    TRY(get_busy_poll(c, o, "server", &cfg->server_busy_poll_us));
     return PS_OK;
 }
 

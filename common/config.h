@@ -15,6 +15,7 @@
 #define PS_MAX_LAYERS 16
 #define PS_ADDR_MAX 272 /* "host:port" */
 #define PS_PATH_MAX 1024
+#define PS_BUSY_POLL_AUTO_US 500 /* what busy_poll_us: -1 (auto) becomes when it is on */
 
 typedef struct {
     char format[16]; /* "csv", "libsvm" or "random" */
@@ -62,6 +63,10 @@ typedef struct {
     uint32_t num_workers;
     uint32_t connect_timeout_ms;  /* a worker gives up reaching a server after this long */
     uint32_t request_timeout_ms;  /* every request's deadline */
+    /* A client polls this long for a reply before it sleeps (waking a sleeping vCPU costs ~100 us
+     * on a VM). -1, the default: auto, which ps-launch resolves to PS_BUSY_POLL_AUTO_US or 0 by
+     * how its processes fit the machine's CPUs (launch.c); a process started otherwise reads 0. */
+    int32_t busy_poll_us;
     char token[128];
 
     /* limits and server */
@@ -70,6 +75,7 @@ typedef struct {
     size_t max_keys_per_request;
     uint32_t max_connections;
     uint32_t server_threads;
+    int32_t server_busy_poll_us; /* the server polls this long after a read; -1 auto, as above */
 
     ps_adagrad_config optimizer; /* the job's default; tables may override */
     size_t num_tables;

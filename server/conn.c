@@ -75,6 +75,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         ps_conn_close(c);
         return;
     }
+    srv->last_read_ns = uv_hrtime();
     if (nread == 0 || c->close_after_write) return;
     ps_error err = {0};
     c->corked = true;

@@ -112,7 +112,14 @@ int ps_server_port(const ps_server *s) { return s->port; }
 ps_status ps_server_run(ps_server *srv, ps_error *err) {
     ps_log(&srv->opt.log, PS_LOG_INFO, "shard %u of %u serving %zu tables on %s", srv->opt.shard,
            srv->job->num_servers, srv->job->num_tables, srv->addr);
-    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    /* Within busy_poll_us of the last read the loop polls instead of sleeping: the next request
+     * of a training step is usually that close, and waking from sleep costs more (see config.h). */
+    const uint64_t poll_ns =
+        srv->job->server_busy_poll_us > 0 ? (uint64_t)srv->job->server_busy_poll_us * 1000 : 0;
+    for (;;) {
+        bool hot = poll_ns > 0 && uv_hrtime() - srv->last_read_ns < poll_ns;
+        if (uv_run(&srv->loop, hot ? UV_RUN_NOWAIT : UV_RUN_ONCE) == 0) break;
+    }
     (void)err;
     return PS_OK;
 }

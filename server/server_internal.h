@@ -24,6 +24,7 @@ struct ps_server {
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
     bool stopping;
+    uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */
     int port;
     char addr[PS_ADDR_MAX];
 };

@@ -17,10 +17,10 @@ static const char full_job[] =
     "  \"seed\": 42,\n"
     "  \"cluster\": {\"servers\": [\"10.0.0.1:7000\", \"[::1]:7001\", \"host-c:0\"],\n"
     "              \"workers\": 3, \"connect_timeout_ms\": 5000,\n"
-    "              \"request_timeout_ms\": 7000, \"token\": \"s3cret\"},\n"
+    "              \"request_timeout_ms\": 7000, \"token\": \"s3cret\", \"busy_poll_us\": 0},\n"
     "  \"limits\": {\"max_frame_bytes\": 1048576, \"max_write_queue_bytes\": 2097152,\n"
     "             \"max_keys_per_request\": 100000, \"max_connections\": 64},\n"
-    "  \"server\": {\"threads\": 4},\n"
+    "  \"server\": {\"threads\": 4, \"busy_poll_us\": 250},\n"
     "  \"optimizer\": {\"name\": \"adagrad\", \"form\": \"pytorch\", \"learning_rate\": 0.05,\n"
     "                \"epsilon\": 1e-8, \"initial_accumulator_value\": 0.1,\n"
     "                \"lr_decay\": 0.001, \"weight_decay\": 0.0001, \"rowwise\": false},\n"
@@ -96,6 +96,8 @@ Test(config, full_job) {
     cr_assert_eq(cfg->max_keys_per_request, 100000);
     cr_assert_eq(cfg->max_connections, 64);
     cr_assert_eq(cfg->server_threads, 4);
+    cr_assert_eq(cfg->server_busy_poll_us, 250);
+    cr_assert_eq(cfg->busy_poll_us, 0);
 
     const ps_adagrad_config *o = &cfg->optimizer;
     cr_assert_eq(o->form, PS_ADAGRAD_PYTORCH);
@@ -209,6 +211,8 @@ Test(config, defaults_of_an_empty_job) {
     cr_assert_eq(cfg->max_keys_per_request, 16u << 20);
     cr_assert_eq(cfg->max_connections, 4096);
     cr_assert_eq(cfg->server_threads, 2);
+    cr_assert_eq(cfg->busy_poll_us, -1);
+    cr_assert_eq(cfg->server_busy_poll_us, -1);
     cr_assert_eq(cfg->num_tables, 0);
     cr_assert_eq(cfg->has_model, false);
     cr_assert_eq(cfg->has_train, false);
@@ -353,6 +357,10 @@ ParameterizedTestParameters(config, errors) {
         {"wrong type, tables", "{\"tables\": {}}", "", "job.json: tables: must be a list"},
         {"out of range, integer", "{\"server\": {\"threads\": 0}}", "",
          "job.json: server.threads: 0 is out of range [1, 64]"},
+        {"busy poll below auto", "{\"server\": {\"busy_poll_us\": -2}}", "",
+         "job.json: server.busy_poll_us: -2 is out of range [-1, 1e+06]"},
+        {"busy poll fraction", "{\"cluster\": {\"busy_poll_us\": 2.5}}", "",
+         "job.json: cluster.busy_poll_us: 2.5 is not an integer"},
         {"out of range, number", "{\"optimizer\": {\"epsilon\": 2}}", "",
          "job.json: optimizer.epsilon: 2 is out of range [0, 1]"},
         {"out of range, negative", "{\"limits\": {\"max_frame_bytes\": -1}}", "",

@@ -402,6 +402,10 @@ static bool run_until(ps_client *c, bool (*done)(ps_client *, void *), void *arg
     c->timer_fired = false;
     ps_client_flush(c, NULL); /* a failed write breaks the client; done() then sees it */
     uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
+    if (c->job->busy_poll_us > 0) { /* poll without sleeping first: see busy_poll_us */
+        const uint64_t until = uv_hrtime() + (uint64_t)c->job->busy_poll_us * 1000;
+        while (!done(c, arg) && uv_hrtime() < until) uv_run(&c->loop, UV_RUN_NOWAIT);
+    }
     while (!done(c, arg) && !c->timer_fired) uv_run(&c->loop, UV_RUN_ONCE);
     uv_timer_stop(&c->timer);
     return done(c, arg);

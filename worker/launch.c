@@ -54,6 +54,8 @@ struct launcher {
     const char *job_path;
     const char *sets[MAX_SETS];
     size_t n_sets;
+    char auto_sets[2][64]; /* busy_poll_us: -1 resolved for this machine (after the user's) */
+    size_t n_auto_sets;
     bool verbose, tty;
     char bin_dir[PS_PATH_MAX];
     child *servers, *workers;
@@ -311,6 +313,21 @@ static int spawn(launcher *L, child *c, char **args) {
     return 0;
 }
 
+/* busy_poll_us -1 (auto). Polling pays when the poller has a CPU to itself and starves a
+ * neighbour when not: workers poll when every process of the job has a CPU, servers when at
+ * least one CPU is left for the workers (a server's requests come from all of them). */
+static void resolve_busy_poll(launcher *L) {
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const int server_us = (long)L->n_servers < cpus ? PS_BUSY_POLL_AUTO_US : 0;
+    const int client_us = (long)(L->n_servers + L->n_workers) <= cpus ? PS_BUSY_POLL_AUTO_US : 0;
+    if (L->job.server_busy_poll_us < 0)
+        snprintf(L->auto_sets[L->n_auto_sets++], sizeof(L->auto_sets[0]),
+                 "server.busy_poll_us=%d", server_us);
+    if (L->job.busy_poll_us < 0)
+        snprintf(L->auto_sets[L->n_auto_sets++], sizeof(L->auto_sets[0]),
+                 "cluster.busy_poll_us=%d", client_us);
+}
+
 /* argv: BIN --config JOB [extra...] --set ... NULL; strings live in the launcher or static. */
 static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, uint32_t index,
                       const char *listen, const char *servers_set) {
@@ -322,7 +339,7 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     else
         snprintf(path, sizeof(path), "%s/%s", L->bin_dir, bin);
     snprintf(idx, sizeof(idx), "%u", index);
-    char *args[16 + 2 * MAX_SETS];
+    char *args[16 + 2 * (MAX_SETS + 2)];
     size_t n = 0;
     args[n++] = path;
     args[n++] = "--config";
@@ -332,6 +349,7 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
     if (c->is_worker) args[n++] = "--events";
     for (size_t i = 0; i < L->n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->sets[i];
+    for (size_t i = 0; i < L->n_auto_sets; i++) args[n++] = "--set", args[n++] = L->auto_sets[i];
     if (servers_set) args[n++] = "--set", args[n++] = (char *)servers_set;
     if (L->verbose) args[n++] = "--verbose";
     args[n] = NULL;
@@ -466,6 +484,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ps-launch: out of memory\n");
         return 1;
     }
+    resolve_busy_poll(&L);
     signal(SIGPIPE, SIG_IGN);
     /* Children inherit it: one BLAS thread per worker process (see ps-worker). */
     setenv("OPENBLAS_NUM_THREADS", "1", 0);

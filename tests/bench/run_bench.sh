@@ -4,8 +4,9 @@
 #
 #   tests/bench/run_bench.sh [BUILD_DIR] [bench_ps options...]     (BUILD_DIR defaults to build)
 #
-# Runs bench_ps (see its --help), then tests/bench/torch_seed.py when /usr/bin/python3 has torch.
-# The machine-parseable lines start with "bench_ps " and "torch_seed ".
+# Runs bench_ps (see its --help), then tests/bench/bench_seed.sh (the seed job, and PyTorch on the
+# same model when /usr/bin/python3 has torch). The machine-parseable lines start with "bench_ps ",
+# "bench_seed " and "torch_seed ".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,7 +24,7 @@ if [[ $type != Release ]]; then
     echo "run_bench: configuring $build for Release${type:+ (was $type)}"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_ps ps-server -j "${JOBS:-2}"
+cmake --build "$build" --target bench_ps ps-server ps-worker ps-launch -j "${JOBS:-2}"
 
 out=$build/bench.txt
 {
@@ -32,11 +33,7 @@ out=$build/bench.txt
     rc=0
     "$build/bench_ps" --server "$build/ps-server" "$@" || rc=$?
     echo
-    if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-        /usr/bin/python3 "$root/tests/bench/torch_seed.py" || rc=$?
-    else
-        echo "(torch not importable by /usr/bin/python3: torch_seed.py skipped)"
-    fi
+    bash "$root/tests/bench/bench_seed.sh" "$build" || rc=$?
     exit $rc
 } 2>&1 | tee "$out" || { echo "run_bench: a benchmark failed; output in $out"; exit 1; }
 echo "run_bench: saved to $out"
