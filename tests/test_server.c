@@ -400,3 +400,39 @@ Test(parts, client_reassembles_parts_from_two_shards, .timeout = 60) {
     tu_server_free(s[0]), tu_server_free(s[1]);
     free(keys), free(g), free(out);
 }
+
+/* A 14 MB PushPull (its pull comes back in parts) where every key appears twice, far apart: each
+ * row takes exactly one AdaGrad step on the summed gradient, and the pull sees it. */
+Test(parts, big_push_with_duplicates_is_one_push, .timeout = 60) {
+    char json[512];
+    snprintf(json, sizeof(json), BIG_JSON, 1);
+    ps_job_config j;
+    tu_job(json, &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    ps_client *c;
+    ps_error err = {0};
+    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    enum { U = 100000, N = 2 * U, D = 16 };
+    uint64_t *keys = malloc(N * sizeof(*keys));
+    float *g = malloc((size_t)N * D * sizeof(float)), *out = malloc((size_t)U * D * sizeof(float));
+    cr_assert(keys && g && out);
+    for (size_t i = 0; i < N; i++) keys[i] = ps_mix64(i % U + 7); /* key i and key i + U agree */
+    for (size_t i = 0; i < (size_t)N * D; i++) g[i] = 0.001f * (float)(i % 17) - 0.008f;
+    cr_assert_eq(ps_client_pushpull(c, 0, keys, N, g, keys, U, out, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    ps_store *st = ps_server_store(tu_server_stop(s), 0);
+    cr_assert_eq(ps_store_rows(st), U);
+    for (size_t i = 0; i < U; i++) {
+        float w[D], acc[D] = {0}, sum[D], got[D];
+        ps_init_row(&j.tables[0].init, j.seed, 0, keys[i], w, D);
+        for (size_t d = 0; d < D; d++) sum[d] = g[i * D + d] + g[(i + U) * D + d];
+        ps_adagrad_update(&j.tables[0].opt, w, acc, sum, D, 1);
+        cr_assert(ps_store_get(st, keys[i], got, NULL));
+        if (memcmp(got, w, sizeof(w)) != 0) cr_assert_fail("row %zu: not one summed step", i);
+        if (memcmp(out + i * D, w, sizeof(w)) != 0) cr_assert_fail("pull of row %zu is stale", i);
+    }
+    tu_server_free(s);
+    free(keys), free(g), free(out);
+}
