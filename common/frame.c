@@ -15,6 +15,8 @@ struct ps_framer {
     uint32_t plen;    /* announced payload length */
     uint8_t *buf;     /* (cap) partial payload */
     size_t len, cap;
+    uint8_t *redirect; /* payload bytes [redirect_at, plen) go here instead, when set */
+    size_t redirect_at;
 };
 
 static uint32_t read_be32(const uint8_t *p) {
@@ -55,15 +57,48 @@ static bool reserve_payload(ps_framer *f) {
 
 size_t ps_framer_direct(ps_framer *f, uint8_t **dst) {
     if (!f->in_payload || f->plen < PS_FRAME_DIRECT_MIN || !reserve_payload(f)) return 0;
+    if (f->redirect != NULL) {
+        if (f->len >= f->redirect_at) {
+            *dst = f->redirect + (f->len - f->redirect_at);
+            return f->plen - f->len;
+        }
+        *dst = f->buf + f->len;
+        return f->redirect_at - f->len;
+    }
     *dst = f->buf + f->len;
     return f->plen - f->len;
 }
 
+static ps_status complete(ps_framer *f, ps_frame_cb cb, void *ud) {
+    f->in_payload = false, f->len = 0, f->redirect = NULL;
+    return cb(ud, f->buf, f->plen);
+}
+
 ps_status ps_framer_commit(ps_framer *f, size_t n, ps_frame_cb cb, void *ud) {
     f->len += n;
-    if (f->len < f->plen) return PS_OK;
-    f->in_payload = false, f->len = 0;
-    return cb(ud, f->buf, f->plen);
+    return f->len < f->plen ? PS_OK : complete(f, cb, ud);
+}
+
+const uint8_t *ps_framer_partial(const ps_framer *f, size_t *len, size_t *total) {
+    *len = f->in_payload ? f->len : 0;
+    *total = f->in_payload ? f->plen : 0;
+    return f->in_payload ? f->buf : NULL;
+}
+
+void ps_framer_redirect(ps_framer *f, size_t at, uint8_t *dst) {
+    if (!f->in_payload || at > f->len || at > f->plen) return;
+    if (f->len > at) memcpy(dst, f->buf + at, f->len - at);
+    f->redirect = dst, f->redirect_at = at;
+}
+
+/* Stores n received payload bytes at the current position, minding a redirect. */
+static void store(ps_framer *f, const uint8_t *p, size_t n) {
+    size_t to_buf = n;
+    if (f->redirect != NULL)
+        to_buf = f->len >= f->redirect_at ? 0 : n < f->redirect_at - f->len ? n : f->redirect_at - f->len;
+    memcpy(f->buf + f->len, p, to_buf);
+    if (to_buf < n) memcpy(f->redirect + (f->len + to_buf - f->redirect_at), p + to_buf, n - to_buf);
+    f->len += n;
 }
 
 ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb cb, void *ud,
@@ -90,10 +125,10 @@ ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb c
                 return ps_error_set(err, PS_NOMEM, "frame of %u bytes: out of memory", f->plen);
             size_t take = f->plen - f->len;
             if (take > n) take = n;
-            memcpy(f->buf + f->len, p, take);
-            f->len += take, p += take, n -= take;
+            store(f, p, take);
+            p += take, n -= take;
             if (f->len < f->plen) return PS_OK;
-            st = cb(ud, f->buf, f->plen);
+            st = complete(f, cb, ud);
         }
         f->in_payload = false, f->len = 0;
         if (st != PS_OK) return st; /* the callback fills err through its own context */

@@ -393,3 +393,50 @@ Test(frame, no_direct_read_for_small_frames) {
     cr_assert_eq(ps_framer_direct(fr, &dst), 0);
     cr_assert_eq(ps_framer_pending(fr), sizeof(wire));
 }
+
+/* A reader that learns from a big frame's first bytes where its tail belongs redirects it: the
+ * tail lands in the caller's array (fed or read directly, and the bytes already received move
+ * there too), the head stays in the frame, and the next frame is not redirected. */
+Test(frame, redirect_puts_the_tail_in_place) {
+    const uint32_t big = PS_FRAME_DIRECT_MIN + 5000, at = 100;
+    const size_t total = PS_FRAME_HDR_BYTES + big + PS_FRAME_HDR_BYTES + 3;
+    uint8_t *wire = malloc(total), *payload = malloc(big), *tail = calloc(1, big - at);
+    cr_assert(wire && payload && tail);
+    for (uint32_t i = 0; i < big; i++) payload[i] = (uint8_t)(i * 13 + 5);
+    size_t end = put_frame(wire, 0, payload, big);
+    put_frame(wire, end, (const uint8_t *)"xyz", 3);
+
+    sum_sink b = {0};
+    ps_error err = {0};
+    /* the first read: header and 1000 bytes, fed */
+    cr_assert_eq(ps_framer_feed(fr, wire, PS_FRAME_HDR_BYTES + 1000, check_big, &b, &err), PS_OK);
+    size_t have, plen;
+    const uint8_t *head = ps_framer_partial(fr, &have, &plen);
+    cr_assert(head != NULL && have == 1000 && plen == big);
+    ps_framer_redirect(fr, at, tail);
+    size_t pos = PS_FRAME_HDR_BYTES + 1000;
+    bool fed = false;
+    while (pos < end) { /* alternate direct reads and feeds of 70 000 bytes at most */
+        uint8_t *dst;
+        size_t room = ps_framer_direct(fr, &dst), n = end - pos < 70000 ? end - pos : 70000;
+        if (!fed && room > 0) {
+            if (n > room) n = room;
+            cr_assert(dst >= tail && dst + n <= tail + (big - at), "direct read outside the tail");
+            memcpy(dst, wire + pos, n);
+            cr_assert_eq(ps_framer_commit(fr, n, check_big, &b), PS_OK);
+        } else {
+            cr_assert_eq(ps_framer_feed(fr, wire + pos, n, check_big, &b, &err), PS_OK);
+        }
+        fed = !fed, pos += n;
+    }
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.len, big);
+    cr_assert_eq(memcmp(tail, payload + at, big - at), 0, "the tail is not in place");
+    uint8_t *dst;
+    cr_assert_eq(ps_framer_direct(fr, &dst), 0);
+    b = (sum_sink){0};
+    cr_assert_eq(ps_framer_feed(fr, wire + end, total - end, check_big, &b, &err), PS_OK);
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.sum, 'x' * 1 + 'y' * 2 + 'z' * 3);
+    free(wire), free(payload), free(tail);
+}

@@ -49,6 +49,7 @@ typedef struct {
     bool open;     /* connected, not closed */
     int connect_status;
     bool connect_done;
+    bool redirected; /* the frame being read puts its values straight into an op's out */
     owed *q; /* FIFO ring */
     size_t q_head, q_len, q_cap;
     uv_buf_t *cork; /* (n_cork) frames queued by *_async, written together by flush */
@@ -267,7 +268,9 @@ static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) 
         return;
     }
     const size_t k = len / rb;
-    if (w->pos == NULL) {
+    if (sc->redirected) {
+        /* already in place: see maybe_redirect */
+    } else if (w->pos == NULL) {
         if (len) memcpy(o->out + w->got * o->dim, m->values.p, len);
     } else {
         for (size_t i = 0; i < k; i++)
@@ -343,6 +346,7 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
     ps_msg m;
     ps_error err;
     if (ps_wire_decode(payload, len, &m, &err) != PS_OK) {
+        sc->redirected = false;
         char msg[400];
         snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr, err.msg);
         break_client(c, PS_PROTO, msg);
@@ -352,12 +356,60 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
         on_hello_reply(c, sc, &m);
     else
         handle_reply(sc, &m);
+    sc->redirected = false;
     return c->broken ? PS_CLOSED : PS_OK;
+}
+
+/* A protobuf varint at *p (< end); false if it does not fit. */
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return true;
+    }
+    return false;
+}
+
+/* When the big frame being read is a Values part for the request at the head of the queue, and
+ * its rows go to consecutive rows of the caller's array, the rest of the frame is read straight
+ * there instead of being copied out of the frame buffer afterwards (64 MB for a 1M x 16 pull).
+ * Reads the Envelope's first bytes by hand: request_id, values { first_row, more, values }.
+ * (The op cannot go away mid-frame: it is waited for until its last reply, or the client breaks
+ * and reads stop.) */
+static void maybe_redirect(shard_conn *sc) {
+    size_t have, total;
+    const uint8_t *p = ps_framer_partial(sc->framer, &have, &total);
+    if (p == NULL || sc->redirected || sc->q_len == 0 || total < PS_FRAME_DIRECT_MIN) return;
+    const uint8_t *start = p, *end = p + have;
+    uint64_t tag, id, len, first_row = 0, more = 0, vlen;
+    if (!get_varint(&p, end, &tag) || tag != (1u << 3 | 0) || !get_varint(&p, end, &id) ||
+        !get_varint(&p, end, &tag) || tag != ((uint64_t)ps_Envelope_values_tag << 3 | 2) ||
+        !get_varint(&p, end, &len) || len != total - (size_t)(p - start))
+        return;
+    for (;;) {
+        if (!get_varint(&p, end, &tag)) return;
+        if (tag == (1u << 3 | 0) && get_varint(&p, end, &first_row)) continue;
+        if (tag == (2u << 3 | 0) && get_varint(&p, end, &more)) continue;
+        if (tag == (3u << 3 | 2) && get_varint(&p, end, &vlen)) break;
+        return;
+    }
+    const size_t at = (size_t)(p - start);
+    const owed *w = &sc->q[sc->q_head];
+    const op_slot *o = &sc->cl->ops[w->op];
+    const size_t rb = o->dim * sizeof(float);
+    if (id != w->request_id || !o->in_use || o->gen != w->op_gen || o->st != PS_OK ||
+        o->out == NULL || w->pos != NULL || at + vlen != total || rb == 0 || vlen % rb != 0 ||
+        first_row != w->got || vlen / rb > w->n_pull - w->got)
+        return; /* anything unusual takes the ordinary path, which reports it */
+    ps_framer_redirect(sc->framer, at, (uint8_t *)(o->out + first_row * o->dim));
+    sc->redirected = true;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     shard_conn *sc = (shard_conn *)h;
+    maybe_redirect(sc);
     uint8_t *direct;
     size_t n = ps_framer_direct(sc->framer, &direct); /* the rest of a big reply, in place */
     if (n > 0) {

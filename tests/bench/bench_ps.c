@@ -64,8 +64,10 @@ static void unpin(void) {
     sched_setaffinity(0, sizeof(set), &set);
 }
 
-/* The CPU for the echo child or -1 for no pinning; the bench takes CPU 0. */
-static int peer_cpu = -1;
+/* Whether the bench pinned itself to CPU 0. Then the echo child and the ps-server of the small
+ * requests run on CPU 1, so the ping-pong floor and the server's round trips cross CPUs alike;
+ * the ps-server of the 1M-key requests is not pinned, so its threads can use both cores. */
+static bool pinned;
 
 /* splitmix64: the fixed-seed generator for keys and gradients.
  * reference: https://prng.di.unimi.it/splitmix64.c */
@@ -220,7 +222,7 @@ static void set_nodelay_timeout(int fd) {
 /* The echo child: one connection, echo PINGPONG_BYTES messages until EOF. */
 static void echo_child(int lfd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (peer_cpu >= 0) pin_to(peer_cpu);
+    if (pinned) pin_to(1);
     alarm(120); /* never outlive a stuck parent for long */
     int fd = accept(lfd, NULL, NULL);
     close(lfd);
@@ -330,7 +332,7 @@ static void server_stop(server_proc *p) {
 
 /* Writes the job file, spawns `server --config JOB --shard 0 --listen 127.0.0.1:0` and reads the
  * port from its "listening on" line (at most SERVER_START_MS). */
-static bool server_start(const char *path, server_proc *p) {
+static bool server_start(const char *path, int cpu, server_proc *p) {
     *p = (server_proc){.out_fd = -1};
     snprintf(p->dir, sizeof(p->dir), "/tmp/bench_ps.XXXXXX");
     if (mkdtemp(p->dir) == NULL) {
@@ -362,8 +364,8 @@ static bool server_start(const char *path, server_proc *p) {
     }
     if (p->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        /* not pinned: with server.threads = 2 a big push or pull uses both cores */
-        unpin();
+        if (cpu >= 0) pin_to(cpu);
+        else unpin(); /* with server.threads = 2 a big push or pull uses both cores */
         dup2(pfd[1], STDOUT_FILENO);
         close(pfd[0]), close(pfd[1]);
         FILE *lf = freopen(p->log, "w", stderr);
@@ -418,11 +420,13 @@ static double op_bytes(op_kind k, size_t n, uint32_t dim) {
     return k == OP_PUSH ? keys + rows : k == OP_PULL ? keys + rows : 2 * keys + 2 * rows;
 }
 
-/* Runs the client benchmarks. For 100 keys each op is preceded by a ping-pong on echo (when
- * set), so that the ratio push+pull / ping-pong compares like with like on a noisy machine. */
-static bool bench_server(const char *server_path, int runs, const echo_peer *echo) {
+/* Runs the client benchmarks for the given sizes against a fresh ps-server on cpu (-1: any).
+ * For 100 keys each op is preceded by a ping-pong on echo (when set), so that the ratio
+ * push+pull / ping-pong compares like with like on a noisy machine. */
+static bool bench_server(const char *server_path, int cpu, const size_t *sizes, size_t n_sizes,
+                         int runs, const echo_peer *echo) {
     server_proc sp;
-    if (!server_start(server_path, &sp)) return false;
+    if (!server_start(server_path, cpu, &sp)) return false;
     bool ok = false;
     ps_client *c = NULL;
     ps_error err = {0};
@@ -439,12 +443,13 @@ static bool bench_server(const char *server_path, int runs, const echo_peer *ech
         fprintf(stderr, "bench_ps: client: %s\n", err.msg);
         goto done;
     }
-    printf("\nclient -> 1 ps-server on loopback (pid %d, port %d); AdaGrad, random uint64 keys, "
-           "rows exist\n",
-           (int)sp.pid, sp.port);
+    char where[32] = "any CPU";
+    if (cpu >= 0) snprintf(where, sizeof(where), "CPU %d", cpu);
+    printf("\nclient -> 1 ps-server on loopback (pid %d, port %d, %s); AdaGrad, random uint64 "
+           "keys, rows exist\n",
+           (int)sp.pid, sp.port, where);
     printf("  %-9s %8s %4s %11s %11s %10s %9s  %s\n", "op", "keys", "dim", "median", "p90",
            "Mkeys/s", "MB/s", "goal   (MB/s: keys + rows both ways, 1e6 B)");
-    static const size_t sizes[] = {100, 10000, 1000000};
     static const uint32_t dims[] = {1, 16};
     for (size_t di = 0; di < 2; di++) {
         const uint32_t dim = dims[di];
@@ -455,7 +460,7 @@ static bool bench_server(const char *server_path, int runs, const echo_peer *ech
             fprintf(stderr, "bench_ps: server has no table %s of dim %u\n", tname, dim);
             goto done;
         }
-        for (size_t si = 0; si < 3; si++) {
+        for (size_t si = 0; si < n_sizes; si++) {
             const size_t n = sizes[si];
             const int iters = n <= 100 ? 500 : n <= 10000 ? 20 : 1;
             uint64_t *keys = xmalloc(n * sizeof(*keys));
@@ -606,7 +611,7 @@ static bool bench_store_apply(uint32_t dim, unsigned threads, int runs) {
     ps_store_destroy(s);
     if (pool != NULL) {
         ps_pool_destroy(pool);
-        if (peer_cpu >= 0) pin_to(0);
+        if (pinned) pin_to(0);
     }
     return ok;
 }
@@ -658,8 +663,8 @@ static const char usage[] =
     "  --mem-rows N    largest row count of the memory check (default 10000000)\n"
     "  --no-net        skip the ping-pong and ps-server parts\n"
     "  --no-store      skip the in-process store part\n"
-    "  --no-pin        let the scheduler place processes (default: bench on CPU 0, the echo\n"
-    "                  child on CPU 1, so every ping-pong crosses CPUs; ps-server unpinned)\n";
+    "  --no-pin        let the scheduler place processes (default: bench on CPU 0, echo child\n"
+    "                  and the small-request ps-server on CPU 1, the 1M-key ps-server free)\n";
 
 int main(int argc, char **argv) {
     int runs = 7;
@@ -697,15 +702,13 @@ int main(int argc, char **argv) {
         snprintf(slash ? slash + 1 : server, 16, "ps-server");
     }
     signal(SIGPIPE, SIG_IGN);
-    if (pin && sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pin_to(0)) peer_cpu = 1;
+    pinned = pin && pin_to(0);
     printf("bench_ps: %d runs per measurement; medians over all samples; %ld CPUs, %.0f%% busy "
            "with other work before the start\n",
            runs, sysconf(_SC_NPROCESSORS_ONLN), others_busy());
-    if (peer_cpu >= 0)
-        printf("pinned: bench on CPU 0, echo child on CPU %d; ps-server free to use both\n",
-               peer_cpu);
-    else
-        printf("not pinned: the scheduler places bench, echo child and ps-server\n");
+    printf("%s\n", pinned ? "pinned: bench on CPU 0; echo child and the small-request ps-server "
+                            "on CPU 1; the 1M-key ps-server on any CPU"
+                          : "not pinned: the scheduler places every process");
     bool ok = true;
 
     if (net) {
@@ -722,7 +725,10 @@ int main(int argc, char **argv) {
             ok = false;
         }
         sample_free(&pp);
-        ok &= bench_server(server, runs, &echo);
+        /* small requests: latency, server on the echo child's CPU; 1M keys: both cores */
+        static const size_t small[] = {100, 10000}, big[] = {1000000};
+        ok &= bench_server(server, pinned ? 1 : -1, small, 2, runs, &echo);
+        ok &= bench_server(server, -1, big, 1, runs, NULL);
         echo_stop(&echo);
     }
     if (store) {
