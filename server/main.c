@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "config.h"
 #include "server.h"
 
@@ -18,53 +19,27 @@ static const char usage[] =
     "  --verbose           log every connection\n"
     "Prints \"listening on HOST:PORT\" on stdout once it accepts connections.\n";
 
-#define MAX_SETS 64
-
 int main(int argc, char **argv) {
-    const char *config = NULL, *listen = NULL, *sets[MAX_SETS];
-    size_t n_sets = 0;
-    long shard = -1;
-    bool verbose = false;
+    ps_cli cli;
+    ps_cli_init(&cli, "ps-server", usage, "--shard");
+    const char *listen = NULL;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_val = i + 1 < argc;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (strcmp(a, "--config") == 0 && has_val) {
-            config = argv[++i];
-        } else if (strcmp(a, "--shard") == 0 && has_val) {
-            char *end;
-            shard = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || shard < 0) {
-                fprintf(stderr, "ps-server: --shard %s: not a shard index\n", argv[i]);
-                return 2;
-            }
-        } else if (strcmp(a, "--listen") == 0 && has_val) {
+        int code;
+        ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
+        if (r == PS_CLI_EXIT) return code;
+        if (r == PS_CLI_TAKEN) continue;
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             listen = argv[++i];
-        } else if (strcmp(a, "--set") == 0 && has_val) {
-            if (n_sets == MAX_SETS) {
-                fprintf(stderr, "ps-server: more than %d --set options\n", MAX_SETS);
-                return 2;
-            }
-            sets[n_sets++] = argv[++i];
-        } else if (strcmp(a, "--verbose") == 0) {
-            verbose = true;
         } else {
-            fprintf(stderr, "ps-server: unknown or incomplete option \"%s\"\n%s", a, usage);
+            fprintf(stderr, "ps-server: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
         }
     }
-    if (config == NULL || shard < 0) {
-        fprintf(stderr, "ps-server: --config and --shard are required\n%s", usage);
-        return 2;
-    }
     static ps_job_config job;
+    if (!ps_cli_load(&cli, &job)) return 2;
+    const long shard = cli.index;
+    const bool verbose = cli.verbose;
     ps_error err = {0};
-    if (ps_config_load(config, sets, n_sets, &job, &err) != PS_OK) {
-        fprintf(stderr, "ps-server: %s\n", err.msg);
-        return 2;
-    }
     ps_server_options opt = {.job = &job, .shard = (uint32_t)shard, .listen = listen,
                              .handle_signals = true,
                              .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};

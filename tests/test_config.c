@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "config.h"
 
 /* A job that sets every key config.c reads, each to a value other than its default. */
@@ -615,4 +616,63 @@ Test(config, table_lookup) {
     cr_assert_eq(ps_config_table(cfg, "b"), 1);
     cr_assert_eq(ps_config_table(cfg, "c"), -1);
     cr_assert_eq(ps_config_table(cfg, ""), -1);
+}
+
+/* --- the job files shipped in the repository ----------------------------------------------------- */
+
+Test(config, shipped_job_files_load) {
+    static const char *const files[] = {"examples/keras_seed.json", "deploy/job.json"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", PS_SOURCE_DIR, files[i]);
+        static ps_job_config job;
+        err = (ps_error){0};
+        cr_assert_eq(ps_config_load(path, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
+        cr_assert(job.has_model, "%s: no model", files[i]);
+        cr_assert_eq(job.num_workers, 2, "%s: the seed job runs 2 workers", files[i]);
+        cr_assert_eq(job.optimizer.form, PS_ADAGRAD_KERAS, "%s: Keras form", files[i]);
+    }
+}
+
+/* --- shared command-line options (common/cli.c) ----------------------------------------------- */
+
+static ps_cli_result cli_run(ps_cli *c, int argc, char **argv, int *code) {
+    ps_cli_init(c, "prog", "usage\n", "--rank");
+    ps_cli_result r = PS_CLI_TAKEN;
+    for (int i = 1; i < argc && r != PS_CLI_EXIT; i++) r = ps_cli_arg(c, argc, argv, &i, code);
+    return r;
+}
+
+Test(config, cli_takes_shared_options) {
+    char *argv[] = {"prog", "--config", "j.json", "--set", "a.b=1", "--rank", "3", "--set",
+                    "c=2", "--verbose"};
+    ps_cli c;
+    int code = -1;
+    cr_assert_eq(cli_run(&c, 10, argv, &code), PS_CLI_TAKEN);
+    cr_assert_str_eq(c.config, "j.json");
+    cr_assert_eq(c.n_sets, 2);
+    cr_assert_str_eq(c.sets[1], "c=2");
+    cr_assert_eq(c.index, 3);
+    cr_assert(c.verbose);
+}
+
+Test(config, cli_leaves_other_options_and_rejects_bad_values) {
+    ps_cli c;
+    int code = -1, i = 1;
+    ps_cli_init(&c, "prog", "usage\n", "--rank");
+    char *other[] = {"prog", "--events"};
+    cr_assert_eq(ps_cli_arg(&c, 2, other, &i, &code), PS_CLI_OTHER);
+    char *bad_rank[] = {"prog", "--rank", "-1"};
+    cr_assert_eq(cli_run(&c, 3, bad_rank, &code), PS_CLI_EXIT);
+    cr_assert_eq(code, 2);
+    char *no_value[] = {"prog", "--config"};
+    cr_assert_eq(cli_run(&c, 2, no_value, &code), PS_CLI_EXIT);
+    cr_assert_eq(code, 2);
+    char *help[] = {"prog", "-h"};
+    cr_assert_eq(cli_run(&c, 2, help, &code), PS_CLI_EXIT);
+    cr_assert_eq(code, 0);
+    ps_job_config job;
+    char *no_rank[] = {"prog", "--config", "x.json"};
+    cr_assert_eq(cli_run(&c, 3, no_rank, &code), PS_CLI_TAKEN);
+    cr_assert_not(ps_cli_load(&c, &job), "loads without --rank");
 }

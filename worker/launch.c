@@ -12,10 +12,10 @@
 #include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "cli.h"
 #include "config.h"
 #include "progress.h"
 
-#define MAX_SETS 64
 #define MAX_LINE (64u << 10)
 #define EPOCH_RING 1024
 #define START_TIMEOUT_MS 15000
@@ -51,9 +51,7 @@ struct launcher {
     uv_signal_t sigint, sigterm;
     uv_timer_t timer;
     ps_job_config job;
-    const char *job_path;
-    const char *sets[MAX_SETS];
-    size_t n_sets;
+    ps_cli cli; /* the job file (positional or --config), --set, --verbose */
     char auto_sets[2][64]; /* busy_poll_us: -1 resolved for this machine (after the user's) */
     size_t n_auto_sets;
     bool verbose, tty;
@@ -164,7 +162,7 @@ static void on_event(launcher *L, child *c, const char *json) {
         p->val_samples = (uint64_t)num(o, "val_samples");
         p->val_loss_sum = num(o, "val_loss_sum");
         p->val_correct = (uint64_t)num(o, "val_correct");
-        if (L->verbose && w->done) {
+        if (L->cli.verbose && w->done) {
             char line[512];
             ps_progress_format(p, true, line, sizeof(line));
             fprintf(stderr, "[%s] epoch %u: %s\n", c->name, e, line);
@@ -186,12 +184,12 @@ static void on_line(child *c, bool is_err, char *line) {
         const char *at = strstr(line, "listening on ");
         if (at != NULL) {
             snprintf(c->addr, sizeof(c->addr), "%s", at + strlen("listening on "));
-            if (L->verbose) printf("[%s] %s\n", c->name, line);
+            if (L->cli.verbose) printf("[%s] %s\n", c->name, line);
             if (++L->servers_listening == L->n_servers) start_workers(L);
             return;
         }
     }
-    if (!L->verbose && strstr(line, "info: ") != NULL) return; /* routine logs: --verbose */
+    if (!L->cli.verbose && strstr(line, "info: ") != NULL) return; /* routine logs: --verbose */
     if (L->tty && L->announced) printf("\r\033[K"); /* keep the bar off other lines */
     if (line[0] == '[') /* already says who it is */
         fprintf(is_err ? stderr : stdout, "%s\n", line);
@@ -255,7 +253,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
     L->children_running--;
     uv_close((uv_handle_t *)p, proc_closed);
     if (L->stopping) {
-        if (L->verbose)
+        if (L->cli.verbose)
             fprintf(stderr, "[launch] %s stopped (status %lld, signal %d)\n", c->name,
                     (long long)status, term_signal);
         maybe_finish(L);
@@ -339,19 +337,19 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     else
         snprintf(path, sizeof(path), "%s/%s", L->bin_dir, bin);
     snprintf(idx, sizeof(idx), "%u", index);
-    char *args[16 + 2 * (MAX_SETS + 2)];
+    char *args[16 + 2 * (PS_CLI_MAX_SETS + 2)];
     size_t n = 0;
     args[n++] = path;
     args[n++] = "--config";
-    args[n++] = (char *)L->job_path;
+    args[n++] = (char *)L->cli.config;
     args[n++] = (char *)flag;
     args[n++] = idx;
     if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
     if (c->is_worker) args[n++] = "--events";
-    for (size_t i = 0; i < L->n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->sets[i];
+    for (size_t i = 0; i < L->cli.n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->cli.sets[i];
     for (size_t i = 0; i < L->n_auto_sets; i++) args[n++] = "--set", args[n++] = L->auto_sets[i];
     if (servers_set) args[n++] = "--set", args[n++] = (char *)servers_set;
-    if (L->verbose) args[n++] = "--verbose";
+    if (L->cli.verbose) args[n++] = "--verbose";
     args[n] = NULL;
     int rc = spawn(L, c, args);
     if (rc != 0) fprintf(stderr, "[launch] cannot start %s: %s\n", path, uv_strerror(rc));
@@ -439,34 +437,20 @@ static const char usage[] =
 
 int main(int argc, char **argv) {
     static launcher L;
+    ps_cli_init(&L.cli, "ps-launch", usage, NULL);
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
-            if (L.n_sets == MAX_SETS) {
-                fprintf(stderr, "ps-launch: more than %d --set options\n", MAX_SETS);
-                return 2;
-            }
-            L.sets[L.n_sets++] = argv[++i];
-        } else if (strcmp(argv[i], "--verbose") == 0) {
-            L.verbose = true;
-        } else if (argv[i][0] != '-' && L.job_path == NULL) {
-            L.job_path = argv[i];
+        int code;
+        ps_cli_result r = ps_cli_arg(&L.cli, argc, argv, &i, &code);
+        if (r == PS_CLI_EXIT) return code;
+        if (r == PS_CLI_TAKEN) continue;
+        if (argv[i][0] != '-' && L.cli.config == NULL) {
+            L.cli.config = argv[i];
         } else {
             fprintf(stderr, "ps-launch: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
         }
     }
-    if (L.job_path == NULL) {
-        fprintf(stderr, "ps-launch: a job file is required\n%s", usage);
-        return 2;
-    }
-    ps_error err = {0};
-    if (ps_config_load(L.job_path, L.sets, L.n_sets, &L.job, &err) != PS_OK) {
-        fprintf(stderr, "ps-launch: %s\n", err.msg);
-        return 2;
-    }
+    if (!ps_cli_load(&L.cli, &L.job)) return 2;
     size_t len = sizeof(L.bin_dir);
     if (uv_exepath(L.bin_dir, &len) != 0) {
         fprintf(stderr, "ps-launch: cannot find my own path\n");

@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 
+#include "cli.h"
 #include "config.h"
 #include "train.h"
 
@@ -23,8 +24,6 @@ static const char usage[] =
     "  --events           print machine-readable progress lines (used by ps-launch)\n"
     "  --verbose          log connection attempts\n";
 
-#define MAX_SETS 64
-
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
     (void)sig;
@@ -32,50 +31,27 @@ static void on_signal(int sig) {
 }
 
 int main(int argc, char **argv) {
-    const char *config = NULL, *sets[MAX_SETS];
-    size_t n_sets = 0;
-    long rank = -1;
-    bool events = false, verbose = false;
+    ps_cli cli;
+    ps_cli_init(&cli, "ps-worker", usage, "--rank");
+    bool events = false;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_val = i + 1 < argc;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (strcmp(a, "--config") == 0 && has_val) {
-            config = argv[++i];
-        } else if (strcmp(a, "--rank") == 0 && has_val) {
-            char *end;
-            rank = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || rank < 0) {
-                fprintf(stderr, "ps-worker: --rank %s: not a rank\n", argv[i]);
-                return 2;
-            }
-        } else if (strcmp(a, "--set") == 0 && has_val) {
-            if (n_sets == MAX_SETS) {
-                fprintf(stderr, "ps-worker: more than %d --set options\n", MAX_SETS);
-                return 2;
-            }
-            sets[n_sets++] = argv[++i];
-        } else if (strcmp(a, "--events") == 0) {
+        int code;
+        ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
+        if (r == PS_CLI_EXIT) return code;
+        if (r == PS_CLI_TAKEN) continue;
+        if (strcmp(argv[i], "--events") == 0) {
             events = true;
-        } else if (strcmp(a, "--verbose") == 0) {
-            verbose = true;
         } else {
-            fprintf(stderr, "ps-worker: unknown or incomplete option \"%s\"\n%s", a, usage);
+            fprintf(stderr, "ps-worker: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
         }
     }
-    if (config == NULL || rank < 0) {
-        fprintf(stderr, "ps-worker: --config and --rank are required\n%s", usage);
-        return 2;
-    }
     static ps_job_config job;
+    if (!ps_cli_load(&cli, &job)) return 2;
+    const char *config = cli.config;
+    const long rank = cli.index;
+    const bool verbose = cli.verbose;
     ps_error err = {0};
-    if (ps_config_load(config, sets, n_sets, &job, &err) != PS_OK) {
-        fprintf(stderr, "ps-worker: %s\n", err.msg);
-        return 2;
-    }
     if ((uint32_t)rank >= job.num_workers) {
         fprintf(stderr, "ps-worker: --rank %ld, but cluster.workers is %u in %s\n", rank,
                 job.num_workers, config);
