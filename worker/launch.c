@@ -54,10 +54,11 @@ struct launcher {
     ps_cli cli; /* the job file (positional or --config), --set, --verbose */
     char auto_sets[2][64]; /* busy_poll_us: -1 resolved for this machine (after the user's) */
     size_t n_auto_sets;
-    bool verbose, tty;
+    bool tty;
     char bin_dir[PS_PATH_MAX];
     child *servers, *workers;
     uint32_t n_servers, n_workers;
+    uint64_t *steps_of; /* (n_workers) a worker's steps per epoch once it has said; 0 before */
     uint32_t servers_listening, workers_done, children_running;
     bool workers_started, stopping, finished;
     int exit_code;
@@ -87,16 +88,20 @@ static bool combine(launcher *L, uint32_t e, ps_progress *out) {
         if (!w->seen) continue;
         const ps_progress *p = &w->p;
         out->step += p->step, out->samples += p->samples;
-        out->steps = out->steps == UINT64_MAX || p->steps == 0 ? UINT64_MAX : out->steps + p->steps;
         out->loss_sum += p->loss_sum, out->correct += p->correct;
         if (p->seconds > out->seconds) out->seconds = p->seconds;
         out->has_val |= p->has_val;
         out->val_samples += p->val_samples, out->val_loss_sum += p->val_loss_sum;
         out->val_correct += p->val_correct;
     }
-    for (uint32_t r = 0; r < L->n_workers && out->steps != UINT64_MAX; r++)
-        if (!slot(L, e, r)->seen) out->steps = UINT64_MAX;
-    if (out->steps == UINT64_MAX) out->steps = 0;
+    /* steps per epoch do not change: a worker not heard from yet in e counts what it said before */
+    for (uint32_t r = 0; r < L->n_workers; r++) {
+        if (L->steps_of[r] == 0) {
+            out->steps = 0; /* unknown: Keras prints "Unknown" */
+            break;
+        }
+        out->steps += L->steps_of[r];
+    }
     return all_done;
 }
 
@@ -114,7 +119,10 @@ static void render(launcher *L) {
         bool done = combine(L, e, &p);
         char line[512];
         if (!done) {
-            if (L->tty && L->job.fit.verbose == 1) {
+            bool heard_all = true; /* a bar of some workers only would jump back */
+            for (uint32_t r = 0; r < L->n_workers; r++)
+                heard_all &= slot(L, e, r)->seen || L->steps_of[r] != 0;
+            if (L->tty && L->job.fit.verbose == 1 && heard_all) {
                 ps_progress_format(&p, false, line, sizeof(line));
                 printf("\r%s\033[K", line);
                 fflush(stdout);
@@ -156,6 +164,7 @@ static void on_event(launcher *L, child *c, const char *json) {
         w->done = strcmp(ev->valuestring, "epoch") == 0;
         ps_progress *p = &w->p;
         p->step = (uint64_t)num(o, "step"), p->steps = (uint64_t)num(o, "steps");
+        if (p->steps != 0) L->steps_of[c->index] = p->steps;
         p->samples = (uint64_t)num(o, "samples"), p->loss_sum = num(o, "loss_sum");
         p->correct = (uint64_t)num(o, "correct"), p->seconds = num(o, "seconds");
         p->has_val = cJSON_GetObjectItemCaseSensitive(o, "val_samples") != NULL;
@@ -464,7 +473,8 @@ int main(int argc, char **argv) {
     L.servers = calloc(L.n_servers, sizeof(child));
     L.workers = calloc(L.n_workers, sizeof(child));
     L.ring = calloc((size_t)EPOCH_RING * L.n_workers, sizeof(worker_epoch));
-    if (!L.servers || !L.workers || !L.ring) {
+    L.steps_of = calloc(L.n_workers, sizeof(*L.steps_of));
+    if (!L.servers || !L.workers || !L.ring || !L.steps_of) {
         fprintf(stderr, "ps-launch: out of memory\n");
         return 1;
     }
@@ -495,6 +505,6 @@ int main(int argc, char **argv) {
     uv_loop_close(L.loop);
     for (uint32_t i = 0; i < L.n_servers; i++) free(L.servers[i].lout.buf), free(L.servers[i].lerr.buf);
     for (uint32_t i = 0; i < L.n_workers; i++) free(L.workers[i].lout.buf), free(L.workers[i].lerr.buf);
-    free(L.servers), free(L.workers), free(L.ring);
+    free(L.servers), free(L.workers), free(L.ring), free(L.steps_of);
     return L.exit_code;
 }
