@@ -10,7 +10,8 @@
  * Every figure is a median over all samples of --runs runs. Besides the table it prints
  * machine-parseable lines: `bench_ps <name> median=<v> unit=<u>`.
  *
- *   bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store] [--no-pin]
+ *   bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store] [--no-big]
+ *            [--no-pin]
  */
 #define _GNU_SOURCE /* sched_setaffinity */
 #include <errno.h>
@@ -657,19 +658,21 @@ static bool bench_store_memory(uint32_t dim, const size_t *counts, size_t n_coun
 /* --- main ------------------------------------------------------------------------------------- */
 
 static const char usage[] =
-    "usage: bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store] [--no-pin]\n"
+    "usage: bench_ps [--runs N] [--server PATH] [--mem-rows N] [--no-net] [--no-store] [--no-big]\n"
+    "                [--no-pin]\n"
     "  --runs N        runs per measurement; medians over all samples (default 7)\n"
     "  --server PATH   the ps-server to spawn (default: ps-server next to bench_ps)\n"
     "  --mem-rows N    largest row count of the memory check (default 10000000)\n"
     "  --no-net        skip the ping-pong and ps-server parts\n"
     "  --no-store      skip the in-process store part\n"
+    "  --no-big        skip the 1M-key requests (for profiling the small ones)\n"
     "  --no-pin        let the scheduler place processes (default: bench on CPU 0, echo child\n"
     "                  and the small-request ps-server on CPU 1, the 1M-key ps-server free)\n";
 
 int main(int argc, char **argv) {
     int runs = 7;
     size_t mem_rows = 10000000;
-    bool net = true, store = true, pin = true;
+    bool net = true, store = true, pin = true, big_ops = true;
     char server[4096] = "";
     for (int i = 1; i < argc; i++) {
         bool has_val = i + 1 < argc;
@@ -685,6 +688,8 @@ int main(int argc, char **argv) {
             store = false;
         } else if (strcmp(argv[i], "--no-pin") == 0) {
             pin = false;
+        } else if (strcmp(argv[i], "--no-big") == 0) {
+            big_ops = false;
         } else {
             fprintf(stderr, "%s", usage);
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -728,7 +733,7 @@ int main(int argc, char **argv) {
         /* small requests: latency, server on the echo child's CPU; 1M keys: both cores */
         static const size_t small[] = {100, 10000}, big[] = {1000000};
         ok &= bench_server(server, pinned ? 1 : -1, small, 2, runs, &echo);
-        ok &= bench_server(server, -1, big, 1, runs, NULL);
+        if (big_ops) ok &= bench_server(server, -1, big, 1, runs, NULL);
         echo_stop(&echo);
     }
     if (store) {
