@@ -220,7 +220,9 @@ static void set_nodelay_timeout(int fd) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* The echo child: one connection, echo PINGPONG_BYTES messages until EOF. */
+/* The echo child: one connection; echoes PINGPONG_BYTES messages until EOF. A message that starts
+ * with 'B' and a uint64 n announces n bulk bytes, which it reads (into a reused 1 MiB buffer, as
+ * a receiver would) before it answers: the bare-TCP floor for moving a big request. */
 static void echo_child(int lfd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (pinned) pin_to(1);
@@ -230,7 +232,18 @@ static void echo_child(int lfd) {
     if (fd < 0) _exit(1);
     set_nodelay_timeout(fd);
     uint8_t buf[PINGPONG_BYTES];
-    while (io_full(fd, buf, sizeof(buf), false) && io_full(fd, buf, sizeof(buf), true)) {
+    static uint8_t sink[1 << 20];
+    while (io_full(fd, buf, sizeof(buf), false)) {
+        if (buf[0] == 'B') {
+            uint64_t n;
+            memcpy(&n, buf + 1, sizeof(n));
+            for (uint64_t got = 0; got < n;) {
+                size_t take = n - got < sizeof(sink) ? (size_t)(n - got) : sizeof(sink);
+                if (!io_full(fd, sink, take, false)) _exit(1);
+                got += take;
+            }
+        }
+        if (!io_full(fd, buf, sizeof(buf), true)) break;
     }
     close(fd);
     _exit(0);
@@ -278,6 +291,19 @@ static double echo_once(const echo_peer *e) {
     double t0 = now_s();
     if (!io_full(e->fd, buf, sizeof(buf), true) || !io_full(e->fd, buf, sizeof(buf), false)) {
         perror("bench_ps: ping-pong");
+        return -1.0;
+    }
+    return now_s() - t0;
+}
+
+/* n bytes of src to the echo child and its 64-byte answer: seconds, or -1 on failure. */
+static double bulk_once(const echo_peer *e, const uint8_t *src, uint64_t n) {
+    uint8_t buf[PINGPONG_BYTES] = {'B'};
+    memcpy(buf + 1, &n, sizeof(n));
+    double t0 = now_s();
+    if (!io_full(e->fd, buf, sizeof(buf), true) || !io_full(e->fd, (uint8_t *)src, n, true) ||
+        !io_full(e->fd, buf, sizeof(buf), false)) {
+        perror("bench_ps: bulk transfer");
         return -1.0;
     }
     return now_s() - t0;
@@ -469,8 +495,12 @@ static bool bench_server(const char *server_path, int cpu, const size_t *sizes, 
             float *out = xmalloc(n * dim * sizeof(*out));
             fill_keys(keys, n, 0x5eed0000u + n * 64 + dim);
             fill_grads(grads, n * dim, 0xfeed0000u + n * 64 + dim);
-            samples s[N_OPS] = {{0}}, ping = {0};
+            samples s[N_OPS] = {{0}}, ping = {0}, floor[N_OPS] = {{0}};
             const bool paired = n == 100 && echo != NULL && echo->fd >= 0;
+            /* big requests: before each, the same bytes over bare TCP to the echo child */
+            const bool floored = n >= 1000000 && echo != NULL && echo->fd >= 0;
+            uint8_t *bulk = floored ? xmalloc((size_t)op_bytes(OP_PUSHPULL, n, dim)) : NULL;
+            if (bulk) memset(bulk, 0x5a, (size_t)op_bytes(OP_PUSHPULL, n, dim));
             /* warm-up: the first push creates the rows; one of each op after it */
             bool good = ps_client_push(c, ts->id, keys, n, grads, &err) == PS_OK;
             for (int k = 0; good && k < N_OPS; k++)
@@ -481,6 +511,10 @@ static bool bench_server(const char *server_path, int cpu, const size_t *sizes, 
                         if (paired) {
                             double t = echo_once(echo);
                             if (t >= 0) sample_add(&ping, t);
+                        }
+                        if (floored) {
+                            double t = bulk_once(echo, bulk, (uint64_t)op_bytes(k, n, dim));
+                            if (t >= 0) sample_add(&floor[k], t);
                         }
                         double t0 = now_s();
                         good = do_op(c, (op_kind)k, ts->id, keys, n, grads, out, &err) == PS_OK;
@@ -507,6 +541,14 @@ static bool bench_server(const char *server_path, int cpu, const size_t *sizes, 
                 record(name, med * scale, unit);
                 snprintf(name, sizeof(name), "%s_d%u_n%zu_rate", op_name[k], dim, n);
                 record(name, (double)n / med / 1e6, "Mkeys/s");
+                if (floored && floor[k].n > 0) {
+                    double f = quantile(&floor[k], 0.5);
+                    printf("  %-9s %8zu %4u %8.1f ms  bare TCP, the same %.0f MB one way: op = "
+                           "%.2fx that\n",
+                           "  floor", n, dim, f * 1e3, op_bytes((op_kind)k, n, dim) / 1e6, med / f);
+                    snprintf(name, sizeof(name), "%s_d%u_n%zu_vs_bare_tcp", op_name[k], dim, n);
+                    record(name, med / f, "x");
+                }
             }
             if (good && paired && ping.n > 0) {
                 double ratio = quantile(&s[OP_PUSHPULL], 0.5) / quantile(&ping, 0.5);
@@ -519,8 +561,8 @@ static bool bench_server(const char *server_path, int cpu, const size_t *sizes, 
                 record(name, ratio, "x");
             }
             sample_free(&ping);
-            for (int k = 0; k < N_OPS; k++) sample_free(&s[k]);
-            free(keys), free(grads), free(out);
+            for (int k = 0; k < N_OPS; k++) sample_free(&s[k]), sample_free(&floor[k]);
+            free(keys), free(grads), free(out), free(bulk);
             if (!good) goto done;
         }
     }
@@ -733,7 +775,7 @@ int main(int argc, char **argv) {
         /* small requests: latency, server on the echo child's CPU; 1M keys: both cores */
         static const size_t small[] = {100, 10000}, big[] = {1000000};
         ok &= bench_server(server, pinned ? 1 : -1, small, 2, runs, &echo);
-        if (big_ops) ok &= bench_server(server, -1, big, 1, runs, NULL);
+        if (big_ops) ok &= bench_server(server, -1, big, 1, runs, &echo);
         echo_stop(&echo);
     }
     if (store) {
