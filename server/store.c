@@ -377,7 +377,7 @@ ps_status ps_store_push(ps_store *s, const uint8_t *keys, const uint8_t *grads, 
     /* 1. resolve every key to a row, creating rows. With a pool, the parts look up existing rows
      *    side by side, then this thread creates the missing ones. */
     store_job job = {.s = s, .keys = keys, .grads = grads, .n = n};
-    if (parallel(s, n)) {
+    if (parallel(s, n) && s->rows > 0) { /* an empty table has nothing to look up */
         job.kind = JOB_FIND;
         ps_pool_run(s->pool, run_part, &job);
         for (size_t i = 0; i < n; i++) {
