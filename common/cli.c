@@ -1,6 +1,8 @@
 /* cli.c - shared command-line options; see cli.h. */
 #include "cli.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,9 +44,10 @@ ps_cli_result ps_cli_arg(ps_cli *c, int argc, char **argv, int *i, int *code) {
         c->sets[c->n_sets++] = v;
     } else {
         char *end;
+        errno = 0;
         long n = strtol(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || n < 0) {
-            fprintf(stderr, "%s: %s %s: not a non-negative integer\n", c->prog, a, v);
+        if (*v == '\0' || *end != '\0' || n < 0 || errno == ERANGE || n > (long)UINT32_MAX) {
+            fprintf(stderr, "%s: %s %s: not an index from 0 to %u\n", c->prog, a, v, UINT32_MAX);
             return PS_CLI_EXIT;
         }
         c->index = n;

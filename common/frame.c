@@ -86,7 +86,7 @@ const uint8_t *ps_framer_partial(const ps_framer *f, size_t *len, size_t *total)
 }
 
 void ps_framer_redirect(ps_framer *f, size_t at, uint8_t *dst) {
-    if (!f->in_payload || at > f->len || at > f->plen) return;
+    if (!f->in_payload || f->redirect != NULL || at > f->len || at > f->plen) return;
     if (f->len > at) memcpy(dst, f->buf + at, f->len - at);
     f->redirect = dst, f->redirect_at = at;
 }
@@ -117,7 +117,7 @@ ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb c
             f->in_payload = true, f->plen = plen, f->len = 0, f->hdr_len = 0;
         }
         ps_status st;
-        if (f->len == 0 && n >= f->plen) { /* whole payload in this read: no copy */
+        if (f->len == 0 && n >= f->plen && f->redirect == NULL) { /* whole in this read: no copy */
             st = cb(ud, p, f->plen);
             p += f->plen, n -= f->plen;
         } else {

@@ -41,7 +41,8 @@ ps_status ps_framer_commit(ps_framer *f, size_t n, ps_frame_cb cb, void *ud);
 const uint8_t *ps_framer_partial(const ps_framer *f, size_t *len, size_t *total);
 
 /* From payload byte `at` to the end, the current incomplete frame's bytes go to dst instead of
- * the frame buffer (those already received are moved there now; at <= bytes received). Lets a
+ * the frame buffer (those already received are moved there now; at <= bytes received). Once per
+ * frame: a second call is ignored. Lets a
  * reader that knows where a big field of the frame belongs place it without a copy. The frame
  * callback then gets the payload with bytes [at, end) unset. */
 void ps_framer_redirect(ps_framer *f, size_t at, uint8_t *dst);

@@ -100,10 +100,14 @@ void ps_frame_release(ps_frame_cache *fc, uint8_t *frame) {
         return;
     }
     int smallest = 0; /* an empty slot counts as smallest */
-    for (int i = 1; i < PS_FRAME_CACHE_SLOTS; i++)
+    size_t held = 0;
+    for (int i = 0; i < PS_FRAME_CACHE_SLOTS; i++) {
+        held += cap_of(fc->spare[i]);
         if (cap_of(fc->spare[i]) < cap_of(fc->spare[smallest])) smallest = i;
-    if (fc->spare[smallest] != NULL && cap_of(fc->spare[smallest]) >= cap) {
-        free(frame); /* every spare is at least as big */
+    }
+    if ((fc->spare[smallest] != NULL && cap_of(fc->spare[smallest]) >= cap) ||
+        held - cap_of(fc->spare[smallest]) + cap > PS_FRAME_CACHE_MAX_BYTES) {
+        free(frame); /* every spare is at least as big, or the cache would hold too much */
         return;
     }
     free(fc->spare[smallest]);

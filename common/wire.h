@@ -41,12 +41,14 @@ typedef struct {
     size_t fill_len;
 } ps_bulk;
 
-/* Spare frame buffers of one event loop (a server's connections, a client's shards). A fresh malloc of a frame of many MiB is an mmap whose every
- * 4 KiB page faults and is zeroed on first touch (~0.3 ms per MiB here); encoding the next big
- * frame into an earlier one's memory skips that. Holds at most PS_FRAME_CACHE_SLOTS buffers (as
- * many as big frames were in flight at once: a 64 MiB pull leaves as 16 parts), each at most the largest frame sent.
+/* Spare frame buffers of one event loop (a server's connections, a client's shards). A fresh
+ * malloc of a frame of many MiB is an mmap whose every 4 KiB page faults and is zeroed on first
+ * touch (~0.3 ms per MiB here); encoding the next big frame into an earlier one's memory skips
+ * that. Holds at most PS_FRAME_CACHE_SLOTS buffers (as many as big frames were in flight at once:
+ * a 64 MiB pull leaves as 16 parts) and PS_FRAME_CACHE_MAX_BYTES in all.
  * Zero-initialize; ps_frame_cache_clear frees them. */
 #define PS_FRAME_CACHE_SLOTS 16
+#define PS_FRAME_CACHE_MAX_BYTES (256u << 20) /* held at most, all slots together */
 typedef struct {
     uint8_t *spare[PS_FRAME_CACHE_SLOTS];
 } ps_frame_cache;

@@ -9,6 +9,7 @@
 #include "server_internal.h"
 
 #define VALUES_PART_BYTES (4u << 20)
+#define VALUES_OVERHEAD 64 /* a Values frame's bytes besides its rows, at most */
 
 typedef struct {
     ps_store *store;
@@ -45,13 +46,16 @@ static ps_status check_keys(ps_conn *c, uint32_t table, const ps_bytes *keys,
     return PS_OK;
 }
 
-/* Rows of n keys as Values parts of at most VALUES_PART_BYTES (at least one row, at least one
- * part). Each part leaves as soon as it is read out of the store, so the peer receives part k
+/* Rows of n keys as Values parts of at most VALUES_PART_BYTES and within limits.max_frame_bytes
+ * (at least one row, at least one part). Each part leaves as soon as it is read out of the store, so the peer receives part k
  * while part k+1 is being read. */
 static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8_t *keys, size_t n,
                               ps_error *err) {
     const size_t row_bytes = ps_store_spec(st)->dim * sizeof(float);
-    const size_t part = row_bytes >= VALUES_PART_BYTES ? 1 : VALUES_PART_BYTES / row_bytes;
+    size_t part_bytes = VALUES_PART_BYTES; /* and within the frame limit, which peers share */
+    if (part_bytes > c->srv->job->max_frame_bytes - VALUES_OVERHEAD)
+        part_bytes = c->srv->job->max_frame_bytes - VALUES_OVERHEAD;
+    const size_t part = row_bytes >= part_bytes ? 1 : part_bytes / row_bytes;
     size_t first = 0;
     do {
         const size_t m = n - first < part ? n - first : part;

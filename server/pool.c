@@ -54,8 +54,14 @@ ps_status ps_pool_create(unsigned threads, ps_pool **out, ps_error *err) {
         free(p);
         return ps_error_set(err, PS_NOMEM, "pool: out of memory");
     }
-    uv_cond_init(&p->work);
-    uv_cond_init(&p->done);
+    bool work_ok = uv_cond_init(&p->work) == 0, done_ok = work_ok && uv_cond_init(&p->done) == 0;
+    if (!done_ok) {
+        if (work_ok) uv_cond_destroy(&p->work);
+        uv_mutex_destroy(&p->mu);
+        free(p->threads);
+        free(p);
+        return ps_error_set(err, PS_NOMEM, "pool: cannot create condition variables");
+    }
     p->n = 1;
     for (unsigned i = 1; i < threads; i++) {
         helper_arg *h = malloc(sizeof(*h));

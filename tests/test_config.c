@@ -662,9 +662,10 @@ Test(config, cli_leaves_other_options_and_rejects_bad_values) {
     ps_cli_init(&c, "prog", "usage\n", "--rank");
     char *other[] = {"prog", "--events"};
     cr_assert_eq(ps_cli_arg(&c, 2, other, &i, &code), PS_CLI_OTHER);
-    char *bad_rank[] = {"prog", "--rank", "-1"};
+    char *bad_rank[] = {"prog", "--rank", "-1"}, *big_rank[] = {"prog", "--rank", "4294967296"};
     cr_assert_eq(cli_run(&c, 3, bad_rank, &code), PS_CLI_EXIT);
     cr_assert_eq(code, 2);
+    cr_assert_eq(cli_run(&c, 3, big_rank, &code), PS_CLI_EXIT, "a rank past 2^32 - 1 wraps");
     char *no_value[] = {"prog", "--config"};
     cr_assert_eq(cli_run(&c, 2, no_value, &code), PS_CLI_EXIT);
     cr_assert_eq(code, 2);

@@ -1,6 +1,8 @@
 /* test_server.c - real shards on loopback: bad peers get an Error while other clients keep
  * working, and a 2-shard job stores each key on its own shard with the reference values. */
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,4 +437,116 @@ Test(parts, big_push_with_duplicates_is_one_push, .timeout = 60) {
     }
     tu_server_free(s);
     free(keys), free(g), free(out);
+}
+
+/* Parts also respect limits.max_frame_bytes: with 1 MiB frames, a pull whose request fits (0.8 MB)
+ * but whose rows do not (6.4 MB) still arrives whole through the client. */
+Test(parts, parts_fit_a_small_frame_limit, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"small\", \"seed\": 3, \"limits\": {\"max_frame_bytes\": 1048576},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 16, \"init\": {\"type\": \"uniform\"}}]}",
+           &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    ps_client *c;
+    ps_error err = {0};
+    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    enum { N = 100000, D = 16 };
+    uint64_t *keys = malloc(N * sizeof(*keys));
+    float *out = malloc((size_t)N * D * sizeof(float)), want[D];
+    cr_assert(keys && out);
+    for (size_t i = 0; i < N; i++) keys[i] = ps_mix64(i + 5);
+    cr_assert_eq(ps_client_pull(c, 0, keys, N, out, &err), PS_OK, "%s", err.msg);
+    for (size_t i = 0; i < N; i++) {
+        ps_init_row(&j.tables[0].init, j.seed, 0, keys[i], want, D);
+        if (memcmp(out + i * D, want, sizeof(want)) != 0) cr_assert_fail("row %zu differs", i);
+    }
+    ps_client_destroy(c);
+    tu_server_free(s);
+    free(keys), free(out);
+}
+
+/* --- a misbehaving server: the client reports, never crashes ----------------------------------- */
+
+typedef struct {
+    int lfd;
+    uint32_t dim; /* the table's dim in the HelloReply */
+} fake_server;
+
+/* Accepts one client, answers its Hello with one table of f->dim, then answers every request
+ * with an empty Values (wrong for a Stats request) until the client goes. */
+static void *fake_serve(void *arg) {
+    fake_server *f = arg;
+    int fd = accept(f->lfd, NULL, NULL);
+    ps_msg m;
+    uint8_t *buf = NULL;
+    while (fd >= 0 && tu_read_msg(fd, &m, &buf)) {
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = m.env.request_id;
+        if (m.env.which_body == ps_Envelope_hello_tag) {
+            env.which_body = ps_Envelope_hello_reply_tag;
+            env.hello_reply.num_shards = 1;
+            env.hello_reply.tables_count = 1;
+            snprintf(env.hello_reply.tables[0].name, sizeof(env.hello_reply.tables[0].name), "t");
+            env.hello_reply.tables[0].dim = f->dim;
+        } else {
+            env.which_body = ps_Envelope_values_tag;
+            env.values.first_row = 0;
+        }
+        free(buf);
+        if (!tu_send_msg(fd, &env, NULL, NULL, NULL)) break;
+    }
+    free(buf);
+    if (fd >= 0) close(fd);
+    return NULL;
+}
+
+static int fake_listen(int *port) {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    cr_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+              listen(lfd, 1) == 0 && getsockname(lfd, (struct sockaddr *)&a, &alen) == 0);
+    *port = ntohs(a.sin_port);
+    return lfd;
+}
+
+static ps_status fake_client(uint32_t dim, bool stats, char *msg, size_t msg_len) {
+    int port;
+    fake_server f = {.lfd = fake_listen(&port), .dim = dim};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fake_serve, &f), 0);
+    ps_job_config j;
+    char json[256];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"\", \"cluster\": {\"servers\": [\"127.0.0.1:%d\"],"
+             " \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000}}",
+             port);
+    tu_job(json, &j);
+    ps_client *c = NULL;
+    ps_error err = {0};
+    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
+    ps_status st = ps_client_create(&o, &c, &err);
+    if (st == PS_OK && stats) {
+        uint64_t rows, bytes;
+        st = ps_client_table_stats(c, 0, &rows, &bytes, &err);
+    }
+    snprintf(msg, msg_len, "%s", err.msg);
+    ps_client_destroy(c);
+    pthread_join(th, NULL);
+    close(f.lfd);
+    return st;
+}
+
+Test(misbehaving, values_in_reply_to_stats_is_an_error) {
+    char msg[512];
+    cr_assert_eq(fake_client(4, true, msg, sizeof(msg)), PS_PROTO, "got: %s", msg);
+    cr_assert(strstr(msg, "without a pull") != NULL, "message: %s", msg);
+}
+
+Test(misbehaving, table_of_dim_zero_is_refused) {
+    char msg[512];
+    cr_assert_eq(fake_client(0, false, msg, sizeof(msg)), PS_PROTO, "got: %s", msg);
+    cr_assert(strstr(msg, "dim 0") != NULL, "message: %s", msg);
 }

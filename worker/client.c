@@ -240,6 +240,12 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
                      sc->addr, r->shard, r->num_shards, sc->index, c->n_shards);
         return;
     }
+    for (pb_size_t i = 0; i < r->tables_count; i++) {
+        if (r->tables[i].dim == 0) {
+            ps_error_set(&c->hello_err, PS_PROTO, "server %s: table %u has dim 0", sc->addr, i);
+            return;
+        }
+    }
     if (c->n_tables == 0) {
         for (pb_size_t i = 0; i < r->tables_count; i++)
             ps_wire_table_from_pb(&r->tables[i], &c->tables[i]);
@@ -257,6 +263,13 @@ static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) 
     op_slot *o = &c->ops[w->op];
     if (!o->in_use || o->gen != w->op_gen || o->st != PS_OK) return; /* abandoned or failed */
     const size_t rb = o->dim * sizeof(float), len = m->values.len;
+    if (rb == 0 || (o->out == NULL && len > 0)) { /* no pull asked for (Stats, Push) */
+        char msg[400];
+        snprintf(msg, sizeof(msg), "server %u: values in reply to a request without a pull",
+                 sc->index);
+        op_fail(o, PS_PROTO, msg);
+        return;
+    }
     if (m->env.values.first_row != w->got || len % rb != 0 || len / rb > w->n_pull - w->got) {
         char msg[400];
         snprintf(msg, sizeof(msg),

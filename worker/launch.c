@@ -454,6 +454,10 @@ int main(int argc, char **argv) {
         if (r == PS_CLI_TAKEN) continue;
         if (argv[i][0] != '-' && L.cli.config == NULL) {
             L.cli.config = argv[i];
+        } else if (argv[i][0] != '-') {
+            fprintf(stderr, "ps-launch: one job file, please: \"%s\" and \"%s\"\n", L.cli.config,
+                    argv[i]);
+            return 2;
         } else {
             fprintf(stderr, "ps-launch: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
