@@ -802,7 +802,7 @@ ps_status ps_client_wait(ps_client *c, ps_op op, ps_error *err) {
 ps_status ps_client_wait_all(ps_client *c, ps_error *err) {
     ps_status first = PS_OK;
     for (size_t i = 0; i < c->ops_cap; i++) {
-        if (!c->ops[i].in_use || c->ops[i].stats_table == UINT32_MAX) continue;
+        if (!c->ops[i].in_use) continue;
         ps_status st = ps_client_wait(c, op_handle(c, (uint32_t)i), first == PS_OK ? err : NULL);
         if (first == PS_OK) first = st;
     }
