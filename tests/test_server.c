@@ -550,3 +550,32 @@ Test(misbehaving, table_of_dim_zero_is_refused) {
     cr_assert_eq(fake_client(0, false, msg, sizeof(msg)), PS_PROTO, "got: %s", msg);
     cr_assert(strstr(msg, "dim 0") != NULL, "message: %s", msg);
 }
+
+/* --- busy polling changes nothing but latency -------------------------------------------------- */
+
+/* A client and a server that poll between requests (as ps-launch sets them up when the CPUs
+ * allow) give the same values; waits still end on their deadlines. */
+Test(server, busy_polling_client_and_server) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"poll\", \"seed\": 5, \"server\": {\"busy_poll_us\": 300},"
+           " \"cluster\": {\"busy_poll_us\": 300, \"request_timeout_ms\": 5000},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}}]}",
+           &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    ps_client *c;
+    ps_error err = {0};
+    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    uint64_t key = 77;
+    float w[4], acc[4] = {0}, g[4] = {0.5f, -0.5f, 0.25f, 1.0f}, got[4];
+    ps_init_row(&j.tables[0].init, j.seed, 0, key, w, 4);
+    for (int step = 0; step < 50; step++) {
+        cr_assert_eq(ps_client_pushpull(c, 0, &key, 1, g, &key, 1, got, &err), PS_OK, "%s",
+                     err.msg);
+        ps_adagrad_update(&j.tables[0].opt, w, acc, g, 4, (uint64_t)step + 1);
+        cr_assert_eq(memcmp(got, w, sizeof(w)), 0, "step %d", step);
+    }
+    ps_client_destroy(c);
+    tu_server_free(s);
+}
