@@ -1,4 +1,5 @@
-/* conn.c - one TCP peer: reads into a reused buffer, frames, hands frames to the handlers,
+/* conn.c - one TCP peer: reads into a reused buffer (the bulk of a big frame straight into the
+ * frame's own buffer), frames, hands frames to the handlers,
  * queues replies with backpressure (stop reading above limits.max_write_queue_bytes, resume
  * below half), and closes after an Error when the peer cannot be trusted any more. */
 #include <stdio.h>

@@ -9,7 +9,11 @@
  * Push and pull walk keys as a software pipeline: key i + 2*AHEAD is hashed and its slot
  * prefetched, key i + AHEAD's slot is probed for its first tag match and that row prefetched, and
  * key i is resolved with both already in cache. A lone lookup would wait on two cache misses in a
- * row (the slot, then the row's key for the compare). */
+ * row (the slot, then the row's key for the compare).
+ *
+ * With a pool (ps_store_set_pool), a call of >= PAR_MIN_KEYS keys is cut into one key range per
+ * thread: lookups, the apply (rows are distinct by then: duplicates take the serial path) and
+ * pulls run side by side. Rows are created, and the index grown, on the caller's thread only. */
 #include "store.h"
 
 #include <stdlib.h>

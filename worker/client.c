@@ -3,7 +3,9 @@
  *
  * Replies on one connection come back in request order (a shard serves a connection in order),
  * so each connection keeps a FIFO of what it is owed and checks each reply's request id against
- * its head. */
+ * its head. A pull's rows may come in several Values parts; the owed entry stays at the head
+ * until the last one. The bulk of a big part is read straight into the caller's array when its
+ * rows go there in order (maybe_redirect), else copied out of the frame. */
 #include "client.h"
 
 #include <stdio.h>
