@@ -1,7 +1,7 @@
 /* conn.c - one TCP peer: reads into a reused buffer (the bulk of a big frame straight into the
- * frame's own buffer), frames, hands frames to the handlers,
- * queues replies with backpressure (stop reading above limits.max_write_queue_bytes, resume
- * below half), and closes after an Error when the peer cannot be trusted any more. */
+ * frame's own buffer), frames, hands frames to the handlers, queues replies with backpressure
+ * (stop reading above limits.max_write_queue_bytes, resume below half), and closes after an
+ * Error when the peer cannot be trusted any more. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
