@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pb_decode.h>
 #include <uv.h>
 
 #include "frame.h"
@@ -375,17 +376,6 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
     return c->broken ? PS_CLOSED : PS_OK;
 }
 
-/* A protobuf varint at *p (< end); false if it does not fit. */
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-    *v = 0;
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) return true;
-    }
-    return false;
-}
-
 /* When the big frame being read is a Values part for the request at the head of the queue, and
  * its rows go to consecutive rows of the caller's array, the rest of the frame is read straight
  * there instead of being copied out of the frame buffer afterwards (64 MB for a 1M x 16 pull).
@@ -396,20 +386,30 @@ static void maybe_redirect(shard_conn *sc) {
     size_t have, total;
     const uint8_t *p = ps_framer_partial(sc->framer, &have, &total);
     if (p == NULL || sc->redirected || sc->q_len == 0 || total < PS_FRAME_DIRECT_MIN) return;
-    const uint8_t *start = p, *end = p + have;
-    uint64_t tag, id, len, first_row = 0, more = 0, vlen;
-    if (!get_varint(&p, end, &tag) || tag != (1u << 3 | 0) || !get_varint(&p, end, &id) ||
-        !get_varint(&p, end, &tag) || tag != ((uint64_t)ps_Envelope_values_tag << 3 | 2) ||
-        !get_varint(&p, end, &len) || len != total - (size_t)(p - start))
+    /* the prefix may end anywhere: a field cut short just fails to decode, and we try again */
+    pb_istream_t in = pb_istream_from_buffer(p, have);
+    pb_wire_type_t wt;
+    uint32_t tag;
+    bool eof;
+    uint64_t id, len, first_row = 0, more = 0, vlen;
+#define FIELD(number, type) (pb_decode_tag(&in, &wt, &tag, &eof) && tag == (number) && wt == (type))
+    if (!FIELD(ps_Envelope_request_id_tag, PB_WT_VARINT) || !pb_decode_varint(&in, &id) ||
+        !FIELD(ps_Envelope_values_tag, PB_WT_STRING) || !pb_decode_varint(&in, &len) ||
+        len != total - (have - in.bytes_left))
         return;
-    for (;;) {
-        if (!get_varint(&p, end, &tag)) return;
-        if (tag == (1u << 3 | 0) && get_varint(&p, end, &first_row)) continue;
-        if (tag == (2u << 3 | 0) && get_varint(&p, end, &more)) continue;
-        if (tag == (3u << 3 | 2) && get_varint(&p, end, &vlen)) break;
+#undef FIELD
+    for (;;) { /* Values: first_row and more (each absent when 0), then values */
+        if (!pb_decode_tag(&in, &wt, &tag, &eof)) return;
+        if (wt == PB_WT_VARINT && tag == ps_Values_first_row_tag &&
+            pb_decode_varint(&in, &first_row))
+            continue;
+        if (wt == PB_WT_VARINT && tag == ps_Values_more_tag && pb_decode_varint(&in, &more))
+            continue;
+        if (wt == PB_WT_STRING && tag == ps_Values_values_tag && pb_decode_varint(&in, &vlen))
+            break;
         return;
     }
-    const size_t at = (size_t)(p - start);
+    const size_t at = have - in.bytes_left;
     const owed *w = &sc->q[sc->q_head];
     const op_slot *o = &sc->cl->ops[w->op];
     const size_t rb = o->dim * sizeof(float);
