@@ -31,9 +31,7 @@ static void setup(void) {
     tu_job(job_json, &job);
     srv = tu_server_start(&job, 0);
     tu_job_use(&job, &srv, 1);
-    ps_client_options o = {.job = &job, .rank = 0, .log = {.level = PS_LOG_ERROR}};
-    ps_error err = {0};
-    cr_assert_eq(ps_client_create(&o, &good, &err), PS_OK, "%s", err.msg);
+    good = tu_client(&job, 0);
 }
 
 static void teardown(void) {
@@ -256,12 +254,8 @@ Test(two_shards, each_shard_holds_its_own_keys_with_reference_values, .timeout =
            &j);
     test_server *s[2] = {tu_server_start(&j, 0), tu_server_start(&j, 1)};
     tu_job_use(&j, s, 2);
-    ps_client *c[2];
+    ps_client *c[2] = {tu_client(&j, 0), tu_client(&j, 1)};
     ps_error err = {0};
-    for (int i = 0; i < 2; i++) {
-        ps_client_options o = {.job = &j, .rank = (uint32_t)i, .log = {.level = PS_LOG_ERROR}};
-        cr_assert_eq(ps_client_create(&o, &c[i], &err), PS_OK, "%s", err.msg);
-    }
     enum { N = 2000, D = 3, STEPS = 3 };
     static uint64_t keys[N];
     static float grads[N * D], ref_w[N * D], ref_acc[N * D], got[N * D];
@@ -376,10 +370,8 @@ Test(parts, client_reassembles_parts_from_two_shards, .timeout = 60) {
     tu_job(json, &j);
     test_server *s[2] = {tu_server_start(&j, 0), tu_server_start(&j, 1)};
     tu_job_use(&j, s, 2);
-    ps_client *c;
+    ps_client *c = tu_client(&j, 0);
     ps_error err = {0};
-    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
-    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
     enum { N = 300000, D = 16 };
     uint64_t *keys = malloc(N * sizeof(*keys));
     float *g = malloc((size_t)N * D * sizeof(float)), *out = malloc((size_t)N * D * sizeof(float));
@@ -412,10 +404,8 @@ Test(parts, big_push_with_duplicates_is_one_push, .timeout = 60) {
     tu_job(json, &j);
     test_server *s = tu_server_start(&j, 0);
     tu_job_use(&j, &s, 1);
-    ps_client *c;
+    ps_client *c = tu_client(&j, 0);
     ps_error err = {0};
-    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
-    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
     enum { U = 100000, N = 2 * U, D = 16 };
     uint64_t *keys = malloc(N * sizeof(*keys));
     float *g = malloc((size_t)N * D * sizeof(float)), *out = malloc((size_t)U * D * sizeof(float));
@@ -448,10 +438,8 @@ Test(parts, parts_fit_a_small_frame_limit, .timeout = 60) {
            &j);
     test_server *s = tu_server_start(&j, 0);
     tu_job_use(&j, &s, 1);
-    ps_client *c;
+    ps_client *c = tu_client(&j, 0);
     ps_error err = {0};
-    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
-    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
     enum { N = 100000, D = 16 };
     uint64_t *keys = malloc(N * sizeof(*keys));
     float *out = malloc((size_t)N * D * sizeof(float)), want[D];
@@ -563,10 +551,8 @@ Test(server, busy_polling_client_and_server) {
            &j);
     test_server *s = tu_server_start(&j, 0);
     tu_job_use(&j, &s, 1);
-    ps_client *c;
+    ps_client *c = tu_client(&j, 0);
     ps_error err = {0};
-    ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
-    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
     uint64_t key = 77;
     float w[4], acc[4] = {0}, g[4] = {0.5f, -0.5f, 0.25f, 1.0f}, got[4];
     ps_init_row(&j.tables[0].init, j.seed, 0, key, w, 4);

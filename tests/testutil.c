@@ -152,3 +152,11 @@ bool tu_closed(int fd) {
     }
     return false;
 }
+
+ps_client *tu_client(const ps_job_config *job, uint32_t rank) {
+    ps_client_options o = {.job = job, .rank = rank, .log = {.level = PS_LOG_ERROR}};
+    ps_client *c = NULL;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "client: %s", err.msg);
+    return c;
+}

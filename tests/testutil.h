@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client.h"
 #include "config.h"
 #include "server.h"
 #include "wire.h"
@@ -23,6 +24,9 @@ int tu_server_port(const test_server *t);
 /* Stops the loop and joins the thread; the stores stay readable until tu_server_free. */
 ps_server *tu_server_stop(test_server *t);
 void tu_server_free(test_server *t);
+
+/* A client of job with this rank (errors logged only); fails the test if it cannot connect. */
+ps_client *tu_client(const ps_job_config *job, uint32_t rank);
 
 /* Points job->servers at running test servers. */
 void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n);
