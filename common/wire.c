@@ -218,6 +218,13 @@ void ps_wire_table_to_pb(const ps_table_spec *t, ps_TableSpec *pb) {
     pb->init_stddev = t->init.stddev;
     pb->fan_in = t->init.fan_in;
     pb->fan_out = t->init.fan_out;
+    pb->form = (ps_AdagradForm)t->opt.form;
+    pb->learning_rate = t->opt.learning_rate;
+    pb->epsilon = t->opt.epsilon;
+    pb->initial_accumulator_value = t->opt.initial_accumulator_value;
+    pb->lr_decay = t->opt.lr_decay;
+    pb->weight_decay = t->opt.weight_decay;
+    pb->rowwise = t->opt.rowwise;
 }
 
 void ps_wire_table_from_pb(const ps_TableSpec *pb, ps_table_spec *t) {
@@ -231,4 +238,11 @@ void ps_wire_table_from_pb(const ps_TableSpec *pb, ps_table_spec *t) {
     t->init.stddev = pb->init_stddev;
     t->init.fan_in = pb->fan_in;
     t->init.fan_out = pb->fan_out;
+    t->opt.form = (ps_adagrad_form)pb->form;
+    t->opt.learning_rate = pb->learning_rate;
+    t->opt.epsilon = pb->epsilon;
+    t->opt.initial_accumulator_value = pb->initial_accumulator_value;
+    t->opt.lr_decay = pb->lr_decay;
+    t->opt.weight_decay = pb->weight_decay;
+    t->opt.rowwise = pb->rowwise;
 }

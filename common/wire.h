@@ -11,7 +11,7 @@
 #include "ps_status.h"
 #include "table_spec.h"
 
-#define PS_PROTOCOL_VERSION 2 /* 2: Values replies come in parts */
+#define PS_PROTOCOL_VERSION 3 /* 2: Values replies come in parts; 3: optimizer in TableSpec, clocks */
 
 /* Bytes borrowed from a frame or from the caller; possibly unaligned. */
 typedef struct {

@@ -1,5 +1,6 @@
 /* main.c - ps-server: argv -> job file -> one shard. The only place that exits.
  * Exit codes: 0 clean stop (SIGINT/SIGTERM), 1 runtime failure, 2 usage or config error. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    /* A peer that resets its connection must cost that connection only: writes to it fail with
+     * EPIPE (and close it) instead of killing the shard. */
+    signal(SIGPIPE, SIG_IGN);
     static ps_job_config job;
     if (!ps_cli_load(&cli, &job)) return 2;
     const long shard = cli.index;

@@ -247,3 +247,52 @@ Test(e2e, sigterm_stops_a_server_cleanly_and_sigint_stops_a_job) {
     int code = wait_exit(pid, 15000);
     cr_assert_eq(code, 130, "exit %d: %s", code, slurp(err));
 }
+
+/* The port a ps-server printed on its "listening on HOST:PORT" line. */
+static int server_port(const char *out) {
+    wait_for(out, "listening on 127.0.0.1:", 10000);
+    int port = 0;
+    cr_assert_eq(sscanf(strstr(slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
+                        &port), 1);
+    return port;
+}
+
+/* A client that pipelines many pulls and closes without reading their replies makes the server
+ * write to a reset connection: without SIGPIPE ignored, that kills the shard (exit by signal 13). */
+Test(e2e, a_client_that_closes_without_reading_cannot_kill_a_server) {
+    char out[128], err[128];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    char *argv[] = {BIN("ps-server"), "--config", SEED_JOB, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    pid_t pid = run(argv, out, err);
+    const int port = server_port(out);
+    ps_job_config job;
+    ps_error e = {0};
+    cr_assert_eq(ps_config_load(SEED_JOB, NULL, 0, &job, &e), PS_OK, "%s", e.msg);
+    uint64_t keys[100];
+    for (int i = 0; i < 100; i++) keys[i] = (uint64_t)i;
+    ps_bulk kb = {.src = {(const uint8_t *)keys, sizeof(keys)}};
+    for (int round = 0; round < 10; round++) {
+        int fd = tu_connect(port);
+        cr_assert(fd >= 0);
+        cr_assert(tu_hello(fd, &job));
+        for (int i = 0; i < 2000; i++) {
+            ps_Envelope env = ps_Envelope_init_zero;
+            env.request_id = (uint64_t)i + 2;
+            env.which_body = ps_Envelope_pull_tag;
+            env.pull.table = 0;
+            if (!tu_send_msg(fd, &env, &kb, NULL, NULL)) break; /* the server may reset first */
+        }
+        close(fd);
+        struct timespec ts = {0, 200 * 1000 * 1000}; /* time to write into the reset socket */
+        nanosleep(&ts, NULL);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "the server died in round %d: %s", round,
+                     WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited");
+    }
+    int fd = tu_connect(port); /* and it still serves */
+    cr_assert(fd >= 0 && tu_hello(fd, &job));
+    close(fd);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, 10000), 0, "%s", slurp(err));
+}

@@ -459,7 +459,7 @@ Test(parts, parts_fit_a_small_frame_limit, .timeout = 60) {
 
 typedef struct {
     int lfd;
-    uint32_t dim; /* the table's dim in the HelloReply */
+    ps_table_spec table; /* the one table of the HelloReply */
 } fake_server;
 
 /* Accepts one client, answers its Hello with one table of f->dim, then answers every request
@@ -476,8 +476,7 @@ static void *fake_serve(void *arg) {
             env.which_body = ps_Envelope_hello_reply_tag;
             env.hello_reply.num_shards = 1;
             env.hello_reply.tables_count = 1;
-            snprintf(env.hello_reply.tables[0].name, sizeof(env.hello_reply.tables[0].name), "t");
-            env.hello_reply.tables[0].dim = f->dim;
+            ps_wire_table_to_pb(&f->table, &env.hello_reply.tables[0]);
         } else {
             env.which_body = ps_Envelope_values_tag;
             env.values.first_row = 0;
@@ -502,16 +501,19 @@ static int fake_listen(int *port) {
 
 static ps_status fake_client(uint32_t dim, bool stats, char *msg, size_t msg_len) {
     int port;
-    fake_server f = {.lfd = fake_listen(&port), .dim = dim};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, fake_serve, &f), 0);
+    fake_server f = {.lfd = fake_listen(&port)};
     ps_job_config j;
     char json[256];
     snprintf(json, sizeof(json),
              "{\"job_id\": \"\", \"cluster\": {\"servers\": [\"127.0.0.1:%d\"],"
-             " \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000}}",
+             " \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000},"
+             " \"tables\": [{\"name\": \"t\", \"dim\": 4}]}",
              port);
     tu_job(json, &j);
+    f.table = j.tables[0];
+    f.table.dim = dim;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fake_serve, &f), 0);
     ps_client *c = NULL;
     ps_error err = {0};
     ps_client_options o = {.job = &j, .log = {.level = PS_LOG_ERROR}};
@@ -535,7 +537,7 @@ Test(misbehaving, values_in_reply_to_stats_is_an_error) {
 
 Test(misbehaving, table_of_dim_zero_is_refused) {
     char msg[512];
-    cr_assert_eq(fake_client(0, false, msg, sizeof(msg)), PS_PROTO, "got: %s", msg);
+    cr_assert_eq(fake_client(0, false, msg, sizeof(msg)), PS_MISMATCH, "got: %s", msg);
     cr_assert(strstr(msg, "dim 0") != NULL, "message: %s", msg);
 }
 

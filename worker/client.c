@@ -235,6 +235,28 @@ ps_status ps_client_flush(ps_client *c, ps_error *err) {
     return first;
 }
 
+/* Names the first field in which a server's table differs from the job's, or returns NULL. */
+static const char *table_diff(const ps_table_spec *srv, const ps_table_spec *job) {
+    if (strcmp(srv->name, job->name) != 0) return "name";
+    if (srv->dim != job->dim) return "dim";
+    if (srv->init.kind != job->init.kind || srv->init.a != job->init.a ||
+        srv->init.b != job->init.b || srv->init.stddev != job->init.stddev ||
+        srv->init.fan_in != job->init.fan_in || srv->init.fan_out != job->init.fan_out)
+        return "init";
+    const ps_adagrad_config *a = &srv->opt, *b = &job->opt;
+    if (a->form != b->form) return "optimizer.form";
+    if (a->learning_rate != b->learning_rate) return "optimizer.learning_rate";
+    if (a->epsilon != b->epsilon) return "optimizer.epsilon";
+    if (a->initial_accumulator_value != b->initial_accumulator_value)
+        return "optimizer.initial_accumulator_value";
+    if (a->lr_decay != b->lr_decay) return "optimizer.lr_decay";
+    if (a->weight_decay != b->weight_decay) return "optimizer.weight_decay";
+    if (a->rowwise != b->rowwise) return "optimizer.rowwise";
+    return NULL;
+}
+
+/* Every table of every shard must be the job's, in the job's order: requests name tables by index
+ * and size their buffers by the job's dims, so a server that serves anything else is refused. */
 static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
     const ps_HelloReply *r = &m->env.hello_reply;
     if (r->num_shards != c->n_shards || r->shard != sc->index) {
@@ -243,20 +265,31 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
                      sc->addr, r->shard, r->num_shards, sc->index, c->n_shards);
         return;
     }
-    for (pb_size_t i = 0; i < r->tables_count; i++) {
-        if (r->tables[i].dim == 0) {
-            ps_error_set(&c->hello_err, PS_PROTO, "server %s: table %u has dim 0", sc->addr, i);
+    const ps_job_config *job = c->job;
+    for (size_t i = 0; i < job->num_tables || i < r->tables_count; i++) {
+        if (i >= r->tables_count) {
+            ps_error_set(&c->hello_err, PS_MISMATCH,
+                         "server %u (%s) does not serve table %zu \"%s\" of %s (it has %u tables)",
+                         sc->index, sc->addr, i, job->tables[i].name, job->file, r->tables_count);
             return;
         }
-    }
-    if (c->n_tables == 0) {
-        for (pb_size_t i = 0; i < r->tables_count; i++)
-            ps_wire_table_from_pb(&r->tables[i], &c->tables[i]);
-        c->n_tables = r->tables_count;
-    } else if (c->n_tables != r->tables_count) {
-        ps_error_set(&c->hello_err, PS_MISMATCH, "servers disagree on the tables (%zu vs %u)",
-                     c->n_tables, r->tables_count);
-        return;
+        ps_table_spec t;
+        ps_wire_table_from_pb(&r->tables[i], &t);
+        if (i >= job->num_tables) {
+            ps_error_set(&c->hello_err, PS_MISMATCH,
+                         "server %u (%s) serves table %zu \"%s\", which %s does not have",
+                         sc->index, sc->addr, i, t.name, job->file);
+            return;
+        }
+        const char *diff = table_diff(&t, &job->tables[i]);
+        if (diff != NULL) {
+            ps_error_set(&c->hello_err, PS_MISMATCH,
+                         "server %u (%s): table %zu is \"%s\" (dim %u), %s has \"%s\" (dim %u): "
+                         "%s differs; servers and workers must read the same job file",
+                         sc->index, sc->addr, i, t.name, t.dim, job->file, job->tables[i].name,
+                         job->tables[i].dim, diff);
+            return;
+        }
     }
     c->hello_ok = true;
 }
@@ -582,6 +615,8 @@ ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_err
     c->opt = *opt;
     c->job = opt->job;
     c->n_shards = opt->job->num_servers;
+    c->n_tables = opt->job->num_tables; /* the servers must serve exactly these (on_hello_reply) */
+    memcpy(c->tables, opt->job->tables, c->n_tables * sizeof(c->tables[0]));
     if (uv_loop_init(&c->loop) != 0) {
         free(c);
         return ps_error_set(err, PS_IO, "client: uv_loop_init failed");
