@@ -155,3 +155,102 @@ Test(hash, mix64_no_collisions) {
     cr_assert_eq(ps_mix64(0), 0, "splitmix64's finalizer maps 0 to 0");
     cr_assert_neq(ps_key_hash(0, 0), 0, "the table term keeps key 0 of table 0 off 0");
 }
+
+/* --- known answers ------------------------------------------------------------------------------
+ * Pinned from an independent implementation in Python's unbounded ints masked to 64 bits (the
+ * jump hash's division in Python floats, i.e. doubles, as in the paper):
+ *     M = 2**64 - 1
+ *     def mix64(x):
+ *         x ^= x >> 30; x = x * 0xbf58476d1ce4e5b9 & M
+ *         x ^= x >> 27; x = x * 0x94d049bb133111eb & M
+ *         return x ^ x >> 31
+ *     def key_hash(t, k): return mix64(k ^ mix64(0x9e3779b97f4a7c15 * (t + 1) & M))
+ *     def jump(h, n):
+ *         b, j = -1, 0
+ *         while j < n:
+ *             b, h = j, (h * 2862933555777941757 + 1) & M
+ *             j = int(float(b + 1) * (float(1 << 31) / float((h >> 33) + 1)))
+ *         return b
+ *     def shard_of(t, k, s): return 0 if s <= 1 else jump(key_hash(t, k), s)
+ * The Python mix64 gives splitmix64's published first output for seed 0:
+ * mix64(0x9e3779b97f4a7c15) = 0xe220a8397b1dcdaf. A change of any constant, shift or of the
+ * table term moves keys between shards (and changes every initial value): these must fail. */
+
+Test(hash, mix64_known_values) {
+    static const uint64_t cases[][2] = {
+        {0x9e3779b97f4a7c15ULL, 0xe220a8397b1dcdafULL}, /* splitmix64(seed 0), first output */
+        {1, 0x5692161d100b05e5ULL},
+        {2, 0xdbd238973a2b148aULL},
+        {42, 0xa759ea27d4727622ULL},
+        {0x0123456789abcdefULL, 0xb2c058e4ebb5112cULL},
+        {UINT64_MAX, 0xb4d055fcf2cbbd7bULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_assert_eq(ps_mix64(cases[i][0]), cases[i][1], "mix64(%#llx) = %#llx, want %#llx",
+                     (unsigned long long)cases[i][0], (unsigned long long)ps_mix64(cases[i][0]),
+                     (unsigned long long)cases[i][1]);
+}
+
+Test(hash, key_hash_known_values) {
+    static const struct {
+        uint32_t table;
+        uint64_t key, want;
+    } cases[] = {
+        {0, 0, 0x48218226ff3cd4bfULL},
+        {0, 1, 0x9e0160293a33aaf7ULL},
+        {3, 12345, 0x7f2b59d5fe9d17b5ULL},
+        {7, 0x8000000000000005ULL, 0xf1478ba4e0aff143ULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t got = ps_key_hash(cases[i].table, cases[i].key);
+        cr_assert_eq(got, cases[i].want, "key_hash(%u, %#llx) = %#llx, want %#llx",
+                     cases[i].table, (unsigned long long)cases[i].key, (unsigned long long)got,
+                     (unsigned long long)cases[i].want);
+    }
+}
+
+Test(hash, jump_of_hashes_known_values) {
+    static const struct {
+        uint64_t hash;
+        uint32_t buckets, want;
+    } cases[] = {
+        {0x0123456789abcdefULL, 10, 0},
+        {UINT64_MAX, 1000, 313},
+        {0x12ae30237b17df14ULL /* mix64(7) */, 3, 2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_assert_eq(ps_jump_hash(cases[i].hash, cases[i].buckets), cases[i].want,
+                     "jump(%#llx, %u)", (unsigned long long)cases[i].hash, cases[i].buckets);
+}
+
+Test(hash, shard_of_known_values) {
+    static const struct {
+        uint32_t table;
+        uint64_t key;
+        uint32_t shards, want;
+    } cases[] = {
+        {0, 5, 2, 1},
+        {1, 2, 2, 1},
+        {2, 1000, 5, 0},
+        {2, 1001, 5, 4},
+        {2, 1002, 5, 1},
+        {3, 12345, 16, 4},
+        {5, 0xdeadbeefULL, 100, 81},
+        {9, 1ULL << 40, 1000, 647},
+        {7, 0x8000000000000005ULL, 7, 1},
+        {0, 123, 65536, 65078},
+        {0, 99, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_assert_eq(ps_shard_of(cases[i].table, cases[i].key, cases[i].shards), cases[i].want,
+                     "shard_of(%u, %#llx, %u) = %u, want %u", cases[i].table,
+                     (unsigned long long)cases[i].key, cases[i].shards,
+                     ps_shard_of(cases[i].table, cases[i].key, cases[i].shards), cases[i].want);
+    /* keys 0..15 of tables 0 and 1 over 4 shards */
+    static const uint32_t t0[16] = {0, 0, 2, 1, 2, 1, 3, 1, 2, 1, 2, 3, 3, 1, 3, 2};
+    static const uint32_t t1[16] = {1, 0, 2, 1, 1, 0, 0, 1, 2, 2, 3, 3, 2, 3, 0, 1};
+    for (uint64_t k = 0; k < 16; k++) {
+        cr_assert_eq(ps_shard_of(0, k, 4), t0[k], "table 0 key %llu", (unsigned long long)k);
+        cr_assert_eq(ps_shard_of(1, k, 4), t1[k], "table 1 key %llu", (unsigned long long)k);
+    }
+}
