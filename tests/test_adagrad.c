@@ -251,3 +251,45 @@ Test(adagrad, init_state_fills_initial_accumulator) {
     for (size_t i = 0; i < 5; i++)
         cr_assert_eq(bits(acc[i]), 0u, "acc[%zu] = %a", i, (double)acc[i]);
 }
+
+/* Row-wise, PyTorch form: eps is added OUTSIDE the square root (std = sqrt(G) + eps), Keras form
+ * inside (sqrt(G + eps)). With a tiny accumulator and eps = 1e-3 the two differ by far more than
+ * rounding. lr 0.1, G0 0, w0 = (1, -1), two steps with gradients whose squares are exact in
+ * float32 (so fused or unfused multiply-adds agree):
+ *   step 1, g = (2^-10, -2^-9): G = mean(2^-20, 2^-18) = 1.25 * 2^-20 = 0x1.4p-19
+ *     pytorch: std = sqrt(G) + 1e-3 = 1.5441e-3 + 1e-3 = 2.5441e-3
+ *              w = 1 - 0.1 * 2^-10 / 2.5441e-3 = 0.961614 ...
+ *     keras:   std = sqrt(G + 1e-3) = 0.0316605;  w = 1 - 0.1 * 2^-10 / 0.0316605 = 0.996916 ...
+ *   step 2, g = (2^-9, 2^-11): G += mean(2^-18, 2^-22) = 0x1.28p-18
+ * Expected bits from numpy float32, one operation at a time in the formula's order:
+ *     s = f32(0); for gi in g: s = f32(s + f32(gi * gi))
+ *     G = f32(G + f32(s / f32(dim)))
+ *     pytorch: std = f32(f32(sqrt(G)) + f32(eps)); w = f32(w + f32(f32(f32(-lr) * g) / std))
+ *     keras:   den = f32(sqrt(f32(G + f32(eps)))); w = f32(w - f32(f32(f32(lr) * g) / den)) */
+Test(adagrad, rowwise_eps_position_with_a_small_accumulator) {
+    const float g[2][2] = {{0x1p-10f, -0x1p-9f}, {0x1p-9f, 0x1p-11f}};
+    const float want_acc[2] = {0x1.4p-19f, 0x1.28p-18f};
+    const float want_w[2][2][2] = {
+        /* pytorch: sqrt(G) + eps */
+        {{0x1.ec58b6p-1f, -0x1.d8b16ep-1f}, {0x1.cc171ep-1f, -0x1.e0c1d4p-1f}},
+        /* keras: sqrt(G + eps) */
+        {{0x1.fe6bb6p-1f, -0x1.fcd76cp-1f}, {0x1.fb43f2p-1f, -0x1.fda15cp-1f}},
+    };
+    for (int k = 0; k < 2; k++) {
+        const ps_adagrad_config c = {.form = k == 0 ? PS_ADAGRAD_PYTORCH : PS_ADAGRAD_KERAS,
+                                     .learning_rate = 0.1, .epsilon = 1e-3,
+                                     .initial_accumulator_value = 0.0, .rowwise = true};
+        const char *form = k == 0 ? "pytorch" : "keras";
+        float w[2] = {1.0f, -1.0f}, acc[1];
+        ps_adagrad_init_state(&c, acc, 2);
+        for (int step = 0; step < 2; step++) {
+            ps_adagrad_update(&c, w, acc, g[step], 2, (uint64_t)step + 1);
+            cr_assert_eq(bits(acc[0]), bits(want_acc[step]), "%s step %d: acc = %a", form,
+                         step + 1, (double)acc[0]);
+            for (int i = 0; i < 2; i++)
+                cr_assert_eq(bits(w[i]), bits(want_w[k][step][i]),
+                             "%s step %d: w[%d] = %a (%.9g), want %a", form, step + 1, i,
+                             (double)w[i], (double)w[i], (double)want_w[k][step][i]);
+        }
+    }
+}
