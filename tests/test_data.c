@@ -450,6 +450,66 @@ Test(data, sharding_csv_with_header_and_bad_foreign_row) {
     ps_data_destroy(d);
 }
 
+/* A rank's rows are the same set in every epoch, with and without shuffle: rewinding must not
+ * carry the row counter's phase over from the last epoch (10 rows, world 3: an epoch ends one row
+ * past a multiple of 3) nor let the shuffle seed pick rows. Expected: {i : i % 3 == rank}. */
+Test(data, sharding_is_fixed_across_epochs) {
+    enum { N = 10, W = 3, EPOCHS = 3 };
+    char csv[1024], svm[1024], *p, path_csv[256], path_hdr[256], path_svm[256];
+    p = csv;
+    for (int i = 0; i < N; i++) p += sprintf(p, "%s%d,%d\n", i == 4 ? "\n" : "", i % 2, i);
+    write_file("e.csv", csv, (size_t)(p - csv), path_csv);
+    char hdr[1100];
+    snprintf(hdr, sizeof(hdr), "y,x\n%s", csv);
+    write_file("h.csv", hdr, 0, path_hdr);
+    p = svm;
+    for (int i = 0; i < N; i++) p += sprintf(p, "%s%d 1:%d\n", i == 6 ? "# c\n" : "", i % 2, i);
+    write_file("e.svm", svm, (size_t)(p - svm), path_svm);
+    const struct {
+        ps_data_format format;
+        const char *path;
+    } files[] = {{PS_DATA_CSV, path_csv}, {PS_DATA_CSV, path_hdr}, {PS_DATA_LIBSVM, path_svm}};
+    const size_t buffers[] = {0, 2}; /* full shuffle, and a buffer smaller than the shard */
+    for (size_t f = 0; f < 3; f++) {
+        for (int shuffle = 0; shuffle <= 1; shuffle++) {
+            for (size_t bi = 0; bi < (shuffle ? 2u : 1u); bi++) {
+                ps_data_options o;
+                ps_data_options_init(&o);
+                o.format = files[f].format, o.path = files[f].path;
+                o.shuffle = shuffle, o.shuffle_buffer = buffers[bi], o.seed = 17;
+                for (uint32_t rank = 0; rank < W; rank++) {
+                    ps_data *d = open_ok(&o, rank, W);
+                    for (uint32_t epoch = 0; epoch < EPOCHS; epoch++) {
+                        cr_assert_eq(ps_data_rewind(d, epoch, NULL), PS_OK);
+                        rows r;
+                        collect(d, 2, &r);
+                        int seen[N] = {0};
+                        for (size_t i = 0; i < r.n; i++) {
+                            uint64_t idx = r.index[i];
+                            cr_assert_lt(idx, N, "%s shuffle %d rank %u epoch %u: row %" PRIu64,
+                                         files[f].path, shuffle, rank, epoch, idx);
+                            cr_assert_eq(idx % W, rank,
+                                         "%s shuffle %d buffer %zu rank %u epoch %u: got row %"
+                                         PRIu64, files[f].path, shuffle, buffers[bi], rank,
+                                         epoch, idx);
+                            cr_assert_eq(r.vals[r.off[i]], (float)idx, "row content moved");
+                            seen[idx]++;
+                        }
+                        for (uint64_t i = 0; i < N; i++)
+                            cr_assert_eq(seen[i], i % W == rank ? 1 : 0,
+                                         "%s shuffle %d buffer %zu rank %u epoch %u: row %" PRIu64
+                                         " seen %d times",
+                                         files[f].path, shuffle, buffers[bi], rank, epoch, i,
+                                         seen[i]);
+                        rows_free(&r);
+                    }
+                    ps_data_destroy(d);
+                }
+            }
+        }
+    }
+}
+
 /* ---- random ------------------------------------------------------------------------------ */
 
 Test(data, random_shards_union_equals_single) {
