@@ -130,8 +130,8 @@ static ps_status grow_index(ps_store *s) {
     return PS_OK;
 }
 
-/* A new row for key with initial weights and accumulator; returns its number or -1 (NOMEM). */
-static int64_t new_row(ps_store *s, uint64_t key) {
+/* A new row holding only its key (values unset); returns its number or -1 (NOMEM). */
+static int64_t alloc_row(ps_store *s, uint64_t key) {
     if (s->rows >= MAX_ROWS) return -1;
     if ((s->rows >> CHUNK_SHIFT) == s->n_chunks) {
         if (s->n_chunks == s->chunks_cap) {
@@ -145,8 +145,15 @@ static int64_t new_row(ps_store *s, uint64_t key) {
         s->chunks[s->n_chunks++] = c;
     }
     uint32_t r = (uint32_t)s->rows++;
-    uint8_t *row = row_at(s, r);
-    memcpy(row, &key, 8);
+    memcpy(row_at(s, r), &key, 8);
+    return r;
+}
+
+/* A new row for key with initial weights and accumulator; returns its number or -1 (NOMEM). */
+static int64_t new_row(ps_store *s, uint64_t key) {
+    int64_t r = alloc_row(s, key);
+    if (r < 0) return -1;
+    uint8_t *row = row_at(s, (uint32_t)r);
     ps_init_row(&s->spec.init, s->seed, s->spec.id, key, row_w(row), s->spec.dim);
     ps_adagrad_init_state(&s->spec.opt, row_acc(s, row), s->spec.dim);
     if (s->has_step) *row_step(s, row) = 0;
@@ -433,15 +440,63 @@ void ps_store_pull(ps_store *s, const uint8_t *keys, size_t n, uint8_t *out) {
 }
 
 bool ps_store_get(const ps_store *s, uint64_t key, float *w, float *acc) {
+    return ps_store_get_row(s, key, w, acc, NULL);
+}
+
+bool ps_store_get_row(const ps_store *s, uint64_t key, float *w, float *acc, uint32_t *step) {
     int64_t r = find(s, key, slot_hash(key));
     if (r < 0) return false;
     uint8_t *row = row_at(s, (uint32_t)r);
     if (w != NULL) memcpy(w, row_w(row), s->spec.dim * sizeof(float));
     if (acc != NULL) memcpy(acc, row_acc(s, row), s->state_len * sizeof(float));
+    if (step != NULL) *step = s->has_step ? *row_step(s, row) : 0;
     return true;
 }
 
+ps_status ps_store_put(ps_store *s, uint64_t key, const float *w, const float *acc, uint32_t step,
+                       ps_error *err) {
+    const uint64_t h = slot_hash(key);
+    int64_t r = find(s, key, h);
+    if (r < 0) {
+        /* Grow first: once the row exists it is set in full, never left with unset values. The
+         * row skips its initial values (it is about to be overwritten). */
+        if ((s->used + 1) * 4 > s->cap * 3 && grow_index(s) != PS_OK) goto nomem;
+        if ((r = alloc_row(s, key)) < 0) goto nomem;
+        size_t p = h & s->mask;
+        while (s->slots[p] != 0) p = (p + 1) & s->mask;
+        s->slots[p] = (h >> 32) << 32 | (uint64_t)(r + 1);
+        s->used++;
+    }
+    uint8_t *row = row_at(s, (uint32_t)r);
+    memcpy(row_w(row), w, s->spec.dim * sizeof(float));
+    if (acc != NULL)
+        memcpy(row_acc(s, row), acc, s->state_len * sizeof(float));
+    else
+        ps_adagrad_init_state(&s->spec.opt, row_acc(s, row), s->spec.dim);
+    if (s->has_step) *row_step(s, row) = step;
+    return PS_OK;
+nomem:
+    return ps_error_set(err, PS_NOMEM, "table %s: out of memory at %zu rows", s->spec.name,
+                        s->rows);
+}
+
+/* Row order is creation order, so the keys are gathered from the chunks and sorted. */
+ps_status ps_store_sorted_keys(const ps_store *s, uint64_t **keys_out, size_t *n_out,
+                               ps_error *err) {
+    *keys_out = NULL, *n_out = 0;
+    if (s->rows == 0) return PS_OK;
+    uint64_t *keys = malloc(s->rows * sizeof(*keys));
+    if (keys == NULL)
+        return ps_error_set(err, PS_NOMEM, "table %s: out of memory sorting %zu keys",
+                            s->spec.name, s->rows);
+    for (size_t r = 0; r < s->rows; r++) memcpy(&keys[r], row_at(s, (uint32_t)r), 8);
+    qsort(keys, s->rows, sizeof(*keys), cmp_u64);
+    *keys_out = keys, *n_out = s->rows;
+    return PS_OK;
+}
+
 const ps_table_spec *ps_store_spec(const ps_store *s) { return &s->spec; }
+size_t ps_store_state_len(const ps_store *s) { return s->state_len; }
 size_t ps_store_rows(const ps_store *s) { return s->rows; }
 size_t ps_store_row_bytes(const ps_store *s) { return s->stride; }
 

@@ -1,7 +1,8 @@
 /* test_store.c - server/store.c: rows appear on first push, pulls of unknown keys read the initial
  * value without storing it, initial values are a pure function of (seed, table, key), pushes apply
- * exactly ps_adagrad_update (duplicates summed first) and touch nothing else, and the index keeps
- * every row through many rehashes within a bounded memory overhead. */
+ * exactly ps_adagrad_update (duplicates summed first) and touch nothing else, the index keeps
+ * every row through many rehashes within a bounded memory overhead, a put sets a row's exact bits
+ * (and a later push continues from them), and the ordered scan lists every key once, ascending. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
@@ -636,4 +637,202 @@ Test(store, pool_gives_identical_rows_and_pulls) {
     st = NULL;
     ps_pool_destroy(pool);
     free(keys), free(g), free(a), free(b);
+}
+
+/* --- put and ordered scan (loading and exporting saved weights) ------------------------------- */
+
+static ps_table_spec spec_decay(uint32_t dim, double lr_decay) {
+    ps_table_spec t = spec_of(0, dim, uniform_init);
+    t.opt.lr_decay = lr_decay;
+    return t;
+}
+
+static void put(ps_store *s, uint64_t key, const float *w, const float *acc, uint32_t step) {
+    ps_error err = {0};
+    cr_assert_eq(ps_store_put(s, key, w, acc, step, &err), PS_OK, "%s", err.msg);
+}
+
+static float from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* Whatever the bits (-0, a subnormal, a NaN with a payload, infinity), a get returns them. */
+Test(store, put_then_get_returns_the_exact_bits) {
+    ps_table_spec t = spec_decay(5, 0.5);
+    st = make(&t, SEED);
+    const float w[5] = {from_bits(0x80000000u), from_bits(0x00000001u), from_bits(0x7fc12345u),
+                        from_bits(0xff800000u), 0.1f};
+    const float acc[5] = {from_bits(0x3dcccccdu), 0, 1e30f, from_bits(0x00400000u), 7};
+    put(st, 99, w, acc, 7);
+    cr_assert_eq(ps_store_rows(st), 1);
+    float gw[5], ga[5];
+    uint32_t step = 0;
+    cr_assert(ps_store_get_row(st, 99, gw, ga, &step));
+    for (int d = 0; d < 5; d++) {
+        cr_assert_eq(bits(gw[d]), bits(w[d]), "w[%d]", d);
+        cr_assert_eq(bits(ga[d]), bits(acc[d]), "acc[%d]", d);
+    }
+    cr_assert_eq(step, 7);
+    cr_assert_not(ps_store_get_row(st, 98, gw, ga, &step));
+    cr_assert(ps_store_get_row(st, 99, NULL, NULL, NULL));
+
+    /* a store without lr_decay keeps no step: it reads 0 */
+    ps_table_spec t2 = spec_decay(5, 0);
+    ps_store *s2 = make(&t2, SEED);
+    put(s2, 99, w, acc, 7);
+    step = 123;
+    cr_assert(ps_store_get_row(s2, 99, gw, NULL, &step));
+    cr_assert_eq(step, 0);
+    cr_assert_arr_eq(gw, w, sizeof(w));
+    ps_store_destroy(s2);
+}
+
+/* A put replaces a pushed row (weights, accumulator and step) without adding a row. */
+Test(store, put_overwrites_an_existing_row) {
+    ps_table_spec t = spec_decay(3, 0.25);
+    st = make(&t, SEED);
+    const float g[3] = {0.5f, -1, 2};
+    push(st, (const uint64_t[]){4, 5}, (const float[]){0.5f, -1, 2, 1, 1, 1}, 2);
+    push(st, (const uint64_t[]){4}, g, 1);
+    uint32_t step;
+    cr_assert(ps_store_get_row(st, 4, NULL, NULL, &step));
+    cr_assert_eq(step, 2, "two pushes");
+    const float w[3] = {1, 2, 3}, acc[3] = {4, 5, 6};
+    put(st, 4, w, acc, 11);
+    cr_assert_eq(ps_store_rows(st), 2);
+    float gw[3], ga[3];
+    cr_assert(ps_store_get_row(st, 4, gw, ga, &step));
+    cr_assert_arr_eq(gw, w, sizeof(w));
+    cr_assert_arr_eq(ga, acc, sizeof(acc));
+    cr_assert_eq(step, 11);
+    /* the other row is untouched */
+    float w5[3], a5[3];
+    expect_row(&t, SEED, 5, (const float[]){1, 1, 1}, 1, w5, a5);
+    assert_row_bits(st, 5, w5, a5, "row 5 after a put on row 4");
+}
+
+/* acc NULL: the table's initial accumulator value, one float per row when rowwise. */
+Test(store, put_without_accumulator_gives_the_initial_one) {
+    ps_table_spec t = spec_of(0, 4, uniform_init);
+    t.opt = (ps_adagrad_config){.form = PS_ADAGRAD_KERAS, .learning_rate = 0.01, .epsilon = 1e-7,
+                                .initial_accumulator_value = 0.1};
+    st = make(&t, SEED);
+    cr_assert_eq(ps_store_state_len(st), 4);
+    const float w[4] = {1, 2, 3, 4};
+    push(st, (const uint64_t[]){8}, (const float[]){9, 9, 9, 9}, 1); /* acc no longer 0.1 */
+    put(st, 8, w, NULL, 0);
+    put(st, 9, w, NULL, 0);
+    for (uint64_t k = 8; k <= 9; k++) {
+        float ga[4];
+        cr_assert(ps_store_get(st, k, NULL, ga));
+        for (int d = 0; d < 4; d++) cr_assert_eq(bits(ga[d]), 0x3dcccccdu, "key %d acc[%d] = %a",
+                                                 (int)k, d, (double)ga[d]); /* 0.1f */
+    }
+
+    ps_table_spec r = t;
+    r.opt.rowwise = true, r.opt.initial_accumulator_value = 0.5;
+    ps_store *s2 = make(&r, SEED);
+    cr_assert_eq(ps_store_state_len(s2), 1);
+    put(s2, 1, w, NULL, 0);
+    float ga[4];
+    memset(ga, 0xff, sizeof(ga));
+    cr_assert(ps_store_get(s2, 1, NULL, ga));
+    cr_assert_eq(ga[0], 0.5f);
+    cr_assert_eq(bits(ga[1]), 0xffffffffu, "rowwise state is one float");
+    const float acc1 = 2.5f;
+    put(s2, 2, w, &acc1, 0);
+    cr_assert(ps_store_get(s2, 2, NULL, ga));
+    cr_assert_eq(ga[0], 2.5f);
+    ps_store_destroy(s2);
+}
+
+/* A push after a put continues from the put state. PyTorch form, lr 0.1, eps 1e-10: w = 1, G = 0,
+ * g = 0.5 -> G = 0.25, w = 1 + (-0.1f * 0.5f) / (sqrt(0.25f) + 1e-10f) = 0.9f (0x3f666666);
+ * from G = 0.75 instead: G = 1, w = 0.95f (0x3f733333); all computed in numpy float32. With
+ * lr_decay 0.5 and a saved step of 3 the push is step 4: clr = 0.1 / (1 + 3 * 0.5) = 0.04 ->
+ * w = 0.96f (0x3f75c28f). */
+Test(store, push_continues_from_a_put) {
+    ps_table_spec t = spec_of(0, 2, uniform_init);
+    st = make(&t, SEED);
+    const float one[2] = {1, 1}, zero[2] = {0, 0}, g[2] = {0.5f, 0.5f};
+    put(st, 3, one, zero, 0);
+    put(st, 4, one, NULL, 0); /* initial_accumulator_value 0 */
+    put(st, 5, one, (const float[]){0.75f, 0.75f}, 0);
+    push(st, (const uint64_t[]){3, 4, 5}, (const float[]){0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}, 3);
+    for (uint64_t k = 3; k <= 5; k++) {
+        float w[2], acc[2];
+        cr_assert(ps_store_get(st, k, w, acc));
+        for (int d = 0; d < 2; d++) {
+            cr_assert_eq(bits(w[d]), k == 5 ? 0x3f733333u : 0x3f666666u, "key %d w = %a", (int)k,
+                         (double)w[d]);
+            cr_assert_eq(acc[d], k == 5 ? 1.0f : 0.25f);
+        }
+    }
+
+    ps_table_spec td = spec_decay(2, 0.5);
+    ps_store *s2 = make(&td, SEED);
+    put(s2, 3, one, zero, 3);
+    push(s2, (const uint64_t[]){3}, g, 1);
+    float w[2];
+    uint32_t step;
+    cr_assert(ps_store_get_row(s2, 3, w, NULL, &step));
+    cr_assert_eq(bits(w[0]), 0x3f75c28fu, "w = %a: the saved step was not used", (double)w[0]);
+    cr_assert_eq(step, 4);
+    ps_store_destroy(s2);
+}
+
+Test(store, sorted_keys_of_an_empty_table) {
+    ps_table_spec t = spec_of(0, 4, uniform_init);
+    st = make(&t, SEED);
+    uint64_t *keys = (uint64_t *)1;
+    size_t n = 99;
+    ps_error err = {0};
+    cr_assert_eq(ps_store_sorted_keys(st, &keys, &n, &err), PS_OK);
+    cr_assert_null(keys);
+    cr_assert_eq(n, 0);
+}
+
+static int cmp_key(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* 100k random keys (and 0, 2^63, 2^64-1), half put and half pushed with duplicates: the scan is
+ * the sorted set of the keys given, each once. */
+Test(store, sorted_keys_of_100k_random_keys) {
+    ps_table_spec t = spec_of(0, 2, uniform_init);
+    st = make(&t, SEED);
+    const size_t n = 100000;
+    uint64_t *keys = malloc(n * sizeof(*keys));
+    float *g = calloc(n * 2, sizeof(float));
+    cr_assert(keys && g);
+    for (size_t i = 0; i < n; i++) keys[i] = ps_mix64(i % 90000 + 5); /* 10k repeats */
+    keys[1] = 0, keys[2] = 1ull << 63, keys[3] = UINT64_MAX;
+    const float w[2] = {1, 2};
+    for (size_t i = 0; i < n / 2; i++) put(st, keys[i], w, NULL, 0);
+    push(st, keys + n / 2, g, n - n / 2);
+
+    qsort(keys, n, sizeof(*keys), cmp_key);
+    size_t uniq = 0;
+    for (size_t i = 0; i < n; i++)
+        if (uniq == 0 || keys[i] != keys[uniq - 1]) keys[uniq++] = keys[i];
+    cr_assert_lt(uniq, n - 9000, "test setup: the pushes must repeat keys");
+
+    uint64_t *got = NULL;
+    size_t n_got = 0;
+    ps_error err = {0};
+    cr_assert_eq(ps_store_sorted_keys(st, &got, &n_got, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(n_got, ps_store_rows(st));
+    cr_assert_eq(n_got, uniq, "%zu keys, %zu distinct were stored", n_got, uniq);
+    cr_assert_eq(got[0], 0);
+    cr_assert_eq(got[n_got - 1], UINT64_MAX);
+    for (size_t i = 0; i < n_got; i++)
+        if (got[i] != keys[i])
+            cr_assert_fail("key %zu is %#llx, want %#llx", i, (unsigned long long)got[i],
+                           (unsigned long long)keys[i]);
+    free(got);
+    free(keys);
+    free(g);
 }
