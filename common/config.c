@@ -204,7 +204,8 @@ static ps_status get_busy_poll(ctx *c, const cJSON *o, const char *path, int32_t
 static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
                                        "request_timeout_ms", "token",   "busy_poll_us",
-                                       NULL};
+                                       "consistency", "staleness", "barrier_timeout_ms", NULL};
+    static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
     if (srv == NULL || cJSON_IsNumber(srv)) {
@@ -236,6 +237,19 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     TRY(get_u32(c, o, "cluster", "request_timeout_ms", 1, 3600e3, 60000, &cfg->request_timeout_ms));
     TRY(get_str(c, o, "cluster", "token", "", cfg->token, sizeof(cfg->token)));
     TRY(get_busy_poll(c, o, "cluster", &cfg->busy_poll_us));
+    int mode;
+    TRY(get_enum(c, o, "cluster", "consistency", modes, 0, &mode));
+    cfg->consistency = (ps_consistency)mode;
+    TRY(get_u32(c, o, "cluster", "staleness", 0, 1e6, 2, &cfg->staleness));
+    if (item(o, "staleness") != NULL && cfg->consistency != PS_SSP)
+        return FAIL(c, "cluster.staleness", "applies to \"consistency\": \"ssp\" only");
+    TRY(get_u32(c, o, "cluster", "barrier_timeout_ms", 1, 3600e3, 30000,
+                &cfg->barrier_timeout_ms));
+    if (cfg->consistency != PS_ASYNC && cfg->barrier_timeout_ms >= cfg->request_timeout_ms)
+        return FAIL(c, "cluster.barrier_timeout_ms",
+                    "%u must be below cluster.request_timeout_ms (%u): the servers drop a "
+                    "stalled worker before the others give up waiting",
+                    cfg->barrier_timeout_ms, cfg->request_timeout_ms);
     return PS_OK;
 }
 
@@ -454,7 +468,7 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
 static ps_status read_fit(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"epochs", "batch_size", "shuffle", "seed",
                                        "shuffle_buffer", "verbose", "metrics_file", "overlap",
-                                       NULL};
+                                       "init_from", "export_to", NULL};
     ps_fit_config *f = &cfg->fit;
     if (o != NULL) TRY(check_keys(c, o, "fit", keys));
     TRY(get_u32(c, o, "fit", "epochs", 1, 1e7, 1, &f->epochs));
@@ -467,6 +481,8 @@ static ps_status read_fit(ctx *c, const cJSON *o, ps_job_config *cfg) {
     f->verbose = (int)v;
     TRY(get_str(c, o, "fit", "metrics_file", "", f->metrics_file, sizeof(f->metrics_file)));
     TRY(get_bool(c, o, "fit", "overlap", true, &f->overlap));
+    TRY(get_str(c, o, "fit", "init_from", "", f->init_from, sizeof(f->init_from)));
+    TRY(get_str(c, o, "fit", "export_to", "", f->export_to, sizeof(f->export_to)));
     return PS_OK;
 }
 

@@ -49,7 +49,16 @@ typedef struct {
     int verbose;              /* 0 silent, 1 progress bar, 2 one line per epoch */
     char metrics_file[PS_PATH_MAX];
     bool overlap;             /* prefetch the next batch's rows while computing */
+    char init_from[PS_PATH_MAX]; /* saved-weights directory the servers start from ("": none) */
+    char export_to[PS_PATH_MAX]; /* saved-weights directory written when the job ends */
 } ps_fit_config;
+
+/* cluster.consistency: when a worker's pushes reach the rows other workers read. */
+typedef enum {
+    PS_ASYNC = 0, /* each push applied on arrival (Downpour/Hogwild) */
+    PS_SYNC,      /* bulk synchronous: one combined AdaGrad step per global step */
+    PS_SSP,       /* stale synchronous: a worker at clock c reads once all reached c - staleness */
+} ps_consistency;
 
 typedef struct {
     char file[PS_PATH_MAX]; /* where it came from, for messages */
@@ -68,6 +77,9 @@ typedef struct {
      * how its processes fit the machine's CPUs (launch.c); a process started otherwise reads 0. */
     int32_t busy_poll_us;
     char token[128];
+    ps_consistency consistency;
+    uint32_t staleness;          /* ssp: steps a worker may run ahead of the slowest */
+    uint32_t barrier_timeout_ms; /* sync/ssp: a worker that stalls a barrier this long is dropped */
 
     /* limits and server */
     size_t max_frame_bytes;

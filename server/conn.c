@@ -17,9 +17,27 @@ typedef struct {
     uv_buf_t bufs[]; /* (n) frames, owned until write_done */
 } write_req;
 
+typedef struct ps_deferred {
+    struct ps_deferred *next;
+    size_t len;
+    uint8_t bytes[]; /* (len) one frame's payload */
+} ps_deferred;
+
+static void drop_deferred(ps_conn *c) {
+    if (c->dq_head != NULL) c->srv->n_parked--;
+    while (c->dq_head != NULL) {
+        ps_deferred *d = c->dq_head;
+        c->dq_head = d->next;
+        free(d);
+    }
+    c->dq_tail = NULL;
+}
+
 static void on_close(uv_handle_t *h) {
     ps_conn *c = (ps_conn *)h;
     ps_server *srv = c->srv;
+    drop_deferred(c);
+    ps_handle_disconnect(c);
     if (c->prev) c->prev->next = c->next;
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -51,12 +69,69 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(c->rbuf, (unsigned)c->rbuf_cap); /* len 0 -> UV_ENOBUFS */
 }
 
-static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
-    return ps_handle_frame(ud, payload, len);
+static void start_reading(ps_conn *c);
+static void stop_reading(ps_conn *c);
+static void flush(ps_conn *c);
+
+/* Keeps a copy of a frame behind the parked ones; the first one parks the connection. */
+static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len) {
+    ps_deferred *d = malloc(sizeof(*d) + len);
+    if (d == NULL) {
+        ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory holding a waiting request",
+               c->peer);
+        drop_deferred(c);
+        ps_conn_close(c);
+        return PS_CLOSED;
+    }
+    d->next = NULL, d->len = len;
+    memcpy(d->bytes, payload, len);
+    if (c->dq_tail != NULL) {
+        c->dq_tail->next = d;
+    } else {
+        c->dq_head = d;
+        c->srv->n_parked++;
+        stop_reading(c);
+        ps_server_parked(c->srv);
+    }
+    c->dq_tail = d;
+    return PS_OK;
 }
 
-static void start_reading(ps_conn *c);
-static void flush(ps_conn *c);
+static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
+    ps_conn *c = ud;
+    if (c->dq_head != NULL) return defer(c, payload, len); /* behind a waiting request */
+    switch (ps_handle_frame(c, payload, len)) {
+    case PS_FRAME_WAIT: return defer(c, payload, len);
+    case PS_FRAME_CLOSE: return PS_CLOSED;
+    default: return PS_OK;
+    }
+}
+
+bool ps_conn_parked(const ps_conn *c) { return c->dq_head != NULL; }
+
+void ps_conn_resume(ps_conn *c) {
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    c->corked = true;
+    while (c->dq_head != NULL) {
+        ps_deferred *d = c->dq_head;
+        ps_frame_verdict v = ps_handle_frame(c, d->bytes, d->len);
+        if (v == PS_FRAME_WAIT) break;
+        c->dq_head = d->next;
+        free(d);
+        if (c->dq_head == NULL) {
+            c->dq_tail = NULL;
+            c->srv->n_parked--;
+        }
+        if (v == PS_FRAME_CLOSE) {
+            drop_deferred(c);
+            break;
+        }
+    }
+    c->corked = false;
+    flush(c);
+    if (c->dq_head == NULL && c->queued <= c->srv->job->max_write_queue_bytes / 2)
+        start_reading(c);
+}
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     ps_conn *c = (ps_conn *)s;
@@ -95,7 +170,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void start_reading(ps_conn *c) {
-    if (c->reading || c->close_after_write) return;
+    if (c->reading || c->close_after_write || c->dq_head != NULL) return;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
 }
 

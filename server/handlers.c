@@ -88,7 +88,13 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
                             h->job_id, srv->job->job_id);
     if (srv->job->token[0] != '\0' && strcmp(h->token, srv->job->token) != 0)
         return ps_error_set(err, PS_MISMATCH, "bad token");
+    if (h->role != ps_Role_ROLE_WORKER && h->role != ps_Role_ROLE_ADMIN)
+        return ps_error_set(err, PS_INVALID_ARG, "unknown role %d", (int)h->role);
+    if (h->role == ps_Role_ROLE_WORKER && h->rank >= srv->job->num_workers)
+        return ps_error_set(err, PS_INVALID_ARG, "worker rank %u, the job has %u workers",
+                            h->rank, srv->job->num_workers);
     c->hello_done = true;
+    c->is_worker = h->role == ps_Role_ROLE_WORKER;
     c->rank = h->rank;
     ps_Envelope env = ps_Envelope_init_zero;
     env.request_id = m->env.request_id;
@@ -126,6 +132,56 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
     return s;
 }
 
+static ps_status send_ack(ps_conn *c, uint64_t id, uint64_t rows, ps_error *err) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_ack_tag;
+    env.ack.rows_touched = rows;
+    uint8_t *frame;
+    size_t len;
+    if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK)
+        return err->code;
+    ps_conn_send(c, frame, len);
+    return PS_OK;
+}
+
+/* sync/ssp: only a worker's rank has a clock. */
+static ps_status check_barrier_peer(const ps_conn *c, const char *what, ps_error *err) {
+    if (!c->is_worker)
+        return ps_error_set(err, PS_INVALID_ARG, "%s: only workers push in a %s job", what,
+                            c->srv->job->consistency == PS_SYNC ? "sync" : "ssp");
+    return PS_OK;
+}
+
+static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
+    ps_server *srv = c->srv;
+    if (srv->barrier == NULL) /* async: clocks mean nothing */
+        return send_ack(c, m->env.request_id, 0, err);
+    if (check_barrier_peer(c, "Clock", err) != PS_OK) return err->code;
+    bool advanced;
+    if (ps_barrier_clock(srv->barrier, c->rank, m->env.clock.clock, m->env.clock.finished,
+                         &advanced, err) != PS_OK)
+        return err->code;
+    ps_status st = send_ack(c, m->env.request_id, 0, err);
+    if (advanced) ps_server_wake(srv);
+    return st;
+}
+
+void ps_handle_disconnect(ps_conn *c) {
+    ps_server *srv = c->srv;
+    if (srv->barrier == NULL || !c->hello_done || !c->is_worker || srv->stopping ||
+        !ps_barrier_is_live(srv->barrier, c->rank))
+        return;
+    ps_log(&srv->opt.log, PS_LOG_WARN,
+           "worker %u disconnected at step %llu before finishing: dropped from the barrier",
+           c->rank, (unsigned long long)ps_barrier_rank_clock(srv->barrier, c->rank));
+    bool advanced;
+    ps_error err = {0};
+    if (ps_barrier_drop(srv->barrier, c->rank, &advanced, &err) != PS_OK)
+        ps_log(&srv->opt.log, PS_LOG_ERROR, "%s", err.msg);
+    if (advanced) ps_server_wake(srv);
+}
+
 static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     size_t n = 0, n_pull = 0;
@@ -138,30 +194,32 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     case ps_Envelope_push_tag: {
         uint32_t t = m->env.push.table;
         if (check_keys(c, t, &m->keys, &m->grads, "Push", &n, err) != PS_OK) return err->code;
-        if (ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
-            return err->code;
-        ps_Envelope env = ps_Envelope_init_zero;
-        env.request_id = m->env.request_id;
-        env.which_body = ps_Envelope_ack_tag;
-        env.ack.rows_touched = n;
-        uint8_t *frame;
-        size_t len;
-        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK)
-            return err->code;
-        ps_conn_send(c, frame, len);
-        return PS_OK;
+        ps_status st = srv->barrier == NULL
+                           ? ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err)
+                       : check_barrier_peer(c, "Push", err) != PS_OK
+                           ? err->code
+                           : ps_barrier_push(srv->barrier, c->rank, t, m->keys.p, m->grads.p, n,
+                                             m->env.push.clock, err);
+        if (st != PS_OK) return st;
+        return send_ack(c, m->env.request_id, n, err);
     }
     case ps_Envelope_push_pull_tag: {
         uint32_t t = m->env.push_pull.table;
         if (check_keys(c, t, &m->keys, &m->grads, "PushPull", &n, err) != PS_OK ||
             check_keys(c, t, &m->pull_keys, NULL, "PushPull", &n_pull, err) != PS_OK)
             return err->code;
+        if (srv->barrier != NULL)
+            return ps_error_set(err, PS_INVALID_ARG,
+                                "PushPull in a %s job: push with a clock, then pull",
+                                srv->job->consistency == PS_SYNC ? "sync" : "ssp");
         if (ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
             return err->code;
         return reply_values(c, m->env.request_id, srv->stores[t], m->pull_keys.p, n_pull, err);
     }
     case ps_Envelope_stats_tag:
         return on_stats(c, m, err);
+    case ps_Envelope_clock_tag:
+        return on_clock(c, m, err);
     case ps_Envelope_hello_tag:
         return ps_error_set(err, PS_INVALID_ARG, "Hello sent twice");
     default:
@@ -170,30 +228,34 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
 }
 
-ps_status ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len) {
+ps_frame_verdict ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len) {
     ps_server *srv = c->srv;
     ps_error err = {0};
     ps_msg m;
     if (ps_wire_decode(payload, len, &m, &err) != PS_OK) {
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, err.msg);
         ps_conn_send_error(c, 0, err.code, err.msg, true);
-        return PS_CLOSED;
+        return PS_FRAME_CLOSE;
     }
     const uint64_t id = m.env.request_id;
     if (!c->hello_done) {
         ps_status st = m.env.which_body == ps_Envelope_hello_tag
                            ? on_hello(c, &m, &err)
                            : ps_error_set(&err, PS_PROTO, "the first message must be Hello");
-        if (st == PS_OK) return PS_OK;
+        if (st == PS_OK) return PS_FRAME_DONE;
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, err.msg);
         ps_conn_send_error(c, id, st, err.msg, true);
-        return PS_CLOSED;
+        return PS_FRAME_CLOSE;
     }
+    /* a pull that asks for steps not every live worker has ended waits for them */
+    if (srv->barrier != NULL && m.env.which_body == ps_Envelope_pull_tag &&
+        m.env.pull.min_clock > ps_barrier_min_clock(srv->barrier))
+        return PS_FRAME_WAIT;
     ps_status st = dispatch(c, &m, &err);
-    if (st == PS_OK) return PS_OK;
+    if (st == PS_OK) return PS_FRAME_DONE;
     bool fatal = st == PS_PROTO || st == PS_NOMEM;
     ps_log(&srv->opt.log, PS_LOG_WARN, "%s: request %llu: %s%s", c->peer, (unsigned long long)id,
            err.msg, fatal ? "; closing" : "");
     ps_conn_send_error(c, id, st, err.msg, fatal);
-    return fatal ? PS_CLOSED : PS_OK;
+    return fatal ? PS_FRAME_CLOSE : PS_FRAME_DONE;
 }

@@ -16,6 +16,54 @@ static void on_connection(uv_stream_t *l, int status) {
 
 static void close_cb_noop(uv_handle_t *h) { (void)h; }
 
+static void on_barrier_stall(uv_timer_t *t);
+
+void ps_server_wake(ps_server *srv) {
+    if (srv->waking) {
+        srv->wake_again = true;
+        return;
+    }
+    srv->waking = true;
+    do {
+        srv->wake_again = false;
+        for (ps_conn *c = srv->conns; c != NULL; c = c->next)
+            if (ps_conn_parked(c)) ps_conn_resume(c);
+    } while (srv->wake_again);
+    srv->waking = false;
+    /* the stall clock restarts whenever the barrier moves */
+    if (srv->n_parked > 0 && !srv->stopping)
+        uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
+    else if (srv->barrier != NULL)
+        uv_timer_stop(&srv->barrier_timer);
+}
+
+/* No progress for cluster.barrier_timeout_ms while a pull waits: the slowest live ranks are
+ * dead or stuck. Drop them so the job goes on. */
+static void on_barrier_stall(uv_timer_t *t) {
+    ps_server *srv = t->data;
+    if (srv->n_parked == 0 || srv->stopping) return;
+    uint32_t ranks[64];
+    size_t n = ps_barrier_slowest(srv->barrier, ranks, 64);
+    if (n > 64) n = 64; /* the rest go on the next expiry */
+    for (size_t i = 0; i < n; i++) {
+        ps_log(&srv->opt.log, PS_LOG_WARN,
+               "worker %u made no progress past step %llu in %u ms (cluster.barrier_timeout_ms): "
+               "dropped from the barrier",
+               ranks[i], (unsigned long long)ps_barrier_rank_clock(srv->barrier, ranks[i]),
+               srv->job->barrier_timeout_ms);
+        bool advanced;
+        ps_error err = {0};
+        if (ps_barrier_drop(srv->barrier, ranks[i], &advanced, &err) != PS_OK)
+            ps_log(&srv->opt.log, PS_LOG_ERROR, "%s", err.msg);
+    }
+    ps_server_wake(srv);
+}
+
+void ps_server_parked(ps_server *srv) {
+    if (!uv_is_active((uv_handle_t *)&srv->barrier_timer) && !srv->stopping)
+        uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
+}
+
 /* Stops accepting, closes every peer and our own handles; the loop then runs dry. */
 static void begin_stop(ps_server *srv) {
     if (srv->stopping) return;
@@ -23,6 +71,7 @@ static void begin_stop(ps_server *srv) {
     for (ps_conn *c = srv->conns; c != NULL; c = c->next) ps_conn_close(c);
     uv_close((uv_handle_t *)&srv->listener, close_cb_noop);
     uv_close((uv_handle_t *)&srv->stop_async, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->barrier_timer, close_cb_noop);
     if (srv->opt.handle_signals) {
         uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
         uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
@@ -79,7 +128,11 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         st = ps_store_create(&job->tables[i], job->seed, &srv->stores[i], err);
         if (st == PS_OK) st = ps_store_set_pool(srv->stores[i], srv->pool, err);
     }
+    if (st == PS_OK && job->consistency != PS_ASYNC)
+        st = ps_barrier_create(job, srv->stores, &srv->barrier, err);
     if (st != PS_OK) goto fail;
+    uv_timer_init(&srv->loop, &srv->barrier_timer);
+    srv->barrier_timer.data = srv;
     uv_tcp_init(&srv->loop, &srv->listener);
     srv->listener.data = srv;
     uv_async_init(&srv->loop, &srv->stop_async, on_stop_async);
@@ -100,6 +153,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     *out = srv;
     return PS_OK;
 fail:
+    ps_barrier_destroy(srv->barrier);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     uv_loop_close(&srv->loop);
@@ -131,6 +185,7 @@ void ps_server_destroy(ps_server *srv) {
     if (!srv->stopping) begin_stop(srv);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
+    ps_barrier_destroy(srv->barrier);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     ps_frame_cache_clear(&srv->fcache);

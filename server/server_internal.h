@@ -4,6 +4,7 @@
 
 #include <uv.h>
 
+#include "barrier.h"
 #include "frame.h"
 #include "pool.h"
 #include "server.h"
@@ -23,6 +24,11 @@ struct ps_server {
     ps_frame_cache fcache; /* big reply buffers for reuse, shared by all connections */
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
+    /* sync/ssp jobs: worker clocks; pulls that must wait park their connection */
+    ps_barrier *barrier;       /* NULL in async jobs */
+    uv_timer_t barrier_timer;  /* runs while a connection is parked: drops stalled ranks */
+    size_t n_parked;
+    bool waking, wake_again;   /* ps_server_wake is running / must run once more */
     bool stopping;
     uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */
     int port;
@@ -38,6 +44,7 @@ struct ps_conn {
     char *rbuf; /* read buffer, reused */
     size_t rbuf_cap;
     bool hello_done;
+    bool is_worker; /* Hello's role: a worker's rank takes part in the barrier */
     bool reading;
     bool close_after_write; /* an Error was queued for a peer we cannot trust any more */
     uint32_t rank;
@@ -48,7 +55,17 @@ struct ps_conn {
     bool corked;
     uv_buf_t *cork;
     size_t n_cork, cap_cork;
+    /* A Pull that must wait for the barrier parks the connection: that frame and every later one
+     * of the peer wait here, in order (and reading stops) until ps_server_wake runs them. */
+    struct ps_deferred *dq_head, *dq_tail;
 };
+
+/* What became of a frame. */
+typedef enum {
+    PS_FRAME_DONE,  /* answered (maybe with an Error) */
+    PS_FRAME_WAIT,  /* must wait for the barrier: keep it and everything after it */
+    PS_FRAME_CLOSE, /* the peer was sent a final Error; stop feeding frames */
+} ps_frame_verdict;
 
 /* conn.c */
 void ps_conn_accept(ps_server *srv);
@@ -58,9 +75,21 @@ void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len);
 void ps_conn_send_error(ps_conn *c, uint64_t request_id, ps_status st, const char *msg,
                         bool fatal);
 void ps_conn_close(ps_conn *c);
+/* Runs the parked frames of c until one must wait again; reading resumes when none is left. */
+void ps_conn_resume(ps_conn *c);
+bool ps_conn_parked(const ps_conn *c);
 
-/* handlers.c: one frame from c. Request errors are answered and return PS_OK; PS_CLOSED means
- * the peer was sent a final Error and c closes once it is written (stop feeding frames). */
-ps_status ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len);
+/* server.c: the barrier moved on: resume parked connections (re-entrant calls fold into the
+ * running one), and keep the stall timer running while any connection still waits. */
+void ps_server_wake(ps_server *srv);
+/* a connection parked: start the stall timer if it is not running */
+void ps_server_parked(ps_server *srv);
+
+/* handlers.c: one frame from c. Request errors are answered (PS_FRAME_DONE); PS_FRAME_CLOSE means
+ * the peer was sent a final Error and c closes once it is written. PS_FRAME_WAIT: nothing was
+ * done; offer the same frame again after the barrier moves. */
+ps_frame_verdict ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len);
+/* A worker's connection closed: in a sync/ssp job a rank that had not finished is dropped. */
+void ps_handle_disconnect(ps_conn *c);
 
 #endif

@@ -248,7 +248,7 @@ Test(server, client_gives_up_on_unreachable_server) {
 
 Test(two_shards, each_shard_holds_its_own_keys_with_reference_values, .timeout = 60) {
     ps_job_config j;
-    tu_job("{\"job_id\": \"two\", \"seed\": 11, \"cluster\": {\"servers\": 2},"
+    tu_job("{\"job_id\": \"two\", \"seed\": 11, \"cluster\": {\"servers\": 2, \"workers\": 2},"
            " \"tables\": [{\"name\": \"emb\", \"dim\": 3, \"init\": {\"type\": \"normal\","
            " \"stddev\": 0.1}}]}",
            &j);
@@ -565,5 +565,161 @@ Test(server, busy_polling_client_and_server) {
         cr_assert_eq(memcmp(got, w, sizeof(w)), 0, "step %d", step);
     }
     ps_client_destroy(c);
+    tu_server_free(s);
+}
+
+/* --- cluster.token ------------------------------------------------------------------------------ */
+
+static void send_hello(int fd, const char *job_id, const char *token) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 1;
+    env.which_body = ps_Envelope_hello_tag;
+    env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job_id);
+    if (token != NULL) snprintf(env.hello.token, sizeof(env.hello.token), "%s", token);
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+}
+
+/* With cluster.token set, a Hello with another token or none is refused (Error, then close);
+ * the right token is served, and so is the library client that carries it. */
+Test(token, hello_must_carry_the_token) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"tok\", \"cluster\": {\"token\": \"s3cret\", \"request_timeout_ms\": 5000,"
+           " \"connect_timeout_ms\": 5000}, \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}",
+           &j);
+    cr_assert_str_eq(j.token, "s3cret");
+    test_server *s = tu_server_start(&j, 0);
+    const char *bad[] = {"wrong", "", "s3cre", "s3cret2"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int fd = tu_connect(tu_server_port(s));
+        cr_assert(fd >= 0);
+        send_hello(fd, "tok", i == 1 ? NULL : bad[i]); /* i == 1: no token field at all */
+        ps_msg m;
+        uint8_t *buf;
+        cr_assert(tu_read_msg(fd, &m, &buf), "token \"%s\": no reply", bad[i]);
+        cr_assert_eq(m.env.which_body, ps_Envelope_error_tag, "token \"%s\" was accepted",
+                     bad[i]);
+        cr_assert_eq(m.env.error.code, ps_ErrorCode_ERR_MISMATCH, "token \"%s\": code %d (%s)",
+                     bad[i], m.env.error.code, m.env.error.message);
+        cr_assert(strstr(m.env.error.message, "token") != NULL, "message: %s",
+                  m.env.error.message);
+        free(buf);
+        cr_assert(tu_closed(fd), "token \"%s\": connection not closed", bad[i]);
+        close(fd);
+    }
+    /* the right token: a HelloReply, and the connection serves a pull */
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(fd >= 0);
+    send_hello(fd, "tok", "s3cret");
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_hello_reply_tag, "right token refused: %s",
+                 m.env.which_body == ps_Envelope_error_tag ? m.env.error.message : "?");
+    free(buf);
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 2;
+    env.which_body = ps_Envelope_pull_tag;
+    uint64_t key = 9;
+    ps_bulk k = {.src = {(const uint8_t *)&key, sizeof(key)}};
+    cr_assert(tu_send_msg(fd, &env, &k, NULL, NULL));
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_values_tag);
+    cr_assert_eq(m.values.len, 2 * sizeof(float));
+    free(buf);
+    close(fd);
+
+    /* through the library: the job's token is sent; another token is reported as a mismatch */
+    tu_job_use(&j, &s, 1);
+    ps_client *c = tu_client(&j, 0);
+    ps_client_destroy(c);
+    ps_job_config other = j;
+    snprintf(other.token, sizeof(other.token), "guess");
+    ps_client_options o = {.job = &other, .log = {.level = PS_LOG_ERROR}};
+    ps_error err = {0};
+    c = NULL;
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_MISMATCH, "got: %s", err.msg);
+    cr_assert(strstr(err.msg, "token") != NULL, "message: %s", err.msg);
+    tu_server_free(s);
+}
+
+/* --- limits.max_connections --------------------------------------------------------------------- */
+
+/* A pull of one key on a raw connection that said Hello; true if Values came back. */
+static bool raw_pull_works(int fd, uint64_t id) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_pull_tag;
+    uint64_t key = id;
+    ps_bulk k = {.src = {(const uint8_t *)&key, sizeof(key)}};
+    if (!tu_send_msg(fd, &env, &k, NULL, NULL)) return false;
+    ps_msg m;
+    uint8_t *buf;
+    bool ok = tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_values_tag &&
+              m.env.request_id == id && m.values.len == 2 * sizeof(float);
+    free(buf);
+    return ok;
+}
+
+/* Expects the "too many connections" Error (before any Hello) and the close. */
+static void expect_refused(int fd, const char *what) {
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf), "%s: no Error before the close", what);
+    cr_assert_eq(m.env.which_body, ps_Envelope_error_tag, "%s: not an Error", what);
+    cr_assert_eq(m.env.error.code, ps_ErrorCode_ERR_TOO_LARGE, "%s: code %d (%s)", what,
+                 m.env.error.code, m.env.error.message);
+    cr_assert(strstr(m.env.error.message, "too many connections") != NULL, "%s: message %s",
+              what, m.env.error.message);
+    free(buf);
+    cr_assert(tu_closed(fd), "%s: not closed", what);
+}
+
+/* Closes fd from our side and waits until the server has closed its end: the server has then
+ * dropped the connection from its count before it can accept another one (the count falls in
+ * the same loop iteration that closes the socket, before the next accept is looked at). */
+static void close_and_wait(int fd) {
+    shutdown(fd, SHUT_WR);
+    cr_assert(tu_closed(fd), "server did not close after our EOF");
+    close(fd);
+}
+
+/* limits.max_connections = 3: three connections are served, the fourth gets an Error and is
+ * closed while the three keep working; once one of them goes, a new one is accepted. */
+Test(limits, max_connections) {
+    enum { N = 3 };
+    ps_job_config j;
+    tu_job("{\"job_id\": \"lim\", \"limits\": {\"max_connections\": 3},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}",
+           &j);
+    cr_assert_eq(j.max_connections, N);
+    test_server *s = tu_server_start(&j, 0);
+    int port = tu_server_port(s), fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = tu_connect(port);
+        cr_assert(fd[i] >= 0);
+        cr_assert(tu_hello(fd[i], &j), "connection %d of %d refused", i + 1, N);
+    }
+    for (int round = 0; round < 2; round++) {
+        int extra = tu_connect(port);
+        cr_assert(extra >= 0);
+        expect_refused(extra, round == 0 ? "connection 4" : "connection 4 again");
+        close(extra);
+        for (int i = 0; i < N; i++)
+            cr_assert(raw_pull_works(fd[i], (uint64_t)(10 * round + i + 1)),
+                      "round %d: connection %d stopped working", round, i + 1);
+    }
+    /* one goes: a new one is served, and the limit holds again after it */
+    close_and_wait(fd[1]);
+    fd[1] = tu_connect(port);
+    cr_assert(fd[1] >= 0);
+    cr_assert(tu_hello(fd[1], &j), "a new connection after one closed was refused");
+    cr_assert(raw_pull_works(fd[1], 100));
+    int extra = tu_connect(port);
+    cr_assert(extra >= 0);
+    expect_refused(extra, "connection 4 after the swap");
+    close(extra);
+    for (int i = 0; i < N; i++) cr_assert(raw_pull_works(fd[i], (uint64_t)(200 + i)));
+    for (int i = 0; i < N; i++) close(fd[i]);
     tu_server_free(s);
 }

@@ -133,6 +133,7 @@ bool tu_hello(int fd, const ps_job_config *job) {
     env.request_id = 1;
     env.which_body = ps_Envelope_hello_tag;
     env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    env.hello.role = ps_Role_ROLE_WORKER;
     snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job->job_id);
     snprintf(env.hello.token, sizeof(env.hello.token), "%s", job->token);
     if (!tu_send_msg(fd, &env, NULL, NULL, NULL)) return false;

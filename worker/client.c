@@ -81,6 +81,8 @@ struct ps_client {
     size_t ops_cap;
     ps_frame_cache fcache; /* big request buffers for reuse, shared by the shards */
     uint64_t next_id;
+    uint64_t clock;     /* steps ended by ps_client_clock_async; sent with every push */
+    uint64_t min_clock; /* sent with every pull */
     bool broken; /* a deadline passed or a server went away: the client cannot be trusted */
     char broken_msg[400];
     /* hello state */
@@ -766,9 +768,11 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
         env.request_id = ++c->next_id;
         if (kind == 0) {
             env.which_body = ps_Envelope_pull_tag, env.pull.table = table;
+            env.pull.min_clock = c->min_clock;
             bk = bq; /* Pull carries its keys in the keys slot */
         } else if (kind == 1) {
             env.which_body = ps_Envelope_push_tag, env.push.table = table;
+            env.push.clock = c->clock;
         } else {
             env.which_body = ps_Envelope_push_pull_tag, env.push_pull.table = table;
         }
@@ -870,30 +874,54 @@ ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_
     return ps_client_wait(c, op, err);
 }
 
+/* Sends one bodyless request (Stats, Clock) to every shard as one op. */
+static ps_status to_every_shard(ps_client *c, ps_Envelope *env, uint32_t idx, ps_error *err) {
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        env->request_id = ++c->next_id;
+        uint8_t *frame;
+        size_t len;
+        if (ps_wire_encode(env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
+            send_frame(&c->shards[s], frame, len, err) != PS_OK) {
+            op_fail(&c->ops[idx], err->code, err->msg);
+            return err->code;
+        }
+        owed w = {.request_id = env->request_id, .op = idx, .op_gen = c->ops[idx].gen};
+        if (queue_push(&c->shards[s], &w) != PS_OK) {
+            op_fail(&c->ops[idx], PS_NOMEM, "client: out of memory");
+            return ps_error_set(err, PS_NOMEM, "client: out of memory");
+        }
+        c->ops[idx].pending++;
+    }
+    return PS_OK;
+}
+
+ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    uint32_t idx;
+    if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
+    if (!finished) c->clock++;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_clock_tag;
+    env.clock.clock = c->clock;
+    env.clock.finished = finished;
+    ps_status st = to_every_shard(c, &env, idx, err);
+    if (st != PS_OK && c->ops[idx].pending == 0) c->ops[idx].in_use = false;
+    else *op = op_handle(c, idx);
+    return st;
+}
+
+uint64_t ps_client_clock(const ps_client *c) { return c->clock; }
+void ps_client_set_min_clock(ps_client *c, uint64_t min_clock) { c->min_clock = min_clock; }
+
 ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
                                 ps_error *err) {
     if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
     uint32_t idx;
     if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
     c->ops[idx].stats_table = table;
-    for (uint32_t s = 0; s < c->n_shards; s++) {
-        ps_Envelope env = ps_Envelope_init_zero;
-        env.request_id = ++c->next_id;
-        env.which_body = ps_Envelope_stats_tag;
-        uint8_t *frame;
-        size_t len;
-        if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
-            send_frame(&c->shards[s], frame, len, err) != PS_OK) {
-            op_fail(&c->ops[idx], err->code, err->msg);
-            break;
-        }
-        owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen};
-        if (queue_push(&c->shards[s], &w) != PS_OK) {
-            op_fail(&c->ops[idx], PS_NOMEM, "client: out of memory");
-            break;
-        }
-        c->ops[idx].pending++;
-    }
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_stats_tag;
+    to_every_shard(c, &env, idx, err);
     op_slot *o = &c->ops[idx];
     ps_status st = ps_client_wait(c, op_handle(c, idx), err);
     *rows = o->rows, *bytes = o->bytes;

@@ -76,6 +76,15 @@ ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_
                              size_t n_push, const float *grads, const uint64_t *pull_keys,
                              size_t n_pull, float *out, ps_error *err);
 
+/* Synchronous and bounded-staleness jobs (cluster.consistency "sync"/"ssp"). The client keeps a
+ * clock, the number of steps it has ended; every push carries it. ps_client_clock_async ends the
+ * step on every shard (clock + 1), or with finished leaves the barrier for good. Pulls carry
+ * min_clock: a server answers one only once every live worker's clock is >= min_clock (sync:
+ * the step's combined update is applied by then). Both are 0 at start; async servers ignore them. */
+ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error *err);
+uint64_t ps_client_clock(const ps_client *c);
+void ps_client_set_min_clock(ps_client *c, uint64_t min_clock);
+
 /* Rows and bytes of each table on each shard (sum over shards when shard < 0). */
 ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
                                 ps_error *err);

@@ -1,10 +1,20 @@
 /* train.c - the worker's loop. Per step, for batch t:
  *   1. map the batch's feature ids to local rows (unique ids = the rows to pull);
  *   2. forward + backward with the rows pulled for it;
- *   3. one round trip per table and shard: push t's gradients and pull batch t+1's rows.
- * With fit.overlap the exchange for t+1 is sent before t is computed (it carries t-1's
- * gradients), so the round trip hides behind compute at the price of one step of staleness, as
- * in ps-lite's asynchronous mode. Without it, a single worker is plain sequential SGD. */
+ *   3. one round trip per shard: push t's gradients and pull batch t+1's rows.
+ * With overlap the exchange for t+1 is sent before t is computed (it carries t-1's gradients),
+ * so the round trip hides behind compute at the price of one step of staleness, as in ps-lite's
+ * asynchronous mode. Without it, a single worker is plain sequential SGD.
+ *
+ * Batches live in a ring of three: while t is computed, t+1 is being pulled and t-1's gradients
+ * are still to be pushed under t-1's keys. (With two buffers, reading t+1 overwrote the keys of
+ * t-1 before its push: sparse gradients went to another batch's rows.)
+ *
+ * cluster.consistency: async sends one PushPull per table and shard. sync and ssp send Push
+ * (carrying the step), a Clock to every shard (the step is over), then Pull with min_clock: the
+ * servers answer once every live worker has ended step min_clock - 1 (sync: the step the rows
+ * are for; ssp: that step minus the staleness). sync cannot overlap (the next rows need this
+ * step's update); ssp overlaps when staleness >= 1. */
 #include "train.h"
 
 #include <math.h>
@@ -58,8 +68,9 @@ typedef struct {
     uint32_t kernel_t[PS_MAX_LAYERS], bias_t[PS_MAX_LAYERS];
     uint64_t *dense_keys; /* 0..max units: the row keys of dense kernels */
     uint64_t zero_key;
-    step_batch batch[2];
-    step_params params[2];
+    step_batch batch[3];   /* ring: batch t in batch[t % 3] */
+    step_params params[2]; /* rows for batch t in params[t % 2] */
+    bool overlap;          /* fit.overlap where the consistency mode allows it */
     ps_mlp_params grads;
     size_t grad_cap_rows;
     id_map map;
@@ -147,13 +158,36 @@ static void free_batch(step_batch *b) {
 
 /* --- exchange with the servers --------------------------------------------------------------- */
 
-/* Pushes grads (if push) for the rows of `pushed`, and pulls the rows `next` needs into `into`
- * (if next). One request per table and shard, all in flight together. */
+/* The min_clock of a pull for rows that will be used at step `at` (see the file comment). */
+static uint64_t min_clock_for(const trainer *tr, uint64_t at) {
+    if (tr->job->consistency == PS_SYNC) return at;
+    const uint64_t s = tr->job->staleness;
+    return at > s ? at - s : 0;
+}
+
+/* One request per table and shard, all in flight together: the gradients in tr->grads of the
+ * rows of `pushed` (if any), and the rows `next` needs into `into` (if any). `ahead`: a step of
+ * this worker's will be pushed before `next` is computed (overlap). */
 static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batch *next,
-                          step_params *into, ps_error *err) {
+                          step_params *into, bool ahead, ps_error *err) {
     ps_client *c = tr->client;
+    const bool async = tr->job->consistency == PS_ASYNC;
     ps_op op;
     if (next != NULL && reserve_rows(tr, into, next->n_keys, err) != PS_OK) return err->code;
+    if (!async && pushed != NULL) { /* gradients, then the end of the step, then the pulls */
+        for (size_t l = 0; l < tr->L; l++) {
+            const uint64_t *k = l == 0 ? pushed->keys : tr->dense_keys;
+            size_t n = l == 0 ? pushed->n_keys : tr->in_units[l];
+            if (ps_client_push_async(c, tr->kernel_t[l], k, n, tr->grads.w[l], &op, err) !=
+                    PS_OK ||
+                ps_client_push_async(c, tr->bias_t[l], &tr->zero_key, 1, tr->grads.b[l], &op,
+                                     err) != PS_OK)
+                return err->code;
+        }
+        if (ps_client_clock_async(c, false, &op, err) != PS_OK) return err->code;
+        pushed = NULL;
+    }
+    if (!async) ps_client_set_min_clock(c, min_clock_for(tr, ps_client_clock(c) + ahead));
     for (size_t l = 0; l < tr->L; l++) {
         const uint64_t *pk = l == 0 ? (pushed ? pushed->keys : NULL) : tr->dense_keys;
         size_t np = pushed == NULL ? 0 : l == 0 ? pushed->n_keys : tr->in_units[l];
@@ -208,6 +242,8 @@ static ps_status setup(trainer *tr, ps_error *err) {
     const ps_job_config *job = tr->job;
     const ps_model_config *m = tr->model;
     ps_mlp_spec spec = {.n_layers = m->num_layers};
+    tr->overlap = job->fit.overlap && (job->consistency == PS_ASYNC ||
+                                       (job->consistency == PS_SSP && job->staleness >= 1));
     tr->L = m->num_layers;
     uint32_t max_units = 1;
     for (size_t l = 0; l < tr->L; l++) {
@@ -271,10 +307,9 @@ static void teardown(trainer *tr) {
     ps_mlp_destroy(tr->mlp);
     ps_data_destroy(tr->train);
     ps_data_destroy(tr->val);
-    for (int k = 0; k < 2; k++) {
-        free_batch(&tr->batch[k]);
+    for (int k = 0; k < 3; k++) free_batch(&tr->batch[k]);
+    for (int k = 0; k < 2; k++)
         for (size_t l = 0; l < tr->L; l++) free(tr->params[k].p.w[l]), free(tr->params[k].p.b[l]);
-    }
     for (size_t l = 0; l < tr->L; l++) free(tr->grads.w[l]), free(tr->grads.b[l]);
     free(tr->dense_keys);
     free(tr->map.ids), free(tr->map.row), free(tr->map.stamp);
@@ -332,7 +367,7 @@ static ps_status evaluate(trainer *tr, ps_progress *p, ps_error *err) {
     for (;;) {
         if (next_batch(tr, tr->val, sb, err) != PS_OK) return err->code;
         if (sb->B == 0) return PS_OK;
-        if (exchange(tr, NULL, sb, sp, err) != PS_OK) return err->code;
+        if (exchange(tr, NULL, sb, sp, false, err) != PS_OK) return err->code;
         if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
         ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
         double loss;
@@ -343,64 +378,60 @@ static ps_status evaluate(trainer *tr, ps_progress *p, ps_error *err) {
 }
 
 static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
-    const bool overlap = tr->job->fit.overlap;
+    const bool overlap = tr->overlap;
     if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
     tr->rows_hash = 0;
     double t0 = now_s(), last_event = t0;
     *p = (ps_progress){.epoch = epoch + 1, .epochs = tr->job->fit.epochs,
                        .steps = tr->steps_per_epoch, .has_val = tr->val != NULL};
-    /* first batch and its rows */
-    int cur = 0;
-    if (next_batch(tr, tr->train, &tr->batch[cur], err) != PS_OK) return err->code;
-    if (tr->batch[cur].B == 0) return PS_OK;
-    if (exchange(tr, NULL, &tr->batch[cur], &tr->params[cur], err) != PS_OK ||
+    /* batch 0 and its rows */
+    if (next_batch(tr, tr->train, &tr->batch[0], err) != PS_OK) return err->code;
+    if (tr->batch[0].B == 0) return PS_OK;
+    if (exchange(tr, NULL, &tr->batch[0], &tr->params[0], false, err) != PS_OK ||
         ps_client_wait_all(tr->client, err) != PS_OK)
         return err->code;
-    bool have_grads = false; /* gradients of the previous step not yet pushed (overlap) */
-    const step_batch *grads_of = NULL;
-    for (;;) {
+    const step_batch *unpushed = NULL; /* overlap: batch t-1, whose gradients are in tr->grads */
+    for (size_t t = 0;; t++) {
         if (tr->opt->stop && *tr->opt->stop)
             return ps_error_set(err, PS_CLOSED, "interrupted at epoch %u step %llu", epoch + 1,
                                 (unsigned long long)p->step);
-        step_batch *sb = &tr->batch[cur], *nb = &tr->batch[1 - cur];
+        step_batch *sb = &tr->batch[t % 3], *nb = &tr->batch[(t + 1) % 3];
+        step_params *sp = &tr->params[t % 2], *np = &tr->params[(t + 1) % 2];
         if (next_batch(tr, tr->train, nb, err) != PS_OK) return err->code;
         const step_batch *want = nb->B > 0 ? nb : NULL;
-        if (overlap && (have_grads || want) &&
-            exchange(tr, have_grads ? grads_of : NULL, want, &tr->params[1 - cur], err) != PS_OK)
+        /* requests copy keys and gradients when made: tr->grads is free again after this */
+        if (overlap && (unpushed || want) &&
+            exchange(tr, unpushed, want, np, true, err) != PS_OK)
             return err->code;
-        /* grads_of (if any) was copied into the requests: its buffers may now be reused */
         ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
         double loss;
         size_t correct;
-        if (reserve_rows(tr, &tr->params[cur], sb->n_keys, err) != PS_OK) return err->code;
         float *gw0 = grow(tr->grads.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
                           tr->units[0] * sizeof(float));
         if (gw0 == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
         tr->grads.w[0] = gw0;
         tr->grads.n_rows = sb->n_keys;
-        if (ps_mlp_forward_backward(tr->mlp, &tr->params[cur].p, &mb, &tr->grads, &loss, &correct,
-                                    err) != PS_OK)
+        if (ps_mlp_forward_backward(tr->mlp, &sp->p, &mb, &tr->grads, &loss, &correct, err) !=
+            PS_OK)
             return err->code;
         p->samples += sb->B, p->loss_sum += loss, p->correct += correct, p->step++;
         if (overlap) {
             if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
-            have_grads = true, grads_of = sb;
-        } else {
-            if (exchange(tr, sb, want, &tr->params[1 - cur], err) != PS_OK ||
-                ps_client_wait_all(tr->client, err) != PS_OK)
-                return err->code;
+            unpushed = sb;
+        } else if (exchange(tr, sb, want, np, false, err) != PS_OK ||
+                   ps_client_wait_all(tr->client, err) != PS_OK) {
+            return err->code;
         }
-        double t = now_s();
-        p->seconds = t - t0;
+        double now = now_s();
+        p->seconds = now - t0;
         if (want == NULL) break;
-        if (t - last_event >= EVENT_PERIOD_S) {
+        if (now - last_event >= EVENT_PERIOD_S) {
             report(tr, p, "step", false);
-            last_event = t;
+            last_event = now;
         }
-        cur = 1 - cur;
     }
-    if (overlap && have_grads) { /* the epoch's last gradients */
-        if (exchange(tr, grads_of, NULL, NULL, err) != PS_OK ||
+    if (unpushed != NULL) { /* the epoch's last gradients */
+        if (exchange(tr, unpushed, NULL, NULL, false, err) != PS_OK ||
             ps_client_wait_all(tr->client, err) != PS_OK)
             return err->code;
     }
@@ -412,6 +443,14 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         ps_log(&tr->opt->log, PS_LOG_WARN, "epoch %u: skipped %zu malformed lines (first: %s)",
                epoch + 1, ps_data_skipped(tr->train), ps_data_skipped_message(tr->train, 0));
     return PS_OK;
+}
+
+/* sync/ssp: leave the barrier, so the other workers stop waiting for this one's steps. */
+static ps_status finish(trainer *tr, ps_error *err) {
+    if (tr->job->consistency == PS_ASYNC) return PS_OK;
+    ps_op op;
+    if (ps_client_clock_async(tr->client, true, &op, err) != PS_OK) return err->code;
+    return ps_client_wait(tr->client, op, err);
 }
 
 ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
@@ -429,6 +468,7 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
             fflush(opt->out);
         }
         st = run_epoch(&tr, e, &p, err);
+        if (st == PS_OK && e + 1 == fit->epochs) st = finish(&tr, err);
         if (st != PS_OK) break;
         total += p.samples;
         report(&tr, &p, "epoch", true);

@@ -1,0 +1,213 @@
+/* barrier.c - see barrier.h. In sync mode no rank can run ahead of the step being gathered (its
+ * pull for the next step waits for it), so one step is held at a time: held[rank][table]. */
+#include "barrier.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { RANK_LIVE, RANK_FINISHED, RANK_DROPPED } rank_state;
+
+typedef struct {
+    uint8_t *keys;  /* (n) u64 LE */
+    uint8_t *grads; /* (n, dim) f32 LE */
+    size_t n, cap;  /* rows */
+} held_rows;
+
+struct ps_barrier {
+    ps_consistency mode;
+    uint32_t W, T;
+    ps_store *stores[PS_MAX_TABLES]; /* borrowed */
+    uint64_t *clock;                 /* (W) */
+    uint8_t *state;                  /* (W) rank_state */
+    uint64_t min_clock;              /* over live ranks; UINT64_MAX when none */
+    uint64_t applied;                /* sync: steps whose combined update is applied */
+    held_rows *held;                 /* (W * T) sync: this step's pushes */
+    uint8_t *cat_keys, *cat_grads;   /* scratch: one table's held rows in rank order */
+    size_t cat_keys_cap, cat_grads_cap; /* bytes */
+};
+
+static size_t row_bytes(const ps_barrier *b, uint32_t t) {
+    return ps_store_spec(b->stores[t])->dim * sizeof(float);
+}
+
+ps_status ps_barrier_create(const ps_job_config *job, ps_store *const *stores, ps_barrier **out,
+                            ps_error *err) {
+    ps_barrier *b = calloc(1, sizeof(*b));
+    if (b == NULL) return ps_error_set(err, PS_NOMEM, "barrier: out of memory");
+    b->mode = job->consistency;
+    b->W = job->num_workers, b->T = (uint32_t)job->num_tables;
+    for (uint32_t t = 0; t < b->T; t++) b->stores[t] = stores[t];
+    b->clock = calloc(b->W, sizeof(*b->clock));
+    b->state = calloc(b->W, sizeof(*b->state));
+    b->held = calloc((size_t)b->W * (b->T ? b->T : 1), sizeof(*b->held));
+    if (b->clock == NULL || b->state == NULL || b->held == NULL) {
+        ps_barrier_destroy(b);
+        return ps_error_set(err, PS_NOMEM, "barrier: out of memory");
+    }
+    *out = b;
+    return PS_OK;
+}
+
+void ps_barrier_destroy(ps_barrier *b) {
+    if (b == NULL) return;
+    for (size_t i = 0; b->held && i < (size_t)b->W * b->T; i++)
+        free(b->held[i].keys), free(b->held[i].grads);
+    free(b->held), free(b->clock), free(b->state), free(b->cat_keys), free(b->cat_grads);
+    free(b);
+}
+
+static void update_min(ps_barrier *b) {
+    uint64_t m = UINT64_MAX;
+    for (uint32_t r = 0; r < b->W; r++)
+        if (b->state[r] == RANK_LIVE && b->clock[r] < m) m = b->clock[r];
+    b->min_clock = m;
+}
+
+static ps_status reserve(uint8_t **keys, uint8_t **grads, size_t *cap, size_t need, size_t rb) {
+    if (need <= *cap) return PS_OK;
+    size_t n = *cap ? *cap : 256;
+    while (n < need) n *= 2;
+    uint8_t *k = realloc(*keys, n * 8);
+    if (k == NULL) return PS_NOMEM;
+    *keys = k;
+    uint8_t *g = realloc(*grads, n * rb);
+    if (g == NULL) return PS_NOMEM;
+    *grads = g, *cap = n;
+    return PS_OK;
+}
+
+static ps_status grow_bytes(uint8_t **p, size_t *cap, size_t need) {
+    if (need <= *cap) return PS_OK;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need) n *= 2;
+    uint8_t *q = realloc(*p, n);
+    if (q == NULL) return PS_NOMEM;
+    *p = q, *cap = n;
+    return PS_OK;
+}
+
+/* Applies step b->applied: the held rows of the n ranks that ended it, per table in rank order. */
+static ps_status apply_step(ps_barrier *b, uint32_t n, ps_error *err) {
+    const float scale = 1.0f / (float)n; /* exact for n a power of two */
+    for (uint32_t t = 0; t < b->T; t++) {
+        const size_t rb = row_bytes(b, t), dim = rb / sizeof(float);
+        size_t total = 0;
+        for (uint32_t r = 0; r < b->W; r++) total += b->held[(size_t)r * b->T + t].n;
+        if (total == 0) continue;
+        if (grow_bytes(&b->cat_keys, &b->cat_keys_cap, total * 8) != PS_OK ||
+            grow_bytes(&b->cat_grads, &b->cat_grads_cap, total * rb) != PS_OK)
+            return ps_error_set(err, PS_NOMEM, "barrier: out of memory combining %zu rows", total);
+        size_t at = 0;
+        for (uint32_t r = 0; r < b->W; r++) {
+            held_rows *h = &b->held[(size_t)r * b->T + t];
+            if (h->n == 0) continue;
+            memcpy(b->cat_keys + at * 8, h->keys, h->n * 8);
+            float *g = (float *)(void *)(b->cat_grads + at * rb);
+            memcpy(g, h->grads, h->n * rb);
+            for (size_t i = 0; i < h->n * dim; i++) g[i] *= scale;
+            at += h->n;
+            h->n = 0;
+        }
+        if (ps_store_push(b->stores[t], b->cat_keys, b->cat_grads, total, err) != PS_OK)
+            return err ? err->code : PS_NOMEM;
+    }
+    return PS_OK;
+}
+
+/* sync: applies every step that no live rank holds back any more. */
+static ps_status complete(ps_barrier *b, ps_error *err) {
+    if (b->mode != PS_SYNC) return PS_OK;
+    while (b->applied < b->min_clock) {
+        uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it) */
+        for (uint32_t r = 0; r < b->W; r++)
+            n += b->state[r] != RANK_DROPPED && b->clock[r] > b->applied;
+        if (n == 0) break; /* every rank left before this step */
+        if (apply_step(b, n, err) != PS_OK) return err ? err->code : PS_NOMEM;
+        b->applied++;
+    }
+    return PS_OK;
+}
+
+static ps_status check_rank(const ps_barrier *b, uint32_t rank, const char *what, ps_error *err) {
+    if (rank >= b->W)
+        return ps_error_set(err, PS_INVALID_ARG, "%s from rank %u, the job has %u workers", what,
+                            rank, b->W);
+    if (b->state[rank] == RANK_DROPPED)
+        return ps_error_set(err, PS_INVALID_ARG,
+                            "%s from rank %u, which was dropped from the barrier at step %llu",
+                            what, rank, (unsigned long long)b->clock[rank]);
+    if (b->state[rank] == RANK_FINISHED)
+        return ps_error_set(err, PS_INVALID_ARG, "%s from rank %u, which has finished", what,
+                            rank);
+    return PS_OK;
+}
+
+ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const uint8_t *keys,
+                          const uint8_t *grads, size_t n, uint64_t clock, ps_error *err) {
+    if (check_rank(b, rank, "Push", err) != PS_OK) return err->code;
+    if (clock != b->clock[rank])
+        return ps_error_set(err, PS_INVALID_ARG, "Push for step %llu from rank %u, at step %llu",
+                            (unsigned long long)clock, rank,
+                            (unsigned long long)b->clock[rank]);
+    if (b->mode == PS_SSP) return ps_store_push(b->stores[table], keys, grads, n, err);
+    if (clock != b->applied)
+        return ps_error_set(err, PS_INVALID_ARG,
+                            "Push for step %llu from rank %u before step %llu is complete",
+                            (unsigned long long)clock, rank, (unsigned long long)b->applied);
+    held_rows *h = &b->held[(size_t)rank * b->T + table];
+    const size_t rb = row_bytes(b, table);
+    if (reserve(&h->keys, &h->grads, &h->cap, h->n + n, rb) != PS_OK)
+        return ps_error_set(err, PS_NOMEM, "barrier: out of memory holding %zu rows", h->n + n);
+    memcpy(h->keys + h->n * 8, keys, n * 8);
+    memcpy(h->grads + h->n * rb, grads, n * rb);
+    h->n += n;
+    return PS_OK;
+}
+
+ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool finished,
+                           bool *advanced, ps_error *err) {
+    *advanced = false;
+    if (check_rank(b, rank, "Clock", err) != PS_OK) return err->code;
+    const uint64_t want = finished ? b->clock[rank] : b->clock[rank] + 1;
+    if (clock != want)
+        return ps_error_set(err, PS_INVALID_ARG, "Clock %llu%s from rank %u at step %llu",
+                            (unsigned long long)clock, finished ? " (finished)" : "", rank,
+                            (unsigned long long)b->clock[rank]);
+    const uint64_t before = b->min_clock;
+    if (finished) b->state[rank] = RANK_FINISHED;
+    else b->clock[rank] = clock;
+    update_min(b);
+    *advanced = b->min_clock != before;
+    return complete(b, err);
+}
+
+ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error *err) {
+    *advanced = false;
+    if (rank >= b->W || b->state[rank] != RANK_LIVE) return PS_OK;
+    b->state[rank] = RANK_DROPPED;
+    for (uint32_t t = 0; t < b->T; t++) b->held[(size_t)rank * b->T + t].n = 0;
+    const uint64_t before = b->min_clock;
+    update_min(b);
+    *advanced = b->min_clock != before;
+    return complete(b, err);
+}
+
+uint64_t ps_barrier_min_clock(const ps_barrier *b) { return b->min_clock; }
+
+size_t ps_barrier_slowest(const ps_barrier *b, uint32_t *ranks, size_t max) {
+    size_t n = 0;
+    for (uint32_t r = 0; r < b->W; r++) {
+        if (b->state[r] != RANK_LIVE || b->clock[r] != b->min_clock) continue;
+        if (n < max) ranks[n] = r;
+        n++;
+    }
+    return n;
+}
+
+uint64_t ps_barrier_rank_clock(const ps_barrier *b, uint32_t rank) {
+    return rank < b->W ? b->clock[rank] : 0;
+}
+
+bool ps_barrier_is_live(const ps_barrier *b, uint32_t rank) {
+    return rank < b->W && b->state[rank] == RANK_LIVE;
+}

@@ -1,0 +1,59 @@
+/* barrier.h - the clocks of a "sync" or "ssp" job on one shard. No I/O: the server tells it what
+ * arrives and asks it whether a pull may be answered.
+ *
+ * Each worker rank 0..W-1 has a clock: the steps it has ended on this shard (a Clock message
+ * ends one). A rank is live until it says it is finished or is dropped (its connection closed
+ * before it finished, or it stalled a barrier past cluster.barrier_timeout_ms); live ranks that
+ * have not connected yet count with clock 0. A pull with min_clock m is answered once every
+ * live rank's clock is >= m (ps_barrier_min_clock).
+ *   ssp:  a push is applied on arrival.
+ *   sync: the pushes of step t are held, per rank, until every live rank has ended step t; then,
+ *         per table, the held gradients of the ranks that ended t are concatenated in rank order
+ *         (each scaled by 1/n, n = those ranks), and pushed to the store as one push, which sums a
+ *         row's duplicates in that order and applies AdaGrad once: the mean of the workers'
+ *         batch-mean gradients, the same bits whatever the arrival order. */
+#ifndef PS_BARRIER_H
+#define PS_BARRIER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ps_status.h"
+#include "store.h"
+
+typedef struct ps_barrier ps_barrier;
+
+/* For job->consistency sync or ssp. stores: (job->num_tables), borrowed for the barrier's life. */
+ps_status ps_barrier_create(const ps_job_config *job, ps_store *const *stores, ps_barrier **out,
+                            ps_error *err);
+void ps_barrier_destroy(ps_barrier *b); /* NULL-safe */
+
+/* A push of rank's step `clock` (keys (n) u64 LE, grads (n, dim) f32 LE, borrowed). It must be
+ * the rank's current clock and, in sync, the step being gathered. sync: copied and held; ssp:
+ * applied now. PS_INVALID_ARG (rank not live, wrong step), PS_NOMEM. */
+ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const uint8_t *keys,
+                          const uint8_t *grads, size_t n, uint64_t clock, ps_error *err);
+
+/* rank ends its step: clock must be its clock + 1. finished: rank leaves instead (clock must be
+ * its clock). Completes sync steps that no live rank holds back any more. *advanced is set when
+ * the minimum clock moved (parked pulls may now be answered). */
+ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool finished,
+                           bool *advanced, ps_error *err);
+
+/* Drops a live rank (its held gradients are discarded); a no-op for one that is not live.
+ * Same *advanced as above. PS_NOMEM when completing a step failed. */
+ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error *err);
+
+/* The smallest clock among live ranks; UINT64_MAX when none is live. */
+uint64_t ps_barrier_min_clock(const ps_barrier *b);
+
+/* Live ranks whose clock is the minimum (those a waiting pull waits for): up to max into ranks;
+ * returns how many there are. */
+size_t ps_barrier_slowest(const ps_barrier *b, uint32_t *ranks, size_t max);
+
+uint64_t ps_barrier_rank_clock(const ps_barrier *b, uint32_t rank);
+bool ps_barrier_is_live(const ps_barrier *b, uint32_t rank);
+
+#endif
