@@ -575,6 +575,7 @@ static void send_hello(int fd, const char *job_id, const char *token) {
     env.request_id = 1;
     env.which_body = ps_Envelope_hello_tag;
     env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    env.hello.role = ps_Role_ROLE_WORKER;
     snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job_id);
     if (token != NULL) snprintf(env.hello.token, sizeof(env.hello.token), "%s", token);
     cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
