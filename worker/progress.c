@@ -57,11 +57,11 @@ bool ps_progress_append_json(const char *path, const ps_progress *p) {
     if (f == NULL) return false;
     double loss = p->samples ? p->loss_sum / (double)p->samples : 0.0;
     double acc = p->samples ? (double)p->correct / (double)p->samples : 0.0;
-    fprintf(f, "{\"epoch\": %u, \"loss\": %.6f, \"accuracy\": %.6f", p->epoch, loss, acc);
+    fprintf(f, "{\"epoch\": %u, \"loss\": %.10g, \"accuracy\": %.10g", p->epoch, loss, acc);
     if (p->has_val) {
         double vl = p->val_samples ? p->val_loss_sum / (double)p->val_samples : 0.0;
         double va = p->val_samples ? (double)p->val_correct / (double)p->val_samples : 0.0;
-        fprintf(f, ", \"val_loss\": %.6f, \"val_accuracy\": %.6f", vl, va);
+        fprintf(f, ", \"val_loss\": %.10g, \"val_accuracy\": %.10g", vl, va);
     }
     fprintf(f, ", \"samples\": %llu, \"samples_per_sec\": %.1f, \"seconds\": %.4f}\n",
             (unsigned long long)p->samples,

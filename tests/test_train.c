@@ -1,0 +1,240 @@
+/* test_train.c - the worker's training loop against real shards on loopback (in-process): which
+ * rows each batch's gradients reach, in every consistency mode, and the quality of a sparse model
+ * trained with and without overlap. Workers run ps_train_run on threads of their own. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "train.h"
+
+static char dir[64];
+
+static void setup(void) {
+    snprintf(dir, sizeof(dir), "/tmp/ps_train_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+TestSuite(train, .init = setup, .fini = teardown, .timeout = 120);
+
+typedef struct {
+    ps_job_config *job;
+    uint32_t rank;
+    ps_status st;
+    ps_error err;
+} worker_run;
+
+static void *run_worker(void *arg) {
+    worker_run *w = arg;
+    FILE *devnull = fopen("/dev/null", "w");
+    ps_train_options o = {.job = w->job, .rank = w->rank, .out = devnull,
+                          .log = {.level = PS_LOG_ERROR}};
+    w->st = ps_train_run(&o, &w->err);
+    fclose(devnull);
+    return NULL;
+}
+
+/* Runs every worker of job on its own thread against job's (running) servers. */
+static void train_all(ps_job_config *job) {
+    worker_run w[8];
+    pthread_t th[8];
+    cr_assert(job->num_workers <= 8);
+    for (uint32_t r = 0; r < job->num_workers; r++) {
+        w[r] = (worker_run){.job = job, .rank = r};
+        cr_assert_eq(pthread_create(&th[r], NULL, run_worker, &w[r]), 0);
+    }
+    for (uint32_t r = 0; r < job->num_workers; r++) {
+        pthread_join(th[r], NULL);
+        cr_assert_eq(w[r].st, PS_OK, "worker %u: %s", r, w[r].err.msg);
+    }
+}
+
+/* --- every id in one batch only: each row moves once, by its own sample's label ---------------- */
+
+enum { ONE_N = 64, ONE_IDS = 3 };
+
+/* Sample i holds ids 3i+1..3i+3 (1-based, so keys 3i..3i+2) with value 1; no id occurs twice. */
+static int label_of(int i) { return (i * 5 + i / 3) % 3 == 0; }
+
+static void write_one_id_per_batch(const char *path) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < ONE_N; i++) {
+        fprintf(f, "%d", label_of(i));
+        for (int k = 1; k <= ONE_IDS; k++) fprintf(f, " %d:1", ONE_IDS * i + k);
+        fputc('\n', f);
+    }
+    fclose(f);
+}
+
+/* One sigmoid unit over the ids, PyTorch-form AdaGrad with lr 0.1 and a zero kernel: a row pushed
+ * once with gradient g becomes 0 + (-0.1 * g) / (sqrt(g^2) + 1e-10) = -0.1 * sign(g) within two
+ * roundings (|g| >= 1e-3 here, so eps vanishes in the sum), and g = (p - y) / B has the sign of
+ * -y: +0.1 for a label 1, -0.1 for a label 0. Any row pushed with another batch's gradients, or
+ * never pushed, or pushed twice, is off. */
+static void check_one_id_per_batch(const char *cluster, const char *fit, uint32_t workers) {
+    char data[128], json[2048];
+    snprintf(data, sizeof(data), "%s/one.svm", dir);
+    write_one_id_per_batch(data);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"one\", \"cluster\": {\"servers\": 2, \"workers\": %u%s},"
+             " \"optimizer\": {\"learning_rate\": 0.1},"
+             " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": %d,"
+             " \"init\": {\"type\": \"zeros\"}},"
+             " \"layers\": [{\"units\": 1, \"activation\": \"sigmoid\"}],"
+             " \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 1, \"batch_size\": 4, \"shuffle\": false, \"verbose\": 0%s},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             workers, cluster, ONE_N * ONE_IDS, fit, data);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *s[2] = {tu_server_start(&job, 0), tu_server_start(&job, 1)};
+    tu_job_use(&job, s, 2);
+    train_all(&job);
+
+    ps_client *c = tu_client(&job, 0);
+    const uint32_t kernel = (uint32_t)ps_config_table(&job, "dense/kernel");
+    uint64_t keys[ONE_N * ONE_IDS], rows, bytes;
+    float w[ONE_N * ONE_IDS];
+    for (int k = 0; k < ONE_N * ONE_IDS; k++) keys[k] = (uint64_t)k;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(c, kernel, keys, ONE_N * ONE_IDS, w, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_table_stats(c, kernel, &rows, &bytes, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(rows, (uint64_t)ONE_N * ONE_IDS, "%llu rows stored: every id is pushed once",
+                 (unsigned long long)rows);
+    for (int i = 0; i < ONE_N; i++)
+        for (int k = 0; k < ONE_IDS; k++) {
+            const float want = label_of(i) ? 0.1f : -0.1f;
+            cr_assert(fabsf(w[ONE_IDS * i + k] - want) <= 1e-7f,
+                         "%s: sample %d (batch %d, label %d) id %d: weight %.9g, want %.9g",
+                         cluster, i, i / 4, label_of(i), ONE_IDS * i + k + 1,
+                         (double)w[ONE_IDS * i + k], (double)want);
+        }
+    ps_client_destroy(c);
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
+}
+
+Test(train, overlapped_async_pushes_each_batch_under_its_own_keys) {
+    check_one_id_per_batch("", "", 1); /* fit.overlap is on by default */
+}
+
+Test(train, sequential_async_pushes_each_batch_under_its_own_keys) {
+    check_one_id_per_batch("", ", \"overlap\": false", 1);
+}
+
+Test(train, two_async_workers_push_each_batch_under_its_own_keys) {
+    check_one_id_per_batch("", "", 2);
+}
+
+Test(train, sync_pushes_each_batch_under_its_own_keys) {
+    check_one_id_per_batch(", \"consistency\": \"sync\"", "", 1);
+    check_one_id_per_batch(", \"consistency\": \"sync\"", "", 2); /* g / 2 keeps its sign */
+}
+
+Test(train, ssp_pushes_each_batch_under_its_own_keys) {
+    check_one_id_per_batch(", \"consistency\": \"ssp\", \"staleness\": 0", "", 1);
+    check_one_id_per_batch(", \"consistency\": \"ssp\", \"staleness\": 2", "", 2);
+}
+
+/* --- a sparse model learns as well overlapped as sequentially --------------------------------- */
+
+static uint64_t rng_next(uint64_t *s) { /* xorshift64* */
+    *s ^= *s >> 12, *s ^= *s << 25, *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dULL;
+}
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+enum { GEN_IDS = 1000, GEN_PER_ROW = 8 };
+
+/* Rows of 8 distinct ids out of 1000 (value 1), labels from a hidden logistic model on them.
+ * Returns the base-rate logloss of the labels written (what predicting the mean achieves). */
+static double write_generated(const char *path, int rows, const float *w_true, uint64_t seed) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    int pos = 0;
+    for (int i = 0; i < rows; i++) {
+        int ids[GEN_PER_ROW];
+        double z = 0;
+        for (int k = 0; k < GEN_PER_ROW; k++) {
+            int id, dup;
+            do {
+                id = 1 + (int)(rng_next(&seed) % GEN_IDS);
+                dup = 0;
+                for (int j = 0; j < k; j++) dup |= ids[j] == id;
+            } while (dup);
+            ids[k] = id;
+            z += w_true[id - 1];
+        }
+        int y = rng_unit(&seed) < 1.0 / (1.0 + exp(-z));
+        pos += y;
+        fprintf(f, "%d", y);
+        for (int k = 0; k < GEN_PER_ROW; k++) fprintf(f, " %d:1", ids[k]);
+        fputc('\n', f);
+    }
+    fclose(f);
+    double p = (double)pos / rows;
+    return -(p * log(p) + (1 - p) * log(1 - p));
+}
+
+/* val_loss of the last line of a metrics file. */
+static double last_val_loss(const char *path) {
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char line[1024], last[1024] = "";
+    while (fgets(line, sizeof(line), f)) snprintf(last, sizeof(last), "%s", line);
+    fclose(f);
+    const char *v = strstr(last, "\"val_loss\": ");
+    cr_assert_not_null(v, "no val_loss in %s", last);
+    return strtod(v + strlen("\"val_loss\": "), NULL);
+}
+
+static double train_generated(const char *train, const char *val, bool overlap, int run) {
+    char metrics[128], json[2048];
+    snprintf(metrics, sizeof(metrics), "%s/metrics%d.jsonl", dir, run);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"gen\", \"seed\": 7, \"cluster\": {\"servers\": 2},"
+             " \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": %d},"
+             " \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
+             " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 4, \"batch_size\": 32, \"verbose\": 0, \"overlap\": %s,"
+             " \"metrics_file\": \"%s\"},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"},"
+             " \"validation\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             GEN_IDS, overlap ? "true" : "false", metrics, train, val);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *s[2] = {tu_server_start(&job, 0), tu_server_start(&job, 1)};
+    tu_job_use(&job, s, 2);
+    train_all(&job);
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
+    return last_val_loss(metrics);
+}
+
+/* The bug this guards: overlapped pushes went to another batch's rows, and the held-out loss of
+ * an overlapped run stayed at the base rate while a sequential run learned. */
+Test(train, overlapped_sparse_model_learns_as_well_as_sequential) {
+    static float w_true[GEN_IDS];
+    uint64_t seed = 12345;
+    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
+    char train[128], val[128];
+    snprintf(train, sizeof(train), "%s/train.svm", dir);
+    snprintf(val, sizeof(val), "%s/val.svm", dir);
+    write_generated(train, 6000, w_true, 1);
+    const double base = write_generated(val, 2000, w_true, 2);
+    const double seq = train_generated(train, val, false, 0);
+    const double ovl = train_generated(train, val, true, 1);
+    cr_assert(seq < base - 0.05, "sequential: held-out logloss %.4f, base rate %.4f", seq, base);
+    cr_assert(fabs(ovl - seq) < 0.01, "held-out logloss: overlapped %.4f, sequential %.4f (base "
+              "rate %.4f)", ovl, seq, base);
+}
