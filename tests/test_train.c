@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -237,4 +238,174 @@ Test(train, overlapped_sparse_model_learns_as_well_as_sequential) {
     cr_assert(seq < base - 0.05, "sequential: held-out logloss %.4f, base rate %.4f", seq, base);
     cr_assert(fabs(ovl - seq) < 0.01, "held-out logloss: overlapped %.4f, sequential %.4f (base "
               "rate %.4f)", ovl, seq, base);
+}
+
+/* --- sync: determinism, uneven shards, workers that stall or vanish ---------------------------- */
+
+/* Every weight of a model whose first kernel has n_ids rows, pulled in table order. */
+static size_t pull_all(const ps_job_config *job, uint64_t n_ids, float *out, size_t cap) {
+    ps_client *c = tu_client(job, 0);
+    size_t at = 0;
+    ps_error err = {0};
+    for (size_t l = 0; l < job->model.num_layers; l++) {
+        uint64_t rows = l == 0 ? n_ids : job->model.units[l - 1];
+        uint32_t kt = job->model.kernel_table[l], bt = job->model.bias_table[l];
+        uint64_t *keys = malloc(rows * sizeof(uint64_t));
+        for (uint64_t k = 0; k < rows; k++) keys[k] = k;
+        cr_assert(at + rows * job->model.units[l] + job->model.units[l] <= cap);
+        cr_assert_eq(ps_client_pull(c, kt, keys, rows, out + at, &err), PS_OK, "%s", err.msg);
+        at += rows * job->model.units[l];
+        cr_assert_eq(ps_client_pull(c, bt, keys, 1, out + at, &err), PS_OK, "%s", err.msg);
+        at += job->model.units[l];
+        free(keys);
+    }
+    ps_client_destroy(c);
+    return at;
+}
+
+static size_t train_sync_sparse(const char *train, const char *cluster_extra, float *w,
+                                size_t cap) {
+    char json[2048];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"det\", \"seed\": 3,"
+             " \"cluster\": {\"servers\": 2, \"workers\": 2, \"consistency\": \"sync\"%s},"
+             " \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": %d},"
+             " \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
+             " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"batch_size\": 32, \"verbose\": 0},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             cluster_extra, GEN_IDS, train);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *s[2] = {tu_server_start(&job, 0), tu_server_start(&job, 1)};
+    tu_job_use(&job, s, 2);
+    train_all(&job);
+    size_t n = pull_all(&job, GEN_IDS, w, cap);
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
+    return n;
+}
+
+/* Two sync runs of a shuffled sparse job on 2 workers and 2 shards give the same bits, though
+ * the second spreads the servers' work over 2 threads and polls instead of sleeping. */
+Test(train, sync_runs_are_bit_identical) {
+    static float w_true[GEN_IDS], a[GEN_IDS * 8 + 64], b[GEN_IDS * 8 + 64];
+    uint64_t seed = 99;
+    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
+    char train[128];
+    snprintf(train, sizeof(train), "%s/train.svm", dir);
+    write_generated(train, 3000, w_true, 5);
+    size_t na = train_sync_sparse(train, "", a, sizeof(a) / sizeof(a[0]));
+    size_t nb = train_sync_sparse(train, ", \"busy_poll_us\": 200", b, sizeof(b) / sizeof(b[0]));
+    cr_assert_eq(na, nb);
+    size_t moved = 0;
+    for (size_t i = 0; i < na; i++) {
+        cr_assert_eq(memcmp(&a[i], &b[i], sizeof(float)), 0, "weight %zu: %.9g vs %.9g", i,
+                     (double)a[i], (double)b[i]);
+        moved += a[i] != 0.0f;
+    }
+    cr_assert(moved > na / 2, "only %zu of %zu weights are nonzero", moved, na);
+}
+
+/* 1000 rows on 3 workers with batch 111: 4, 3 and 3 steps per epoch (the last of 1 row). No mode
+ * may deadlock, and none may need a worker dropped (that would take barrier_timeout_ms). */
+Test(train, uneven_shards_never_deadlock) {
+    const char *modes[] = {"async", "sync", "ssp"};
+    for (int m = 0; m < 3; m++) {
+        char json[1024];
+        snprintf(json, sizeof(json),
+                 "{\"job_id\": \"uneven\", \"cluster\": {\"servers\": 2, \"workers\": 3,"
+                 " \"consistency\": \"%s\", \"barrier_timeout_ms\": 20000},"
+                 " \"model\": {\"input_dim\": 5, \"layers\": [{\"units\": 4, \"activation\":"
+                 " \"relu\"}, {\"units\": 1, \"activation\": \"sigmoid\"}],"
+                 " \"loss\": \"binary_crossentropy\"},"
+                 " \"fit\": {\"epochs\": 3, \"batch_size\": 111, \"verbose\": 0},"
+                 " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 1000, \"cols\": 5}}}",
+                 modes[m]);
+        ps_job_config job;
+        tu_job(json, &job);
+        test_server *s[2] = {tu_server_start(&job, 0), tu_server_start(&job, 1)};
+        tu_job_use(&job, s, 2);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        train_all(&job);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        cr_assert(secs < 15.0, "%s: %.1f s: a worker waited for a barrier timeout", modes[m],
+                  secs);
+        tu_server_free(s[0]);
+        tu_server_free(s[1]);
+    }
+}
+
+/* Says Hello as worker `rank` on a raw connection. */
+static int hello_as(const ps_job_config *job, int port, uint32_t rank) {
+    int fd = tu_connect(port);
+    cr_assert(fd >= 0);
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 1;
+    env.which_body = ps_Envelope_hello_tag;
+    env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    env.hello.role = ps_Role_ROLE_WORKER;
+    env.hello.rank = rank;
+    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job->job_id);
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_hello_reply_tag);
+    free(buf);
+    return fd;
+}
+
+/* Worker 1 connects and then stalls (or vanishes): worker 0 is held at the first barrier until
+ * the server drops worker 1, then trains to the end. The stalled worker's next push is refused. */
+static void one_worker_goes_missing(const char *mode, bool vanish) {
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"drop\", \"cluster\": {\"workers\": 2, \"consistency\": \"%s\","
+             " \"barrier_timeout_ms\": 300, \"request_timeout_ms\": 10000}, %s"
+             " \"model\": {\"input_dim\": 5, \"layers\": [{\"units\": 1, \"activation\":"
+             " \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"batch_size\": 50, \"verbose\": 0},"
+             " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 400, \"cols\": 5}}}",
+             mode, strcmp(mode, "ssp") == 0 ? "" : "");
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    int fd = hello_as(&job, tu_server_port(s), 1);
+    if (vanish) close(fd);
+    worker_run w = {.job = &job, .rank = 0};
+    run_worker(&w);
+    cr_assert_eq(w.st, PS_OK, "%s: worker 0: %s", mode, w.err.msg);
+    if (!vanish) { /* the dropped rank's push is refused, the connection stays */
+        uint64_t key = 0;
+        float g[1] = {0.5f};
+        ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)g, 4}};
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = 2;
+        env.which_body = ps_Envelope_push_tag;
+        env.push.table = job.model.bias_table[0];
+        cr_assert(tu_send_msg(fd, &env, &kb, &gb, NULL));
+        ps_msg m;
+        uint8_t *buf;
+        cr_assert(tu_read_msg(fd, &m, &buf));
+        cr_assert_eq(m.env.which_body, ps_Envelope_error_tag);
+        cr_assert(strstr(m.env.error.message, "dropped from the barrier"), "%s",
+                  m.env.error.message);
+        free(buf);
+        close(fd);
+    }
+    tu_server_free(s);
+}
+
+Test(train, a_stalled_worker_is_dropped_and_the_job_goes_on) {
+    one_worker_goes_missing("sync", false);
+    one_worker_goes_missing("ssp", false);
+}
+
+Test(train, a_vanished_worker_is_dropped_and_the_job_goes_on) {
+    one_worker_goes_missing("sync", true);
+    one_worker_goes_missing("ssp", true);
 }
