@@ -55,8 +55,9 @@ ps_status ps_npy_read(ps_npy_reader *r, void *dst, uint64_t n, ps_error *err);
 void ps_npy_close(ps_npy_reader *r); /* NULL-safe */
 
 /* Starts writing PATH.tmp. shape (ndim <= PS_NPY_MAX_DIM) is copied; shape[0] may be
- * PS_NPY_ROWS_UNKNOWN (ndim >= 1; rows of zero items then count as 0 rows). The header is numpy's byte for byte, with numpy's spare room
- * for a first dimension of up to 21 digits, so ps_npy_finish rewrites it in place. */
+ * PS_NPY_ROWS_UNKNOWN (ndim >= 1; rows of zero items then count as 0 rows). The header is numpy's
+ * byte for byte, with numpy's spare room for a first dimension of up to 21 digits, so
+ * ps_npy_finish rewrites it in place. */
 ps_status ps_npy_create(const char *path, ps_npy_dtype dtype, unsigned ndim,
                         const uint64_t *shape, ps_npy_writer **out, ps_error *err);
 

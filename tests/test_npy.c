@@ -1,7 +1,7 @@
 /* test_npy.c - common/npy.c: files numpy 1.24 wrote (pasted byte for byte) read back with their
  * shape and values; the writer reproduces numpy's bytes, whether the first dimension is known at
  * the start or set by finish; round trips of every dtype and shape kind; a file appears under its
- * name only after finish; every malformed header or size is refused with the path in the message. */
+ * name only after finish; every malformed header or size is refused, the path in the message. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -306,8 +306,9 @@ Test(npy, finish_refuses_partial_rows) {
     ps_npy_writer *w = NULL;
     ps_error err = {0};
     uint8_t junk[13] = {0};
-    cr_assert_eq(ps_npy_create(at("p.npy"), PS_NPY_F4, 2, (const uint64_t[]){PS_NPY_ROWS_UNKNOWN, 3},
-                               &w, &err), PS_OK);
+    cr_assert_eq(ps_npy_create(at("p.npy"), PS_NPY_F4, 2,
+                               (const uint64_t[]){PS_NPY_ROWS_UNKNOWN, 3}, &w, &err),
+                 PS_OK);
     cr_assert_eq(ps_npy_append(w, junk, sizeof(junk), &err), PS_OK);
     cr_assert_eq(ps_npy_finish(w, &err), PS_DATA);
     cr_assert(strstr(err.msg, "p.npy: 13 bytes appended are not whole rows of 12 bytes") != NULL,
@@ -410,8 +411,9 @@ ParameterizedTestParameters(npy, headers) {
          PS_DATA, "descr '<f8' is not supported (want '<f4', '<u8' or '<u4')"},
         {"int64", "", 1, 0, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 0, 24,
          PS_DATA, "descr '<i8' is not supported"},
-        {"structured", "", 1, 0, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (6,), }",
-         0, 24, PS_DATA, "header: descr: structured dtypes are not supported"},
+        {"structured", "", 1, 0,
+         "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (6,), }", 0, 24, PS_DATA,
+         "header: descr: structured dtypes are not supported"},
         {"5 dims", "", 1, 0,
          "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 2, 1, 3), }", 0, 24, PS_DATA,
          "header: shape: more than 4 dimensions"},
