@@ -109,3 +109,122 @@ Test(client, another_initializer_is_refused) {
     cr_assert_eq(st, PS_MISMATCH, "%s", msg);
     cr_assert(strstr(msg, "init differs"), "%s", msg);
 }
+
+/* --- the shard index of the HelloReply --------------------------------------------------------- */
+
+/* Two real shards listed in the job in the wrong order: the first address answers "shard 1 of
+ * 2" where the job expects shard 0, and the client refuses, naming both. */
+Test(client, shards_listed_in_the_wrong_order_are_refused) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"two\", \"cluster\": {\"servers\": 2, \"connect_timeout_ms\": 3000,"
+           " \"request_timeout_ms\": 5000}, \"tables\": [{\"name\": \"emb\", \"dim\": 4}]}",
+           &j);
+    test_server *s[2] = {tu_server_start(&j, 0), tu_server_start(&j, 1)};
+    test_server *swapped[2] = {s[1], s[0]};
+    tu_job_use(&j, swapped, 2);
+    ps_client_options o = {.job = &j, .rank = 0, .log = {.level = PS_LOG_ERROR}};
+    ps_client *c = NULL;
+    ps_error err = {0};
+    ps_status st = ps_client_create(&o, &c, &err);
+    cr_assert_eq(st, PS_MISMATCH, "%s: %s", ps_status_str(st), err.msg);
+    cr_assert_null(c);
+    cr_assert(strstr(err.msg, tu_server_addr(s[1])) != NULL, "no address: %s", err.msg);
+    cr_assert(strstr(err.msg, "shard 1 of 2") && strstr(err.msg, "shard 0 of 2"), "%s", err.msg);
+    /* the right order is accepted */
+    tu_job_use(&j, s, 2);
+    ps_client_destroy(tu_client(&j, 0));
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
+}
+
+/* --- cluster.request_timeout_ms ---------------------------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int lfd;
+    const ps_job_config *job;
+    int requests; /* read after the Hello, never answered */
+} silent_server;
+
+/* Accepts one client, answers its Hello with exactly the job's tables, then reads every request
+ * and answers none, until the client goes. */
+static void *silent_serve(void *arg) {
+    silent_server *f = arg;
+    int fd = accept(f->lfd, NULL, NULL);
+    ps_msg m;
+    uint8_t *buf = NULL;
+    while (fd >= 0 && tu_read_msg(fd, &m, &buf)) {
+        if (m.env.which_body == ps_Envelope_hello_tag) {
+            ps_Envelope env = ps_Envelope_init_zero;
+            env.request_id = m.env.request_id;
+            env.which_body = ps_Envelope_hello_reply_tag;
+            env.hello_reply.shard = 0;
+            env.hello_reply.num_shards = 1;
+            env.hello_reply.tables_count = (pb_size_t)f->job->num_tables;
+            for (size_t i = 0; i < f->job->num_tables; i++)
+                ps_wire_table_to_pb(&f->job->tables[i], &env.hello_reply.tables[i]);
+            if (!tu_send_msg(fd, &env, NULL, NULL, NULL)) break;
+        } else {
+            f->requests++;
+        }
+        free(buf);
+        buf = NULL;
+    }
+    free(buf);
+    if (fd >= 0) close(fd);
+    return NULL;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A server that says Hello and then never answers: a push (and, on another client, a pull)
+ * returns PS_TIMEOUT after about cluster.request_timeout_ms = 300 ms, not a hang (bound 5 s,
+ * while connect_timeout_ms is 20 s), and not at once. */
+Test(client, silent_server_times_out_on_request_timeout_ms) {
+    for (int op = 0; op < 2; op++) {
+        silent_server f = {.requests = 0};
+        f.lfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t alen = sizeof(a);
+        cr_assert(f.lfd >= 0 && bind(f.lfd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+                  listen(f.lfd, 1) == 0 && getsockname(f.lfd, (struct sockaddr *)&a, &alen) == 0);
+        ps_job_config j;
+        char json[512];
+        snprintf(json, sizeof(json),
+                 "{\"job_id\": \"quiet\", \"cluster\": {\"servers\": [\"127.0.0.1:%d\"],"
+                 " \"connect_timeout_ms\": 20000, \"request_timeout_ms\": 300},"
+                 " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}},"
+                 " {\"name\": \"w\", \"dim\": 2}]}",
+                 ntohs(a.sin_port));
+        tu_job(json, &j);
+        f.job = &j;
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, silent_serve, &f), 0);
+        ps_client *c = tu_client(&j, 0); /* the Hello is answered: the client is created */
+        uint64_t keys[2] = {3, 4};
+        float vals[8] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+        ps_error err = {0};
+        double t0 = now_s();
+        ps_status st = op == 0 ? ps_client_push(c, 0, keys, 2, vals, &err)
+                               : ps_client_pull(c, 0, keys, 2, vals, &err);
+        double took = now_s() - t0;
+        const char *what = op == 0 ? "push" : "pull";
+        cr_assert_eq(st, PS_TIMEOUT, "%s: %s (%s)", what, ps_status_str(st), err.msg);
+        cr_assert_lt(took, 5.0, "%s: returned after %.2f s", what, took);
+        cr_assert_geq(took, 0.15, "%s: returned after %.3f s, before the timeout", what, took);
+        ps_client_destroy(c); /* closes the connection: the fake server's read ends */
+        pthread_join(th, NULL);
+        close(f.lfd);
+        cr_assert_geq(f.requests, 1, "%s: the request never reached the server", what);
+    }
+}
