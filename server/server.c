@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "server_internal.h"
+#include "weights.h"
 
 static void on_connection(uv_stream_t *l, int status) {
     ps_server *srv = l->data;
@@ -127,6 +128,16 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     for (size_t i = 0; i < job->num_tables && st == PS_OK; i++) {
         st = ps_store_create(&job->tables[i], job->seed, &srv->stores[i], err);
         if (st == PS_OK) st = ps_store_set_pool(srv->stores[i], srv->pool, err);
+    }
+    if (st == PS_OK && job->fit.init_from[0] != '\0') {
+        size_t rows = 0;
+        st = ps_weights_load(job->fit.init_from, job, opt->shard, job->num_servers, srv->stores,
+                             &rows, err);
+        if (st == PS_OK)
+            ps_log(&opt->log, PS_LOG_INFO, "fit.init_from: %zu rows of this shard from %s", rows,
+                   job->fit.init_from);
+        else
+            ps_error_prefix(err, st, "%s: fit.init_from", job->file);
     }
     if (st == PS_OK && job->consistency != PS_ASYNC)
         st = ps_barrier_create(job, srv->stores, &srv->barrier, err);
