@@ -47,4 +47,9 @@ typedef struct {
     ps_adagrad_config opt;
 } ps_table_spec;
 
+/* Floats of AdaGrad state per row: dim, or 1 when rowwise. */
+static inline uint32_t ps_table_state_len(const ps_table_spec *t) {
+    return t->opt.rowwise ? 1 : t->dim;
+}
+
 #endif

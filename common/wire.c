@@ -29,7 +29,7 @@ static bool setup_body(pb_istream_t *s, const pb_field_iter_t *field, void **arg
     ps_msg *m = *arg;
     pb_callback_t view = {.funcs.decode = take_view};
     /* A repeated oneof: the last body wins; views of an earlier one must not leak into it. */
-    m->keys = m->grads = m->pull_keys = m->values = (ps_bytes){0};
+    m->keys = m->grads = m->pull_keys = m->values = m->acc = m->steps = (ps_bytes){0};
 #define VIEW(cb, dst) (cb) = view, (cb).arg = &m->dst
     switch (field->tag) {
     case ps_Envelope_pull_tag:
@@ -46,6 +46,15 @@ static bool setup_body(pb_istream_t *s, const pb_field_iter_t *field, void **arg
         break;
     case ps_Envelope_values_tag:
         VIEW(((ps_Values *)field->pData)->values, values);
+        break;
+    case ps_Envelope_scan_tag:
+        VIEW(((ps_Scan *)field->pData)->keys, keys);
+        break;
+    case ps_Envelope_rows_tag:
+        VIEW(((ps_Rows *)field->pData)->keys, keys);
+        VIEW(((ps_Rows *)field->pData)->values, values);
+        VIEW(((ps_Rows *)field->pData)->accumulators, acc);
+        VIEW(((ps_Rows *)field->pData)->steps, steps);
         break;
     default:
         break;
@@ -134,13 +143,29 @@ static uint8_t *frame_alloc(ps_frame_cache *fc, size_t n) {
 }
 
 static const ps_bulk no_bulk;
+#define BULK(field, b) (field) = cb, (field).arg = (void *)((b) ? (b) : &no_bulk)
+
+static ps_status encode_env(const ps_Envelope *env, ps_frame_cache *cache, uint8_t **out,
+                            size_t *out_len, ps_error *err);
+
+ps_status ps_wire_encode_rows(const ps_Envelope *env_in, const ps_bulk *keys,
+                              const ps_bulk *values, const ps_bulk *acc, const ps_bulk *steps,
+                              ps_frame_cache *cache, uint8_t **out, size_t *out_len,
+                              ps_error *err) {
+    ps_Envelope env = *env_in;
+    pb_callback_t cb = {.funcs.encode = put_bulk};
+    BULK(env.rows.keys, keys);
+    BULK(env.rows.values, values);
+    BULK(env.rows.accumulators, acc);
+    BULK(env.rows.steps, steps);
+    return encode_env(&env, cache, out, out_len, err);
+}
 
 ps_status ps_wire_encode(const ps_Envelope *env_in, const ps_bulk *keys, const ps_bulk *grads,
                          const ps_bulk *pull_keys, const ps_bulk *values, ps_frame_cache *cache,
                          uint8_t **out, size_t *out_len, ps_error *err) {
     ps_Envelope env = *env_in;
     pb_callback_t cb = {.funcs.encode = put_bulk};
-#define BULK(field, b) (field) = cb, (field).arg = (void *)((b) ? (b) : &no_bulk)
     switch (env.which_body) {
     case ps_Envelope_pull_tag:
         BULK(env.pull.keys, keys);
@@ -157,10 +182,25 @@ ps_status ps_wire_encode(const ps_Envelope *env_in, const ps_bulk *keys, const p
     case ps_Envelope_values_tag:
         BULK(env.values.values, values);
         break;
+    case ps_Envelope_scan_tag:
+        BULK(env.scan.keys, keys);
+        break;
+    case ps_Envelope_rows_tag: /* ps_wire_encode_rows */
+        BULK(env.rows.keys, NULL);
+        BULK(env.rows.values, NULL);
+        BULK(env.rows.accumulators, NULL);
+        BULK(env.rows.steps, NULL);
+        break;
     default:
         break;
     }
+    return encode_env(&env, cache, out, out_len, err);
+}
 #undef BULK
+
+static ps_status encode_env(const ps_Envelope *env_p, ps_frame_cache *cache, uint8_t **out,
+                            size_t *out_len, ps_error *err) {
+    const ps_Envelope env = *env_p;
     size_t size = 0;
     if (!pb_get_encoded_size(&size, ps_Envelope_fields, &env))
         return ps_error_set(err, PS_PROTO, "cannot size message");

@@ -21,10 +21,10 @@ typedef struct {
 
 /* A decoded message. env holds the scalar fields; which bulk views are set depends on
  * env.which_body: Pull -> keys; Push -> keys, grads; PushPull -> keys (push), grads,
- * pull_keys; Values -> values. */
+ * pull_keys; Values -> values; Scan -> keys; Rows -> keys, values, acc, steps. */
 typedef struct {
     ps_Envelope env;
-    ps_bytes keys, grads, pull_keys, values;
+    ps_bytes keys, grads, pull_keys, values, acc, steps;
 } ps_msg;
 
 /* Decodes one frame payload. PS_PROTO with nanopb's reason on malformed input. */
@@ -67,6 +67,11 @@ void ps_frame_release(ps_frame_cache *fc, uint8_t *frame);
 ps_status ps_wire_encode(const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *grads,
                          const ps_bulk *pull_keys, const ps_bulk *values, ps_frame_cache *cache,
                          uint8_t **out, size_t *out_len, ps_error *err);
+
+/* A Rows reply (keys, values, acc, steps; any may be NULL), otherwise as ps_wire_encode. */
+ps_status ps_wire_encode_rows(const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *values,
+                              const ps_bulk *acc, const ps_bulk *steps, ps_frame_cache *cache,
+                              uint8_t **out, size_t *out_len, ps_error *err);
 
 /* Shorthand: an Error reply frame. */
 ps_status ps_wire_encode_error(uint64_t request_id, ps_ErrorCode code, const char *message,

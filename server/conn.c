@@ -43,6 +43,7 @@ static void on_close(uv_handle_t *h) {
     if (c->next) c->next->prev = c->prev;
     srv->n_conns--;
     ps_framer_destroy(c->framer);
+    free(c->scan_keys);
     for (size_t i = 0; i < c->n_cork; i++) free(c->cork[i].base);
     free(c->cork);
     free(c->rbuf);

@@ -4,8 +4,10 @@
  *  - a well-formed request with bad arguments (unknown table, lengths that disagree, over a
  *    limit) gets an Error and the connection stays open. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "adagrad.h"
 #include "server_internal.h"
 
 #define VALUES_PART_BYTES (4u << 20)
@@ -182,6 +184,76 @@ void ps_handle_disconnect(ps_conn *c) {
     if (advanced) ps_server_wake(srv);
 }
 
+/* Rows with their state for export (see Scan in ps.proto). Replies stay within a Values part. */
+static ps_status on_scan(ps_conn *c, const ps_msg *m, ps_error *err) {
+    ps_server *srv = c->srv;
+    const ps_Scan *q = &m->env.scan;
+    size_t n = 0;
+    if (check_keys(c, q->table, &m->keys, NULL, "Scan", &n, err) != PS_OK) return err->code;
+    ps_store *st = srv->stores[q->table];
+    const ps_table_spec *spec = ps_store_spec(st);
+    const size_t dim = spec->dim, sl = ps_store_state_len(st);
+    const bool steps = spec->opt.lr_decay != 0.0;
+    const size_t row = 8 + 4 * (dim + sl) + (steps ? 4 : 0);
+    size_t budget = VALUES_PART_BYTES;
+    if (budget > srv->job->max_frame_bytes - VALUES_OVERHEAD)
+        budget = srv->job->max_frame_bytes - VALUES_OVERHEAD;
+    const size_t limit = row >= budget ? 1 : budget / row;
+    const uint8_t *keys = m->keys.p;
+    bool done = false;
+    if (m->keys.len > 0) {
+        if (n > limit)
+            return ps_error_set(err, PS_TOO_LARGE, "Scan of %zu keys: at most %zu per request",
+                                n, limit);
+    } else {
+        if (q->from_start || c->scan_keys == NULL || c->scan_table != q->table) {
+            free(c->scan_keys);
+            c->scan_keys = NULL, c->scan_n = 0;
+            if (ps_store_sorted_keys(st, &c->scan_keys, &c->scan_n, err) != PS_OK)
+                return err->code;
+            c->scan_table = q->table;
+        }
+        size_t lo = 0, hi = c->scan_n; /* first key > after */
+        while (!q->from_start && lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (c->scan_keys[mid] <= q->after) lo = mid + 1;
+            else hi = mid;
+        }
+        n = c->scan_n - lo;
+        if (n > limit) n = limit;
+        if (q->max_rows > 0 && n > q->max_rows) n = q->max_rows;
+        done = lo + n == c->scan_n;
+        keys = (const uint8_t *)(c->scan_keys + lo);
+    }
+    float *w = malloc(n * dim * 4 + 1), *acc = malloc(n * sl * 4 + 1);
+    uint32_t *stp = malloc(n * 4 + 1);
+    if (w == NULL || acc == NULL || stp == NULL) {
+        free(w), free(acc), free(stp);
+        return ps_error_set(err, PS_NOMEM, "Scan of %zu rows: out of memory", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t k = ps_load_u64(keys + 8 * i);
+        stp[i] = 0;
+        if (!ps_store_get_row(st, k, w + i * dim, acc + i * sl, &stp[i])) {
+            ps_store_pull(st, keys + 8 * i, 1, (uint8_t *)(w + i * dim)); /* initial values */
+            ps_adagrad_init_state(&spec->opt, acc + i * sl, dim);
+        }
+    }
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = m->env.request_id;
+    env.which_body = ps_Envelope_rows_tag;
+    env.rows.done = done;
+    ps_bulk bk = {.src = {keys, n * 8}}, bw = {.src = {(const uint8_t *)w, n * dim * 4}};
+    ps_bulk ba = {.src = {(const uint8_t *)acc, n * sl * 4}};
+    ps_bulk bs = {.src = {(const uint8_t *)stp, steps ? n * 4 : 0}};
+    uint8_t *frame;
+    size_t len;
+    ps_status s = ps_wire_encode_rows(&env, &bk, &bw, &ba, &bs, NULL, &frame, &len, err);
+    free(w), free(acc), free(stp);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    return s;
+}
+
 static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     size_t n = 0, n_pull = 0;
@@ -220,6 +292,8 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         return on_stats(c, m, err);
     case ps_Envelope_clock_tag:
         return on_clock(c, m, err);
+    case ps_Envelope_scan_tag:
+        return on_scan(c, m, err);
     case ps_Envelope_hello_tag:
         return ps_error_set(err, PS_INVALID_ARG, "Hello sent twice");
     default:

@@ -58,6 +58,10 @@ struct ps_conn {
     /* A Pull that must wait for the barrier parks the connection: that frame and every later one
      * of the peer wait here, in order (and reading stops) until ps_server_wake runs them. */
     struct ps_deferred *dq_head, *dq_tail;
+    /* Scan without keys: the key order of one table, snapshotted at its from_start */
+    uint64_t *scan_keys;
+    size_t scan_n;
+    uint32_t scan_table;
 };
 
 /* What became of a frame. */

@@ -3,7 +3,8 @@
  * data with torch 1.13 (both AdaGrad forms, batch 32/64/128, 3 epochs, no shuffle) and wrote each
  * epoch's loss and accuracy and the final weights (tests/ref/train/). Here the same jobs run on
  * two in-process shards with `sync` workers that start from the same weights (fit.init_from): one
- * worker of batch B, and W workers of batch B/W, which sync makes the same computation. */
+ * worker of batch B, and W workers of batch B/W, which sync makes the same computation; the
+ * weights and AdaGrad accumulators are then read back through ps_export's files. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
@@ -14,9 +15,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "export.h"
 #include "npy.h"
 #include "testutil.h"
 #include "train.h"
+#include "weights.h"
 
 #define REF PS_SOURCE_DIR "/tests/ref/train"
 
@@ -92,6 +95,15 @@ static uint64_t *read_u8(const char *path, uint64_t *n) {
     *n = info->count;
     ps_npy_close(r);
     return v;
+}
+
+/* dir/rel in a static buffer (two at a time) */
+static const char *at(const char *d, const char *rel) {
+    static char buf[2][640];
+    static int k;
+    k ^= 1;
+    snprintf(buf[k], sizeof(buf[k]), "%s/%s", d, rel);
+    return buf[k];
 }
 
 typedef struct {
@@ -215,43 +227,46 @@ static void run_case(const char *name, uint32_t workers) {
                      what, e + 1);
     }
 
-    /* every weight of every table */
-    ps_client *cl = tu_client(&job, 0);
-    const char *wdir = cJSON_GetObjectItem(c, "weights")->valuestring;
-    snprintf(path, sizeof(path), REF "/%s/manifest.json", wdir);
-    char *mtext = slurp(path);
-    cJSON *manifest = cJSON_Parse(mtext);
-    free(mtext);
-    const cJSON *t;
-    cJSON_ArrayForEach(t, cJSON_GetObjectItem(manifest, "tables")) {
-        const char *tname = cJSON_GetObjectItem(t, "name")->valuestring;
-        const uint32_t dim = (uint32_t)cJSON_GetObjectItem(t, "dim")->valueint;
-        int table = ps_config_table(&job, tname);
-        cr_assert(table >= 0, "no table %s in the job", tname);
-        uint64_t n_values, n_keys;
-        snprintf(path, sizeof(path), REF "/%s/%s", wdir,
-                 cJSON_GetObjectItem(t, "values")->valuestring);
-        float *want = read_f4(path, &n_values);
-        uint64_t *keys;
-        if (strcmp(cJSON_GetObjectItem(t, "layout")->valuestring, "sparse") == 0) {
-            snprintf(path, sizeof(path), REF "/%s/%s", wdir,
-                     cJSON_GetObjectItem(t, "keys")->valuestring);
-            keys = read_u8(path, &n_keys);
-        } else {
-            n_keys = n_values / dim;
-            keys = malloc(n_keys * sizeof(uint64_t));
-            for (uint64_t k = 0; k < n_keys; k++) keys[k] = k;
-        }
-        cr_assert_eq(n_keys * dim, n_values);
-        float *got = malloc(n_values * sizeof(float));
-        ps_error err = {0};
-        cr_assert_eq(ps_client_pull(cl, (uint32_t)table, keys, n_keys, got, &err), PS_OK, "%s",
-                     err.msg);
-        check_weights(what, tname, got, want, n_values);
-        free(got), free(want), free(keys);
-    }
-    cJSON_Delete(manifest);
+    /* every weight and accumulator of every table, as ps_export writes them */
+    char out[160];
+    snprintf(out, sizeof(out), "%s/%s_w%u", dir, name, workers);
+    ps_client_options co = {.job = &job, .admin = true, .log = {.level = PS_LOG_ERROR}};
+    ps_client *cl;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&co, &cl, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_export(cl, &job, out, NULL, &err), PS_OK, "%s", err.msg);
     ps_client_destroy(cl);
+    ps_weights_manifest ours = {0}, ref = {0};
+    cr_assert_eq(ps_weights_manifest_read(out, &ours, &err), PS_OK, "%s", err.msg);
+    snprintf(path, sizeof(path), REF "/%s", cJSON_GetObjectItem(c, "weights")->valuestring);
+    cr_assert_eq(ps_weights_manifest_read(path, &ref, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ours.num_tables, ref.num_tables);
+    for (size_t i = 0; i < ref.num_tables; i++) {
+        const ps_weights_table *r = &ref.tables[i], *o = ps_weights_manifest_find(&ours, r->name);
+        cr_assert_not_null(o, "%s: no table %s in the export", what, r->name);
+        cr_assert_eq(o->layout, r->layout, "%s: %s", what, r->name);
+        cr_assert_eq(o->rows, r->rows, "%s: %s: %llu rows, torch %llu", what, r->name,
+                     (unsigned long long)o->rows, (unsigned long long)r->rows);
+        if (r->layout == PS_WEIGHTS_SPARSE) {
+            uint64_t n1, n2;
+            uint64_t *k1 = read_u8(at(out, o->keys), &n1), *k2 = read_u8(at(path, r->keys), &n2);
+            cr_assert(n1 == n2 && memcmp(k1, k2, n1 * 8) == 0, "%s: %s: other keys", what,
+                      r->name);
+            free(k1), free(k2);
+        }
+        const char *files[2][2] = {{o->values, r->values}, {o->accumulators, r->accumulators}};
+        for (int f = 0; f < 2; f++) {
+            uint64_t n1, n2;
+            float *got = read_f4(at(out, files[f][0]), &n1), *want = read_f4(at(path, files[f][1]), &n2);
+            cr_assert_eq(n1, n2, "%s: %s", what, files[f][0]);
+            char label[96];
+            snprintf(label, sizeof(label), "%s %s", r->name, f ? "accumulators" : "values");
+            check_weights(what, label, got, want, n1);
+            free(got), free(want);
+        }
+    }
+    ps_weights_manifest_free(&ours);
+    ps_weights_manifest_free(&ref);
     tu_server_free(s[0]);
     tu_server_free(s[1]);
 }

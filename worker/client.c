@@ -40,6 +40,12 @@ typedef struct {
     uint32_t dim;
     uint64_t rows, bytes; /* stats */
     uint32_t stats_table;
+    /* Scan (export): out gets values; these the rest, at the owed positions (or in order) */
+    float *acc;
+    uint32_t *steps;
+    uint64_t *keys; /* a scan's keys */
+    size_t state_len, cap, got;
+    bool done;
 } op_slot;
 
 typedef struct {
@@ -330,6 +336,37 @@ static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) 
     w->got += k;
 }
 
+/* A Rows reply: rows for w's keys (at w->pos) or, for a scan (no pull keys), the next rows in
+ * order with their keys. Sizes are checked against what was asked, never trusted. */
+static void take_rows(ps_client *c, shard_conn *sc, const owed *w, const ps_msg *m) {
+    op_slot *o = &c->ops[w->op];
+    if (o->st != PS_OK) return;
+    const bool scan = w->n_pull == 0;
+    const size_t n = scan ? m->keys.len / 8 : w->n_pull;
+    const bool has_steps = m->steps.len > 0;
+    if ((scan && (m->keys.len % 8 != 0 || o->got + n > o->cap)) ||
+        m->values.len != n * o->dim * 4 || m->acc.len != n * o->state_len * 4 ||
+        (has_steps && m->steps.len != n * 4)) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "server %u: Rows reply of the wrong size (%zu keys, %zu/%zu/%zu "
+                 "bytes)", sc->index, m->keys.len / 8, m->values.len, m->acc.len, m->steps.len);
+        op_fail(o, PS_PROTO, msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const size_t at = scan ? o->got + i : w->pos ? w->pos[i] : i;
+        memcpy(o->out + at * o->dim, m->values.p + i * o->dim * 4, o->dim * 4);
+        memcpy(o->acc + at * o->state_len, m->acc.p + i * o->state_len * 4, o->state_len * 4);
+        if (o->steps != NULL) {
+            uint32_t st = 0;
+            if (has_steps) memcpy(&st, m->steps.p + i * 4, 4);
+            o->steps[at] = st;
+        }
+        if (scan) memcpy(&o->keys[at], m->keys.p + i * 8, 8);
+    }
+    if (scan) o->got += n, o->done = m->env.rows.done;
+}
+
 static void handle_reply(shard_conn *sc, const ps_msg *m) {
     ps_client *c = sc->cl;
     char msg[400];
@@ -365,6 +402,9 @@ static void handle_reply(shard_conn *sc, const ps_msg *m) {
         }
         break;
     case ps_Envelope_ack_tag:
+        break;
+    case ps_Envelope_rows_tag:
+        if (live) take_rows(c, sc, &w, m);
         break;
     case ps_Envelope_stats_reply_tag:
         if (live && o->stats_table < m->env.stats_reply.tables_count) {
@@ -590,7 +630,7 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     env.which_body = ps_Envelope_hello_tag;
     env.hello.protocol_version = PS_PROTOCOL_VERSION;
     snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", c->job->job_id);
-    env.hello.role = ps_Role_ROLE_WORKER;
+    env.hello.role = c->opt.admin ? ps_Role_ROLE_ADMIN : ps_Role_ROLE_WORKER;
     env.hello.rank = c->opt.rank;
     snprintf(env.hello.token, sizeof(env.hello.token), "%s", c->job->token);
     uint8_t *frame;
@@ -872,6 +912,108 @@ ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_
                                  err) != PS_OK)
         return err->code;
     return ps_client_wait(c, op, err);
+}
+
+/* Rows of one Scan reply at most: within a Values part and the frame limit (as the server). */
+static size_t scan_limit(const ps_client *c, uint32_t table) {
+    const ps_table_spec *t = &c->tables[table];
+    const size_t row = 8 + 4 * (t->dim + ps_table_state_len(t)) + 4;
+    size_t budget = 4u << 20;
+    if (budget > c->job->max_frame_bytes - 64) budget = c->job->max_frame_bytes - 64;
+    return row >= budget ? 1 : budget / row;
+}
+
+static ps_status scan_request(ps_client *c, uint32_t shard, const ps_Scan *q, const uint64_t *keys,
+                              size_t n, uint32_t *pos, uint32_t idx, ps_error *err) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = ++c->next_id;
+    env.which_body = ps_Envelope_scan_tag;
+    env.scan = *q;
+    ps_bulk bk = {.src = {(const uint8_t *)keys, n * 8}};
+    uint8_t *frame;
+    size_t len;
+    if (ps_wire_encode(&env, &bk, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
+        send_frame(&c->shards[shard], frame, len, err) != PS_OK) {
+        free(pos);
+        return err->code;
+    }
+    owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen, .pos = pos,
+              .n_pull = n};
+    if (queue_push(&c->shards[shard], &w) != PS_OK) {
+        free(pos);
+        return ps_error_set(err, PS_NOMEM, "client: out of memory");
+    }
+    c->ops[idx].pending++;
+    return PS_OK;
+}
+
+ps_status ps_client_rows(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                         float *values, float *acc, uint32_t *steps, ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    if (table >= c->n_tables)
+        return ps_error_set(err, PS_INVALID_ARG, "unknown table %u", table);
+    if (n > UINT32_MAX) return ps_error_set(err, PS_TOO_LARGE, "more than 2^32 keys");
+    uint32_t idx;
+    if (op_new(c, values, c->tables[table].dim, &idx, err) != PS_OK) return err->code;
+    op_slot *o = &c->ops[idx];
+    o->acc = acc, o->steps = steps, o->state_len = ps_table_state_len(&c->tables[table]);
+    const size_t limit = scan_limit(c, table);
+    ps_Scan q = {.table = table};
+    ps_status st = PS_OK;
+    for (uint32_t s = 0; s < c->n_shards && st == PS_OK; s++) {
+        /* this shard's keys, in request order, a reply's worth at a time */
+        size_t i = 0;
+        while (st == PS_OK && i < n) {
+            uint32_t *pos = malloc(limit * sizeof(uint32_t));
+            uint64_t *ks = malloc(limit * sizeof(uint64_t));
+            if (pos == NULL || ks == NULL) {
+                free(pos), free(ks);
+                st = ps_error_set(err, PS_NOMEM, "client: out of memory");
+                break;
+            }
+            size_t m = 0;
+            for (; i < n && m < limit; i++)
+                if (ps_shard_of(table, keys[i], c->n_shards) == s) pos[m] = (uint32_t)i, ks[m++] = keys[i];
+            if (m > 0) st = scan_request(c, s, &q, ks, m, pos, idx, err);
+            else free(pos);
+            free(ks);
+        }
+    }
+    if (st != PS_OK) {
+        op_fail(o, st, err ? err->msg : "request failed");
+        if (o->pending == 0) {
+            o->in_use = false;
+            return st;
+        }
+    }
+    if (ps_client_flush(c, st == PS_OK ? err : NULL) != PS_OK && st == PS_OK) st = err->code;
+    ps_status w = ps_client_wait(c, op_handle(c, idx), st == PS_OK ? err : NULL);
+    return st != PS_OK ? st : w;
+}
+
+ps_status ps_client_scan(ps_client *c, uint32_t table, uint32_t shard, bool from_start,
+                         uint64_t after, size_t max_rows, uint64_t *keys, float *values,
+                         float *acc, uint32_t *steps, size_t *n_out, bool *done, ps_error *err) {
+    *n_out = 0, *done = false;
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    if (table >= c->n_tables || shard >= c->n_shards || max_rows == 0)
+        return ps_error_set(err, PS_INVALID_ARG, "scan: table %u, shard %u, %zu rows", table,
+                            shard, max_rows);
+    uint32_t idx;
+    if (op_new(c, values, c->tables[table].dim, &idx, err) != PS_OK) return err->code;
+    op_slot *o = &c->ops[idx];
+    o->acc = acc, o->steps = steps, o->keys = keys, o->cap = max_rows;
+    o->state_len = ps_table_state_len(&c->tables[table]);
+    ps_Scan q = {.table = table, .from_start = from_start, .after = after,
+                 .max_rows = (uint32_t)(max_rows < UINT32_MAX ? max_rows : UINT32_MAX)};
+    if (scan_request(c, shard, &q, NULL, 0, NULL, idx, err) != PS_OK) {
+        o->in_use = false;
+        return err->code;
+    }
+    if (ps_client_flush(c, err) != PS_OK) return ps_client_wait(c, op_handle(c, idx), NULL), err->code;
+    ps_status st = ps_client_wait(c, op_handle(c, idx), err);
+    *n_out = o->got, *done = o->done;
+    return st;
 }
 
 /* Sends one bodyless request (Stats, Clock) to every shard as one op. */

@@ -31,6 +31,8 @@ typedef uint64_t ps_op;
 typedef struct {
     const ps_job_config *job;   /* borrowed until destroy: servers, job_id, token, timeouts */
     uint32_t rank;              /* this worker's rank, sent in Hello */
+    bool admin;                 /* not a worker (ps-export, tools): Hello says so, and the
+                                   servers' barrier of a sync/ssp job does not count it */
     const char *const *servers; /* optional: "host:port" per shard instead of job->servers */
     ps_logger log;
 } ps_client_options;
@@ -84,6 +86,20 @@ ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_
 ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error *err);
 uint64_t ps_client_clock(const ps_client *c);
 void ps_client_set_min_clock(ps_client *c, uint64_t min_clock);
+
+/* Export. Rows with their AdaGrad state: for keys (n), values (n, dim), acc (n, state_len) and,
+ * if not NULL, steps (n) (0 unless the table has lr_decay); keys without a row read as their
+ * initial value and accumulator. Blocking. */
+ps_status ps_client_rows(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                         float *values, float *acc, uint32_t *steps, ps_error *err);
+/* The next stored rows of table on one shard in ascending key order: from the first when
+ * from_start (which also snapshots the shard's key order for this client), else after key
+ * `after`; at most max_rows into keys (max_rows), values (max_rows, dim), acc (max_rows,
+ * state_len), steps (max_rows, or NULL). *n_out rows came; *done when the last row is among
+ * them. Blocking. */
+ps_status ps_client_scan(ps_client *c, uint32_t table, uint32_t shard, bool from_start,
+                         uint64_t after, size_t max_rows, uint64_t *keys, float *values,
+                         float *acc, uint32_t *steps, size_t *n_out, bool *done, ps_error *err);
 
 /* Rows and bytes of each table on each shard (sum over shards when shard < 0). */
 ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,

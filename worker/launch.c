@@ -33,6 +33,7 @@ typedef struct {
     uv_pipe_t out, err;
     launcher *L;
     bool is_worker;
+    bool is_exporter; /* ps-export, run once training ends when fit.export_to is set */
     uint32_t index;
     char name[32];
     bool running;
@@ -57,6 +58,8 @@ struct launcher {
     bool tty;
     char bin_dir[PS_PATH_MAX];
     child *servers, *workers;
+    child exporter;
+    char *servers_set; /* cluster.servers=[...] as the servers listen, for workers and ps-export */
     uint32_t n_servers, n_workers;
     uint64_t *steps_of; /* (n_workers) a worker's steps per epoch once it has said; 0 before */
     uint32_t servers_listening, workers_done, children_running;
@@ -255,6 +258,8 @@ static void maybe_finish(launcher *L) {
     uv_close((uv_handle_t *)&L->sigterm, NULL);
 }
 
+static int start_exporter(launcher *L);
+
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
     child *c = p->data;
     launcher *L = c->L;
@@ -268,6 +273,11 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
         maybe_finish(L);
         return;
     }
+    if (c->is_exporter && status == 0 && term_signal == 0) {
+        stop_all(L, SIGTERM, 0);
+        maybe_finish(L);
+        return;
+    }
     if (c->is_worker && status == 0 && term_signal == 0) {
         if (++L->workers_done == L->n_workers) {
             double s = (double)(uv_hrtime() - L->t_start) * 1e-9;
@@ -278,7 +288,10 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
                        s > 0 ? (double)L->total_samples / s : 0.0, L->n_servers,
                        L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
             fflush(stdout);
-            stop_all(L, SIGTERM, 0);
+            if (L->job.fit.export_to[0] == '\0')
+                stop_all(L, SIGTERM, 0);
+            else if (start_exporter(L) != 0)
+                stop_all(L, SIGTERM, 1);
         }
         maybe_finish(L);
         return;
@@ -340,7 +353,8 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
                       const char *listen, const char *servers_set) {
     char path[PS_PATH_MAX + 16], idx[16];
     /* PS_SERVER_BIN / PS_WORKER_BIN replace the binaries next to ps-launch (tests, debugging). */
-    const char *override = getenv(c->is_worker ? "PS_WORKER_BIN" : "PS_SERVER_BIN");
+    const char *override =
+        c->is_exporter ? NULL : getenv(c->is_worker ? "PS_WORKER_BIN" : "PS_SERVER_BIN");
     if (override != NULL && override[0] != '\0')
         snprintf(path, sizeof(path), "%s", override);
     else
@@ -351,8 +365,7 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     args[n++] = path;
     args[n++] = "--config";
     args[n++] = (char *)L->cli.config;
-    args[n++] = (char *)flag;
-    args[n++] = idx;
+    if (flag) args[n++] = (char *)flag, args[n++] = idx; /* ps-export has no index */
     if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
     if (c->is_worker) args[n++] = "--events";
     for (size_t i = 0; i < L->cli.n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->cli.sets[i];
@@ -386,6 +399,7 @@ static void start_workers(launcher *L) {
         len += (size_t)snprintf(set + len, cap - len, "%s\"%s\"", i ? "," : "",
                                 L->servers[i].addr);
     snprintf(set + len, cap - len, "]");
+    L->servers_set = set;
     L->t_start = uv_hrtime();
     for (uint32_t r = 0; r < L->n_workers; r++) {
         child *c = &L->workers[r];
@@ -396,7 +410,14 @@ static void start_workers(launcher *L) {
             break;
         }
     }
-    free(set);
+}
+
+/* fit.export_to: every worker has finished; the servers still hold the weights. */
+static int start_exporter(launcher *L) {
+    child *c = &L->exporter;
+    c->is_exporter = true;
+    snprintf(c->name, sizeof(c->name), "export");
+    return spawn_role(L, c, "ps-export", NULL, 0, NULL, L->servers_set);
 }
 
 static void on_kill_timer(uv_timer_t *t) {
@@ -509,6 +530,7 @@ int main(int argc, char **argv) {
     uv_loop_close(L.loop);
     for (uint32_t i = 0; i < L.n_servers; i++) free(L.servers[i].lout.buf), free(L.servers[i].lerr.buf);
     for (uint32_t i = 0; i < L.n_workers; i++) free(L.workers[i].lout.buf), free(L.workers[i].lerr.buf);
-    free(L.servers), free(L.workers), free(L.ring), free(L.steps_of);
+    free(L.exporter.lout.buf), free(L.exporter.lerr.buf);
+    free(L.servers), free(L.workers), free(L.ring), free(L.steps_of), free(L.servers_set);
     return L.exit_code;
 }
