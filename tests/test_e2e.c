@@ -3,6 +3,7 @@
  * error messages. Every wait has a deadline; every child is ended by its PID. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -295,4 +296,93 @@ Test(e2e, a_client_that_closes_without_reading_cannot_kill_a_server) {
     close(fd);
     kill(pid, SIGTERM);
     cr_assert_eq(wait_exit(pid, 10000), 0, "%s", slurp(err));
+}
+
+/* --- weights out and in, through the programs -------------------------------------------------- */
+
+#define GOLDEN PS_SOURCE_DIR "/tests/ref/train"
+
+static void write_file(const char *p, const char *text) {
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The seed model's job of tests/ref/train (golden.json, case seed_keras_b32). */
+static void golden_seed_job(char *job, size_t n) {
+    path(job, n, "golden.json");
+    write_file(job,
+               "{\"job_id\": \"golden\", \"cluster\": {\"servers\": 2, \"workers\": 2},"
+               " \"optimizer\": {\"form\": \"keras\", \"learning_rate\": 0.01},"
+               " \"model\": {\"input_dim\": 20, \"layers\": [{\"units\": 64, \"activation\":"
+               " \"relu\"}, {\"units\": 1, \"activation\": \"sigmoid\"}],"
+               " \"loss\": \"binary_crossentropy\"},"
+               " \"fit\": {\"epochs\": 2, \"batch_size\": 32, \"shuffle\": false},"
+               " \"data\": {\"train\": {\"format\": \"csv\", \"path\": \"" GOLDEN "/seed.csv\","
+               " \"label_name\": \"label\"}}}");
+}
+
+/* ps-launch --evaluate with PyTorch's final weights of a golden run: the loss and accuracy torch
+ * computes for them on the same rows (golden.json "evaluate"), across 2 workers and 2 shards. */
+Test(e2e, evaluate_scores_saved_weights_as_torch_does) {
+    char job[128], out[128], err[128], metrics[128], set_metrics[192];
+    golden_seed_job(job, sizeof(job));
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(metrics, sizeof(metrics), "m.jsonl");
+    snprintf(set_metrics, sizeof(set_metrics), "fit.metrics_file=%s", metrics);
+    char *argv[] = {BIN("ps-launch"), job, "--evaluate", "--set",
+                    "fit.init_from=" GOLDEN "/seed_keras_b32", "--set", set_metrics, NULL};
+    int code = wait_exit(run(argv, out, err), 60000);
+    cr_assert_eq(code, 0, "exit %d: %s", code, slurp(err));
+    const char *text = slurp(out);
+    cr_assert(strstr(text, "Evaluated 200 samples") && !strstr(text, "Epoch "), "%s", text);
+    double loss, acc;
+    cr_assert_eq(sscanf(slurp(metrics), "{\"epoch\": 1, \"loss\": %lf, \"accuracy\": %lf", &loss,
+                        &acc), 2, "%s", slurp(metrics));
+    /* golden.json, seed_keras_b32: "evaluate" */
+    const char *g = strstr(slurp(GOLDEN "/golden.json"), "\"evaluate\"");
+    double want_loss, want_acc;
+    cr_assert_eq(sscanf(g, "\"evaluate\": { \"loss\": %lf, \"accuracy\": %lf", &want_loss,
+                        &want_acc), 2);
+    cr_assert(fabs(loss - want_loss) < 1e-6, "loss %.9f, torch %.9f", loss, want_loss);
+    cr_assert(fabs(acc - want_acc) < 1e-9, "accuracy %.4f, torch %.4f", acc, want_acc);
+}
+
+/* fit.export_to: ps-launch writes the weights when training ends; numpy's layout, a manifest. */
+Test(e2e, launch_exports_weights_when_training_ends) {
+    char job[128], out[128], err[128], dest[128], set_dest[192], file[256];
+    golden_seed_job(job, sizeof(job));
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(dest, sizeof(dest), "weights/run1");
+    snprintf(set_dest, sizeof(set_dest), "fit.export_to=%s", dest);
+    char *argv[] = {BIN("ps-launch"), job, "--set", set_dest, NULL};
+    int code = wait_exit(run(argv, out, err), 60000);
+    cr_assert_eq(code, 0, "exit %d: %s\n%s", code, slurp(out), slurp(err));
+    cr_assert(strstr(slurp(out), "Exported 4 tables"), "%s", slurp(out));
+    const char *files[] = {"manifest.json", "dense/kernel.npy", "dense/kernel.accumulators.npy",
+                           "dense/bias.npy", "dense_1/kernel.npy", "dense_1/bias.npy"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(file, sizeof(file), "%s/%s", dest, files[i]);
+        cr_assert_eq(access(file, R_OK), 0, "no %s", file);
+    }
+    snprintf(file, sizeof(file), "%s/manifest.json", dest);
+    cr_assert(strstr(slurp(file), "\"shape\":\t[20, 64]") ||
+              strstr(slurp(file), "[20, 64]"), "%s", slurp(file));
+}
+
+Test(e2e, export_errors_name_what_is_wrong) {
+    char out[128], err[128];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    char *no_dir[] = {BIN("ps-export"), SEED_JOB, NULL};
+    cr_assert_eq(wait_exit(run(no_dir, out, err), 10000), 2);
+    cr_assert(strstr(slurp(err), "no directory"), "%s", slurp(err));
+    char *counted[] = {BIN("ps-export"), SEED_JOB, "/tmp/x", NULL};
+    cr_assert_eq(wait_exit(run(counted, out, err), 10000), 2);
+    cr_assert(strstr(slurp(err), "cluster.servers is a count"), "%s", slurp(err));
+    char *down[] = {BIN("ps-export"), SEED_JOB, "/tmp/x", "--set",
+                    "cluster.servers=[\"127.0.0.1:1\"]", "--set",
+                    "cluster.connect_timeout_ms=300", NULL};
+    cr_assert_eq(wait_exit(run(down, out, err), 10000), 1);
+    cr_assert(strstr(slurp(err), "cannot reach server 0"), "%s", slurp(err));
 }

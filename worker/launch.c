@@ -56,6 +56,7 @@ struct launcher {
     char auto_sets[2][64]; /* busy_poll_us: -1 resolved for this machine (after the user's) */
     size_t n_auto_sets;
     bool tty;
+    bool evaluate; /* --evaluate: workers score the data once, nothing is trained */
     char bin_dir[PS_PATH_MAX];
     child *servers, *workers;
     child exporter;
@@ -115,7 +116,7 @@ static void render(launcher *L) {
         bool any = false;
         for (uint32_t r = 0; r < L->n_workers; r++) any |= slot(L, e, r)->seen;
         if (!any) return;
-        if (!L->announced && L->job.fit.verbose > 0) {
+        if (!L->announced && L->job.fit.verbose > 0 && !L->evaluate) {
             printf("Epoch %u/%u\n", e + 1, L->job.fit.epochs);
             L->announced = true;
         }
@@ -281,14 +282,18 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
     if (c->is_worker && status == 0 && term_signal == 0) {
         if (++L->workers_done == L->n_workers) {
             double s = (double)(uv_hrtime() - L->t_start) * 1e-9;
-            if (L->job.fit.verbose > 0)
+            if (L->job.fit.verbose > 0 && L->evaluate)
+                printf("Evaluated %llu samples in %.2fs on %u server%s and %u worker%s\n",
+                       (unsigned long long)L->total_samples, s, L->n_servers,
+                       L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
+            else if (L->job.fit.verbose > 0)
                 printf("Trained %u epochs: %llu samples in %.2fs (%.0f samples/s) on %u server%s "
                        "and %u worker%s\n",
                        L->job.fit.epochs, (unsigned long long)L->total_samples, s,
                        s > 0 ? (double)L->total_samples / s : 0.0, L->n_servers,
                        L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
             fflush(stdout);
-            if (L->job.fit.export_to[0] == '\0')
+            if (L->job.fit.export_to[0] == '\0' || L->evaluate)
                 stop_all(L, SIGTERM, 0);
             else if (start_exporter(L) != 0)
                 stop_all(L, SIGTERM, 1);
@@ -368,6 +373,7 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     if (flag) args[n++] = (char *)flag, args[n++] = idx; /* ps-export has no index */
     if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
     if (c->is_worker) args[n++] = "--events";
+    if (c->is_worker && L->evaluate) args[n++] = "--evaluate";
     for (size_t i = 0; i < L->cli.n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->cli.sets[i];
     for (size_t i = 0; i < L->n_auto_sets; i++) args[n++] = "--set", args[n++] = L->auto_sets[i];
     if (servers_set) args[n++] = "--set", args[n++] = (char *)servers_set;
@@ -456,13 +462,16 @@ static void on_signal(uv_signal_t *h, int sig) {
 /* --- main ------------------------------------------------------------------------------------- */
 
 static const char usage[] =
-    "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--verbose]\n"
+    "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--evaluate] [--verbose]\n"
     "\n"
     "Runs the job on this machine: cluster.servers servers, then cluster.workers workers, as\n"
     "child processes; prints one Keras-style line per epoch for the whole job.\n"
     "  --set KEY=VALUE  override a job key by its dotted path, for every process\n"
     "                   (e.g. --set fit.epochs=5 --set cluster.workers=1)\n"
+    "  --evaluate       no training: the workers score data.validation (or data.train) with\n"
+    "                   the weights the servers start from (fit.init_from): one line\n"
     "  --verbose        also print each worker's own line per epoch, and server logs\n"
+    "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
     "Exit status: 0 when training ends; a failing child's status; 2 for a bad job file.\n";
 
 int main(int argc, char **argv) {
@@ -473,7 +482,9 @@ int main(int argc, char **argv) {
         ps_cli_result r = ps_cli_arg(&L.cli, argc, argv, &i, &code);
         if (r == PS_CLI_EXIT) return code;
         if (r == PS_CLI_TAKEN) continue;
-        if (argv[i][0] != '-' && L.cli.config == NULL) {
+        if (strcmp(argv[i], "--evaluate") == 0) {
+            L.evaluate = true;
+        } else if (argv[i][0] != '-' && L.cli.config == NULL) {
             L.cli.config = argv[i];
         } else if (argv[i][0] != '-') {
             fprintf(stderr, "ps-launch: one job file, please: \"%s\" and \"%s\"\n", L.cli.config,
@@ -485,6 +496,7 @@ int main(int argc, char **argv) {
         }
     }
     if (!ps_cli_load(&L.cli, &L.job)) return 2;
+    if (L.evaluate) L.job.fit.epochs = 1; /* one pass, shown as Keras' evaluate shows it */
     size_t len = sizeof(L.bin_dir);
     if (uv_exepath(L.bin_dir, &len) != 0) {
         fprintf(stderr, "ps-launch: cannot find my own path\n");

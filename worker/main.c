@@ -14,13 +14,16 @@
 #include "train.h"
 
 static const char usage[] =
-    "usage: ps-worker --config JOB.json --rank R [--set KEY=VALUE ...] [--events] [--verbose]\n"
+    "usage: ps-worker --config JOB.json --rank R [--set KEY=VALUE ...] [--evaluate] [--events]\n"
+    "                 [--verbose]\n"
     "\n"
     "Trains the job's model on shard R of its data (rows with index mod cluster.workers == R),\n"
     "pulling and pushing parameters on the job's servers.\n"
     "  --config JOB.json  the job file every server and worker of the job reads\n"
     "  --rank R           this worker's rank, 0 .. cluster.workers-1\n"
     "  --set KEY=VALUE    override a job key by its dotted path (e.g. fit.epochs=5)\n"
+    "  --evaluate         no training: score data.validation (or data.train) with the servers'\n"
+    "                     weights (start them with fit.init_from), one loss/accuracy line\n"
     "  --events           print machine-readable progress lines (used by ps-launch)\n"
     "  --verbose          log connection attempts\n";
 
@@ -33,7 +36,7 @@ static void on_signal(int sig) {
 int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-worker", usage, "--rank");
-    bool events = false;
+    bool events = false, evaluate = false;
     for (int i = 1; i < argc; i++) {
         int code;
         ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
@@ -41,6 +44,8 @@ int main(int argc, char **argv) {
         if (r == PS_CLI_TAKEN) continue;
         if (strcmp(argv[i], "--events") == 0) {
             events = true;
+        } else if (strcmp(argv[i], "--evaluate") == 0) {
+            evaluate = true;
         } else {
             fprintf(stderr, "ps-worker: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
@@ -74,6 +79,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     ps_train_options opt = {.job = &job, .rank = (uint32_t)rank, .events = events,
+                            .evaluate = evaluate,
                             .out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_flag,
                             .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};
     snprintf(opt.log.prefix, sizeof(opt.log.prefix), "worker %ld", rank);

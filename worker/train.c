@@ -259,8 +259,10 @@ static ps_status setup(trainer *tr, ps_error *err) {
 
     if (open_data(job, &job->train, tr->opt->rank, job->fit.shuffle, &tr->train, err) != PS_OK)
         return err->code;
-    if (job->has_validation &&
-        open_data(job, &job->validation, tr->opt->rank, false, &tr->val, err) != PS_OK)
+    const ps_data_config *val = job->has_validation ? &job->validation
+                                : tr->opt->evaluate           ? &job->train
+                                                              : NULL;
+    if (val != NULL && open_data(job, val, tr->opt->rank, false, &tr->val, err) != PS_OK)
         return err->code;
     uint32_t hint = ps_data_num_features_hint(tr->train);
     if (!m->sparse && hint != 0 && hint != m->input_dim)
@@ -445,6 +447,19 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     return PS_OK;
 }
 
+/* --evaluate: one pass over the evaluation data, reported as a one-epoch run. */
+static ps_status run_evaluation(trainer *tr, ps_progress *p, ps_error *err) {
+    const double t0 = now_s();
+    ps_progress v = {0};
+    if (evaluate(tr, &v, err) != PS_OK) return err->code;
+    const uint64_t B = tr->job->fit.batch_size;
+    *p = (ps_progress){.epoch = 1, .epochs = 1, .samples = v.val_samples,
+                       .loss_sum = v.val_loss_sum, .correct = v.val_correct,
+                       .step = (v.val_samples + B - 1) / B, .seconds = now_s() - t0};
+    p->steps = p->step;
+    return PS_OK;
+}
+
 /* sync/ssp: leave the barrier, so the other workers stop waiting for this one's steps. */
 static ps_status finish(trainer *tr, ps_error *err) {
     if (tr->job->consistency == PS_ASYNC) return PS_OK;
@@ -459,6 +474,14 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
         return ps_error_set(err, PS_CONFIG, "%s: the job has no \"model\"", opt->job->file);
     ps_status st = setup(&tr, err);
     const ps_fit_config *fit = &opt->job->fit;
+    if (opt->evaluate) {
+        ps_progress p;
+        if (st == PS_OK) st = run_evaluation(&tr, &p, err);
+        if (st == PS_OK) st = finish(&tr, err);
+        if (st == PS_OK) report(&tr, &p, "epoch", true);
+        teardown(&tr);
+        return st;
+    }
     double t0 = now_s();
     uint64_t total = 0;
     for (uint32_t e = 0; st == PS_OK && e < fit->epochs; e++) {

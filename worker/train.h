@@ -16,13 +16,16 @@ typedef struct {
     const ps_job_config *job; /* borrowed; must have a model and data.train */
     uint32_t rank;
     bool events;              /* emit "@ps {json}" lines for ps-launch instead of Keras lines */
+    bool evaluate;            /* no training: score data.validation (else data.train) once with
+                                 the servers' weights (e.g. loaded by fit.init_from) */
     FILE *out;                /* progress and events (stdout) */
     bool tty;                 /* out is a terminal: redraw the progress bar in place */
     const volatile sig_atomic_t *stop; /* set by a signal handler: stop after this step */
     ps_logger log;
 } ps_train_options;
 
-/* Runs fit.epochs epochs. PS_DATA for malformed data ("file:line: ..."), PS_TIMEOUT/PS_CLOSED
+/* Runs fit.epochs epochs (or, with evaluate, one pass over the evaluation data, reported as
+ * Keras' model.evaluate: one line with loss and accuracy). PS_DATA for malformed data ("file:line: ..."), PS_TIMEOUT/PS_CLOSED
  * when a server is unreachable or goes away, PS_CONFIG for a model the data cannot feed. */
 ps_status ps_train_run(const ps_train_options *opt, ps_error *err);
 

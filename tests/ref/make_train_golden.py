@@ -28,7 +28,8 @@ Files (DIR = tests/ref/train):
   golden.json     {"generator", "torch", "numpy", "cases": [...]}; each case:
                   name, model ("seed" | "sparse"), form ("keras" | "pytorch"), batch_size, epochs,
                   lr, epsilon, initial_accumulator_value, data (file name), init (dir name),
-                  samples_per_epoch, steps_per_epoch, epoch_loss [epochs], epoch_accuracy
+                  samples_per_epoch, steps_per_epoch, epoch_loss [epochs], epoch_accuracy,
+                  evaluate {loss, accuracy}: the final weights scored on every row
                   [epochs], weights (dir name), min_abs_logit (smallest |z| of any sample
                   scored in the run: how far every accuracy decision is from the 0.5 tie; the
                   float64 rerun gives the same accuracies), sync_equivalent ([{workers,
@@ -329,6 +330,21 @@ def train(model, form, bs, data, init, dtype, stats=None):
     return losses, accs, w, a, margin
 
 
+def evaluate(model, data, w, dtype):
+    """Loss and accuracy of weights w over every row (forward only, as `ps-launch --evaluate`):
+    the same per-sample formula as the epoch figures."""
+    m = Model(model, w, dtype)
+    loss_sum, correct, seen = 0.0, 0, 0
+    with torch.no_grad():
+        for b in batches(model, data, 32, dtype):
+            z, y = m.logits(b), b["y"]
+            per = torch.clamp(z, min=0) - z * y + torch.log1p(torch.exp(-z.abs()))
+            loss_sum += float(per.double().sum())
+            correct += int(((torch.sigmoid(z) > 0.5).to(dtype) == y).sum())
+            seen += len(y)
+    return loss_sum / seen, correct / seen
+
+
 def step_pytorch(m, opt, eps, dtype, stats):
     check = dtype == torch.float32 and stats is not None
     if check:
@@ -478,6 +494,8 @@ def main():
             "samples_per_epoch": N_ROWS, "steps_per_epoch": -(-N_ROWS // bs),
             "epoch_loss": losses, "epoch_accuracy": accs, "weights": name,
             "min_abs_logit": margin, "sync_equivalent": sync,
+            "evaluate": dict(zip(("loss", "accuracy"),
+                                 evaluate(model, data, w, torch.float32))),
             "job": job_of(model, form, bs, data_file),
             "bit_exact_note": note})
         print(f"{name:22s} loss {' '.join(f'{x:.6f}' for x in losses)}  acc "
