@@ -640,6 +640,44 @@ Test(data, shuffle_full_buffer_is_reproducible_permutation) {
     cr_assert_neq(memcmp(a, c, sizeof(a)), 0, "another seed: another order");
 }
 
+/* A shard smaller than the buffer comes in the documented order (data.h): rows sorted by
+ * mix64(mix64(mix64(seed) + epoch) ^ mix64(i + golden)). The first rows are pinned from an
+ * independent Python implementation of that formula; with 3 workers each rank's order is the
+ * single worker's order restricted to its rows, so the job's order is the same for any W. */
+Test(data, full_shuffle_is_one_permutation_of_seed_and_epoch_for_any_world) {
+    enum { N = 300 };
+    char text[16384], *p = text, path[256];
+    for (int i = 0; i < N; i++) p += sprintf(p, "1 1:%d\n", i);
+    write_file("o.svm", text, (size_t)(p - text), path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.shuffle = true, o.seed = 7;
+    static const uint64_t first[2][10] = {{156, 177, 92, 124, 31, 204, 107, 83, 167, 267},
+                                          {240, 162, 27, 61, 17, 106, 40, 238, 249, 274}};
+    for (uint32_t epoch = 0; epoch < 2; epoch++) {
+        uint64_t all[N], mine[N];
+        size_t n_all, n_mine;
+        shuffled_indices(&o, 0, 1, epoch, all, &n_all);
+        cr_assert_eq(n_all, N);
+        cr_assert_eq(memcmp(all, first[epoch], sizeof(first[epoch])), 0,
+                     "epoch %u starts %llu %llu %llu", epoch, (unsigned long long)all[0],
+                     (unsigned long long)all[1], (unsigned long long)all[2]);
+        for (uint32_t rank = 0; rank < 3; rank++) {
+            shuffled_indices(&o, rank, 3, epoch, mine, &n_mine);
+            size_t k = 0;
+            for (size_t i = 0; i < n_all; i++) {
+                if (all[i] % 3 != rank) continue;
+                cr_assert(k < n_mine && mine[k] == all[i], "epoch %u rank %u: row %zu is %llu, "
+                          "the single worker's order has %llu", epoch, rank, k,
+                          (unsigned long long)(k < n_mine ? mine[k] : 0),
+                          (unsigned long long)all[i]);
+                k++;
+            }
+            cr_assert_eq(k, n_mine);
+        }
+    }
+}
+
 /* A buffer of K rows: output k is one of the first k + K rows of the shard, and with sharding
  * the ranks still cover every row once. */
 Test(data, shuffle_bounded_buffer_with_shards) {

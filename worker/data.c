@@ -27,6 +27,7 @@ typedef struct { /* one row held by the shuffle buffer */
     feat_vec fv;
     float label;
     uint64_t index;
+    uint64_t order; /* its key in the epoch's order, when the whole shard is buffered */
 } row_buf;
 
 typedef enum { LINE_OK, LINE_EOF, LINE_LONG } line_kind;
@@ -68,7 +69,10 @@ struct ps_data {
     row_buf *slots;
     size_t n_slots, slots_alloc;
     bool filled;
+    bool whole;       /* the buffer holds the whole shard: emitted in key order, slots[emit..) */
+    size_t emit;
     uint64_t rng;
+    uint64_t order_key; /* mix64(mix64(seed) + epoch): the epoch's row order, rank-independent */
 
     /* batch */
     size_t b_cap;
@@ -549,8 +553,9 @@ static ps_status csv_probe(ps_data *d, const ps_data_options *o, ps_error *err) 
 static ps_status rewind_impl(ps_data *d, uint32_t epoch, ps_error *err) {
     d->failed = PS_OK;
     d->done = false;
-    d->n_slots = 0, d->filled = false;
-    d->rng = mix64(mix64(mix64(d->seed) + epoch) + d->rank);
+    d->n_slots = 0, d->filled = false, d->whole = false, d->emit = 0;
+    d->order_key = mix64(mix64(d->seed) + epoch);
+    d->rng = mix64(d->order_key + d->rank);
     d->skipped = 0;
     d->phase = 0;
     if (d->format == PS_DATA_RANDOM) {
@@ -710,8 +715,20 @@ static ps_status slot_load(ps_data *d, size_t i, bool *got, ps_error *err) {
     return next_row(d, &r->fv, &r->label, &r->index, got, err);
 }
 
+/* The rank of row `index` in the epoch's order (see data.h: shuffle). */
+static inline uint64_t order_of(const ps_data *d, uint64_t index) {
+    return mix64(d->order_key ^ mix64(index + GOLDEN));
+}
+
+static int cmp_order(const void *a, const void *b) {
+    const row_buf *x = a, *y = b;
+    if (x->order != y->order) return x->order < y->order ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
 static ps_status shuffle_fill(ps_data *d, ps_error *err) {
-    for (bool got = true; d->n_slots < d->shuffle_cap;) {
+    bool got = true;
+    while (d->n_slots < d->shuffle_cap) {
         if (d->n_slots == d->slots_alloc) {
             size_t n = d->slots_alloc ? d->slots_alloc * 2 : 256;
             if (n > d->shuffle_cap) n = d->shuffle_cap;
@@ -726,6 +743,22 @@ static ps_status shuffle_fill(ps_data *d, ps_error *err) {
         d->n_slots++;
     }
     d->filled = true;
+    if (!got) { /* the whole shard is here: the epoch's order, by key */
+        d->whole = true;
+        for (size_t i = 0; i < d->n_slots; i++) d->slots[i].order = order_of(d, d->slots[i].index);
+        qsort(d->slots, d->n_slots, sizeof(*d->slots), cmp_order);
+    }
+    return PS_OK;
+}
+
+/* Appends a buffered row to the batch as its row b. */
+static ps_status take_slot(ps_data *d, const row_buf *r, size_t b, ps_error *err) {
+    if (!fv_reserve(&d->fv, d->fv.n + r->fv.n))
+        return ps_error_set(err, PS_NOMEM, "batch of %zu features", d->fv.n + r->fv.n);
+    memcpy(d->fv.ids + d->fv.n, r->fv.ids, r->fv.n * sizeof(uint64_t));
+    memcpy(d->fv.vals + d->fv.n, r->fv.vals, r->fv.n * sizeof(float));
+    d->fv.n += r->fv.n;
+    d->labels[b] = r->label, d->row_index[b] = r->index;
     return PS_OK;
 }
 
@@ -742,16 +775,13 @@ static ps_status next_impl(ps_data *d, size_t max_b, size_t *B, ps_error *err) {
             st = next_row(d, &d->fv, &d->labels[b], &d->row_index[b], &got, err);
             if (st != PS_OK) return st;
             if (!got) break;
+        } else if (d->whole) { /* the next row in the epoch's order */
+            if (d->emit == d->n_slots) break;
+            if ((st = take_slot(d, &d->slots[d->emit++], b, err)) != PS_OK) return st;
         } else { /* emit a random buffered row, refill its slot from the stream */
             if (d->n_slots == 0) break;
             size_t i = (size_t)rng_below(&d->rng, d->n_slots);
-            row_buf *r = &d->slots[i];
-            if (!fv_reserve(&d->fv, d->fv.n + r->fv.n))
-                return ps_error_set(err, PS_NOMEM, "batch of %zu features", d->fv.n + r->fv.n);
-            memcpy(d->fv.ids + d->fv.n, r->fv.ids, r->fv.n * sizeof(uint64_t));
-            memcpy(d->fv.vals + d->fv.n, r->fv.vals, r->fv.n * sizeof(float));
-            d->fv.n += r->fv.n;
-            d->labels[b] = r->label, d->row_index[b] = r->index;
+            if ((st = take_slot(d, &d->slots[i], b, err)) != PS_OK) return st;
             bool got;
             if ((st = slot_load(d, i, &got, err)) != PS_OK) return st;
             if (!got) { /* stream done: shrink the buffer */

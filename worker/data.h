@@ -72,10 +72,14 @@ typedef struct {
     uint64_t random_rows;
     uint32_t random_cols;
 
-    /* Shuffle the order of this worker's rows within each epoch through a buffer of
-     * shuffle_buffer rows (0 = PS_DATA_DEFAULT_SHUFFLE_BUFFER), as tf.data's shuffle(): it is a
-     * full shuffle when the buffer holds the whole shard. The order depends on (seed, epoch,
-     * rank) only. Without shuffle rows come in file order. */
+    /* Shuffle the order of this worker's rows within each epoch. When the shard has fewer rows
+     * than shuffle_buffer (0 = PS_DATA_DEFAULT_SHUFFLE_BUFFER) the epoch's order is a
+     * permutation of (seed, epoch) alone: rows sorted by
+     *     key(i) = mix64(mix64(mix64(seed) + epoch) ^ mix64(i + 0x9e3779b97f4a7c15))
+     * (i the row index, ties by index), so the job's rows come in one global order whatever the
+     * number of workers, each worker taking its own rows in that order. A bigger shard goes
+     * through a buffer of shuffle_buffer rows as tf.data's shuffle() (seeded by seed, epoch and
+     * rank). Without shuffle rows come in file order. */
     bool shuffle;
     size_t shuffle_buffer;
     uint64_t seed;           /* shuffle and random */
