@@ -110,7 +110,7 @@ Test(client, another_initializer_is_refused) {
     cr_assert(strstr(msg, "init differs"), "%s", msg);
 }
 
-/* --- the shard index of the HelloReply --------------------------------------------------------- */
+/* --- the shard index of the HelloReply -------------------------------------------------------- */
 
 /* Two real shards listed in the job in the wrong order: the first address answers "shard 1 of
  * 2" where the job expects shard 0, and the client refuses, naming both. */
@@ -137,7 +137,7 @@ Test(client, shards_listed_in_the_wrong_order_are_refused) {
     tu_server_free(s[1]);
 }
 
-/* --- cluster.request_timeout_ms ---------------------------------------------------------------- */
+/* --- cluster.request_timeout_ms --------------------------------------------------------------- */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

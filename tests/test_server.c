@@ -568,7 +568,7 @@ Test(server, busy_polling_client_and_server) {
     tu_server_free(s);
 }
 
-/* --- cluster.token ------------------------------------------------------------------------------ */
+/* --- cluster.token ---------------------------------------------------------------------------- */
 
 static void send_hello(int fd, const char *job_id, const char *token) {
     ps_Envelope env = ps_Envelope_init_zero;
@@ -585,8 +585,9 @@ static void send_hello(int fd, const char *job_id, const char *token) {
  * the right token is served, and so is the library client that carries it. */
 Test(token, hello_must_carry_the_token) {
     ps_job_config j;
-    tu_job("{\"job_id\": \"tok\", \"cluster\": {\"token\": \"s3cret\", \"request_timeout_ms\": 5000,"
-           " \"connect_timeout_ms\": 5000}, \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}",
+    tu_job("{\"job_id\": \"tok\", \"cluster\": {\"token\": \"s3cret\","
+           " \"request_timeout_ms\": 5000, \"connect_timeout_ms\": 5000},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}",
            &j);
     cr_assert_str_eq(j.token, "s3cret");
     test_server *s = tu_server_start(&j, 0);
@@ -644,7 +645,7 @@ Test(token, hello_must_carry_the_token) {
     tu_server_free(s);
 }
 
-/* --- limits.max_connections --------------------------------------------------------------------- */
+/* --- limits.max_connections ------------------------------------------------------------------- */
 
 /* A pull of one key on a raw connection that said Hello; true if Values came back. */
 static bool raw_pull_works(int fd, uint64_t id) {
