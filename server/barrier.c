@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 typedef enum { RANK_LIVE, RANK_FINISHED, RANK_DROPPED } rank_state;
 
 typedef struct {
@@ -22,8 +24,13 @@ struct ps_barrier {
     uint64_t min_clock;              /* over live ranks; UINT64_MAX when none */
     uint64_t applied;                /* sync: steps whose combined update is applied */
     held_rows *held;                 /* (W * T) sync: this step's pushes */
-    uint8_t *cat_keys, *cat_grads;   /* scratch: one table's held rows in rank order */
+    uint8_t *cat_keys, *cat_grads;   /* scratch: one table's combined rows, keys unique */
     size_t cat_keys_cap, cat_grads_cap; /* bytes */
+    /* scratch: key -> row of cat_*, open addressing, cleared per table by a generation stamp */
+    uint64_t *mkeys;
+    uint32_t *mrow, *mstamp;
+    size_t mcap;
+    uint32_t mgen;
 };
 
 static size_t row_bytes(const ps_barrier *b, uint32_t t) {
@@ -53,6 +60,7 @@ void ps_barrier_destroy(ps_barrier *b) {
     for (size_t i = 0; b->held && i < (size_t)b->W * b->T; i++)
         free(b->held[i].keys), free(b->held[i].grads);
     free(b->held), free(b->clock), free(b->state), free(b->cat_keys), free(b->cat_grads);
+    free(b->mkeys), free(b->mrow), free(b->mstamp);
     free(b);
 }
 
@@ -86,7 +94,28 @@ static ps_status grow_bytes(uint8_t **p, size_t *cap, size_t need) {
     return PS_OK;
 }
 
-/* Applies step b->applied: the held rows of the n ranks that ended it, per table in rank order. */
+/* The key map for up to n distinct keys, emptied. */
+static ps_status map_reset(ps_barrier *b, size_t n) {
+    if (b->mcap < 2 * n) {
+        size_t cap = 1024;
+        while (cap < 2 * n) cap *= 2;
+        free(b->mkeys), free(b->mrow), free(b->mstamp);
+        b->mkeys = malloc(cap * sizeof(*b->mkeys));
+        b->mrow = malloc(cap * sizeof(*b->mrow));
+        b->mstamp = calloc(cap, sizeof(*b->mstamp));
+        b->mcap = b->mkeys && b->mrow && b->mstamp ? cap : 0, b->mgen = 0;
+        if (b->mcap == 0) return PS_NOMEM;
+    }
+    if (++b->mgen == 0) { /* stamps wrapped */
+        memset(b->mstamp, 0, b->mcap * sizeof(*b->mstamp));
+        b->mgen = 1;
+    }
+    return PS_OK;
+}
+
+/* Applies step b->applied: the held rows of the n ranks that ended it. Per table, the rows of
+ * every rank are combined in rank order, g = g_0/n + g_1/n + ... (a row absent from a rank adds
+ * nothing), into one row per key, and pushed once. */
 static ps_status apply_step(ps_barrier *b, uint32_t n, ps_error *err) {
     const float scale = 1.0f / (float)n; /* exact for n a power of two */
     for (uint32_t t = 0; t < b->T; t++) {
@@ -95,20 +124,34 @@ static ps_status apply_step(ps_barrier *b, uint32_t n, ps_error *err) {
         for (uint32_t r = 0; r < b->W; r++) total += b->held[(size_t)r * b->T + t].n;
         if (total == 0) continue;
         if (grow_bytes(&b->cat_keys, &b->cat_keys_cap, total * 8) != PS_OK ||
-            grow_bytes(&b->cat_grads, &b->cat_grads_cap, total * rb) != PS_OK)
+            grow_bytes(&b->cat_grads, &b->cat_grads_cap, total * rb) != PS_OK ||
+            map_reset(b, total) != PS_OK)
             return ps_error_set(err, PS_NOMEM, "barrier: out of memory combining %zu rows", total);
-        size_t at = 0;
+        const size_t mask = b->mcap - 1;
+        float *out = (float *)(void *)b->cat_grads;
+        size_t rows = 0;
         for (uint32_t r = 0; r < b->W; r++) {
             held_rows *h = &b->held[(size_t)r * b->T + t];
-            if (h->n == 0) continue;
-            memcpy(b->cat_keys + at * 8, h->keys, h->n * 8);
-            float *g = (float *)(void *)(b->cat_grads + at * rb);
-            memcpy(g, h->grads, h->n * rb);
-            for (size_t i = 0; i < h->n * dim; i++) g[i] *= scale;
-            at += h->n;
+            const float *g = (const float *)(void *)h->grads;
+            for (size_t i = 0; i < h->n; i++, g += dim) {
+                uint64_t key;
+                memcpy(&key, h->keys + 8 * i, 8);
+                size_t at = (size_t)(ps_mix64(key) & mask);
+                while (b->mstamp[at] == b->mgen && b->mkeys[at] != key) at = (at + 1) & mask;
+                float *o;
+                if (b->mstamp[at] != b->mgen) { /* first rank with this row */
+                    b->mstamp[at] = b->mgen, b->mkeys[at] = key, b->mrow[at] = (uint32_t)rows;
+                    memcpy(b->cat_keys + 8 * rows, &key, 8);
+                    o = out + rows++ * dim;
+                    for (size_t d = 0; d < dim; d++) o[d] = g[d] * scale;
+                } else {
+                    o = out + (size_t)b->mrow[at] * dim;
+                    for (size_t d = 0; d < dim; d++) o[d] += g[d] * scale;
+                }
+            }
             h->n = 0;
         }
-        if (ps_store_push(b->stores[t], b->cat_keys, b->cat_grads, total, err) != PS_OK)
+        if (ps_store_push(b->stores[t], b->cat_keys, b->cat_grads, rows, err) != PS_OK)
             return err ? err->code : PS_NOMEM;
     }
     return PS_OK;

@@ -780,7 +780,7 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
     if (n_push > UINT32_MAX || n_pull > UINT32_MAX)
         return ps_error_set(err, PS_TOO_LARGE, "more than 2^32 keys in one request");
     const uint32_t S = c->n_shards, dim = c->tables[table].dim;
-    uint32_t idx;
+    uint32_t idx = 0; /* set by op_new */
     if (op_new(c, out, dim, &idx, err) != PS_OK) return err->code;
     ps_status st = PS_OK;
     uint32_t **ppos = NULL, **qpos = NULL;
@@ -953,7 +953,7 @@ ps_status ps_client_rows(ps_client *c, uint32_t table, const uint64_t *keys, siz
     if (table >= c->n_tables)
         return ps_error_set(err, PS_INVALID_ARG, "unknown table %u", table);
     if (n > UINT32_MAX) return ps_error_set(err, PS_TOO_LARGE, "more than 2^32 keys");
-    uint32_t idx;
+    uint32_t idx = 0; /* set by op_new */
     if (op_new(c, values, c->tables[table].dim, &idx, err) != PS_OK) return err->code;
     op_slot *o = &c->ops[idx];
     o->acc = acc, o->steps = steps, o->state_len = ps_table_state_len(&c->tables[table]);
@@ -999,7 +999,7 @@ ps_status ps_client_scan(ps_client *c, uint32_t table, uint32_t shard, bool from
     if (table >= c->n_tables || shard >= c->n_shards || max_rows == 0)
         return ps_error_set(err, PS_INVALID_ARG, "scan: table %u, shard %u, %zu rows", table,
                             shard, max_rows);
-    uint32_t idx;
+    uint32_t idx = 0; /* set by op_new */
     if (op_new(c, values, c->tables[table].dim, &idx, err) != PS_OK) return err->code;
     op_slot *o = &c->ops[idx];
     o->acc = acc, o->steps = steps, o->keys = keys, o->cap = max_rows;
@@ -1039,7 +1039,7 @@ static ps_status to_every_shard(ps_client *c, ps_Envelope *env, uint32_t idx, ps
 
 ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error *err) {
     if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
-    uint32_t idx;
+    uint32_t idx = 0; /* set by op_new */
     if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
     if (!finished) c->clock++;
     ps_Envelope env = ps_Envelope_init_zero;
@@ -1058,7 +1058,7 @@ void ps_client_set_min_clock(ps_client *c, uint64_t min_clock) { c->min_clock = 
 ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
                                 ps_error *err) {
     if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
-    uint32_t idx;
+    uint32_t idx = 0; /* set by op_new */
     if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
     c->ops[idx].stats_table = table;
     ps_Envelope env = ps_Envelope_init_zero;
