@@ -1,5 +1,9 @@
-/* init.c - counter-based random initial values: coordinate j of a row draws from
- * mix64(row_seed + j), so rows never depend on the order they were created in. */
+/* init.c - counter-based random initial values, so rows never depend on the order they were
+ * created in. With row_seed = mix64(seed ^ key_hash(table, key)) and G = 0x9e3779b97f4a7c15,
+ * coordinate j draws r_j = mix64(row_seed + G*j) and u_j = (r_j >> 11) * 2^-53 in [0, 1):
+ *   uniform: a + (b - a) * u_j;  glorot_uniform: l * (2 u_j - 1), l = sqrt(6 / (fan_in + fan_out));
+ *   normal: Box-Muller, stddev * sqrt(-2 ln(1 - u_j)) * cos(2 pi v_j), v_j from mix64(r_j ^ G).
+ * tests/test_init.c pins these bits from an independent implementation. */
 #include "init.h"
 
 #include <math.h>
