@@ -5,7 +5,7 @@
 #   tests/bench/run_bench.sh [BUILD_DIR] [bench_ps options...]     (BUILD_DIR defaults to build)
 #
 # Runs bench_ps (see its --help), then tests/bench/bench_seed.sh (the seed job, and PyTorch on the
-# same model when /usr/bin/python3 has torch). The machine-parseable lines start with "bench_ps ",
+# same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp). The machine-parseable lines start with "bench_ps ",
 # "bench_seed " and "torch_seed ".
 set -euo pipefail
 
@@ -24,7 +24,7 @@ if [[ $type != Release ]]; then
     echo "run_bench: configuring $build for Release${type:+ (was $type)}"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_ps ps-server ps-worker ps-launch -j "${JOBS:-2}"
+cmake --build "$build" --target bench_ps ps-server ps-worker ps-launch ps-export -j "${JOBS:-2}"
 
 out=$build/bench.txt
 {
@@ -34,6 +34,8 @@ out=$build/bench.txt
     "$build/bench_ps" --server "$build/ps-server" "$@" || rc=$?
     echo
     bash "$root/tests/bench/bench_seed.sh" "$build" || rc=$?
+    echo
+    bash "$root/tests/bench/bench_modes.sh" "$build" || rc=$?
     exit $rc
 } 2>&1 | tee "$out" || { echo "run_bench: a benchmark failed; output in $out"; exit 1; }
 echo "run_bench: saved to $out"
