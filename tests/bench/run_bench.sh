@@ -5,8 +5,9 @@
 #   tests/bench/run_bench.sh [BUILD_DIR] [bench_ps options...]     (BUILD_DIR defaults to build)
 #
 # Runs bench_ps (see its --help), then tests/bench/bench_seed.sh (the seed job, and PyTorch on the
-# same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp). The machine-parseable lines start with "bench_ps ",
-# "bench_seed " and "torch_seed ".
+# same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp).
+# The machine-parseable lines start with "bench_ps ", "bench_seed ", "torch_seed " and
+# "bench_modes ".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
