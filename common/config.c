@@ -307,6 +307,13 @@ static ps_status read_optimizer(ctx *c, const cJSON *o, const char *path,
         join(p, sizeof(p), path, out->lr_decay != 0 ? "lr_decay" : "weight_decay");
         return FAIL(c, p, "is PyTorch's; not available with form \"keras\"");
     }
+    if ((float)out->epsilon == 0.0f && (float)out->initial_accumulator_value == 0.0f) {
+        char p[256];
+        join(p, sizeof(p), path, "epsilon");
+        return FAIL(c, p, "is 0 in float32 with initial_accumulator_value 0: a zero gradient on "
+                    "a new row would divide 0 by 0 (NaN); use epsilon >= 1e-38 or a positive "
+                    "initial_accumulator_value");
+    }
     return PS_OK;
 }
 

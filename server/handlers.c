@@ -25,6 +25,27 @@ static void fill_values(void *ud, uint8_t *dst, size_t len) {
     ps_store_pull(f->store, f->keys, f->n, dst);
 }
 
+/* Index of the first gradient coordinate that is not finite or whose square would overflow
+ * float32 (|g| >= 2^64, which would make the accumulator infinite and freeze the coordinate for
+ * good), or n when every one is fine. One vectorizable pass over the bits; any alignment. */
+static size_t first_bad_gradient(const uint8_t *g, size_t n) {
+    const uint32_t limit = 0x5f800000u; /* 2^64; inf and NaN have larger magnitude bits */
+    uint32_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w;
+        memcpy(&w, g + 4 * i, 4);
+        w &= 0x7fffffffu;
+        worst = w > worst ? w : worst;
+    }
+    if (worst < limit) return n;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w;
+        memcpy(&w, g + 4 * i, 4);
+        if ((w & 0x7fffffffu) >= limit) return i;
+    }
+    return n;
+}
+
 /* Validates a key array (and, with grads, its gradient array) for table t. */
 static ps_status check_keys(ps_conn *c, uint32_t table, const ps_bytes *keys,
                             const ps_bytes *grads, const char *what, size_t *n_out,
@@ -44,6 +65,20 @@ static ps_status check_keys(ps_conn *c, uint32_t table, const ps_bytes *keys,
         return ps_error_set(err, PS_INVALID_ARG,
                             "%s: %zu bytes of gradients for %zu keys x dim %zu (want %zu)", what,
                             grads->len, n, dim, n * dim * sizeof(float));
+    if (grads != NULL) {
+        const size_t bad = first_bad_gradient(grads->p, n * dim);
+        if (bad < n * dim) {
+            float g;
+            memcpy(&g, grads->p + 4 * bad, 4);
+            srv->refused_gradients[table]++;
+            return ps_error_set(err, PS_INVALID_ARG,
+                                "%s: gradient of key %llu, coordinate %zu, is %g: refused (not "
+                                "finite, or |g| >= 2^64 whose square overflows the accumulator); "
+                                "no row of this push was updated",
+                                what, (unsigned long long)ps_load_u64(keys->p + 8 * (bad / dim)),
+                                bad % dim, (double)g);
+        }
+    }
     *n_out = n;
     return PS_OK;
 }
@@ -126,6 +161,7 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
         snprintf(t->name, sizeof(t->name), "%s", srv->job->tables[i].name);
         t->rows = ps_store_rows(srv->stores[i]);
         t->bytes = ps_store_bytes(srv->stores[i]);
+        t->refused_gradients = srv->refused_gradients[i];
     }
     uint8_t *frame;
     size_t len;

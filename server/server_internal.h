@@ -22,6 +22,7 @@ struct ps_server {
     ps_store *stores[PS_MAX_TABLES];
     ps_pool *pool; /* server.threads, shared by the stores for big pushes and pulls */
     ps_frame_cache fcache; /* big reply buffers for reuse, shared by all connections */
+    uint64_t refused_gradients[PS_MAX_TABLES]; /* pushes refused for a non-finite gradient */
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
     /* sync/ssp jobs: worker clocks; pulls that must wait park their connection */

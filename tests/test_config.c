@@ -677,3 +677,22 @@ Test(config, cli_leaves_other_options_and_rejects_bad_values) {
     cr_assert_eq(cli_run(&c, 3, no_rank, &code), PS_CLI_TAKEN);
     cr_assert_not(ps_cli_load(&c, &job), "loads without --rank");
 }
+
+/* epsilon 0 with a zero initial accumulator divides 0 by 0 on a zero gradient */
+Test(config, zero_epsilon_that_can_divide_by_zero_is_refused) {
+    ps_job_config c;
+    ps_error e = {0};
+    cr_assert_eq(ps_config_parse("{\"optimizer\": {\"epsilon\": 0}}", "j.json", NULL, 0, &c, &e),
+                 PS_CONFIG);
+    cr_assert(strstr(e.msg, "j.json: optimizer.epsilon: is 0") != NULL, "%s", e.msg);
+    cr_assert_eq(ps_config_parse("{\"tables\": [{\"name\": \"t\", \"dim\": 1, \"optimizer\":"
+                                 " {\"form\": \"keras\", \"epsilon\": 1e-50,"
+                                 " \"initial_accumulator_value\": 0}}]}",
+                                 "j.json", NULL, 0, &c, &e),
+                 PS_CONFIG);
+    cr_assert(strstr(e.msg, "tables[0].optimizer.epsilon") != NULL, "%s", e.msg);
+    /* a positive G0 keeps the denominator positive */
+    cr_assert_eq(ps_config_parse("{\"optimizer\": {\"epsilon\": 0,"
+                                 " \"initial_accumulator_value\": 0.1}}", "j.json", NULL, 0, &c, &e),
+                 PS_OK, "%s", e.msg);
+}

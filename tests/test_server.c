@@ -1,6 +1,7 @@
 /* test_server.c - real shards on loopback: bad peers get an Error while other clients keep
  * working, and a 2-shard job stores each key on its own shard with the reference values. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -724,4 +725,45 @@ Test(limits, max_connections) {
     for (int i = 0; i < N; i++) cr_assert(raw_pull_works(fd[i], (uint64_t)(200 + i)));
     for (int i = 0; i < N; i++) close(fd[i]);
     tu_server_free(s);
+}
+
+/* --- poisoned gradients ------------------------------------------------------------------------ */
+
+/* A NaN, an infinity or a gradient whose square overflows the accumulator (|g| >= 2^64) would
+ * leave the row NaN or frozen for good: the push is refused with an Error naming the key, no row
+ * of it is updated, the connection stays, and the server counts it in its stats. */
+Test(server, non_finite_and_huge_gradients_are_refused) {
+    const float bad[] = {NAN, INFINITY, -INFINITY, 1e30f, 1.8446744e19f /* 2^64 */};
+    uint64_t keys[2] = {777001, 777002};
+    float before[8], after[8];
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(good, 0, keys, 2, before, &err), PS_OK, "%s", err.msg);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        float g[8] = {0.5f, 0.5f, 0.5f, 0.5f, 0.25f, 0.25f, 0.25f, 0.25f};
+        g[6] = bad[i]; /* key 777002, coordinate 2 */
+        ps_status st = ps_client_push(good, 0, keys, 2, g, &err);
+        cr_assert_eq(st, PS_INVALID_ARG, "gradient %g accepted", (double)bad[i]);
+        cr_assert(strstr(err.msg, "key 777002, coordinate 2") && strstr(err.msg, "refused"),
+                  "%s", err.msg);
+        cr_assert_eq(ps_client_pull(good, 0, keys, 2, after, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(memcmp(before, after, sizeof(after)), 0, "a row moved");
+    }
+    /* just below 2^64 is a (large) gradient like any other */
+    float big[8] = {0, 0, 0, 0, 0, 0, 1.8446742e19f, 0};
+    cr_assert_eq(ps_client_push(good, 0, keys, 2, big, &err), PS_OK, "%s", err.msg);
+    /* the stats count the refusals, per table */
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 9;
+    env.which_body = ps_Envelope_stats_tag;
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_stats_reply_tag);
+    cr_assert_eq(m.env.stats_reply.tables[0].refused_gradients, 5);
+    cr_assert_eq(m.env.stats_reply.tables[1].refused_gradients, 0);
+    free(buf);
+    close(fd);
+    good_client_works();
 }
