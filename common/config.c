@@ -255,7 +255,9 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
 
 static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"max_frame_bytes", "max_write_queue_bytes",
-                                       "max_keys_per_request", "max_connections", NULL};
+                                       "max_keys_per_request", "max_connections",
+                                       "max_connections_per_address", "hello_timeout_ms",
+                                       "idle_timeout_ms", NULL};
     if (o != NULL) TRY(check_keys(c, o, "limits", keys));
     TRY(get_size(c, o, "limits", "max_frame_bytes", 1024, 4294967295.0, 64u << 20,
                  &cfg->max_frame_bytes));
@@ -264,6 +266,10 @@ static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
     TRY(get_size(c, o, "limits", "max_keys_per_request", 1, 1e12, 16u << 20,
                  &cfg->max_keys_per_request));
     TRY(get_u32(c, o, "limits", "max_connections", 1, 1e6, 4096, &cfg->max_connections));
+    TRY(get_u32(c, o, "limits", "max_connections_per_address", 1, 1e6, 256,
+                &cfg->max_connections_per_address));
+    TRY(get_u32(c, o, "limits", "hello_timeout_ms", 1, 3600e3, 5000, &cfg->hello_timeout_ms));
+    TRY(get_u32(c, o, "limits", "idle_timeout_ms", 0, 864e5, 600000, &cfg->idle_timeout_ms));
     return PS_OK;
 }
 

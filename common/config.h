@@ -86,6 +86,9 @@ typedef struct {
     size_t max_write_queue_bytes;
     size_t max_keys_per_request;
     uint32_t max_connections;
+    uint32_t max_connections_per_address;
+    uint32_t hello_timeout_ms; /* a connection that has not said Hello by then is closed */
+    uint32_t idle_timeout_ms;  /* a peer that sends nothing this long is closed; 0: never */
     uint32_t server_threads;
     int32_t server_busy_poll_us; /* the server polls this long after a read; -1 auto, as above */
 

@@ -46,32 +46,43 @@ size_t ps_framer_pending(const ps_framer *f) {
     return f->in_payload ? PS_FRAME_HDR_BYTES + f->len : f->hdr_len;
 }
 
-/* The payload buffer holds plen bytes (grown once, then reused: no page faults per frame). */
-static bool reserve_payload(ps_framer *f) {
-    if (f->plen <= f->cap) return true;
-    uint8_t *nb = realloc(f->buf, f->plen);
+/* The payload buffer grows with the bytes that arrive (at least doubling, at most to `limit`,
+ * the bytes the frame still puts there): an announced size costs nothing until it is sent. It is
+ * kept for later frames (no page faults per frame once it is big). */
+#define GROW_MIN (256u << 10)
+static bool reserve(ps_framer *f, size_t need, size_t limit) {
+    if (need <= f->cap) return true;
+    size_t ncap = f->cap * 2 > GROW_MIN ? f->cap * 2 : GROW_MIN;
+    if (ncap > limit) ncap = limit;
+    if (ncap < need) ncap = need;
+    uint8_t *nb = realloc(f->buf, ncap);
     if (nb == NULL) return false;
-    f->buf = nb, f->cap = f->plen;
+    f->buf = nb, f->cap = ncap;
     return true;
 }
 
 size_t ps_framer_direct(ps_framer *f, uint8_t **dst) {
-    if (!f->in_payload || f->plen < PS_FRAME_DIRECT_MIN || !reserve_payload(f)) return 0;
-    if (f->redirect != NULL) {
-        if (f->len >= f->redirect_at) {
-            *dst = f->redirect + (f->len - f->redirect_at);
-            return f->plen - f->len;
-        }
-        *dst = f->buf + f->len;
-        return f->redirect_at - f->len;
+    if (!f->in_payload || f->plen < PS_FRAME_DIRECT_MIN) return 0;
+    if (f->redirect != NULL && f->len >= f->redirect_at) {
+        *dst = f->redirect + (f->len - f->redirect_at);
+        return f->plen - f->len;
     }
+    const size_t end = f->redirect != NULL ? f->redirect_at : f->plen;
+    if (!reserve(f, f->len + 1, end)) return 0;
     *dst = f->buf + f->len;
-    return f->plen - f->len;
+    return (f->cap < end ? f->cap : end) - f->len;
 }
 
+size_t ps_framer_capacity(const ps_framer *f) { return f->cap; }
+
+void ps_framer_set_max(ps_framer *f, size_t max_frame) { f->max_frame = max_frame; }
+
 static ps_status complete(ps_framer *f, ps_frame_cb cb, void *ud) {
+    /* a redirected frame's tail went elsewhere, but the callback sees plen bytes (the tail's
+     * unset: a decoder skips over them) */
+    const bool whole = reserve(f, f->plen, f->plen);
     f->in_payload = false, f->len = 0, f->redirect = NULL;
-    return cb(ud, f->buf, f->plen);
+    return whole ? cb(ud, f->buf, f->plen) : PS_NOMEM;
 }
 
 ps_status ps_framer_commit(ps_framer *f, size_t n, ps_frame_cb cb, void *ud) {
@@ -121,10 +132,13 @@ ps_status ps_framer_feed(ps_framer *f, const uint8_t *p, size_t n, ps_frame_cb c
             st = cb(ud, p, f->plen);
             p += f->plen, n -= f->plen;
         } else {
-            if (!reserve_payload(f))
-                return ps_error_set(err, PS_NOMEM, "frame of %u bytes: out of memory", f->plen);
             size_t take = f->plen - f->len;
             if (take > n) take = n;
+            size_t to_buf = f->redirect == NULL ? f->len + take
+                            : f->len >= f->redirect_at ? 0
+                            : f->len + take < f->redirect_at ? f->len + take : f->redirect_at;
+            if (!reserve(f, to_buf, f->redirect == NULL ? f->plen : f->redirect_at))
+                return ps_error_set(err, PS_NOMEM, "frame of %u bytes: out of memory", f->plen);
             store(f, p, take);
             p += take, n -= take;
             if (f->len < f->plen) return PS_OK;

@@ -47,6 +47,13 @@ const uint8_t *ps_framer_partial(const ps_framer *f, size_t *len, size_t *total)
  * callback then gets the payload with bytes [at, end) unset. */
 void ps_framer_redirect(ps_framer *f, size_t at, uint8_t *dst);
 
+/* Bytes held for assembling frames: the payload buffer grows with what arrives, never to a size
+ * that was only announced. */
+size_t ps_framer_capacity(const ps_framer *f);
+
+/* Changes the largest frame accepted from the next header on (e.g. once a peer has said Hello). */
+void ps_framer_set_max(ps_framer *f, size_t max_frame);
+
 /* Bytes of a frame received so far but not yet complete (0 between frames). */
 size_t ps_framer_pending(const ps_framer *f);
 

@@ -242,6 +242,8 @@ ps_ErrorCode ps_wire_error_code(ps_status st) {
         return ps_ErrorCode_ERR_INVALID_ARG;
     case PS_MISMATCH:
         return ps_ErrorCode_ERR_MISMATCH;
+    case PS_TIMEOUT:
+        return ps_ErrorCode_ERR_TIMEOUT;
     default:
         return ps_ErrorCode_ERR_INTERNAL;
     }

@@ -153,6 +153,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     srv->last_read_ns = uv_hrtime();
+    c->heard_ms = uv_now(&srv->loop);
     if (nread == 0 || c->close_after_write) return;
     ps_error err = {0};
     c->corked = true;
@@ -275,8 +276,13 @@ void ps_conn_accept(ps_server *srv) {
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
-    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0 ||
-        ps_framer_create(srv->job->max_frame_bytes, &c->framer, NULL) != PS_OK) {
+    c->accepted_ms = c->heard_ms = uv_now(&srv->loop);
+    const size_t first_max = srv->job->max_frame_bytes < PS_HELLO_MAX_FRAME
+                                 ? srv->job->max_frame_bytes
+                                 : PS_HELLO_MAX_FRAME;
+    int rc = uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp);
+    if (rc != 0 || ps_framer_create(first_max, &c->framer, NULL) != PS_OK) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "accept: %s", rc ? uv_strerror(rc) : "out of memory");
         ps_conn_close(c);
         return;
     }
@@ -295,6 +301,7 @@ void ps_conn_accept(ps_server *srv) {
             port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         }
         snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+        snprintf(c->ip, sizeof(c->ip), "%s", ip);
     }
     if (srv->n_conns > srv->job->max_connections) {
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: refused: %zu connections, limit %u", c->peer,
@@ -302,5 +309,35 @@ void ps_conn_accept(ps_server *srv) {
         ps_conn_send_error(c, 0, PS_TOO_LARGE, "too many connections", true);
         return;
     }
+    size_t same = 0;
+    for (ps_conn *o = srv->conns; o != NULL; o = o->next)
+        same += !uv_is_closing((uv_handle_t *)&o->tcp) && strcmp(o->ip, c->ip) == 0;
+    if (same > srv->job->max_connections_per_address) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: refused: %zu connections from %s, limit %u "
+               "(limits.max_connections_per_address)", c->peer, same, c->ip,
+               srv->job->max_connections_per_address);
+        ps_conn_send_error(c, 0, PS_TOO_LARGE, "too many connections from this address", true);
+        return;
+    }
     start_reading(c);
+}
+
+void ps_conn_sweep(ps_server *srv) {
+    const uint64_t now = uv_now(&srv->loop);
+    const ps_job_config *job = srv->job;
+    for (ps_conn *c = srv->conns; c != NULL; c = c->next) {
+        if (uv_is_closing((uv_handle_t *)&c->tcp) || c->close_after_write) continue;
+        char msg[128];
+        if (!c->hello_done && now - c->accepted_ms >= job->hello_timeout_ms)
+            snprintf(msg, sizeof(msg), "no Hello within %u ms (limits.hello_timeout_ms)",
+                     job->hello_timeout_ms);
+        else if (c->hello_done && job->idle_timeout_ms > 0 && c->dq_head == NULL &&
+                 c->queued == 0 && now - c->heard_ms >= job->idle_timeout_ms)
+            snprintf(msg, sizeof(msg), "nothing received for %u ms (limits.idle_timeout_ms)",
+                     job->idle_timeout_ms);
+        else
+            continue;
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, msg);
+        ps_conn_send_error(c, 0, PS_TIMEOUT, msg, true);
+    }
 }

@@ -131,6 +131,7 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
         return ps_error_set(err, PS_INVALID_ARG, "worker rank %u, the job has %u workers",
                             h->rank, srv->job->num_workers);
     c->hello_done = true;
+    ps_framer_set_max(c->framer, srv->job->max_frame_bytes);
     c->is_worker = h->role == ps_Role_ROLE_WORKER;
     c->rank = h->rank;
     ps_Envelope env = ps_Envelope_init_zero;

@@ -60,6 +60,8 @@ static void on_barrier_stall(uv_timer_t *t) {
     ps_server_wake(srv);
 }
 
+static void on_sweep(uv_timer_t *t) { ps_conn_sweep(t->data); }
+
 void ps_server_parked(ps_server *srv) {
     if (!uv_is_active((uv_handle_t *)&srv->barrier_timer) && !srv->stopping)
         uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
@@ -73,6 +75,7 @@ static void begin_stop(ps_server *srv) {
     uv_close((uv_handle_t *)&srv->listener, close_cb_noop);
     uv_close((uv_handle_t *)&srv->stop_async, close_cb_noop);
     uv_close((uv_handle_t *)&srv->barrier_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->sweep_timer, close_cb_noop);
     if (srv->opt.handle_signals) {
         uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
         uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
@@ -144,6 +147,15 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     if (st != PS_OK) goto fail;
     uv_timer_init(&srv->loop, &srv->barrier_timer);
     srv->barrier_timer.data = srv;
+    uv_timer_init(&srv->loop, &srv->sweep_timer);
+    srv->sweep_timer.data = srv;
+    {   /* often enough that a deadline is kept within a quarter of the shortest one */
+        uint64_t every = job->hello_timeout_ms;
+        if (job->idle_timeout_ms > 0 && job->idle_timeout_ms < every) every = job->idle_timeout_ms;
+        every = every / 4 > 10 ? every / 4 : 10;
+        uv_timer_start(&srv->sweep_timer, on_sweep, every, every);
+        uv_unref((uv_handle_t *)&srv->sweep_timer); /* it never keeps the loop alive by itself */
+    }
     uv_tcp_init(&srv->loop, &srv->listener);
     srv->listener.data = srv;
     uv_async_init(&srv->loop, &srv->stop_async, on_stop_async);

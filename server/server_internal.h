@@ -28,6 +28,7 @@ struct ps_server {
     /* sync/ssp jobs: worker clocks; pulls that must wait park their connection */
     ps_barrier *barrier;       /* NULL in async jobs */
     uv_timer_t barrier_timer;  /* runs while a connection is parked: drops stalled ranks */
+    uv_timer_t sweep_timer;    /* closes peers past limits.hello_timeout_ms / idle_timeout_ms */
     size_t n_parked;
     bool waking, wake_again;   /* ps_server_wake is running / must run once more */
     bool stopping;
@@ -42,6 +43,9 @@ struct ps_conn {
     ps_conn *prev, *next;
     ps_framer *framer;
     char peer[64];
+    char ip[48];          /* the peer's address without its port: limits per address */
+    uint64_t accepted_ms; /* uv_now at accept */
+    uint64_t heard_ms;    /* uv_now of the last bytes received */
     char *rbuf; /* read buffer, reused */
     size_t rbuf_cap;
     bool hello_done;
@@ -72,8 +76,14 @@ typedef enum {
     PS_FRAME_CLOSE, /* the peer was sent a final Error; stop feeding frames */
 } ps_frame_verdict;
 
+/* Until a peer's Hello is accepted it may send frames of this many bytes at most. */
+#define PS_HELLO_MAX_FRAME (64u << 10)
+
 /* conn.c */
 void ps_conn_accept(ps_server *srv);
+/* Closes peers that have not said Hello within limits.hello_timeout_ms or sent nothing for
+ * limits.idle_timeout_ms (not while they wait for the barrier). */
+void ps_conn_sweep(ps_server *srv);
 /* Takes ownership of frame (from ps_wire_encode, ideally with &c->srv->fcache) whatever the outcome. */
 void ps_conn_send(ps_conn *c, uint8_t *frame, size_t len);
 /* Queues an Error reply; with fatal, the connection closes once it is written. */

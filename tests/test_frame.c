@@ -440,3 +440,55 @@ Test(frame, redirect_puts_the_tail_in_place) {
     cr_assert_eq(b.sum, 'x' * 1 + 'y' * 2 + 'z' * 3);
     free(wire), free(payload), free(tail);
 }
+
+/* A header announcing 64 MiB costs nothing until the bytes come: the buffer grows with what
+ * arrives (at most doubling), so peers that announce big frames and trickle bytes cannot make a
+ * server hold memory they never send. */
+Test(frame, an_announced_size_is_not_allocated_before_its_bytes_arrive) {
+    ps_framer *f;
+    cr_assert_eq(ps_framer_create(64u << 20, &f, NULL), PS_OK);
+    const uint32_t big = 64u << 20;
+    uint8_t hdr[PS_FRAME_HDR_BYTES], chunk[1000];
+    ps_frame_put_header(hdr, big);
+    memset(chunk, 7, sizeof(chunk));
+    sum_sink b = {0};
+    ps_error err = {0};
+    cr_assert_eq(ps_framer_feed(f, hdr, sizeof(hdr), check_big, &b, &err), PS_OK);
+    cr_assert_eq(ps_framer_feed(f, chunk, sizeof(chunk), check_big, &b, &err), PS_OK);
+    cr_assert_lt(ps_framer_capacity(f), 1u << 20, "%zu bytes held for 1004 received",
+                 ps_framer_capacity(f));
+    uint8_t *dst;
+    size_t room = ps_framer_direct(f, &dst);
+    cr_assert(room > 0 && room <= (256u << 10), "a direct read is offered %zu bytes", room);
+    /* the rest, in reads of 1 MiB: the buffer stays within twice what has arrived */
+    static uint8_t mib[1u << 20];
+    memset(mib, 7, sizeof(mib));
+    size_t got = sizeof(chunk);
+    while (got < big) {
+        size_t n = big - got < sizeof(mib) ? big - got : sizeof(mib);
+        cr_assert_eq(ps_framer_feed(f, mib, n, check_big, &b, &err), PS_OK);
+        got += n;
+        if (got < big)
+            cr_assert_leq(ps_framer_capacity(f), 2 * got + (256u << 10), "%zu held for %zu",
+                          ps_framer_capacity(f), got);
+    }
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.len, big);
+    ps_framer_destroy(f);
+}
+
+/* The limit may change between frames (a server raises it once a peer has said Hello). */
+Test(frame, the_limit_can_be_raised_between_frames) {
+    ps_framer *f;
+    cr_assert_eq(ps_framer_create(100, &f, NULL), PS_OK);
+    uint8_t hdr[PS_FRAME_HDR_BYTES];
+    ps_frame_put_header(hdr, 200);
+    sum_sink b = {0};
+    ps_error err = {0};
+    cr_assert_eq(ps_framer_feed(f, hdr, sizeof(hdr), check_big, &b, &err), PS_TOO_LARGE);
+    ps_framer_destroy(f);
+    cr_assert_eq(ps_framer_create(100, &f, NULL), PS_OK);
+    ps_framer_set_max(f, 1000);
+    cr_assert_eq(ps_framer_feed(f, hdr, sizeof(hdr), check_big, &b, &err), PS_OK);
+    ps_framer_destroy(f);
+}

@@ -767,3 +767,93 @@ Test(server, non_finite_and_huge_gradients_are_refused) {
     close(fd);
     good_client_works();
 }
+
+/* --- handshake, idle peers, per-address cap, frames before Hello -------------------------------- */
+
+static test_server *limited_server(const char *limits, ps_job_config *j) {
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"t\", \"limits\": {%s}, \"tables\": [{\"name\": \"emb\", \"dim\": 4}]}",
+             limits);
+    tu_job(json, j);
+    test_server *s = tu_server_start(j, 0);
+    tu_job_use(j, &s, 1);
+    return s;
+}
+
+/* Connections that never say Hello were kept forever (4096 of them locked every worker out). */
+Test(conn_limits, a_peer_that_never_says_hello_is_closed) {
+    ps_job_config j;
+    test_server *s = limited_server("\"hello_timeout_ms\": 200", &j);
+    int silent = tu_connect(tu_server_port(s)), trickle = tu_connect(tu_server_port(s));
+    cr_assert(silent >= 0 && trickle >= 0);
+    cr_assert(tu_send_all(trickle, "\0\0", 2)); /* half a header, then nothing */
+    expect_error(silent, ps_ErrorCode_ERR_TIMEOUT, true, "silent peer");
+    expect_error(trickle, ps_ErrorCode_ERR_TIMEOUT, true, "trickling peer");
+    close(silent), close(trickle);
+    ps_client *c = tu_client(&j, 0); /* a real worker is served */
+    ps_client_destroy(c);
+    tu_server_free(s);
+}
+
+Test(conn_limits, an_idle_peer_is_closed) {
+    ps_job_config j;
+    test_server *s = limited_server("\"idle_timeout_ms\": 300", &j);
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd, &j));
+    expect_error(fd, ps_ErrorCode_ERR_TIMEOUT, true, "idle peer");
+    close(fd);
+    tu_server_free(s);
+}
+
+Test(conn_limits, connections_per_address_are_capped) {
+    ps_job_config j;
+    test_server *s = limited_server("\"max_connections_per_address\": 3", &j);
+    int fd[4];
+    for (int i = 0; i < 3; i++) {
+        fd[i] = tu_connect(tu_server_port(s));
+        cr_assert(tu_hello(fd[i], &j), "connection %d refused", i);
+    }
+    fd[3] = tu_connect(tu_server_port(s));
+    expect_error(fd[3], ps_ErrorCode_ERR_TOO_LARGE, true, "fourth connection");
+    close(fd[3]);
+    close(fd[0]);
+    struct timespec ts = {0, 100 * 1000 * 1000}; /* the server sees the close */
+    nanosleep(&ts, NULL);
+    fd[0] = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd[0], &j), "a freed slot is not reused");
+    for (int i = 0; i < 3; i++) close(fd[i]);
+    tu_server_free(s);
+}
+
+/* Before Hello a peer may send 64 KiB frames at most: 8 peers announcing 64 MiB each took a
+ * server from 2 MB to 527 MB. After Hello limits.max_frame_bytes applies. */
+Test(conn_limits, a_big_frame_before_hello_is_refused) {
+    ps_job_config j;
+    test_server *s = limited_server("\"max_frame_bytes\": 1048576", &j);
+    int fd = tu_connect(tu_server_port(s));
+    uint8_t hdr[4];
+    ps_frame_put_header(hdr, 100000);
+    cr_assert(tu_send_all(fd, hdr, 4));
+    expect_error(fd, ps_ErrorCode_ERR_TOO_LARGE, true, "100 kB frame before Hello");
+    close(fd);
+    /* after Hello the same size is a request like any other */
+    fd = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd, &j));
+    enum { N = 12000 }; /* 96 kB of keys */
+    static uint64_t keys[N];
+    for (int i = 0; i < N; i++) keys[i] = (uint64_t)i;
+    ps_bulk kb = {.src = {(const uint8_t *)keys, sizeof(keys)}};
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 2;
+    env.which_body = ps_Envelope_pull_tag;
+    cr_assert(tu_send_msg(fd, &env, &kb, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_values_tag, "%s",
+                 m.env.which_body == ps_Envelope_error_tag ? m.env.error.message : "?");
+    free(buf);
+    close(fd);
+    tu_server_free(s);
+}

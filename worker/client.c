@@ -419,6 +419,7 @@ static void handle_reply(shard_conn *sc, const ps_msg *m) {
             ps_status st = m->env.error.code == ps_ErrorCode_ERR_TOO_LARGE     ? PS_TOO_LARGE
                            : m->env.error.code == ps_ErrorCode_ERR_INVALID_ARG ? PS_INVALID_ARG
                            : m->env.error.code == ps_ErrorCode_ERR_MISMATCH    ? PS_MISMATCH
+                           : m->env.error.code == ps_ErrorCode_ERR_TIMEOUT     ? PS_TIMEOUT
                                                                                : PS_PROTO;
             op_fail(o, st, msg);
         }
