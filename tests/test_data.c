@@ -314,6 +314,25 @@ Test(data, libsvm_one_based) {
     rows_free(&r);
 }
 
+/* Ids past the model's inputs are malformed lines, named by file:line (they were accepted and
+ * one job created 400 000 rows no layer reads). */
+Test(data, libsvm_ids_beyond_num_ids_are_errors) {
+    char path[256];
+    write_file("n.svm", "1 1:1 10:1\n0 3:1 11:0.5\n", 0, path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.num_ids = 10;
+    ps_data *d = open_ok(&o, 0, 1);
+    ps_data_batch b;
+    ps_error err = {0};
+    cr_assert_eq(ps_data_next(d, 1, &b, &err), PS_OK, "%s", err.msg); /* id 10 is key 9 */
+    cr_assert_eq(ps_data_next(d, 1, &b, &err), PS_DATA);
+    char want[300];
+    snprintf(want, sizeof(want), "%s:2: token \"11:0.5\": feature id beyond the model's 10", path);
+    cr_assert(strstr(err.msg, want) != NULL, "%s", err.msg);
+    ps_data_destroy(d);
+}
+
 Test(data, libsvm_zero_based) {
     char path[256];
     write_file("a.svm", svm_text, 0, path);

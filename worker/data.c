@@ -37,6 +37,7 @@ struct ps_data {
     char *path; /* owned copy */
     uint32_t rank, world;
     bool one_based, skip_bad, shuffle;
+    uint64_t num_ids; /* libsvm: ids (after one_based) must be below it; 0: any */
     size_t max_line, shuffle_cap;
     uint64_t seed;
 
@@ -324,6 +325,13 @@ static ps_status parse_libsvm(ps_data *d, char *s, feat_vec *fv, float *label, c
                 return PS_DATA;
             }
             id--;
+        }
+        if (d->num_ids != 0 && id >= d->num_ids) {
+            size_t n = strcspn(tok, " \t\r\v\f");
+            snprintf(why, WHY_MAX, "token \"%.*s\": feature id beyond the model's %llu inputs "
+                     "(model.input.num_ids or model.input_dim)", show_len(n), tok,
+                     (unsigned long long)d->num_ids);
+            return PS_DATA;
         }
         float v = parse_float(q + 1, &e);
         if (e == q + 1 || !(*e == '\0' || is_ws(*e)) || !isfinite(v)) {
@@ -640,6 +648,7 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     d->format = o->format;
     d->rank = rank, d->world = world;
     d->one_based = o->one_based, d->skip_bad = o->skip_bad_lines, d->shuffle = o->shuffle;
+    d->num_ids = o->num_ids;
     d->max_line = max_line, d->shuffle_cap = shuffle_cap;
     d->seed = o->seed;
     d->random_rows = o->random_rows, d->random_cols = o->random_cols;

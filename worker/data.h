@@ -60,6 +60,7 @@ typedef struct {
      * are. Ids are decimal, 0..2^64-1. Label -1 becomes 0; any other finite label is kept
      * (0/1, or class ids for multi-class). */
     bool one_based;
+    uint64_t num_ids;        /* libsvm: an id (after one_based) >= num_ids is malformed; 0: any */
 
     /* csv/libsvm: a malformed own row is counted, remembered (ps_data_skipped_message) and
      * skipped instead of failing ps_data_next with PS_DATA. */

@@ -228,6 +228,8 @@ static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, u
     o.label_column = dc->label_column;
     o.label_name = dc->label_name[0] ? dc->label_name : NULL;
     o.one_based = dc->one_based;
+    /* the model's input width: an id past it would make rows no layer reads */
+    o.num_ids = job->model.sparse ? job->model.num_ids : job->model.input_dim;
     o.skip_bad_lines = dc->skip_bad_lines;
     o.random_rows = dc->rows;
     o.random_cols = dc->cols;
