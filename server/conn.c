@@ -309,6 +309,14 @@ void ps_conn_accept(ps_server *srv) {
         ps_conn_send_error(c, 0, PS_TOO_LARGE, "too many connections", true);
         return;
     }
+    const uint64_t locked = ps_server_locked_out(srv, c->ip);
+    if (locked > 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "too many bad tokens from this address: try again in %llu s",
+                 (unsigned long long)(locked + 999) / 1000);
+        ps_conn_send_error(c, 0, PS_MISMATCH, msg, true);
+        return;
+    }
     size_t same = 0;
     for (ps_conn *o = srv->conns; o != NULL; o = o->next)
         same += !uv_is_closing((uv_handle_t *)&o->tcp) && strcmp(o->ip, c->ip) == 0;

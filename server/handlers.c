@@ -114,17 +114,39 @@ static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8
     return PS_OK;
 }
 
+/* A peer's string, fit for a log line: control bytes become '?'. */
+static void printable(char *dst, size_t n, const char *src) {
+    size_t i = 0;
+    for (; src[i] != '\0' && i + 1 < n; i++)
+        dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f ? '?' : src[i];
+    dst[i] = '\0';
+}
+
+/* Compares in time that depends on the lengths only, not on where the strings differ. */
+static bool same_secret(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++) diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
 static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     const ps_Hello *h = &m->env.hello;
+    /* the token first: a peer that does not have it learns nothing of the job */
+    if (srv->job->token[0] != '\0' && !same_secret(h->token, srv->job->token)) {
+        ps_server_auth_failed(srv, c->ip);
+        return ps_error_set(err, PS_MISMATCH, "bad token");
+    }
     if (h->protocol_version != PS_PROTOCOL_VERSION)
         return ps_error_set(err, PS_MISMATCH, "protocol version %u, this server speaks %u",
                             h->protocol_version, PS_PROTOCOL_VERSION);
-    if (strcmp(h->job_id, srv->job->job_id) != 0)
-        return ps_error_set(err, PS_MISMATCH, "job \"%s\", this server serves job \"%s\"",
-                            h->job_id, srv->job->job_id);
-    if (srv->job->token[0] != '\0' && strcmp(h->token, srv->job->token) != 0)
-        return ps_error_set(err, PS_MISMATCH, "bad token");
+    if (strcmp(h->job_id, srv->job->job_id) != 0) {
+        char id[sizeof(h->job_id)];
+        printable(id, sizeof(id), h->job_id);
+        return ps_error_set(err, PS_MISMATCH, "job \"%s\", this server serves job \"%s\"", id,
+                            srv->job->job_id);
+    }
     if (h->role != ps_Role_ROLE_WORKER && h->role != ps_Role_ROLE_ADMIN)
         return ps_error_set(err, PS_INVALID_ARG, "unknown role %d", (int)h->role);
     if (h->role == ps_Role_ROLE_WORKER && h->rank >= srv->job->num_workers)

@@ -2,6 +2,7 @@
  * Exit codes: 0 clean stop (SIGINT/SIGTERM), 1 runtime failure, 2 usage or config error. */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,13 @@ int main(int argc, char **argv) {
     /* A peer that resets its connection must cost that connection only: writes to it fail with
      * EPIPE (and close it) instead of killing the shard. */
     signal(SIGPIPE, SIG_IGN);
+    /* One descriptor per peer: the soft limit (often 1024) would refuse peers long before
+     * limits.max_connections; take what the hard limit allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     static ps_job_config job;
     if (!ps_cli_load(&cli, &job)) return 2;
     const long shard = cli.index;
@@ -60,6 +68,11 @@ int main(int argc, char **argv) {
     printf("ps-server: shard %ld listening on %s%s%s:%d\n", shard, strchr(host, ':') ? "[" : "",
            host, strchr(host, ':') ? "]" : "", ps_server_port(srv));
     fflush(stdout);
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur < (rlim_t)job.max_connections + 64)
+        fprintf(stderr, "ps-server: warning: %llu file descriptors (ulimit -n) for %u "
+                "limits.max_connections: peers past the descriptors are refused\n",
+                (unsigned long long)nofile.rlim_cur, job.max_connections);
     st = ps_server_run(srv, &err);
     ps_server_destroy(srv);
     if (st != PS_OK) {

@@ -62,6 +62,36 @@ static void on_barrier_stall(uv_timer_t *t) {
 
 static void on_sweep(uv_timer_t *t) { ps_conn_sweep(t->data); }
 
+static ps_auth_slot *auth_slot(ps_server *srv, const char *ip, bool make) {
+    ps_auth_slot *oldest = &srv->auth[0];
+    for (int i = 0; i < PS_AUTH_SLOTS; i++) {
+        if (strcmp(srv->auth[i].ip, ip) == 0) return &srv->auth[i];
+        if (srv->auth[i].since_ms < oldest->since_ms) oldest = &srv->auth[i];
+    }
+    if (!make) return NULL;
+    *oldest = (ps_auth_slot){0};
+    snprintf(oldest->ip, sizeof(oldest->ip), "%s", ip);
+    return oldest;
+}
+
+void ps_server_auth_failed(ps_server *srv, const char *ip) {
+    const uint64_t now = uv_now(&srv->loop);
+    ps_auth_slot *a = auth_slot(srv, ip, true);
+    if (a->failures == 0 || now - a->since_ms > PS_AUTH_WINDOW_MS) a->failures = 0, a->since_ms = now;
+    if (++a->failures >= PS_AUTH_MAX_FAILURES) {
+        a->locked_until_ms = now + PS_AUTH_LOCKOUT_MS;
+        a->failures = 0;
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %d bad tokens in %d s: refused for %d s", ip,
+               PS_AUTH_MAX_FAILURES, PS_AUTH_WINDOW_MS / 1000, PS_AUTH_LOCKOUT_MS / 1000);
+    }
+}
+
+uint64_t ps_server_locked_out(ps_server *srv, const char *ip) {
+    const uint64_t now = uv_now(&srv->loop);
+    const ps_auth_slot *a = auth_slot(srv, ip, false);
+    return a != NULL && a->locked_until_ms > now ? a->locked_until_ms - now : 0;
+}
+
 void ps_server_parked(ps_server *srv) {
     if (!uv_is_active((uv_handle_t *)&srv->barrier_timer) && !srv->stopping)
         uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);

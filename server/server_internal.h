@@ -12,6 +12,18 @@
 
 typedef struct ps_conn ps_conn;
 
+/* Failed token attempts per address: PS_AUTH_MAX_FAILURES within PS_AUTH_WINDOW_MS lock the
+ * address out for PS_AUTH_LOCKOUT_MS (guessing the token costs a minute per ten tries). */
+#define PS_AUTH_MAX_FAILURES 10
+#define PS_AUTH_WINDOW_MS 60000
+#define PS_AUTH_LOCKOUT_MS 60000
+#define PS_AUTH_SLOTS 64
+typedef struct {
+    char ip[48];
+    uint32_t failures;
+    uint64_t since_ms, locked_until_ms;
+} ps_auth_slot;
+
 struct ps_server {
     uv_loop_t loop;
     uv_tcp_t listener;
@@ -23,6 +35,7 @@ struct ps_server {
     ps_pool *pool; /* server.threads, shared by the stores for big pushes and pulls */
     ps_frame_cache fcache; /* big reply buffers for reuse, shared by all connections */
     uint64_t refused_gradients[PS_MAX_TABLES]; /* pushes refused for a non-finite gradient */
+    ps_auth_slot auth[PS_AUTH_SLOTS];          /* recent bad tokens by address */
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
     /* sync/ssp jobs: worker clocks; pulls that must wait park their connection */
@@ -99,6 +112,10 @@ bool ps_conn_parked(const ps_conn *c);
 void ps_server_wake(ps_server *srv);
 /* a connection parked: start the stall timer if it is not running */
 void ps_server_parked(ps_server *srv);
+/* A Hello from ip carried a bad token. */
+void ps_server_auth_failed(ps_server *srv, const char *ip);
+/* ms until ip may try again, or 0 when it is not locked out. */
+uint64_t ps_server_locked_out(ps_server *srv, const char *ip);
 
 /* handlers.c: one frame from c. Request errors are answered (PS_FRAME_DONE); PS_FRAME_CLOSE means
  * the peer was sent a final Error and c closes once it is written. PS_FRAME_WAIT: nothing was

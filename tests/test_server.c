@@ -857,3 +857,46 @@ Test(conn_limits, a_big_frame_before_hello_is_refused) {
     close(fd);
     tu_server_free(s);
 }
+
+/* Reads one Error reply and returns its message in a static buffer. */
+static const char *error_of(int fd) {
+    static char msg[300];
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf), "no reply");
+    cr_assert_eq(m.env.which_body, ps_Envelope_error_tag, "not an Error");
+    snprintf(msg, sizeof(msg), "%s", m.env.error.message);
+    free(buf);
+    return msg;
+}
+
+/* Guessing the token: a peer without it learns nothing of the job (not its id, not the protocol
+ * version), and ten bad tokens lock its address out for a minute, the right token included. */
+Test(token, guessing_is_slow_and_reveals_nothing) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"secret-job\", \"cluster\": {\"token\": \"s3cret\"},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    for (int i = 0; i < 10 /* PS_AUTH_MAX_FAILURES */; i++) {
+        int fd = tu_connect(tu_server_port(s));
+        send_hello(fd, "other-job", "guess");
+        const char *msg = error_of(fd);
+        cr_assert(strstr(msg, "bad token") && !strstr(msg, "secret-job"), "%s", msg);
+        close(fd);
+    }
+    int fd = tu_connect(tu_server_port(s));
+    send_hello(fd, "secret-job", "s3cret");
+    const char *msg = error_of(fd);
+    cr_assert(strstr(msg, "too many bad tokens from this address"), "%s", msg);
+    close(fd);
+    tu_server_free(s);
+}
+
+/* A job id with control characters reaches the log (and the reply) as '?'s. */
+Test(server, a_peer_string_is_printable_in_the_log) {
+    int fd = tu_connect(tu_server_port(srv));
+    send_hello(fd, "evil\nserver 0: forged line", NULL);
+    const char *msg = error_of(fd);
+    cr_assert(strstr(msg, "evil?server 0: forged line") && !strchr(msg, '\n'), "%s", msg);
+    close(fd);
+}
