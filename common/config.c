@@ -558,6 +558,13 @@ static ps_status read_job(ctx *c, const cJSON *root, ps_job_config *cfg) {
     }
     if (cfg->has_model && !cfg->has_train)
         return FAIL(c, "data.train", "a job with a model needs training data");
+    for (size_t t = 0; t < cfg->num_tables; t++) /* a request or reply carries whole rows */
+        if ((size_t)cfg->tables[t].dim * (4 + 4 + 8) + 256 > cfg->max_frame_bytes)
+            return FAIL(c, "limits.max_frame_bytes",
+                        "%zu bytes cannot carry one row of table \"%s\" (dim %u: %zu bytes with "
+                        "its key, accumulator and framing)",
+                        cfg->max_frame_bytes, cfg->tables[t].name, cfg->tables[t].dim,
+                        (size_t)cfg->tables[t].dim * 16 + 256);
     return PS_OK;
 }
 

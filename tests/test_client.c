@@ -228,3 +228,47 @@ Test(client, silent_server_times_out_on_request_timeout_ms) {
         cr_assert_geq(f.requests, 1, "%s: the request never reached the server", what);
     }
 }
+
+/* Requests bigger than limits.max_frame_bytes go as several frames (they were sent whole and the
+ * server refused them), on one shard and on two: the rows come back in place and the pushes are
+ * the same AdaGrad steps as one big push on a server without the limit. */
+Test(client, requests_are_split_to_fit_the_frame_limit) {
+    enum { N = 3000, D = 4 };
+    static uint64_t keys[N];
+    static float g[N * D], want[N * D], got[N * D];
+    for (int i = 0; i < N; i++) {
+        keys[i] = (uint64_t)i * 2654435761u;
+        for (int d = 0; d < D; d++) g[i * D + d] = 0.001f * (float)((i * 3 + d) % 97) - 0.04f;
+    }
+#define SPLIT_JOB                                                                            \
+    "{\"job_id\": \"split\", \"cluster\": {\"servers\": %d}, \"limits\": {\"max_frame_bytes\": %d},"  \
+    " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"normal\"}}]}"
+    char json[512];
+    ps_error err = {0};
+    for (int shards = 1; shards <= 2; shards++) {
+        ps_job_config big, small;
+        snprintf(json, sizeof(json), SPLIT_JOB, shards, 64 << 20);
+        tu_job(json, &big);
+        snprintf(json, sizeof(json), SPLIT_JOB, shards, 4096); /* ~150 keys of a push a frame */
+        tu_job(json, &small);
+        test_server *sb[2], *ss[2];
+        for (int s = 0; s < shards; s++) sb[s] = tu_server_start(&big, s), ss[s] = tu_server_start(&small, s);
+        tu_job_use(&big, sb, (size_t)shards);
+        tu_job_use(&small, ss, (size_t)shards);
+        ps_client *cb = tu_client(&big, 0), *cs = tu_client(&small, 0);
+        cr_assert_eq(ps_client_push(cb, 0, keys, N, g, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_pull(cb, 0, keys, N, want, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_push(cs, 0, keys, N, g, &err), PS_OK, "%d shards: %s", shards,
+                     err.msg);
+        cr_assert_eq(ps_client_pull(cs, 0, keys, N, got, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(memcmp(want, got, sizeof(got)), 0, "%d shards: other rows", shards);
+        memset(got, 0, sizeof(got)); /* and both at once */
+        cr_assert_eq(ps_client_pushpull(cs, 0, keys, N, g, keys, N, got, &err), PS_OK, "%s",
+                     err.msg);
+        cr_assert_eq(ps_client_pushpull(cb, 0, keys, N, g, keys, N, want, &err), PS_OK, "%s",
+                     err.msg);
+        cr_assert_eq(memcmp(want, got, sizeof(got)), 0, "%d shards: pushpull", shards);
+        ps_client_destroy(cb), ps_client_destroy(cs);
+        for (int s = 0; s < shards; s++) tu_server_free(sb[s]), tu_server_free(ss[s]);
+    }
+}

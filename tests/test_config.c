@@ -696,3 +696,19 @@ Test(config, zero_epsilon_that_can_divide_by_zero_is_refused) {
                                  " \"initial_accumulator_value\": 0.1}}", "j.json", NULL, 0, &c, &e),
                  PS_OK, "%s", e.msg);
 }
+
+/* A frame limit below one row would make replies no peer accepts. */
+Test(config, a_frame_limit_below_one_row_is_refused) {
+    ps_job_config c;
+    ps_error e = {0};
+    cr_assert_eq(ps_config_parse("{\"limits\": {\"max_frame_bytes\": 2048},"
+                                 " \"tables\": [{\"name\": \"wide\", \"dim\": 200}]}",
+                                 "j.json", NULL, 0, &c, &e),
+                 PS_CONFIG);
+    cr_assert(strstr(e.msg, "j.json: limits.max_frame_bytes: 2048 bytes cannot carry one row of "
+                            "table \"wide\"") != NULL, "%s", e.msg);
+    cr_assert_eq(ps_config_parse("{\"limits\": {\"max_frame_bytes\": 4096},"
+                                 " \"tables\": [{\"name\": \"wide\", \"dim\": 200}]}",
+                                 "j.json", NULL, 0, &c, &e),
+                 PS_OK, "%s", e.msg);
+}

@@ -25,7 +25,8 @@ typedef struct {
     uint64_t request_id;
     uint32_t op;      /* slot index */
     uint32_t op_gen;  /* slot generation: a stale reply finds a newer generation */
-    uint32_t *pos;    /* (n_pull) positions in the op's out, or NULL for the identity */
+    uint32_t *pos;    /* (n_pull) positions in the op's out, or NULL: rows base, base + 1, ... */
+    size_t base;
     size_t n_pull;
     size_t got;       /* rows received so far: Values come in parts */
 } owed;
@@ -328,7 +329,7 @@ static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) 
     if (sc->redirected) {
         /* already in place: see maybe_redirect */
     } else if (w->pos == NULL) {
-        if (len) memcpy(o->out + w->got * o->dim, m->values.p, len);
+        if (len) memcpy(o->out + (w->base + w->got) * o->dim, m->values.p, len);
     } else {
         for (size_t i = 0; i < k; i++)
             memcpy(o->out + (size_t)w->pos[w->got + i] * o->dim, m->values.p + i * rb, rb);
@@ -354,7 +355,7 @@ static void take_rows(ps_client *c, shard_conn *sc, const owed *w, const ps_msg 
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        const size_t at = scan ? o->got + i : w->pos ? w->pos[i] : i;
+        const size_t at = scan ? o->got + i : w->pos ? w->pos[i] : w->base + i;
         memcpy(o->out + at * o->dim, m->values.p + i * o->dim * 4, o->dim * 4);
         memcpy(o->acc + at * o->state_len, m->acc.p + i * o->state_len * 4, o->state_len * 4);
         if (o->steps != NULL) {
@@ -493,7 +494,7 @@ static void maybe_redirect(shard_conn *sc) {
         o->out == NULL || w->pos != NULL || at + vlen != total || rb == 0 || vlen % rb != 0 ||
         first_row != w->got || vlen / rb > w->n_pull - w->got)
         return; /* anything unusual takes the ordinary path, which reports it */
-    ps_framer_redirect(sc->framer, at, (uint8_t *)(o->out + first_row * o->dim));
+    ps_framer_redirect(sc->framer, at, (uint8_t *)(o->out + (w->base + first_row) * o->dim));
     sc->redirected = true;
 }
 
@@ -796,40 +797,66 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
             goto done;
         }
     }
+    /* Requests of at most `chunk` keys, so every frame fits limits.max_frame_bytes. */
+    const size_t per_key = 8 + (kind == 0 ? 0 : 8 + (size_t)dim * sizeof(float));
+    const size_t room = c->job->max_frame_bytes > 256 ? c->job->max_frame_bytes - 256 : 0;
+    const size_t chunk = room / per_key > 0 ? room / per_key : 1;
     for (uint32_t s = 0; s < S; s++) {
-        size_t np = S > 1 ? pcount[s] : n_push, nq = S > 1 ? qcount[s] : n_pull;
-        if (S > 1 && np == 0 && nq == 0) continue; /* nothing for this shard */
-        gather gk = {(const uint8_t *)push_keys, S > 1 ? ppos[s] : NULL, np, 8};
-        gather gg = {(const uint8_t *)grads, S > 1 ? ppos[s] : NULL, np, dim * sizeof(float)};
-        gather gq = {(const uint8_t *)pull_keys, S > 1 ? qpos[s] : NULL, nq, 8};
-        ps_bulk bk = bulk_of(S > 1 ? &gk : NULL, push_keys, np, 8);
-        ps_bulk bg = bulk_of(S > 1 ? &gg : NULL, grads, np, dim * sizeof(float));
-        ps_bulk bq = bulk_of(S > 1 ? &gq : NULL, pull_keys, nq, 8);
-        ps_Envelope env = ps_Envelope_init_zero;
-        env.request_id = ++c->next_id;
-        if (kind == 0) {
-            env.which_body = ps_Envelope_pull_tag, env.pull.table = table;
-            env.pull.min_clock = c->min_clock;
-            bk = bq; /* Pull carries its keys in the keys slot */
-        } else if (kind == 1) {
-            env.which_body = ps_Envelope_push_tag, env.push.table = table;
-            env.push.clock = c->clock;
-        } else {
-            env.which_body = ps_Envelope_push_pull_tag, env.push_pull.table = table;
+        const size_t np_all = S > 1 ? pcount[s] : n_push, nq_all = S > 1 ? qcount[s] : n_pull;
+        for (size_t at = 0; at == 0 || at < np_all || at < nq_all; at += chunk) {
+            if (S > 1 && np_all == 0 && nq_all == 0) break; /* nothing for this shard */
+            const size_t np = at < np_all ? (np_all - at < chunk ? np_all - at : chunk) : 0;
+            const size_t nq = at < nq_all ? (nq_all - at < chunk ? nq_all - at : chunk) : 0;
+            const uint32_t *pp = S > 1 ? ppos[s] + at : NULL, *qp = S > 1 ? qpos[s] + at : NULL;
+            const size_t off = S > 1 ? 0 : at; /* one shard: the caller's arrays, from `at` */
+            gather gk = {(const uint8_t *)push_keys, pp, np, 8};
+            gather gg = {(const uint8_t *)grads, pp, np, dim * sizeof(float)};
+            gather gq = {(const uint8_t *)pull_keys, qp, nq, 8};
+            ps_bulk bk = bulk_of(S > 1 ? &gk : NULL, push_keys ? push_keys + off : NULL, np, 8);
+            ps_bulk bg = bulk_of(S > 1 ? &gg : NULL, grads ? grads + off * dim : NULL, np,
+                                 dim * sizeof(float));
+            ps_bulk bq = bulk_of(S > 1 ? &gq : NULL, pull_keys ? pull_keys + off : NULL, nq, 8);
+            ps_Envelope env = ps_Envelope_init_zero;
+            env.request_id = ++c->next_id;
+            if (kind == 0) {
+                env.which_body = ps_Envelope_pull_tag, env.pull.table = table;
+                env.pull.min_clock = c->min_clock;
+                bk = bq; /* Pull carries its keys in the keys slot */
+            } else if (kind == 1) {
+                env.which_body = ps_Envelope_push_tag, env.push.table = table;
+                env.push.clock = c->clock;
+            } else {
+                env.which_body = ps_Envelope_push_pull_tag, env.push_pull.table = table;
+            }
+            uint32_t *wpos = NULL; /* the reply's rows go to these positions of out */
+            if (S > 1 && kind != 1 && nq > 0) {
+                if (at == 0 && nq == nq_all) {
+                    wpos = qpos[s], qpos[s] = NULL; /* the whole list: hand it over */
+                } else if ((wpos = malloc(nq * sizeof(uint32_t))) != NULL) {
+                    memcpy(wpos, qp, nq * sizeof(uint32_t));
+                } else {
+                    st = ps_error_set(err, PS_NOMEM, "client: out of memory");
+                    goto done;
+                }
+            }
+            uint8_t *frame;
+            size_t len;
+            st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &c->fcache, &frame, &len, err);
+            if (st != PS_OK) {
+                free(wpos);
+                goto done;
+            }
+            owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen,
+                      .pos = wpos, .base = off, .n_pull = kind == 1 ? 0 : nq};
+            st = send_frame(&c->shards[s], frame, len, err);
+            if (st == PS_OK && queue_push(&c->shards[s], &w) != PS_OK)
+                st = ps_error_set(err, PS_NOMEM, "client: out of memory");
+            if (st != PS_OK) {
+                free(wpos);
+                goto done;
+            }
+            c->ops[idx].pending++;
         }
-        uint8_t *frame;
-        size_t len;
-        st = ps_wire_encode(&env, &bk, &bg, &bq, NULL, &c->fcache, &frame, &len,
-                            err);
-        if (st != PS_OK) goto done;
-        owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen,
-                  .pos = S > 1 ? qpos[s] : NULL, .n_pull = kind == 1 ? 0 : nq};
-        st = send_frame(&c->shards[s], frame, len, err);
-        if (st == PS_OK && queue_push(&c->shards[s], &w) != PS_OK)
-            st = ps_error_set(err, PS_NOMEM, "client: out of memory");
-        if (st != PS_OK) goto done;
-        if (S > 1) qpos[s] = NULL; /* owned by the queue now */
-        c->ops[idx].pending++;
     }
     *op = op_handle(c, idx);
 done:
