@@ -255,6 +255,7 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
 
 static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"max_frame_bytes", "max_write_queue_bytes",
+                                       "max_server_write_queue_bytes",
                                        "max_keys_per_request", "max_connections",
                                        "max_connections_per_address", "hello_timeout_ms",
                                        "idle_timeout_ms", NULL};
@@ -263,6 +264,8 @@ static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
                  &cfg->max_frame_bytes));
     TRY(get_size(c, o, "limits", "max_write_queue_bytes", 1024, 1e15, 256u << 20,
                  &cfg->max_write_queue_bytes));
+    TRY(get_size(c, o, "limits", "max_server_write_queue_bytes", 1024, 1e15, 1024u << 20,
+                 &cfg->max_server_write_queue_bytes));
     TRY(get_size(c, o, "limits", "max_keys_per_request", 1, 1e12, 16u << 20,
                  &cfg->max_keys_per_request));
     TRY(get_u32(c, o, "limits", "max_connections", 1, 1e6, 4096, &cfg->max_connections));

@@ -84,6 +84,7 @@ typedef struct {
     /* limits and server */
     size_t max_frame_bytes;
     size_t max_write_queue_bytes;
+    size_t max_server_write_queue_bytes; /* all peers together */
     size_t max_keys_per_request;
     uint32_t max_connections;
     uint32_t max_connections_per_address;

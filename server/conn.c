@@ -2,11 +2,15 @@
  * frame's own buffer), frames, hands frames to the handlers, queues replies with backpressure
  * (stop reading above limits.max_write_queue_bytes, resume below half), and closes after an
  * Error when the peer cannot be trusted any more. */
+#include <malloc.h> /* malloc_usable_size */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server_internal.h"
+
+/* What an allocation of usable size n costs the heap (glibc: a size word, 16-byte chunks). */
+static size_t heap_bytes(size_t n) { return (n + 8 + 15) & ~(size_t)15; }
 
 #define READ_CHUNK (256u << 10)
 
@@ -37,6 +41,7 @@ static void on_close(uv_handle_t *h) {
     ps_conn *c = (ps_conn *)h;
     ps_server *srv = c->srv;
     drop_deferred(c);
+    ps_reply_free(c->gen);
     ps_handle_disconnect(c);
     if (c->prev) c->prev->next = c->next;
     else srv->conns = c->next;
@@ -70,6 +75,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(c->rbuf, (unsigned)c->rbuf_cap); /* len 0 -> UV_ENOBUFS */
 }
 
+static bool may_read(const ps_conn *c);
 static void start_reading(ps_conn *c);
 static void stop_reading(ps_conn *c);
 static void flush(ps_conn *c);
@@ -92,7 +98,7 @@ static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len) {
         c->dq_head = d;
         c->srv->n_parked++;
         stop_reading(c);
-        ps_server_parked(c->srv);
+        if (c->gen == NULL) ps_server_parked(c->srv); /* waits for the barrier */
     }
     c->dq_tail = d;
     return PS_OK;
@@ -100,7 +106,8 @@ static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len) {
 
 static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
     ps_conn *c = ud;
-    if (c->dq_head != NULL) return defer(c, payload, len); /* behind a waiting request */
+    /* behind a waiting request, or a big reply still being produced */
+    if (c->dq_head != NULL || c->gen != NULL) return defer(c, payload, len);
     switch (ps_handle_frame(c, payload, len)) {
     case PS_FRAME_WAIT: return defer(c, payload, len);
     case PS_FRAME_CLOSE: return PS_CLOSED;
@@ -113,7 +120,7 @@ bool ps_conn_parked(const ps_conn *c) { return c->dq_head != NULL; }
 void ps_conn_resume(ps_conn *c) {
     if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
     c->corked = true;
-    while (c->dq_head != NULL) {
+    while (c->dq_head != NULL && c->gen == NULL) {
         ps_deferred *d = c->dq_head;
         ps_frame_verdict v = ps_handle_frame(c, d->bytes, d->len);
         if (v == PS_FRAME_WAIT) break;
@@ -130,8 +137,7 @@ void ps_conn_resume(ps_conn *c) {
     }
     c->corked = false;
     flush(c);
-    if (c->dq_head == NULL && c->queued <= c->srv->job->max_write_queue_bytes / 2)
-        start_reading(c);
+    if (c->dq_head == NULL && c->gen == NULL && may_read(c)) start_reading(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -171,8 +177,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     flush(c);
 }
 
+/* Below both write-queue limits (resume at half: hysteresis). */
+static bool may_read(const ps_conn *c) {
+    return c->queued <= c->srv->job->max_write_queue_bytes / 2 &&
+           c->srv->queued_total <= c->srv->job->max_server_write_queue_bytes / 2;
+}
+
 static void start_reading(ps_conn *c) {
-    if (c->reading || c->close_after_write || c->dq_head != NULL) return;
+    if (c->reading || c->close_after_write || c->dq_head != NULL || c->gen != NULL) return;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
 }
 
@@ -185,9 +197,11 @@ static void stop_reading(ps_conn *c) {
 static void write_done(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     ps_conn *c = w->conn;
+    ps_server *srv = c->srv;
     c->queued -= w->bytes;
+    srv->queued_total -= w->bytes;
     c->pending_writes--;
-    for (size_t i = 0; i < w->n; i++) ps_frame_release(&c->srv->fcache, (uint8_t *)w->bufs[i].base);
+    for (size_t i = 0; i < w->n; i++) ps_frame_release(&srv->fcache, (uint8_t *)w->bufs[i].base);
     free(w);
     if (status < 0) {
         ps_conn_close(c);
@@ -197,7 +211,19 @@ static void write_done(uv_write_t *req, int status) {
         if (c->pending_writes == 0) ps_conn_close(c);
         return;
     }
-    if (!c->reading && c->queued <= c->srv->job->max_write_queue_bytes / 2) start_reading(c);
+    if (c->gen != NULL && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+        c->corked = true;
+        bool done = ps_reply_continue(c);
+        c->corked = false;
+        flush(c);
+        if (done) ps_conn_resume(c); /* the frames that waited behind the reply */
+    }
+    if (srv->paused_for_total && srv->queued_total <= srv->job->max_server_write_queue_bytes / 2) {
+        srv->paused_for_total = false; /* peers paused for the server's total may read again */
+        for (ps_conn *o = srv->conns; o != NULL; o = o->next)
+            if (!o->reading && may_read(o)) start_reading(o);
+    }
+    if (!c->reading && may_read(c)) start_reading(c);
 }
 
 /* Writes every corked frame in one uv_write. */
@@ -212,7 +238,9 @@ static void flush(ps_conn *c) {
         ps_conn_close(c);
         goto drop;
     }
-    for (size_t i = 0; i < n; i++) bytes += c->cork[i].len;
+    /* real bytes: each frame's allocation and this write's bookkeeping, as the heap holds them */
+    for (size_t i = 0; i < n; i++) bytes += heap_bytes(malloc_usable_size(c->cork[i].base));
+    bytes += heap_bytes(sizeof(*w) + n * sizeof(uv_buf_t));
     memcpy(w->bufs, c->cork, n * sizeof(uv_buf_t));
     w->conn = c, w->n = n, w->bytes = bytes;
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, (unsigned)n, write_done);
@@ -222,8 +250,13 @@ static void flush(ps_conn *c) {
         goto drop;
     }
     c->queued += bytes;
+    c->srv->queued_total += bytes;
     c->pending_writes++;
     if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
+    if (c->srv->queued_total > c->srv->job->max_server_write_queue_bytes) {
+        c->srv->paused_for_total = true;
+        stop_reading(c);
+    }
     return;
 drop:
     for (size_t i = 0; i < n; i++) free(c->cork[i].base);

@@ -83,9 +83,66 @@ static ps_status check_keys(ps_conn *c, uint32_t table, const ps_bytes *keys,
     return PS_OK;
 }
 
+/* Unsent reply bytes below which a big reply's next part is produced: two parts in flight keep
+ * the socket busy while the loop serves everyone else between parts. */
+#define REPLY_WATERMARK (2 * VALUES_PART_BYTES)
+
+struct ps_reply_gen {
+    uint64_t id;
+    ps_store *st;
+    uint8_t *keys; /* (n - base) owned copy of the keys of rows base.. : the request's frame
+                      does not outlive its handling */
+    size_t base, n, next, part;
+};
+
+void ps_reply_free(struct ps_reply_gen *g) {
+    if (g == NULL) return;
+    free(g->keys);
+    free(g);
+}
+
+/* Queues one Values part: rows [first, first + m) of the request; keys (m) are theirs. */
+static ps_status send_part(ps_conn *c, uint64_t id, ps_store *st, const uint8_t *keys,
+                           size_t first, size_t m, size_t n, ps_error *err) {
+    const size_t row_bytes = ps_store_spec(st)->dim * sizeof(float);
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_values_tag;
+    env.values.first_row = first;
+    env.values.more = first + m < n;
+    pull_fill f = {st, keys, m};
+    ps_bulk values = {.fill = fill_values, .fill_ud = &f, .fill_len = m * row_bytes};
+    uint8_t *frame;
+    size_t len;
+    ps_status s =
+        ps_wire_encode(&env, NULL, NULL, NULL, &values, &c->srv->fcache, &frame, &len, err);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    return s;
+}
+
+bool ps_reply_continue(ps_conn *c) {
+    struct ps_reply_gen *g = c->gen;
+    while (g->next < g->n && c->queued < REPLY_WATERMARK) {
+        const size_t m = g->n - g->next < g->part ? g->n - g->next : g->part;
+        ps_error err = {0};
+        if (send_part(c, g->id, g->st, g->keys + 8 * (g->next - g->base), g->next, m, g->n,
+                      &err) != PS_OK) {
+            ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: %s; closing", c->peer, err.msg);
+            ps_conn_close(c);
+            break;
+        }
+        g->next += m;
+    }
+    if (g->next < g->n && !uv_is_closing((uv_handle_t *)&c->tcp)) return false;
+    ps_reply_free(g);
+    c->gen = NULL;
+    return true;
+}
+
 /* Rows of n keys as Values parts of at most VALUES_PART_BYTES and within limits.max_frame_bytes
- * (at least one row, at least one part). Each part leaves as soon as it is read out of the store, so the peer receives part k
- * while part k+1 is being read. */
+ * (at least one row, at least one part). The first parts leave at once; a reply longer than the
+ * watermark goes on as the socket drains (ps_reply_continue), so one huge pull neither holds its
+ * whole reply in memory nor keeps the loop from everyone else. */
 static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8_t *keys, size_t n,
                               ps_error *err) {
     const size_t row_bytes = ps_store_spec(st)->dim * sizeof(float);
@@ -96,21 +153,21 @@ static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8
     size_t first = 0;
     do {
         const size_t m = n - first < part ? n - first : part;
-        ps_Envelope env = ps_Envelope_init_zero;
-        env.request_id = id;
-        env.which_body = ps_Envelope_values_tag;
-        env.values.first_row = first;
-        env.values.more = first + m < n;
-        pull_fill f = {st, keys + 8 * first, m};
-        ps_bulk values = {.fill = fill_values, .fill_ud = &f, .fill_len = m * row_bytes};
-        uint8_t *frame;
-        size_t len;
-        ps_status s =
-            ps_wire_encode(&env, NULL, NULL, NULL, &values, &c->srv->fcache, &frame, &len, err);
+        ps_status s = send_part(c, id, st, keys + 8 * first, first, m, n, err);
         if (s != PS_OK) return s;
-        ps_conn_send(c, frame, len);
         first += m;
-    } while (first < n);
+    } while (first < n && c->queued < REPLY_WATERMARK);
+    if (first == n) return PS_OK;
+    struct ps_reply_gen *g = calloc(1, sizeof(*g));
+    uint8_t *copy = g ? malloc(8 * (n - first)) : NULL;
+    if (copy == NULL) {
+        free(g);
+        return ps_error_set(err, PS_NOMEM, "a pull of %zu keys: out of memory", n);
+    }
+    memcpy(copy, keys + 8 * first, 8 * (n - first));
+    *g = (struct ps_reply_gen){.id = id, .st = st, .keys = copy, .base = first, .n = n,
+                               .next = first, .part = part};
+    c->gen = g;
     return PS_OK;
 }
 
@@ -179,6 +236,7 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
     env.which_body = ps_Envelope_stats_reply_tag;
     env.stats_reply.shard = srv->opt.shard;
     env.stats_reply.tables_count = (pb_size_t)srv->job->num_tables;
+    env.stats_reply.queued_bytes = srv->queued_total;
     for (size_t i = 0; i < srv->job->num_tables; i++) {
         ps_TableStats *t = &env.stats_reply.tables[i];
         snprintf(t->name, sizeof(t->name), "%s", srv->job->tables[i].name);

@@ -21,7 +21,8 @@ typedef struct {
     ps_logger log;
 } ps_server_options;
 
-/* Binds the listen address (so the port is known before run). */
+/* Binds the listen address (so the port is known before run). The process must ignore SIGPIPE
+ * (ps-server does): a write to a peer that reset its connection must fail, not kill it. */
 ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_error *err);
 
 /* The bound port (useful with port 0). */

@@ -43,6 +43,8 @@ struct ps_server {
     uv_timer_t barrier_timer;  /* runs while a connection is parked: drops stalled ranks */
     uv_timer_t sweep_timer;    /* closes peers past limits.hello_timeout_ms / idle_timeout_ms */
     size_t n_parked;
+    size_t queued_total;       /* bytes held for unsent replies, all peers (real bytes) */
+    bool paused_for_total;     /* some peers stopped reading because of queued_total */
     bool waking, wake_again;   /* ps_server_wake is running / must run once more */
     bool stopping;
     uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */
@@ -66,7 +68,8 @@ struct ps_conn {
     bool reading;
     bool close_after_write; /* an Error was queued for a peer we cannot trust any more */
     uint32_t rank;
-    size_t queued; /* bytes handed to uv_write and not yet written */
+    size_t queued; /* bytes held for replies handed to uv_write and not yet written: frames
+                    * plus the per-write bookkeeping, as allocated */
     size_t pending_writes;
     /* Replies to the frames of one read are corked and leave in one write (one syscall, one
      * wakeup for a client that pipelines several requests). */
@@ -76,6 +79,9 @@ struct ps_conn {
     /* A Pull that must wait for the barrier parks the connection: that frame and every later one
      * of the peer wait here, in order (and reading stops) until ps_server_wake runs them. */
     struct ps_deferred *dq_head, *dq_tail;
+    /* A big pull's reply, produced a part at a time as the socket drains (handlers.c); while
+     * it lasts, later frames of the peer wait in the deferred queue. */
+    struct ps_reply_gen *gen;
     /* Scan without keys: the key order of one table, snapshotted at its from_start */
     uint64_t *scan_keys;
     size_t scan_n;
@@ -123,5 +129,9 @@ uint64_t ps_server_locked_out(ps_server *srv, const char *ip);
 ps_frame_verdict ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len);
 /* A worker's connection closed: in a sync/ssp job a rank that had not finished is dropped. */
 void ps_handle_disconnect(ps_conn *c);
+/* c's big reply: queue its next parts while c's unsent bytes are below the watermark; true when
+ * the reply is complete (c->gen is then freed and NULL). */
+bool ps_reply_continue(ps_conn *c);
+void ps_reply_free(struct ps_reply_gen *g); /* NULL-safe */
 
 #endif

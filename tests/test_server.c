@@ -1,6 +1,8 @@
 /* test_server.c - real shards on loopback: bad peers get an Error while other clients keep
  * working, and a 2-shard job stores each key on its own shard with the reference values. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -899,4 +901,124 @@ Test(server, a_peer_string_is_printable_in_the_log) {
     const char *msg = error_of(fd);
     cr_assert(strstr(msg, "evil?server 0: forged line") && !strchr(msg, '\n'), "%s", msg);
     close(fd);
+}
+
+/* --- replies that cannot stall the server or fill its memory ----------------------------------- */
+
+static uint64_t queued_bytes(int port, ps_job_config *j) {
+    int fd = tu_connect(port);
+    cr_assert(tu_hello(fd, j));
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 2;
+    env.which_body = ps_Envelope_stats_tag;
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_stats_reply_tag,
+              "no stats: the server is stalled");
+    uint64_t q = m.env.stats_reply.queued_bytes;
+    free(buf);
+    close(fd);
+    return q;
+}
+
+/* A pull of 1M rows x dim 16 (a 64 MB reply) from a peer that does not read: the server produces
+ * the reply a part at a time as the socket drains (it encoded all of it at once, stalling every
+ * other peer and holding it all), answers others meanwhile, and the rows arrive whole once read. */
+Test(backpressure, a_huge_pull_is_produced_as_the_socket_drains, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"tables\": [{\"name\": \"emb\", \"dim\": 16}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    enum { N = 1 << 20 };
+    const size_t heap0 = mallinfo2().uordblks;
+    uint64_t *keys = malloc(N * sizeof(uint64_t));
+    for (uint64_t i = 0; i < N; i++) keys[i] = i;
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd, &j));
+    ps_bulk kb = {.src = {(const uint8_t *)keys, N * sizeof(uint64_t)}};
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 7;
+    env.which_body = ps_Envelope_pull_tag;
+    cr_assert(tu_send_msg(fd, &env, &kb, NULL, NULL));
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    const uint64_t q = queued_bytes(tu_server_port(s), &j);
+    cr_assert_lt(q, 16u << 20, "%llu bytes held for a reader that does not read",
+                 (unsigned long long)q);
+#ifndef __SANITIZE_ADDRESS__ /* the heap itself: the reply is 64 MB, the request 8 MB */
+    const size_t heap = mallinfo2().uordblks - heap0;
+    cr_assert_lt(heap, 40u << 20, "the heap grew %zu bytes", heap);
+#endif
+    /* now read it all: parts in order, every row its key's initial value */
+    size_t rows = 0;
+    bool more = true;
+    while (more) {
+        ps_msg m;
+        uint8_t *buf;
+        cr_assert(tu_read_msg(fd, &m, &buf), "reply cut at row %zu", rows);
+        cr_assert_eq(m.env.which_body, ps_Envelope_values_tag);
+        cr_assert_eq(m.env.request_id, 7);
+        cr_assert_eq(m.env.values.first_row, rows);
+        cr_assert_eq(m.values.len % 64, 0);
+        rows += m.values.len / 64;
+        more = m.env.values.more;
+        free(buf);
+    }
+    cr_assert_eq(rows, N);
+    close(fd);
+    free(keys);
+    tu_server_free(s);
+}
+
+/* A peer that pushes and never reads: its Acks are counted as the heap holds them (frames and
+ * the bookkeeping of each write; it held 1.47 GB against a 256 MiB limit), so reading from it
+ * stops near limits.max_write_queue_bytes. */
+Test(backpressure, a_peer_that_never_reads_is_held_to_its_limit, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"limits\": {\"max_write_queue_bytes\": 1048576},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 1}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    const size_t heap0 = mallinfo2().uordblks;
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd, &j));
+    int small = 4096; /* keep the kernel's receive buffer small: the server's queue holds the rest */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    uint64_t key = 1;
+    float g = 0.5f;
+    ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)&g, 4}};
+    uint8_t *frame;
+    size_t len;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_push_tag;
+    cr_assert_eq(ps_wire_encode(&env, &kb, &gb, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
+    enum { BATCH = 4096 };
+    uint8_t *many = malloc(len * BATCH);
+    for (int i = 0; i < BATCH; i++) memcpy(many + i * len, frame, len);
+    free(frame);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    size_t sent = 0; /* at most 100k pushes, or until the server stops reading for 300 ms */
+    for (int stalls = 0, round = 0; round < 25 && stalls < 30; round++) {
+        size_t off = 0;
+        while (off < len * BATCH && stalls < 30) {
+            ssize_t w = send(fd, many + off, len * BATCH - off, MSG_NOSIGNAL);
+            if (w > 0) off += (size_t)w, sent += (size_t)w, stalls = 0;
+            else {
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+                stalls++;
+            }
+        }
+    }
+    const uint64_t q = queued_bytes(tu_server_port(s), &j);
+    const size_t heap = mallinfo2().uordblks - heap0 - len * BATCH; /* less our own buffer */
+    cr_log_info("%zu pushes sent, %llu bytes queued, heap grew %zu bytes", sent / len,
+                (unsigned long long)q, heap);
+    cr_assert_gt(sent / len, 20000, "only %zu pushes sent: the server stopped early", sent / len);
+    cr_assert_lt(q, 2u << 20, "%llu bytes queued for a 1 MiB limit", (unsigned long long)q);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's allocator does not keep mallinfo2's counts */
+    cr_assert_lt(heap, 3u << 20, "the heap grew %zu bytes for a 1 MiB limit", heap);
+#endif
+    close(fd);
+    free(many);
+    tu_server_free(s);
 }

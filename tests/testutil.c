@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ static void serve(void *arg) {
 }
 
 test_server *tu_server_start(const ps_job_config *job, uint32_t shard) {
+    /* a server writes to peers that may reset: as ps-server does, the process ignores SIGPIPE */
+    signal(SIGPIPE, SIG_IGN);
     test_server *t = calloc(1, sizeof(*t));
     cr_assert_not_null(t);
     ps_server_options opt = {.job = job, .shard = shard, .listen = "127.0.0.1:0",
