@@ -72,6 +72,12 @@ ps_status ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_error *
         return ps_error_set(err, PS_PROTO, "cannot decode message: %s", PB_GET_ERROR(&s));
     if (out->env.which_body == 0)
         return ps_error_set(err, PS_PROTO, "message has no body");
+    /* an absent or empty field is an empty array at a valid address: readers may offset it */
+    static const uint8_t none[8];
+    ps_bytes *views[] = {&out->keys, &out->grads, &out->pull_keys, &out->values, &out->acc,
+                         &out->steps};
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
+        if (views[i]->p == NULL) views[i]->p = none;
     return PS_OK;
 }
 

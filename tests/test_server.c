@@ -1022,3 +1022,24 @@ Test(backpressure, a_peer_that_never_reads_is_held_to_its_limit, .timeout = 60) 
     free(many);
     tu_server_free(s);
 }
+
+/* An empty PushPull (no keys at all: absent fields) is a request like any other: an empty
+ * Values. (Its absent arrays were NULL, offset by the reply code.) */
+Test(server, an_empty_pushpull_gets_an_empty_reply) {
+    int fd = tu_connect(tu_server_port(srv));
+    cr_assert(tu_hello(fd, &job));
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 5;
+    env.which_body = ps_Envelope_push_pull_tag;
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_values_tag);
+    cr_assert_eq(m.env.request_id, 5);
+    cr_assert_eq(m.values.len, 0);
+    cr_assert(!m.env.values.more);
+    free(buf);
+    close(fd);
+    good_client_works();
+}

@@ -161,7 +161,8 @@ slow:
 }
 
 static bool fv_reserve(feat_vec *v, size_t need) {
-    if (need <= v->cap) return true;
+    if (need <= v->cap && v->ids != NULL) return true; /* never NULL once asked: batches of no
+                                                          features still hand out arrays */
     size_t cap = v->cap ? v->cap : 64;
     while (cap < need) cap *= 2;
     uint64_t *ids = realloc(v->ids, cap * sizeof(*ids));
@@ -813,6 +814,8 @@ ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *e
         return ps_error_set(err, PS_INVALID_ARG, "max_b %zu must be in [1, %u]", max_b,
                             PS_DATA_MAX_BATCH);
     size_t B = 0;
+    if (d->failed == PS_OK && !fv_reserve(&d->fv, 1))
+        d->failed = ps_error_set(&d->fail, PS_NOMEM, "batch: out of memory");
     if (d->failed == PS_OK) d->failed = next_impl(d, max_b, &B, &d->fail);
     if (d->failed != PS_OK) {
         if (err != NULL) *err = d->fail;
