@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,56 +16,11 @@
 #include "hash.h"
 #include "testutil.h"
 
-extern char **environ;
-
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof(dir), "/tmp/ps_e2e_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { tu_tmpdir(dir, "ps_e2e"); }
+static void teardown(void) { tu_rmtree(dir); }
 TestSuite(e2e, .init = setup, .fini = teardown, .timeout = 120);
-
-static pid_t run(char *const argv[], const char *out, const char *err) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(rc));
-    return pid;
-}
-
-/* Exit status, 128+signal, or -1 after timeout_ms (the child is then killed). */
-static int wait_exit(pid_t pid, int timeout_ms) {
-    for (int waited = 0; waited < timeout_ms; waited += 10) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
 
 static void path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
 
@@ -80,10 +34,10 @@ Test(e2e, seed_job_three_epochs_through_the_launcher) {
     snprintf(set_metrics, sizeof(set_metrics), "fit.metrics_file=%s", metrics);
     char *argv[] = {BIN("ps-launch"), SEED_JOB, "--set", "fit.epochs=3", "--set", set_metrics,
                     NULL};
-    int code = wait_exit(run(argv, out, err), 60000);
-    char *text = slurp(out);
-    cr_assert_eq(code, 0, "exit %d\nstdout:\n%s\nstderr:\n%s", code, text, slurp(err));
-    text = slurp(out);
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 60000);
+    char *text = tu_slurp(out);
+    cr_assert_eq(code, 0, "exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
+    text = tu_slurp(out);
     cr_assert(strstr(text, "Epoch 1/3\n") && strstr(text, "Epoch 3/3\n"), "%s", text);
     cr_assert(strstr(text, "32/32 [==============================] - ") != NULL, "%s", text);
     cr_assert(strstr(text, " - loss: ") && strstr(text, " - accuracy: "), "%s", text);
@@ -104,7 +58,7 @@ Test(e2e, seed_job_three_epochs_through_the_launcher) {
         cr_assert_eq(fscanf(f, "}"), 0);
     }
     fclose(f);
-    text = slurp(metrics);
+    text = tu_slurp(metrics);
     cr_assert(strstr(text, "\"samples\": 1000,") != NULL, "%s", text);
 }
 
@@ -125,11 +79,11 @@ Test(e2e, every_row_once_per_epoch_across_workers) {
         snprintf(rank, sizeof(rank), "%d", r);
         char *argv[] = {BIN("ps-worker"), "--config", SEED_JOB, "--rank", rank, "--events",
                         "--set", servers, "--set", "fit.epochs=3", NULL};
-        pid[r] = run(argv, out[r], err[r]);
+        pid[r] = tu_spawn(argv, out[r], err[r]);
     }
     for (int r = 0; r < 2; r++) {
-        int code = wait_exit(pid[r], 60000);
-        cr_assert_eq(code, 0, "worker %d exit %d: %s", r, code, slurp(err[r]));
+        int code = tu_wait_exit(pid[r], 60000);
+        cr_assert_eq(code, 0, "worker %d exit %d: %s", r, code, tu_slurp(err[r]));
     }
     tu_server_free(srv);
     uint64_t want = 0;
@@ -139,7 +93,7 @@ Test(e2e, every_row_once_per_epoch_across_workers) {
         for (int r = 0; r < 2; r++) {
             char key[64];
             snprintf(key, sizeof(key), "\"ev\": \"epoch\", \"rank\": %d, \"epoch\": %u,", r, ep);
-            const char *line = strstr(slurp(out[r]), key);
+            const char *line = strstr(tu_slurp(out[r]), key);
             cr_assert_not_null(line, "worker %d: no epoch %u event", r, ep);
             unsigned long long s, h;
             cr_assert_eq(sscanf(strstr(line, "\"samples\":"), "\"samples\": %llu", &s), 1);
@@ -162,9 +116,9 @@ Test(e2e, a_failing_worker_stops_the_job_with_its_status) {
     chmod(script, 0755);
     setenv("PS_WORKER_BIN", script, 1);
     char *argv[] = {BIN("ps-launch"), SEED_JOB, NULL};
-    int code = wait_exit(run(argv, out, err), 30000);
-    cr_assert_eq(code, 1, "exit %d: %s", code, slurp(err));
-    const char *text = slurp(err);
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
+    cr_assert_eq(code, 1, "exit %d: %s", code, tu_slurp(err));
+    const char *text = tu_slurp(err);
     cr_assert(strstr(text, "worker ") && strstr(text, "exited with status 1"), "%s", text);
 }
 
@@ -179,8 +133,8 @@ Test(e2e, malformed_data_names_file_and_line_and_exits_2) {
     char *argv[] = {BIN("ps-launch"), SEED_JOB, "--set", "model.input_dim=2",
                     "--set", "data.train={\"format\": \"csv\", \"path\": \"x\"}",
                     "--set", set_path, "--set", "cluster.workers=1", NULL};
-    int code = wait_exit(run(argv, out, err), 30000);
-    const char *text = slurp(err);
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
+    const char *text = tu_slurp(err);
     cr_assert_eq(code, 2, "exit %d: %s", code, text);
     char want[160];
     snprintf(want, sizeof(want), "%s:3:", csv);
@@ -193,8 +147,8 @@ Test(e2e, worker_gives_up_on_unreachable_server) {
     char *argv[] = {BIN("ps-worker"), "--config", SEED_JOB, "--rank", "0",
                     "--set", "cluster.servers=[\"127.0.0.1:1\"]",
                     "--set", "cluster.connect_timeout_ms=500", NULL};
-    int code = wait_exit(run(argv, out, err), 20000);
-    const char *text = slurp(err);
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 20000);
+    const char *text = tu_slurp(err);
     cr_assert_eq(code, 1, "exit %d: %s", code, text);
     cr_assert(strstr(text, "cannot reach server 0 at 127.0.0.1:1") != NULL, "%s", text);
 }
@@ -204,25 +158,25 @@ Test(e2e, config_errors_name_file_and_key) {
     path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
     char *argv[] = {BIN("ps-server"), "--config", SEED_JOB, "--shard", "0",
                     "--set", "fit.epoch=3", NULL};
-    int code = wait_exit(run(argv, out, err), 10000);
-    const char *text = slurp(err);
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 10000);
+    const char *text = tu_slurp(err);
     cr_assert_eq(code, 2, "exit %d: %s", code, text);
     cr_assert(strstr(text, "keras_seed.json: fit.epoch: unknown key") != NULL, "%s", text);
 
     char *argv2[] = {BIN("ps-launch"), SEED_JOB, "--set", "optimizer.learning_rate=-1", NULL};
-    code = wait_exit(run(argv2, out, err), 10000);
-    text = slurp(err);
+    code = tu_wait_exit(tu_spawn(argv2, out, err), 10000);
+    text = tu_slurp(err);
     cr_assert_eq(code, 2, "exit %d: %s", code, text);
     cr_assert(strstr(text, "optimizer.learning_rate") != NULL, "%s", text);
 
     char *argv3[] = {BIN("ps-server"), "--help", NULL};
-    cr_assert_eq(wait_exit(run(argv3, out, err), 10000), 0);
-    cr_assert(strstr(slurp(out), "usage: ps-server") != NULL);
+    cr_assert_eq(tu_wait_exit(tu_spawn(argv3, out, err), 10000), 0);
+    cr_assert(strstr(tu_slurp(out), "usage: ps-server") != NULL);
 }
 
 static void wait_for(const char *file, const char *needle, int timeout_ms) {
     for (int t = 0; t < timeout_ms; t += 20) {
-        if (strstr(slurp(file), needle)) return;
+        if (strstr(tu_slurp(file), needle)) return;
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -234,24 +188,24 @@ Test(e2e, sigterm_stops_a_server_cleanly_and_sigint_stops_a_job) {
     path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
     char *argv[] = {BIN("ps-server"), "--config", SEED_JOB, "--shard", "0",
                     "--listen", "127.0.0.1:0", NULL};
-    pid_t pid = run(argv, out, err);
+    pid_t pid = tu_spawn(argv, out, err);
     wait_for(out, "listening on 127.0.0.1:", 10000);
     kill(pid, SIGTERM);
-    cr_assert_eq(wait_exit(pid, 10000), 0, "%s", slurp(err));
+    cr_assert_eq(tu_wait_exit(pid, 10000), 0, "%s", tu_slurp(err));
 
     char *job[] = {BIN("ps-launch"), SEED_JOB, "--set", "fit.epochs=100000", NULL};
-    pid = run(job, out, err);
+    pid = tu_spawn(job, out, err);
     wait_for(out, "Epoch 2/100000", 30000);
     kill(pid, SIGINT);
-    int code = wait_exit(pid, 15000);
-    cr_assert_eq(code, 130, "exit %d: %s", code, slurp(err));
+    int code = tu_wait_exit(pid, 15000);
+    cr_assert_eq(code, 130, "exit %d: %s", code, tu_slurp(err));
 }
 
 /* The port a ps-server printed on its "listening on HOST:PORT" line. */
 static int server_port(const char *out) {
     wait_for(out, "listening on 127.0.0.1:", 10000);
     int port = 0;
-    cr_assert_eq(sscanf(strstr(slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
+    cr_assert_eq(sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
                         &port), 1);
     return port;
 }
@@ -263,7 +217,7 @@ Test(e2e, a_client_that_closes_without_reading_cannot_kill_a_server) {
     path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
     char *argv[] = {BIN("ps-server"), "--config", SEED_JOB, "--shard", "0",
                     "--listen", "127.0.0.1:0", NULL};
-    pid_t pid = run(argv, out, err);
+    pid_t pid = tu_spawn(argv, out, err);
     const int port = server_port(out);
     ps_job_config job;
     ps_error e = {0};
@@ -293,24 +247,17 @@ Test(e2e, a_client_that_closes_without_reading_cannot_kill_a_server) {
     cr_assert(fd >= 0 && tu_hello(fd, &job));
     close(fd);
     kill(pid, SIGTERM);
-    cr_assert_eq(wait_exit(pid, 10000), 0, "%s", slurp(err));
+    cr_assert_eq(tu_wait_exit(pid, 10000), 0, "%s", tu_slurp(err));
 }
 
 /* --- weights out and in, through the programs -------------------------------------------------- */
 
 #define GOLDEN PS_SOURCE_DIR "/tests/ref/train"
 
-static void write_file(const char *p, const char *text) {
-    FILE *f = fopen(p, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* The seed model's job of tests/ref/train (golden.json, case seed_keras_b32). */
 static void golden_seed_job(char *job, size_t n) {
     path(job, n, "golden.json");
-    write_file(job,
+    tu_write_file(job,
                "{\"job_id\": \"golden\", \"cluster\": {\"servers\": 2, \"workers\": 2},"
                " \"optimizer\": {\"form\": \"keras\", \"learning_rate\": 0.01},"
                " \"model\": {\"input_dim\": 20, \"layers\": [{\"units\": 64, \"activation\":"
@@ -318,7 +265,7 @@ static void golden_seed_job(char *job, size_t n) {
                " \"loss\": \"binary_crossentropy\"},"
                " \"fit\": {\"epochs\": 2, \"batch_size\": 32, \"shuffle\": false},"
                " \"data\": {\"train\": {\"format\": \"csv\", \"path\": \"" GOLDEN "/seed.csv\","
-               " \"label_name\": \"label\"}}}");
+               " \"label_name\": \"label\"}}}", 0644);
 }
 
 /* ps-launch --evaluate with PyTorch's final weights of a golden run: the loss and accuracy torch
@@ -331,15 +278,15 @@ Test(e2e, evaluate_scores_saved_weights_as_torch_does) {
     snprintf(set_metrics, sizeof(set_metrics), "fit.metrics_file=%s", metrics);
     char *argv[] = {BIN("ps-launch"), job, "--evaluate", "--set",
                     "fit.init_from=" GOLDEN "/seed_keras_b32", "--set", set_metrics, NULL};
-    int code = wait_exit(run(argv, out, err), 60000);
-    cr_assert_eq(code, 0, "exit %d: %s", code, slurp(err));
-    const char *text = slurp(out);
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 60000);
+    cr_assert_eq(code, 0, "exit %d: %s", code, tu_slurp(err));
+    const char *text = tu_slurp(out);
     cr_assert(strstr(text, "Evaluated 200 samples") && !strstr(text, "Epoch "), "%s", text);
     double loss, acc;
-    cr_assert_eq(sscanf(slurp(metrics), "{\"epoch\": 1, \"loss\": %lf, \"accuracy\": %lf", &loss,
-                        &acc), 2, "%s", slurp(metrics));
+    cr_assert_eq(sscanf(tu_slurp(metrics), "{\"epoch\": 1, \"loss\": %lf, \"accuracy\": %lf", &loss,
+                        &acc), 2, "%s", tu_slurp(metrics));
     /* golden.json, seed_keras_b32: "evaluate" */
-    const char *g = strstr(slurp(GOLDEN "/golden.json"), "\"evaluate\"");
+    const char *g = strstr(tu_slurp(GOLDEN "/golden.json"), "\"evaluate\"");
     double want_loss, want_acc;
     cr_assert_eq(sscanf(g, "\"evaluate\": { \"loss\": %lf, \"accuracy\": %lf", &want_loss,
                         &want_acc), 2);
@@ -355,9 +302,9 @@ Test(e2e, launch_exports_weights_when_training_ends) {
     path(dest, sizeof(dest), "weights/run1");
     snprintf(set_dest, sizeof(set_dest), "fit.export_to=%s", dest);
     char *argv[] = {BIN("ps-launch"), job, "--set", set_dest, NULL};
-    int code = wait_exit(run(argv, out, err), 60000);
-    cr_assert_eq(code, 0, "exit %d: %s\n%s", code, slurp(out), slurp(err));
-    cr_assert(strstr(slurp(out), "Exported 4 tables"), "%s", slurp(out));
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 60000);
+    cr_assert_eq(code, 0, "exit %d: %s\n%s", code, tu_slurp(out), tu_slurp(err));
+    cr_assert(strstr(tu_slurp(out), "Exported 4 tables"), "%s", tu_slurp(out));
     const char *files[] = {"manifest.json", "dense/kernel.npy", "dense/kernel.accumulators.npy",
                            "dense/bias.npy", "dense_1/kernel.npy", "dense_1/bias.npy"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -365,24 +312,24 @@ Test(e2e, launch_exports_weights_when_training_ends) {
         cr_assert_eq(access(file, R_OK), 0, "no %s", file);
     }
     snprintf(file, sizeof(file), "%s/manifest.json", dest);
-    cr_assert(strstr(slurp(file), "\"shape\":\t[20, 64]") ||
-              strstr(slurp(file), "[20, 64]"), "%s", slurp(file));
+    cr_assert(strstr(tu_slurp(file), "\"shape\":\t[20, 64]") ||
+              strstr(tu_slurp(file), "[20, 64]"), "%s", tu_slurp(file));
 }
 
 Test(e2e, export_errors_name_what_is_wrong) {
     char out[128], err[128];
     path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
     char *no_dir[] = {BIN("ps-export"), SEED_JOB, NULL};
-    cr_assert_eq(wait_exit(run(no_dir, out, err), 10000), 2);
-    cr_assert(strstr(slurp(err), "no directory"), "%s", slurp(err));
+    cr_assert_eq(tu_wait_exit(tu_spawn(no_dir, out, err), 10000), 2);
+    cr_assert(strstr(tu_slurp(err), "no directory"), "%s", tu_slurp(err));
     char *counted[] = {BIN("ps-export"), SEED_JOB, "/tmp/x", NULL};
-    cr_assert_eq(wait_exit(run(counted, out, err), 10000), 2);
-    cr_assert(strstr(slurp(err), "cluster.servers is a count"), "%s", slurp(err));
+    cr_assert_eq(tu_wait_exit(tu_spawn(counted, out, err), 10000), 2);
+    cr_assert(strstr(tu_slurp(err), "cluster.servers is a count"), "%s", tu_slurp(err));
     char *down[] = {BIN("ps-export"), SEED_JOB, "/tmp/x", "--set",
                     "cluster.servers=[\"127.0.0.1:1\"]", "--set",
                     "cluster.connect_timeout_ms=300", NULL};
-    cr_assert_eq(wait_exit(run(down, out, err), 10000), 1);
-    cr_assert(strstr(slurp(err), "cannot reach server 0"), "%s", slurp(err));
+    cr_assert_eq(tu_wait_exit(tu_spawn(down, out, err), 10000), 1);
+    cr_assert(strstr(tu_slurp(err), "cannot reach server 0"), "%s", tu_slurp(err));
 }
 
 /* The whole program path against PyTorch: ps-launch, 2 servers, 2 sync workers of batch 32 from
@@ -397,9 +344,9 @@ Test(e2e, golden_trajectory_through_the_launcher) {
     char *argv[] = {BIN("ps-launch"), job, "--set", "fit.init_from=" GOLDEN "/seed_init",
                     "--set", "cluster.consistency=sync", "--set", "fit.epochs=3", "--set",
                     set_metrics, NULL};
-    int code = wait_exit(run(argv, out, err), 60000);
-    cr_assert_eq(code, 0, "exit %d: %s", code, slurp(err));
-    const char *g = strstr(slurp(GOLDEN "/golden.json"), "\"name\": \"seed_keras_b64\"");
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 60000);
+    cr_assert_eq(code, 0, "exit %d: %s", code, tu_slurp(err));
+    const char *g = strstr(tu_slurp(GOLDEN "/golden.json"), "\"name\": \"seed_keras_b64\"");
     cr_assert_not_null(g);
     double want[3], want_acc[3];
     g = strstr(g, "\"epoch_loss\"");

@@ -14,23 +14,9 @@
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof(dir), "/tmp/ps_eval_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { tu_tmpdir(dir, "ps_eval"); }
+static void teardown(void) { tu_rmtree(dir); }
 TestSuite(eval, .init = setup, .fini = teardown, .timeout = 30);
-
-static void write_text(const char *p, const char *text) {
-    FILE *f = fopen(p, "w");
-    cr_assert_not_null(f, "cannot write %s", p);
-    cr_assert(fputs(text, f) >= 0);
-    cr_assert_eq(fclose(f), 0);
-}
 
 static double field(const cJSON *o, const char *k) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -64,8 +50,8 @@ Test(eval, validation_loss_and_accuracy_match_hand_computation) {
     snprintf(train, sizeof(train), "%s/train.csv", dir);
     snprintf(val, sizeof(val), "%s/val.csv", dir);
     snprintf(metrics, sizeof(metrics), "%s/metrics.jsonl", dir);
-    write_text(train, "1,2,0\n0,0,2\n1,2,1\n0,1,1\n");
-    write_text(val, "1,1,-1\n0,0,1\n1,2,0\n0,1,0.5\n1,0.5,-1\n");
+    tu_write_file(train, "1,2,0\n0,0,2\n1,2,1\n0,1,1\n", 0644);
+    tu_write_file(val, "1,1,-1\n0,0,1\n1,2,0\n0,1,0.5\n1,0.5,-1\n", 0644);
     snprintf(json, sizeof(json),
              "{\"job_id\": \"eval\", \"seed\": 1,"
              " \"cluster\": {\"servers\": 1, \"workers\": 1, \"connect_timeout_ms\": 5000,"

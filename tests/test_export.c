@@ -16,15 +16,8 @@
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof(dir), "/tmp/ps_export_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { tu_tmpdir(dir, "ps_export"); }
+static void teardown(void) { tu_rmtree(dir); }
 TestSuite(export, .init = setup, .fini = teardown, .timeout = 60);
 
 static void *read_all(const char *path, ps_npy_dtype dt, uint64_t *count, unsigned *ndim,

@@ -32,32 +32,14 @@
 static char dir[64];
 static cJSON *golden;
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static void setup(void) {
-    snprintf(dir, sizeof(dir), "/tmp/ps_golden_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    char *text = slurp(REF "/golden.json");
-    golden = cJSON_Parse(text);
-    free(text);
+    tu_tmpdir(dir, "ps_golden");
+    golden = cJSON_Parse(tu_slurp(REF "/golden.json"));
     cr_assert_not_null(golden);
 }
 static void teardown(void) {
     cJSON_Delete(golden);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    tu_rmtree(dir);
 }
 TestSuite(golden, .init = setup, .fini = teardown, .timeout = 120);
 
@@ -68,33 +50,6 @@ static const cJSON *find_case(const char *name) {
     }
     cr_assert_fail("no case %s in golden.json", name);
     return NULL;
-}
-
-/* Reads a whole float32 .npy (the reference files are small); *n gets the item count. */
-static float *read_f4(const char *path, uint64_t *n) {
-    ps_npy_reader *r;
-    ps_error err = {0};
-    cr_assert_eq(ps_npy_open(path, &r, &err), PS_OK, "%s", err.msg);
-    const ps_npy_info *info = ps_npy_info_of(r);
-    cr_assert_eq(info->dtype, PS_NPY_F4, "%s", path);
-    float *v = malloc(info->count * sizeof(float) + 1);
-    cr_assert_eq(ps_npy_read(r, v, info->count, &err), PS_OK, "%s", err.msg);
-    *n = info->count;
-    ps_npy_close(r);
-    return v;
-}
-
-static uint64_t *read_u8(const char *path, uint64_t *n) {
-    ps_npy_reader *r;
-    ps_error err = {0};
-    cr_assert_eq(ps_npy_open(path, &r, &err), PS_OK, "%s", err.msg);
-    const ps_npy_info *info = ps_npy_info_of(r);
-    cr_assert_eq(info->dtype, PS_NPY_U8, "%s", path);
-    uint64_t *v = malloc(info->count * sizeof(uint64_t) + 1);
-    cr_assert_eq(ps_npy_read(r, v, info->count, &err), PS_OK, "%s", err.msg);
-    *n = info->count;
-    ps_npy_close(r);
-    return v;
 }
 
 /* dir/rel in a static buffer (two at a time) */
@@ -131,7 +86,7 @@ typedef struct {
 
 /* Adds a worker's "@ps" epoch events to sums[epoch - 1]. */
 static void add_events(const char *path, epoch_sum *sums, unsigned epochs) {
-    char *text = slurp(path);
+    char *text = tu_slurp(path);
     for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         if (strstr(line, "\"ev\": \"epoch\"") == NULL) continue;
         unsigned e;
@@ -145,7 +100,6 @@ static void add_events(const char *path, epoch_sum *sums, unsigned epochs) {
         sums[e - 1].loss_sum += loss_sum, sums[e - 1].samples += samples;
         sums[e - 1].correct += correct;
     }
-    free(text);
 }
 
 static void set(cJSON *obj, const char *key, cJSON *value) {
@@ -249,7 +203,7 @@ static void run_case(const char *name, uint32_t workers) {
                      (unsigned long long)o->rows, (unsigned long long)r->rows);
         if (r->layout == PS_WEIGHTS_SPARSE) {
             uint64_t n1, n2;
-            uint64_t *k1 = read_u8(at(out, o->keys), &n1), *k2 = read_u8(at(path, r->keys), &n2);
+            uint64_t *k1 = tu_read_u8(at(out, o->keys), &n1), *k2 = tu_read_u8(at(path, r->keys), &n2);
             cr_assert(n1 == n2 && memcmp(k1, k2, n1 * 8) == 0, "%s: %s: other keys", what,
                       r->name);
             free(k1), free(k2);
@@ -257,7 +211,7 @@ static void run_case(const char *name, uint32_t workers) {
         const char *files[2][2] = {{o->values, r->values}, {o->accumulators, r->accumulators}};
         for (int f = 0; f < 2; f++) {
             uint64_t n1, n2;
-            float *got = read_f4(at(out, files[f][0]), &n1), *want = read_f4(at(path, files[f][1]), &n2);
+            float *got = tu_read_f4(at(out, files[f][0]), &n1), *want = tu_read_f4(at(path, files[f][1]), &n2);
             cr_assert_eq(n1, n2, "%s: %s", what, files[f][0]);
             char label[96];
             snprintf(label, sizeof(label), "%s %s", r->name, f ? "accumulators" : "values");

@@ -4,68 +4,22 @@
  * events; the real ps-server serves the job's tables meanwhile. Every wait has a deadline. */
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
-#include <fcntl.h>
 #include <math.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-extern char **environ;
+#include "testutil.h"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof(dir), "/tmp/ps_launch_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { tu_tmpdir(dir, "ps_launch"); }
+static void teardown(void) { tu_rmtree(dir); }
 TestSuite(launch, .init = setup, .fini = teardown, .timeout = 60);
 
 #define BIN(name) PS_BINARY_DIR "/" name
 
 static void path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
-
-static void write_text(const char *p, const char *text, mode_t mode) {
-    FILE *f = fopen(p, "w");
-    cr_assert_not_null(f, "cannot write %s", p);
-    cr_assert_eq(fputs(text, f) >= 0, true);
-    cr_assert_eq(fclose(f), 0);
-    cr_assert_eq(chmod(p, mode), 0);
-}
-
-static char *slurp(const char *p) {
-    FILE *f = fopen(p, "rb");
-    cr_assert_not_null(f, "cannot open %s", p);
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Exit status, 128+signal, or -1 after timeout_ms (the child is then killed). */
-static int wait_exit(pid_t pid, int timeout_ms) {
-    for (int waited = 0; waited < timeout_ms; waited += 10) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
 
 /* The fake worker: finds its rank in argv (ps-launch passes --rank R) and prints that rank's
  * events. Two epochs; rank 1 also sends a step event first (not yet the epoch's figures). Rank 0
@@ -116,7 +70,7 @@ Test(launch, combines_workers_weighted_by_samples) {
     path(job, sizeof(job), "job.json"), path(worker, sizeof(worker), "fake-worker.sh");
     path(metrics, sizeof(metrics), "metrics.jsonl");
     path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
-    write_text(worker, worker_sh, 0755);
+    tu_write_file(worker, worker_sh, 0755);
     char json[1024];
     snprintf(json, sizeof(json),
              "{\"job_id\": \"launch-test\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
@@ -126,21 +80,13 @@ Test(launch, combines_workers_weighted_by_samples) {
              " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2},"
              "          \"validation\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
              metrics);
-    write_text(job, json, 0644);
+    tu_write_file(job, json, 0644);
     cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
 
     char *argv[] = {BIN("ps-launch"), job, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(rc));
-    int code = wait_exit(pid, 30000);
-    char *text = strdup(slurp(out));
-    cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, slurp(err));
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
+    char *text = strdup(tu_slurp(out));
+    cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
 
     /* the job's line per epoch: "... - loss: 2.0000 - accuracy: 0.7500 - val_loss: ..." */
     const char *at = text;
@@ -162,7 +108,7 @@ Test(launch, combines_workers_weighted_by_samples) {
     }
 
     /* the metrics file: one JSON line per epoch with the same figures */
-    char *m = slurp(metrics);
+    char *m = tu_slurp(metrics);
     int line = 0;
     for (char *save = NULL, *l = strtok_r(m, "\n", &save); l != NULL;
          l = strtok_r(NULL, "\n", &save), line++) {

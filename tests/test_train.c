@@ -15,15 +15,8 @@
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof(dir), "/tmp/ps_train_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { tu_tmpdir(dir, "ps_train"); }
+static void teardown(void) { tu_rmtree(dir); }
 TestSuite(train, .init = setup, .fini = teardown, .timeout = 120);
 
 typedef struct {

@@ -14,7 +14,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
 #include "frame.h"
+#include "npy.h"
+
+extern char **environ;
 
 struct test_server {
     ps_server *srv;
@@ -164,3 +173,77 @@ ps_client *tu_client(const ps_job_config *job, uint32_t rank) {
     cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "client: %s", err.msg);
     return c;
 }
+
+/* --- files and processes ---------------------------------------------------------------------- */
+
+void tu_tmpdir(char dir[64], const char *prefix) {
+    snprintf(dir, 64, "/tmp/%s_XXXXXX", prefix);
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp %s", dir);
+}
+
+void tu_rmtree(const char *dir) {
+    char cmd[128];
+    cr_assert(strncmp(dir, "/tmp/", 5) == 0 && strstr(dir, "..") == NULL, "rm -rf %s", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+void tu_write_file(const char *path, const char *text, unsigned mode) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    cr_assert(fputs(text, f) >= 0);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(chmod(path, (mode_t)mode), 0);
+}
+
+char *tu_slurp(const char *path) {
+    static char buf[1 << 20];
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+int tu_spawn(char *const argv[], const char *out, const char *err) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(rc));
+    return pid;
+}
+
+int tu_wait_exit(int pid, int timeout_ms) {
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void *read_npy(const char *path, ps_npy_dtype dtype, uint64_t *n) {
+    ps_npy_reader *r;
+    ps_error err = {0};
+    cr_assert_eq(ps_npy_open(path, &r, &err), PS_OK, "%s", err.msg);
+    const ps_npy_info *info = ps_npy_info_of(r);
+    cr_assert_eq(info->dtype, dtype, "%s: another dtype", path);
+    void *v = malloc(info->count * info->item_size + 8);
+    cr_assert_not_null(v);
+    cr_assert_eq(ps_npy_read(r, v, info->count, &err), PS_OK, "%s", err.msg);
+    *n = info->count;
+    ps_npy_close(r);
+    return v;
+}
+
+float *tu_read_f4(const char *path, uint64_t *n) { return read_npy(path, PS_NPY_F4, n); }
+uint64_t *tu_read_u8(const char *path, uint64_t *n) { return read_npy(path, PS_NPY_U8, n); }

@@ -44,4 +44,22 @@ bool tu_hello(int fd, const ps_job_config *job);
 /* true if the peer closed the connection (read returns 0) within the timeout. */
 bool tu_closed(int fd);
 
+/* --- files and processes ---------------------------------------------------------------------- */
+
+/* Makes a new directory /tmp/PREFIX_XXXXXX into dir (64 bytes); tu_rmtree removes it and all
+ * that it holds. */
+void tu_tmpdir(char dir[64], const char *prefix);
+void tu_rmtree(const char *dir);
+/* Writes text to path (mode: 0644 or, for scripts, 0755). */
+void tu_write_file(const char *path, const char *text, unsigned mode);
+/* A file's text, NUL-terminated, in a buffer of 1 MiB that the next call reuses. */
+char *tu_slurp(const char *path);
+/* Starts argv[0] with stdout and stderr into the files out and err (created or truncated). */
+int tu_spawn(char *const argv[], const char *out, const char *err);
+/* The child's exit status, 128 + its signal, or -1 after timeout_ms (it is then killed). */
+int tu_wait_exit(int pid, int timeout_ms);
+/* A whole .npy file of float32 or uint64 items (malloc'd; *n items); fails the test otherwise. */
+float *tu_read_f4(const char *path, uint64_t *n);
+uint64_t *tu_read_u8(const char *path, uint64_t *n);
+
 #endif
