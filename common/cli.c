@@ -64,10 +64,27 @@ bool ps_cli_load(const ps_cli *c, ps_job_config *job) {
         fprintf(stderr, "%s: %s is required\n%s", c->prog, c->index_flag, c->usage);
         return false;
     }
+    for (size_t i = 0; i < c->n_sets; i++) {
+        if (strncmp(c->sets[i], "cluster.token=", 14) == 0) {
+            fprintf(stderr, "%s: --set cluster.token would put the token on the command line, "
+                    "where every user of the machine sees it; use cluster.token_file or the "
+                    "environment variable PS_CLUSTER_TOKEN\n", c->prog);
+            return false;
+        }
+    }
     ps_error err = {0};
     if (ps_config_load(c->config, c->sets, c->n_sets, job, &err) != PS_OK) {
         fprintf(stderr, "%s: %s\n", c->prog, err.msg);
         return false;
+    }
+    const char *env = getenv("PS_CLUSTER_TOKEN"); /* wins over the job file's */
+    if (env != NULL && env[0] != '\0') {
+        if (strlen(env) >= sizeof(job->token)) {
+            fprintf(stderr, "%s: PS_CLUSTER_TOKEN: longer than %zu bytes\n", c->prog,
+                    sizeof(job->token) - 1);
+            return false;
+        }
+        snprintf(job->token, sizeof(job->token), "%s", env);
     }
     return true;
 }

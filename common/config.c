@@ -204,7 +204,8 @@ static ps_status get_busy_poll(ctx *c, const cJSON *o, const char *path, int32_t
 static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
                                        "request_timeout_ms", "token",   "busy_poll_us",
-                                       "consistency", "staleness", "barrier_timeout_ms", NULL};
+                                       "consistency", "staleness", "barrier_timeout_ms",
+                                       "token_file", NULL};
     static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
@@ -236,6 +237,24 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     TRY(get_u32(c, o, "cluster", "connect_timeout_ms", 1, 3600e3, 30000, &cfg->connect_timeout_ms));
     TRY(get_u32(c, o, "cluster", "request_timeout_ms", 1, 3600e3, 60000, &cfg->request_timeout_ms));
     TRY(get_str(c, o, "cluster", "token", "", cfg->token, sizeof(cfg->token)));
+    char token_file[PS_PATH_MAX];
+    TRY(get_str(c, o, "cluster", "token_file", "", token_file, sizeof(token_file)));
+    if (token_file[0] != '\0') {
+        if (cfg->token[0] != '\0')
+            return FAIL(c, "cluster.token_file", "and cluster.token: give one of them");
+        FILE *f = fopen(token_file, "r");
+        if (f == NULL)
+            return FAIL(c, "cluster.token_file", "cannot read %s: %s", token_file,
+                        strerror(errno));
+        char line[sizeof(cfg->token) + 2];
+        bool ok = fgets(line, sizeof(line), f) != NULL;
+        fclose(f);
+        line[ok ? strcspn(line, "\r\n") : 0] = '\0';
+        if (line[0] == '\0' || strlen(line) >= sizeof(cfg->token))
+            return FAIL(c, "cluster.token_file", "%s: the first line must hold the token (1..%zu "
+                        "bytes)", token_file, sizeof(cfg->token) - 1);
+        snprintf(cfg->token, sizeof(cfg->token), "%s", line);
+    }
     TRY(get_busy_poll(c, o, "cluster", &cfg->busy_poll_us));
     int mode;
     TRY(get_enum(c, o, "cluster", "consistency", modes, 0, &mode));

@@ -11,7 +11,8 @@
 #include "ps_status.h"
 #include "table_spec.h"
 
-#define PS_PROTOCOL_VERSION 3 /* 2: Values replies come in parts; 3: optimizer in TableSpec, clocks */
+#define PS_PROTOCOL_VERSION 4 /* 2: Values replies come in parts; 3: optimizer in TableSpec,
+                                 clocks; 4: Challenge and an HMAC instead of the token */
 
 /* Bytes borrowed from a frame or from the caller; possibly unaligned. */
 typedef struct {

@@ -360,6 +360,19 @@ void ps_conn_accept(ps_server *srv) {
         ps_conn_send_error(c, 0, PS_TOO_LARGE, "too many connections from this address", true);
         return;
     }
+    /* the Challenge: a fresh nonce the peer's Hello proves the token over */
+    ps_auth_nonce(c->nonce);
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_challenge_tag;
+    env.challenge.nonce.size = PS_AUTH_NONCE_BYTES;
+    memcpy(env.challenge.nonce.bytes, c->nonce, PS_AUTH_NONCE_BYTES);
+    uint8_t *frame;
+    size_t flen;
+    if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &flen, NULL) != PS_OK) {
+        ps_conn_close(c);
+        return;
+    }
+    ps_conn_send(c, frame, flen);
     start_reading(c);
 }
 

@@ -179,21 +179,17 @@ static void printable(char *dst, size_t n, const char *src) {
     dst[i] = '\0';
 }
 
-/* Compares in time that depends on the lengths only, not on where the strings differ. */
-static bool same_secret(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la; i++) diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
 static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     const ps_Hello *h = &m->env.hello;
     /* the token first: a peer that does not have it learns nothing of the job */
-    if (srv->job->token[0] != '\0' && !same_secret(h->token, srv->job->token)) {
-        ps_server_auth_failed(srv, c->ip);
-        return ps_error_set(err, PS_MISMATCH, "bad token");
+    if (srv->job->token[0] != '\0') {
+        uint8_t want[PS_AUTH_MAC_BYTES];
+        ps_auth_mac(srv->job->token, c->nonce, h->job_id, (uint32_t)h->role, h->rank, want);
+        if (h->mac.size != PS_AUTH_MAC_BYTES || !ps_auth_equal(h->mac.bytes, want)) {
+            ps_server_auth_failed(srv, c->ip);
+            return ps_error_set(err, PS_MISMATCH, "bad token");
+        }
     }
     if (h->protocol_version != PS_PROTOCOL_VERSION)
         return ps_error_set(err, PS_MISMATCH, "protocol version %u, this server speaks %u",

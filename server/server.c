@@ -147,6 +147,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     if (opt->shard >= job->num_servers)
         return ps_error_set(err, PS_CONFIG, "%s: shard %u, but cluster.servers has %u", job->file,
                             opt->shard, job->num_servers);
+    if (!ps_auth_init()) return ps_error_set(err, PS_IO, "server: no random source (libsodium)");
     ps_server *srv = calloc(1, sizeof(*srv));
     if (srv == NULL) return ps_error_set(err, PS_NOMEM, "server: out of memory");
     srv->opt = *opt;

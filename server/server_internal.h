@@ -4,6 +4,7 @@
 
 #include <uv.h>
 
+#include "auth.h"
 #include "barrier.h"
 #include "frame.h"
 #include "pool.h"
@@ -63,6 +64,7 @@ struct ps_conn {
     uint64_t heard_ms;    /* uv_now of the last bytes received */
     char *rbuf; /* read buffer, reused */
     size_t rbuf_cap;
+    uint8_t nonce[PS_AUTH_NONCE_BYTES]; /* sent in the Challenge; the Hello's mac covers it */
     bool hello_done;
     bool is_worker; /* Hello's role: a worker's rank takes part in the barrier */
     bool reading;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "testutil.h"
 
 TestSuite(client, .timeout = 30);
@@ -146,6 +147,8 @@ Test(client, shards_listed_in_the_wrong_order_are_refused) {
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 typedef struct {
     int lfd;
     const ps_job_config *job;
@@ -159,6 +162,7 @@ static void *silent_serve(void *arg) {
     int fd = accept(f->lfd, NULL, NULL);
     ps_msg m;
     uint8_t *buf = NULL;
+    if (fd >= 0) tu_send_challenge(fd);
     while (fd >= 0 && tu_read_msg(fd, &m, &buf)) {
         if (m.env.which_body == ps_Envelope_hello_tag) {
             ps_Envelope env = ps_Envelope_init_zero;
@@ -271,4 +275,73 @@ Test(client, requests_are_split_to_fit_the_frame_limit) {
         ps_client_destroy(cb), ps_client_destroy(cs);
         for (int s = 0; s < shards; s++) tu_server_free(sb[s]), tu_server_free(ss[s]);
     }
+}
+
+/* What a worker sends in its Hello: HMAC-SHA256(token, nonce || "ps-hello" || job_id || 0 ||
+ * role || rank LE32), computed here with libsodium's one-shot HMAC over the concatenated message,
+ * and never the token itself. */
+typedef struct {
+    int lfd;
+    uint8_t hello[512];
+    size_t hello_len;
+} capture_server;
+
+static void *capture_serve(void *arg) {
+    capture_server *f = arg;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0) return NULL;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_challenge_tag;
+    env.challenge.nonce.size = PS_AUTH_NONCE_BYTES;
+    for (int i = 0; i < PS_AUTH_NONCE_BYTES; i++) env.challenge.nonce.bytes[i] = (uint8_t)(i + 1);
+    tu_send_msg(fd, &env, NULL, NULL, NULL);
+    uint8_t hdr[4];
+    if (recv(fd, hdr, 4, MSG_WAITALL) == 4) {
+        f->hello_len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+        if (f->hello_len > sizeof(f->hello) ||
+            recv(fd, f->hello, f->hello_len, MSG_WAITALL) != (ssize_t)f->hello_len)
+            f->hello_len = 0;
+    }
+    close(fd); /* no reply: the client gives up */
+    return NULL;
+}
+
+Test(client, hello_proves_the_token_without_sending_it) {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    cr_assert(bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(lfd, 1) == 0 &&
+              getsockname(lfd, (struct sockaddr *)&a, &alen) == 0);
+    capture_server f = {.lfd = lfd};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, capture_serve, &f), 0);
+    char json[300];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"jb\", \"cluster\": {\"servers\": [\"127.0.0.1:%d\"], \"workers\": 8,"
+             " \"token\": \"open sesame\", \"request_timeout_ms\": 2000}}",
+             ntohs(a.sin_port));
+    ps_job_config j;
+    tu_job(json, &j);
+    ps_client_options o = {.job = &j, .rank = 5, .log = {.level = PS_LOG_ERROR}};
+    ps_client *c = NULL;
+    ps_error err = {0};
+    cr_assert_neq(ps_client_create(&o, &c, &err), PS_OK);
+    pthread_join(th, NULL);
+    close(lfd);
+    cr_assert_gt(f.hello_len, 0, "no Hello captured");
+    for (size_t i = 0; i + 11 <= f.hello_len; i++)
+        cr_assert(memcmp(f.hello + i, "open sesame", 11) != 0, "the token travelled");
+    ps_msg m;
+    cr_assert_eq(ps_wire_decode(f.hello, f.hello_len, &m, NULL), PS_OK);
+    cr_assert_eq(m.env.which_body, ps_Envelope_hello_tag);
+    uint8_t msg[64], *p = msg, want[32];
+    for (int i = 0; i < 32; i++) *p++ = (uint8_t)(i + 1);
+    memcpy(p, "ps-hellojb", 10), p += 10;
+    *p++ = 0, *p++ = 1 /* worker */, *p++ = 5, *p++ = 0, *p++ = 0, *p++ = 0;
+    crypto_auth_hmacsha256_state st; /* one key: the one-shot API wants exactly 32 bytes */
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)"open sesame", 11);
+    crypto_auth_hmacsha256_update(&st, msg, (size_t)(p - msg));
+    crypto_auth_hmacsha256_final(&st, want);
+    cr_assert_eq(m.env.hello.mac.size, 32);
+    cr_assert_eq(memcmp(m.env.hello.mac.bytes, want, 32), 0, "another mac");
 }

@@ -712,3 +712,47 @@ Test(config, a_frame_limit_below_one_row_is_refused) {
                                  "j.json", NULL, 0, &c, &e),
                  PS_OK, "%s", e.msg);
 }
+
+/* The token comes from the job file, cluster.token_file or PS_CLUSTER_TOKEN, never argv. */
+Test(config, the_token_comes_from_a_file_or_the_environment) {
+    char dir[64], tok[128], job_path[128];
+    snprintf(dir, sizeof(dir), "/tmp/ps_tok_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(tok, sizeof(tok), "%s/token", dir);
+    snprintf(job_path, sizeof(job_path), "%s/job.json", dir);
+    FILE *f = fopen(tok, "w");
+    fputs("from-the-file\n", f);
+    fclose(f);
+    char json[512];
+    snprintf(json, sizeof(json), "{\"cluster\": {\"token_file\": \"%s\"}}", tok);
+    f = fopen(job_path, "w");
+    fputs(json, f);
+    fclose(f);
+    ps_job_config job;
+    ps_error e = {0};
+    cr_assert_eq(ps_config_load(job_path, NULL, 0, &job, &e), PS_OK, "%s", e.msg);
+    cr_assert_str_eq(job.token, "from-the-file");
+    /* the environment wins, through the programs' shared loader */
+    ps_cli c;
+    int code;
+    char *argv[] = {"prog", "--config", job_path, "--rank", "0"};
+    cr_assert_eq(cli_run(&c, 5, argv, &code), PS_CLI_TAKEN);
+    setenv("PS_CLUSTER_TOKEN", "from-the-environment", 1);
+    cr_assert(ps_cli_load(&c, &job));
+    cr_assert_str_eq(job.token, "from-the-environment");
+    unsetenv("PS_CLUSTER_TOKEN");
+    /* never from argv */
+    char *on_argv[] = {"prog", "--config", job_path, "--rank", "0", "--set", "cluster.token=x"};
+    cr_assert_eq(cli_run(&c, 7, on_argv, &code), PS_CLI_TAKEN);
+    cr_assert_not(ps_cli_load(&c, &job));
+    /* a missing file and both sources are errors naming the key */
+    cr_assert_eq(ps_config_parse("{\"cluster\": {\"token_file\": \"/nonexistent/t\"}}", "j.json",
+                                 NULL, 0, &job, &e), PS_CONFIG);
+    cr_assert(strstr(e.msg, "j.json: cluster.token_file: cannot read /nonexistent/t"), "%s",
+              e.msg);
+    snprintf(json, sizeof(json), "{\"cluster\": {\"token\": \"a\", \"token_file\": \"%s\"}}", tok);
+    cr_assert_eq(ps_config_parse(json, "j.json", NULL, 0, &job, &e), PS_CONFIG);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -17,6 +17,7 @@
 #include "frame.h"
 #include "hash.h"
 #include "init.h"
+#include "auth.h"
 #include "testutil.h"
 
 static const char *job_json =
@@ -198,11 +199,9 @@ Test(server, request_before_hello) {
 Test(server, hello_mismatch) {
     for (int which = 0; which < 2; which++) {
         int fd = tu_connect(tu_server_port(srv));
-        ps_Envelope env = ps_Envelope_init_zero;
-        env.request_id = 1;
-        env.which_body = ps_Envelope_hello_tag;
-        env.hello.protocol_version = which == 0 ? PS_PROTOCOL_VERSION + 1 : PS_PROTOCOL_VERSION;
-        snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", which == 1 ? "other" : "t");
+        ps_Envelope env;
+        tu_hello_env(fd, &env, which == 1 ? "other" : "t", "", ps_Role_ROLE_WORKER, 0);
+        if (which == 0) env.hello.protocol_version = PS_PROTOCOL_VERSION + 1;
         cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
         expect_error(fd, ps_ErrorCode_ERR_MISMATCH, true, which == 0 ? "version" : "job id");
         close(fd);
@@ -472,6 +471,7 @@ static void *fake_serve(void *arg) {
     int fd = accept(f->lfd, NULL, NULL);
     ps_msg m;
     uint8_t *buf = NULL;
+    if (fd >= 0) tu_send_challenge(fd);
     while (fd >= 0 && tu_read_msg(fd, &m, &buf)) {
         ps_Envelope env = ps_Envelope_init_zero;
         env.request_id = m.env.request_id;
@@ -573,14 +573,10 @@ Test(server, busy_polling_client_and_server) {
 
 /* --- cluster.token ---------------------------------------------------------------------------- */
 
+/* A Hello proving `token` over this connection's nonce (NULL: no mac at all). */
 static void send_hello(int fd, const char *job_id, const char *token) {
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.request_id = 1;
-    env.which_body = ps_Envelope_hello_tag;
-    env.hello.protocol_version = PS_PROTOCOL_VERSION;
-    env.hello.role = ps_Role_ROLE_WORKER;
-    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job_id);
-    if (token != NULL) snprintf(env.hello.token, sizeof(env.hello.token), "%s", token);
+    ps_Envelope env;
+    tu_hello_env(fd, &env, job_id, token, ps_Role_ROLE_WORKER, 0);
     cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
 }
 
@@ -1042,4 +1038,32 @@ Test(server, an_empty_pushpull_gets_an_empty_reply) {
     free(buf);
     close(fd);
     good_client_works();
+}
+
+/* A mac is bound to its connection's nonce: one that proved the token on one connection is
+ * refused on another (a captured Hello cannot be replayed). */
+Test(token, a_captured_hello_cannot_be_replayed) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"tok\", \"cluster\": {\"token\": \"s3cret\"},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    int a = tu_connect(tu_server_port(s)), b = tu_connect(tu_server_port(s));
+    cr_assert(memcmp(tu_nonce(a), tu_nonce(b), PS_AUTH_NONCE_BYTES) != 0, "nonces repeat");
+    ps_Envelope env;
+    tu_hello_env(a, &env, "tok", "s3cret", ps_Role_ROLE_WORKER, 0); /* a's proof, sent on b */
+    cr_assert(tu_send_msg(b, &env, NULL, NULL, NULL));
+    cr_assert(strstr(error_of(b), "bad token"));
+    cr_assert(tu_send_msg(a, &env, NULL, NULL, NULL)); /* on a it is good */
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(a, &m, &buf) && m.env.which_body == ps_Envelope_hello_reply_tag);
+    free(buf);
+    /* and it proves this rank and role only */
+    int c = tu_connect(tu_server_port(s));
+    tu_hello_env(c, &env, "tok", "s3cret", ps_Role_ROLE_WORKER, 0);
+    env.hello.role = ps_Role_ROLE_ADMIN;
+    cr_assert(tu_send_msg(c, &env, NULL, NULL, NULL));
+    cr_assert(strstr(error_of(c), "bad token"));
+    close(a), close(b), close(c);
+    tu_server_free(s);
 }

@@ -336,13 +336,8 @@ Test(train, uneven_shards_never_deadlock) {
 static int hello_as(const ps_job_config *job, int port, uint32_t rank) {
     int fd = tu_connect(port);
     cr_assert(fd >= 0);
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.request_id = 1;
-    env.which_body = ps_Envelope_hello_tag;
-    env.hello.protocol_version = PS_PROTOCOL_VERSION;
-    env.hello.role = ps_Role_ROLE_WORKER;
-    env.hello.rank = rank;
-    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job->job_id);
+    ps_Envelope env;
+    tu_hello_env(fd, &env, job->job_id, job->token, ps_Role_ROLE_WORKER, rank);
     cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
     ps_msg m;
     uint8_t *buf;

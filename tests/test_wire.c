@@ -71,13 +71,15 @@ Test(wire, hello) {
     strcpy(env.hello.job_id, "job-7");
     env.hello.role = ps_Role_ROLE_WORKER;
     env.hello.rank = 3;
-    strcpy(env.hello.token, "tok");
+    env.hello.mac.size = 32;
+    for (int i = 0; i < 32; i++) env.hello.mac.bytes[i] = (uint8_t)(i * 7);
     round_trip(&env, NULL, NULL, NULL, NULL);
     cr_assert_eq(msg.env.hello.protocol_version, PS_PROTOCOL_VERSION);
     cr_assert_str_eq(msg.env.hello.job_id, "job-7");
     cr_assert_eq(msg.env.hello.role, ps_Role_ROLE_WORKER);
     cr_assert_eq(msg.env.hello.rank, 3);
-    cr_assert_str_eq(msg.env.hello.token, "tok");
+    cr_assert_eq(msg.env.hello.mac.size, 32);
+    cr_assert_eq(memcmp(msg.env.hello.mac.bytes, env.hello.mac.bytes, 32), 0);
     cr_assert_eq(msg.keys.len + msg.grads.len + msg.pull_keys.len + msg.values.len, 0);
 }
 

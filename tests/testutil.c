@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "auth.h"
 #include "frame.h"
 #include "npy.h"
 
@@ -84,6 +85,39 @@ void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n) {
         snprintf(job->servers[i], sizeof(job->servers[i]), "%s", servers[i]->addr);
 }
 
+/* The nonce of each connection's Challenge, by descriptor (tests open few). */
+static uint8_t nonces[1024][PS_AUTH_NONCE_BYTES];
+
+const uint8_t *tu_nonce(int fd) { return fd >= 0 && fd < 1024 ? nonces[fd] : nonces[0]; }
+
+/* Takes the server's first frame if it is a Challenge (keeping its nonce); leaves anything else
+ * (an Error refusing the connection) to be read. */
+static void take_challenge(int fd) {
+    uint8_t buf[128];
+    ssize_t n = 0;
+    for (int tries = 0; tries < 500; tries++) { /* the whole frame, peeked: about 40 bytes */
+        n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+        if (n <= 0) return;
+        if (n >= 4) {
+            uint32_t len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 |
+                           (uint32_t)buf[2] << 8 | buf[3];
+            if (len + 4 > sizeof(buf)) return;
+            if ((size_t)n >= len + 4) {
+                ps_msg m;
+                if (ps_wire_decode(buf + 4, len, &m, NULL) != PS_OK ||
+                    m.env.which_body != ps_Envelope_challenge_tag ||
+                    m.env.challenge.nonce.size != PS_AUTH_NONCE_BYTES || fd >= 1024)
+                    return;
+                memcpy(nonces[fd], m.env.challenge.nonce.bytes, PS_AUTH_NONCE_BYTES);
+                cr_assert_eq(recv(fd, buf, len + 4, 0), (ssize_t)(len + 4));
+                return;
+            }
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int tu_connect(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;
@@ -97,7 +131,30 @@ int tu_connect(int port) {
         close(fd);
         return -1;
     }
+    take_challenge(fd);
     return fd;
+}
+
+void tu_hello_env(int fd, ps_Envelope *env, const char *job_id, const char *token,
+                  uint32_t role, uint32_t rank) {
+    *env = (ps_Envelope)ps_Envelope_init_zero;
+    env->request_id = 1;
+    env->which_body = ps_Envelope_hello_tag;
+    env->hello.protocol_version = PS_PROTOCOL_VERSION;
+    env->hello.role = (ps_Role)role;
+    env->hello.rank = rank;
+    snprintf(env->hello.job_id, sizeof(env->hello.job_id), "%s", job_id);
+    if (token != NULL) {
+        env->hello.mac.size = PS_AUTH_MAC_BYTES;
+        ps_auth_mac(token, tu_nonce(fd), env->hello.job_id, role, rank, env->hello.mac.bytes);
+    }
+}
+
+bool tu_send_challenge(int fd) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_challenge_tag;
+    env.challenge.nonce.size = PS_AUTH_NONCE_BYTES;
+    return tu_send_msg(fd, &env, NULL, NULL, NULL);
 }
 
 bool tu_send_all(int fd, const void *p, size_t n) {
@@ -141,13 +198,8 @@ bool tu_read_msg(int fd, ps_msg *m, uint8_t **buf) {
 }
 
 bool tu_hello(int fd, const ps_job_config *job) {
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.request_id = 1;
-    env.which_body = ps_Envelope_hello_tag;
-    env.hello.protocol_version = PS_PROTOCOL_VERSION;
-    env.hello.role = ps_Role_ROLE_WORKER;
-    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", job->job_id);
-    snprintf(env.hello.token, sizeof(env.hello.token), "%s", job->token);
+    ps_Envelope env;
+    tu_hello_env(fd, &env, job->job_id, job->token, ps_Role_ROLE_WORKER, 0);
     if (!tu_send_msg(fd, &env, NULL, NULL, NULL)) return false;
     ps_msg m;
     uint8_t *buf;

@@ -31,8 +31,15 @@ ps_client *tu_client(const ps_job_config *job, uint32_t rank);
 /* Points job->servers at running test servers. */
 void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n);
 
-/* Blocking loopback socket with a 5 s receive timeout; -1 on failure. */
+/* Blocking loopback socket with a 5 s receive timeout; -1 on failure. The server's Challenge is
+ * read (its nonce kept for tu_hello_env); a refusal sent instead stays to be read. */
 int tu_connect(int port);
+const uint8_t *tu_nonce(int fd);
+/* A Hello for job_id as role/rank whose mac proves token over fd's nonce (token NULL: no mac). */
+void tu_hello_env(int fd, ps_Envelope *env, const char *job_id, const char *token,
+                  uint32_t role, uint32_t rank);
+/* A fake server's first frame: a Challenge (of zeros). */
+bool tu_send_challenge(int fd);
 bool tu_send_all(int fd, const void *p, size_t n);
 /* Sends env (+ bulk fields) as one frame. */
 bool tu_send_msg(int fd, const ps_Envelope *env, const ps_bulk *keys, const ps_bulk *grads,

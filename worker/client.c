@@ -15,6 +15,7 @@
 #include <pb_decode.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "frame.h"
 #include "hash.h"
 #include "wire.h"
@@ -60,6 +61,8 @@ typedef struct {
     int connect_status;
     bool connect_done;
     bool redirected; /* the frame being read puts its values straight into an op's out */
+    bool challenged; /* the server's Challenge arrived: nonce is set */
+    uint8_t nonce[PS_AUTH_NONCE_BYTES];
     owed *q; /* FIFO ring */
     size_t q_head, q_len, q_cap;
     uv_buf_t *cork; /* (n_cork) frames queued by *_async, written together by flush */
@@ -445,10 +448,15 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
         break_client(c, PS_PROTO, msg);
         return PS_PROTO;
     }
-    if (m.env.which_body == ps_Envelope_hello_reply_tag)
+    if (m.env.which_body == ps_Envelope_challenge_tag && !sc->challenged &&
+        m.env.challenge.nonce.size == PS_AUTH_NONCE_BYTES) {
+        memcpy(sc->nonce, m.env.challenge.nonce.bytes, PS_AUTH_NONCE_BYTES);
+        sc->challenged = true;
+    } else if (m.env.which_body == ps_Envelope_hello_reply_tag) {
         on_hello_reply(c, sc, &m);
-    else
+    } else {
         handle_reply(sc, &m);
+    }
     sc->redirected = false;
     return c->broken ? PS_CLOSED : PS_OK;
 }
@@ -560,6 +568,11 @@ static bool connect_done(ps_client *c, void *arg) {
     return ((shard_conn *)arg)->connect_done;
 }
 
+static bool challenge_done(ps_client *c, void *arg) {
+    const shard_conn *sc = arg;
+    return sc->challenged || c->hello_err.code != PS_OK || c->broken;
+}
+
 static bool hello_done(ps_client *c, void *arg) {
     (void)arg;
     return c->hello_ok || c->hello_err.code != PS_OK || c->broken;
@@ -624,9 +637,22 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     }
     uv_tcp_nodelay(&sc->tcp, 1);
     sc->open = true;
+    sc->challenged = false;
+    c->hello_ok = false;
+    c->hello_err = (ps_error){0};
     uv_read_start((uv_stream_t *)&sc->tcp, on_alloc, on_read);
 
-    /* Hello */
+    /* the server's Challenge (or its Error: too many connections, an address locked out) */
+    if (!run_until(c, challenge_done, sc, c->job->request_timeout_ms))
+        return ps_error_set(err, PS_TIMEOUT, "server %u at %s: no Challenge in %u ms", sc->index,
+                            sc->addr, c->job->request_timeout_ms);
+    if (!sc->challenged) {
+        *err = c->hello_err;
+        if (err->code == PS_OK) ps_error_set(err, PS_CLOSED, "%s", c->broken_msg);
+        return err->code;
+    }
+
+    /* Hello, proving the token without sending it (auth.h) */
     ps_Envelope env = ps_Envelope_init_zero;
     env.request_id = ++c->next_id;
     env.which_body = ps_Envelope_hello_tag;
@@ -634,14 +660,14 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", c->job->job_id);
     env.hello.role = c->opt.admin ? ps_Role_ROLE_ADMIN : ps_Role_ROLE_WORKER;
     env.hello.rank = c->opt.rank;
-    snprintf(env.hello.token, sizeof(env.hello.token), "%s", c->job->token);
+    env.hello.mac.size = PS_AUTH_MAC_BYTES;
+    ps_auth_mac(c->job->token, sc->nonce, env.hello.job_id, (uint32_t)env.hello.role,
+                env.hello.rank, env.hello.mac.bytes);
     uint8_t *frame;
     size_t len;
     if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK ||
         send_frame(sc, frame, len, err) != PS_OK)
         return err->code;
-    c->hello_ok = false;
-    c->hello_err = (ps_error){0};
     if (!run_until(c, hello_done, NULL, c->job->request_timeout_ms))
         return ps_error_set(err, PS_TIMEOUT, "server %u at %s: no reply to Hello in %u ms",
                             sc->index, sc->addr, c->job->request_timeout_ms);
@@ -654,6 +680,7 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
 }
 
 ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_error *err) {
+    if (!ps_auth_init()) return ps_error_set(err, PS_IO, "client: no random source (libsodium)");
     ps_client *c = calloc(1, sizeof(*c));
     if (c == NULL) return ps_error_set(err, PS_NOMEM, "client: out of memory");
     c->opt = *opt;
