@@ -1067,3 +1067,73 @@ Test(token, a_captured_hello_cannot_be_replayed) {
     close(a), close(b), close(c);
     tu_server_free(s);
 }
+
+/* Hello's role and rank are checked: an unknown role, or a worker rank the job does not have,
+ * is refused (a rank past cluster.workers would have joined no barrier and broken its clocks). */
+Test(server, hello_role_and_rank_are_range_checked) {
+    const struct { uint32_t role, rank; const char *why; } bad[] = {
+        {0, 0, "unknown role 0"}, {7, 0, "unknown role 7"}, {ps_Role_ROLE_WORKER, 1, "rank 1"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int fd = tu_connect(tu_server_port(srv));
+        ps_Envelope env;
+        tu_hello_env(fd, &env, "t", "", bad[i].role, bad[i].rank);
+        cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+        const char *msg = error_of(fd);
+        cr_assert(strstr(msg, bad[i].why), "%s", msg);
+        cr_assert(tu_closed(fd));
+        close(fd);
+    }
+    /* an admin's rank is not a worker's: any is fine */
+    int fd = tu_connect(tu_server_port(srv));
+    ps_Envelope env;
+    tu_hello_env(fd, &env, "t", "", ps_Role_ROLE_ADMIN, 99);
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_hello_reply_tag);
+    free(buf);
+    close(fd);
+}
+
+/* limits.max_server_write_queue_bytes holds all peers together: two peers that never read, each
+ * far below their own limit, stop being read once their sum passes the server's. */
+Test(backpressure, the_server_total_is_capped, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"limits\": {\"max_write_queue_bytes\": 67108864,"
+           " \"max_server_write_queue_bytes\": 1048576},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 1}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    uint64_t key = 1;
+    float g = 0.5f;
+    ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)&g, 4}};
+    uint8_t *frame;
+    size_t len;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_push_tag;
+    cr_assert_eq(ps_wire_encode(&env, &kb, &gb, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
+    enum { BATCH = 4096 };
+    uint8_t *many = malloc(len * BATCH);
+    for (int i = 0; i < BATCH; i++) memcpy(many + i * len, frame, len);
+    free(frame);
+    int fd[2];
+    for (int k = 0; k < 2; k++) {
+        fd[k] = tu_connect(tu_server_port(s));
+        cr_assert(tu_hello(fd[k], &j));
+        int small = 4096;
+        setsockopt(fd[k], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+        fcntl(fd[k], F_SETFL, fcntl(fd[k], F_GETFL) | O_NONBLOCK);
+    }
+    for (int stalls = 0, round = 0; round < 25 && stalls < 30; round++) {
+        for (int k = 0; k < 2; k++) { /* both peers, a batch each in turn */
+            ssize_t w = send(fd[k], many, len * BATCH, MSG_NOSIGNAL);
+            stalls = w > 0 ? 0 : stalls + 1;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    const uint64_t q = queued_bytes(tu_server_port(s), &j);
+    cr_assert_lt(q, 3u << 20, "%llu bytes queued for a 1 MiB server total", (unsigned long long)q);
+    close(fd[0]), close(fd[1]);
+    free(many);
+    tu_server_free(s);
+}
