@@ -368,3 +368,64 @@ Test(e2e, golden_trajectory_through_the_launcher) {
     }
     fclose(f);
 }
+
+/* --- ps-datagen -------------------------------------------------------------------------------- */
+
+/* Counts of the data set it wrote: rows, positives, occurrences of ids 1 and 100; fails the test
+ * on a malformed line (ids must be ascending, distinct and within 1..ids). */
+static void scan_svm(const char *file, unsigned long ids, long *rows, long *pos, long *id1,
+                     long *id100) {
+    FILE *f = fopen(file, "r");
+    cr_assert_not_null(f, "%s", file);
+    char line[8192];
+    while (fgets(line, sizeof(line), f)) {
+        char *p = line, *end;
+        long y = strtol(p, &end, 10);
+        cr_assert(end != p && (y == 0 || y == 1), "%s: label in %s", file, line);
+        (*rows)++, *pos += y;
+        unsigned long prev = 0;
+        for (p = end; *p == ' ';) {
+            unsigned long id = strtoul(p + 1, &end, 10);
+            cr_assert(end != p + 1 && strncmp(end, ":1", 2) == 0, "%s: %s", file, line);
+            cr_assert(id >= 1 && id <= ids && id > prev, "%s: id %lu after %lu", file, id, prev);
+            *id1 += id == 1, *id100 += id == 100, prev = id;
+            p = end + 2;
+        }
+    }
+    fclose(f);
+}
+
+Test(e2e, datagen_writes_a_reproducible_power_law_data_set) {
+    char prefix[2][128], out[128], err[128], a[160], b[160];
+    path(prefix[0], sizeof(prefix[0]), "one"), path(prefix[1], sizeof(prefix[1]), "two");
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    double bayes[2], auc = 0, prior = 0;
+    for (int k = 0; k < 2; k++) {
+        char *argv[] = {BIN("ps-datagen"), prefix[k], "--rows", "20000", "--ids", "5000",
+                        "--per-row", "10", "--base-rate", "0.3", "--seed", "7", NULL};
+        cr_assert_eq(tu_wait_exit(tu_spawn(argv, out, err), 30000), 0, "%s", tu_slurp(err));
+        const char *line = strstr(tu_slurp(out), "datagen bayes_logloss=");
+        cr_assert_not_null(line, "%s", tu_slurp(out));
+        cr_assert_eq(sscanf(line, "datagen bayes_logloss=%lf bayes_auc=%lf base_rate_logloss=%lf",
+                            &bayes[k], &auc, &prior), 3);
+    }
+    /* the same seed, the same bytes and scores */
+    snprintf(a, sizeof(a), "%s.train.svm", prefix[0]);
+    snprintf(b, sizeof(b), "%s.train.svm", prefix[1]);
+    char *first = strdup(tu_slurp(a));
+    cr_assert_str_eq(first, tu_slurp(b));
+    free(first);
+    cr_assert_eq(bayes[0], bayes[1]);
+    /* what it promises: the split, the base rate, the power law, a real signal */
+    long rows = 0, pos = 0, id1 = 0, id100 = 0, test_rows = 0, test_pos = 0;
+    scan_svm(a, 5000, &rows, &pos, &id1, &id100);
+    snprintf(b, sizeof(b), "%s.test.svm", prefix[0]);
+    scan_svm(b, 5000, &test_rows, &test_pos, &id1, &id100);
+    cr_assert_eq(rows, 16000);
+    cr_assert_eq(test_rows, 4000);
+    const double rate = (double)(pos + test_pos) / 20000.0;
+    cr_assert(fabs(rate - 0.3) < 0.02, "base rate %.4f", rate);
+    cr_assert_gt(id1, 10 * id100, "id 1: %ld rows, id 100: %ld", id1, id100);
+    cr_assert(auc > 0.6 && auc < 1.0, "AUC %.4f", auc);
+    cr_assert(bayes[0] < prior - 0.02, "Bayes logloss %.4f, base rate's %.4f", bayes[0], prior);
+}
