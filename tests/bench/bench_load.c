@@ -15,8 +15,8 @@
  * Each connection loops: Push 100 keys (fixed gradients U(-0.01, 0.01)), await the Ack, Pull 100
  * keys, await the Values; half of each request's keys come from --shared keys every client uses,
  * half from the client's own range. One request in flight per connection, timed from its write
- * to its last reply frame. With --reconnect N a connection closes and comes back (connect, Hello)
- * after every N rounds: connection churn, for leaks per connection.
+ * to its last reply frame. With --reconnect N a connection closes and comes back (connect,
+ * Challenge, Hello) after every N rounds: connection churn, for leaks per connection.
  *
  * Any failure (connect, Hello, an Error reply, a bad or unexpected reply, a closed connection, a
  * request older than --timeout-ms, the server dying or exiting uncleanly, a warning in its log,
@@ -52,6 +52,7 @@
 
 #include <uv.h>
 
+#include "auth.h"
 #include "client.h"
 #include "config.h"
 #include "frame.h"
@@ -362,6 +363,7 @@ typedef struct {
     uint32_t table;
     uint32_t timeout_ms;
     uint32_t reconnect; /* reconnect after this many Push+Pull rounds (0: never) */
+    const char *token;  /* the job's cluster token, for the Hello's mac ("" when none) */
 } load_opts;
 
 typedef enum { K_PUSH, K_PULL, N_KINDS } req_kind;
@@ -378,8 +380,8 @@ typedef struct {
     uint64_t errors[N_ERR];
 } load_stats;
 
-typedef enum { C_CONNECTING, C_HELLO, C_PUSH, C_PULL } conn_state;
-static const char *const state_name[] = {"connect", "Hello", "Push", "Pull"};
+typedef enum { C_CONNECTING, C_CHALLENGE, C_HELLO, C_PUSH, C_PULL } conn_state;
+static const char *const state_name[] = {"connect", "Challenge", "Hello", "Push", "Pull"};
 
 struct load_thread;
 
@@ -602,6 +604,28 @@ static void on_hello_reply(load_conn *c, const ps_msg *m) {
     send_request(c, K_PUSH);
 }
 
+/* The server's first frame: a nonce, answered by the Hello with its mac (common/auth.h). */
+static void on_challenge(load_conn *c, const ps_msg *m) {
+    if (m->env.which_body != ps_Envelope_challenge_tag ||
+        m->env.challenge.nonce.size != PS_AUTH_NONCE_BYTES) {
+        conn_fail(c, ERR_HELLO, "first frame of type %u, not a Challenge of %d bytes",
+                  (unsigned)m->env.which_body, PS_AUTH_NONCE_BYTES);
+        return;
+    }
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = ++c->req_id;
+    env.which_body = ps_Envelope_hello_tag;
+    env.hello.protocol_version = PS_PROTOCOL_VERSION;
+    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "bench_load");
+    env.hello.role = ps_Role_ROLE_WORKER;
+    env.hello.rank = c->client;
+    env.hello.mac.size = PS_AUTH_MAC_BYTES;
+    ps_auth_mac(c->th->o->token, m->env.challenge.nonce.bytes, env.hello.job_id,
+                (uint32_t)env.hello.role, env.hello.rank, env.hello.mac.bytes);
+    c->state = C_HELLO;
+    conn_send(c, &env, NULL, NULL);
+}
+
 static ps_status on_frame(void *ud, const uint8_t *payload, size_t len) {
     load_conn *c = ud;
     if (c->closing) return PS_CLOSED;
@@ -612,10 +636,14 @@ static ps_status on_frame(void *ud, const uint8_t *payload, size_t len) {
         return PS_PROTO;
     }
     if (m.env.which_body == ps_Envelope_error_tag) {
-        conn_fail(c, c->state == C_HELLO ? ERR_HELLO : ERR_SERVER_ERROR,
+        conn_fail(c, c->state <= C_HELLO ? ERR_HELLO : ERR_SERVER_ERROR,
                   "request %llu: Error %d: %s", (unsigned long long)m.env.request_id,
                   (int)m.env.error.code, m.env.error.message);
         return PS_PROTO;
+    }
+    if (c->state == C_CHALLENGE) {
+        on_challenge(c, &m);
+        return c->closing ? PS_CLOSED : PS_OK;
     }
     if (m.env.request_id != c->req_id) {
         conn_fail(c, ERR_UNEXPECTED, "reply to request %llu, %llu is in flight",
@@ -695,18 +723,10 @@ static void on_connect(uv_connect_t *req, int status) {
         conn_fail(c, ERR_IO, "read start: %s", uv_strerror(rc));
         return;
     }
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.request_id = ++c->req_id;
-    env.which_body = ps_Envelope_hello_tag;
-    env.hello.protocol_version = PS_PROTOCOL_VERSION;
-    snprintf(env.hello.job_id, sizeof(env.hello.job_id), "bench_load");
-    env.hello.role = ps_Role_ROLE_WORKER;
-    env.hello.rank = c->client;
-    c->state = C_HELLO;
-    conn_send(c, &env, NULL, NULL);
+    c->state = C_CHALLENGE; /* the server speaks first */
 }
 
-/* Every TICK_MS: a request (or connect, or Hello) older than --timeout-ms fails its connection. */
+/* Every TICK_MS: a request (or the handshake) older than --timeout-ms fails its connection. */
 static void on_tick(uv_timer_t *t) {
     load_thread *th = t->data;
     uint64_t now = uv_hrtime(), limit = (uint64_t)th->o->timeout_ms * 1000000u;
@@ -718,7 +738,7 @@ static void on_tick(uv_timer_t *t) {
     }
 }
 
-/* Starts (or restarts) c's connection: connect, then Hello from on_connect. */
+/* Starts (or restarts) c's connection: connect, the server's Challenge, Hello, then requests. */
 static void conn_open(load_conn *c) {
     load_thread *th = c->th;
     struct sockaddr_in addr;
@@ -881,6 +901,7 @@ static bool run_load(const load_opts *o, double warmup_s, double seconds, pid_t 
             r->server_cpu = (cpu_s(server) - cpu0_server) / wall;
             r->load_cpu = (cpu_s(getpid()) - cpu0_load) / wall;
             r->other_cpu = (machine_busy_s() - cpu0_all) / wall - r->server_cpu - r->load_cpu;
+            if (r->other_cpu < 0) r->other_cpu = 0; /* the counters tick at different times */
         }
         if (now_s() >= t_end - 1e-4) break;
     }
@@ -1052,6 +1073,10 @@ int main(int argc, char **argv) {
         snprintf(slash ? slash + 1 : server_path, 16, "ps-server");
     }
     signal(SIGPIPE, SIG_IGN);
+    if (!ps_auth_init()) {
+        fprintf(stderr, "bench_load: no random source (libsodium)\n");
+        return 1;
+    }
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < clients + 64) {
         nofile.rlim_cur = nofile.rlim_max < clients + 64 ? nofile.rlim_max : clients + 64;
@@ -1104,7 +1129,7 @@ int main(int argc, char **argv) {
     /* 2. baseline; 3. load; 4. baseline again */
     load_opts base_o = {.port = sp.port, .first_client = 0, .clients = 1, .threads = 1,
                         .shared = shared, .private_per = (universe - shared) / clients,
-                        .table = table, .timeout_ms = (uint32_t)timeout_d};
+                        .table = table, .timeout_ms = (uint32_t)timeout_d, .token = job.token};
     load_opts load_o = base_o;
     load_o.clients = clients, load_o.threads = n_threads;
     load_o.reconnect = (uint32_t)reconnect_d;
