@@ -205,6 +205,19 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     if (h->role == ps_Role_ROLE_WORKER && h->rank >= srv->job->num_workers)
         return ps_error_set(err, PS_INVALID_ARG, "worker rank %u, the job has %u workers",
                             h->rank, srv->job->num_workers);
+    if (h->role == ps_Role_ROLE_WORKER && srv->barrier != NULL) {
+        /* one connection per rank: two would mix their steps in one clock */
+        for (const ps_conn *o = srv->conns; o != NULL; o = o->next)
+            if (o != c && o->hello_done && o->is_worker && o->rank == h->rank &&
+                !uv_is_closing((const uv_handle_t *)&o->tcp))
+                return ps_error_set(err, PS_MISMATCH, "worker rank %u is already connected (%s)",
+                                    h->rank, o->peer);
+        if (srv->barrier != NULL && !ps_barrier_is_live(srv->barrier, h->rank))
+            return ps_error_set(err, PS_MISMATCH,
+                                "worker rank %u has finished or was dropped from the barrier "
+                                "at step %llu", h->rank,
+                                (unsigned long long)ps_barrier_rank_clock(srv->barrier, h->rank));
+    }
     c->hello_done = true;
     ps_framer_set_max(c->framer, srv->job->max_frame_bytes);
     c->is_worker = h->role == ps_Role_ROLE_WORKER;
@@ -263,8 +276,8 @@ static ps_status send_ack(ps_conn *c, uint64_t id, uint64_t rows, ps_error *err)
 /* sync/ssp: only a worker's rank has a clock. */
 static ps_status check_barrier_peer(const ps_conn *c, const char *what, ps_error *err) {
     if (!c->is_worker)
-        return ps_error_set(err, PS_INVALID_ARG, "%s: only workers push in a %s job", what,
-                            c->srv->job->consistency == PS_SYNC ? "sync" : "ssp");
+        return ps_error_set(err, PS_INVALID_ARG, "%s: in a %s job only workers push and end steps",
+                            what, c->srv->job->consistency == PS_SYNC ? "sync" : "ssp");
     return PS_OK;
 }
 
@@ -434,10 +447,30 @@ ps_frame_verdict ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len)
         ps_conn_send_error(c, id, st, err.msg, true);
         return PS_FRAME_CLOSE;
     }
-    /* a pull that asks for steps not every live worker has ended waits for them */
+    /* a pull that asks for steps not every live worker has ended waits for them (a bad one is
+     * answered by dispatch's checks instead) */
     if (srv->barrier != NULL && m.env.which_body == ps_Envelope_pull_tag &&
-        m.env.pull.min_clock > ps_barrier_min_clock(srv->barrier))
-        return PS_FRAME_WAIT;
+        m.env.pull.min_clock > ps_barrier_min_clock(srv->barrier)) {
+        size_t n;
+        if (check_keys(c, m.env.pull.table, &m.keys, NULL, "Pull", &n, &err) != PS_OK) {
+            /* dispatch answers it */
+        } else if (!c->is_worker) {
+            ps_error_set(&err, PS_INVALID_ARG, "Pull: min_clock %llu from a peer that is not a "
+                         "worker: only workers wait for the barrier",
+                         (unsigned long long)m.env.pull.min_clock);
+            ps_conn_send_error(c, id, err.code, err.msg, false);
+            return PS_FRAME_DONE;
+        } else if (m.env.pull.min_clock > ps_barrier_rank_clock(srv->barrier, c->rank)) {
+            ps_error_set(&err, PS_INVALID_ARG, "Pull: min_clock %llu is past the sender's own "
+                         "clock %llu: it would wait for itself",
+                         (unsigned long long)m.env.pull.min_clock,
+                         (unsigned long long)ps_barrier_rank_clock(srv->barrier, c->rank));
+            ps_conn_send_error(c, id, err.code, err.msg, false);
+            return PS_FRAME_DONE;
+        } else {
+            return PS_FRAME_WAIT;
+        }
+    }
     ps_status st = dispatch(c, &m, &err);
     if (st == PS_OK) return PS_FRAME_DONE;
     bool fatal = st == PS_PROTO || st == PS_NOMEM;

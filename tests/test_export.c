@@ -226,3 +226,26 @@ Test(export, a_job_resumed_from_its_export_is_the_same_job) {
     fclose(fa), fclose(fb);
     cr_assert(la == lb && memcmp(ba, bb, la) != 0);
 }
+
+/* An export that fails leaves no manifest behind: an earlier export's manifest does not vouch
+ * for files half replaced by this one. */
+Test(export, a_failed_export_leaves_no_manifest) {
+    ps_job_config job;
+    tu_job("{\"job_id\": \"fx\", \"tables\": [{\"name\": \"emb\", \"dim\": 2},"
+           " {\"name\": \"bad/../name\", \"dim\": 2}]}", &job);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    char out[128];
+    snprintf(out, sizeof(out), "%s/w", dir);
+    ps_job_config good = job;
+    good.num_tables = 1; /* the first table only: exports */
+    ps_client *a = admin_client(&job);
+    ps_error err = {0};
+    cr_assert_eq(ps_export(a, &good, out, NULL, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(access(at(out, "manifest.json"), F_OK), 0);
+    cr_assert_eq(ps_export(a, &job, out, NULL, &err), PS_CONFIG);
+    cr_assert(strstr(err.msg, "bad/../name"), "%s", err.msg);
+    cr_assert_neq(access(at(out, "manifest.json"), F_OK), 0, "the old manifest survived");
+    ps_client_destroy(a);
+    tu_server_free(s);
+}

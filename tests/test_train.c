@@ -94,7 +94,7 @@ static void check_one_id_per_batch(const char *cluster, const char *fit, uint32_
     tu_job_use(&job, s, 2);
     train_all(&job);
 
-    ps_client *c = tu_client(&job, 0);
+    ps_client *c = tu_admin_client(&job);
     const uint32_t kernel = (uint32_t)ps_config_table(&job, "dense/kernel");
     uint64_t keys[ONE_N * ONE_IDS], rows, bytes;
     float w[ONE_N * ONE_IDS];
@@ -237,7 +237,7 @@ Test(train, overlapped_sparse_model_learns_as_well_as_sequential) {
 
 /* Every weight of a model whose first kernel has n_ids rows, pulled in table order. */
 static size_t pull_all(const ps_job_config *job, uint64_t n_ids, float *out, size_t cap) {
-    ps_client *c = tu_client(job, 0);
+    ps_client *c = tu_admin_client(job);
     size_t at = 0;
     ps_error err = {0};
     for (size_t l = 0; l < job->model.num_layers; l++) {
@@ -467,4 +467,80 @@ Test(train, four_async_workers_end_within_2_percent_of_sync) {
     cr_log_info("held-out logloss: sync %.4f, async %.4f, base rate %.4f", sync, async, base);
     cr_assert(sync < base - 0.05, "sync did not learn: %.4f vs base rate %.4f", sync, base);
     cr_assert(fabs(async - sync) <= 0.02 * sync, "async %.4f, sync %.4f", async, sync);
+}
+
+/* --- the barrier against odd peers -------------------------------------------------------------- */
+
+/* An evaluation of a sync job (ps-worker --evaluate) reads as an admin: it neither finishes nor
+ * drops the rank it names, and the workers train on (it marked rank 0 finished, and the real
+ * rank 0's first push was refused). A second connection claiming a live rank is refused. */
+Test(train, an_evaluation_does_not_touch_the_barrier) {
+    ps_job_config job;
+    tu_job("{\"job_id\": \"ev\", \"cluster\": {\"workers\": 2, \"consistency\": \"sync\"},"
+           " \"model\": {\"input_dim\": 5, \"layers\": [{\"units\": 1, \"activation\":"
+           " \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+           " \"fit\": {\"epochs\": 2, \"batch_size\": 50, \"verbose\": 0},"
+           " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 400, \"cols\": 5}}}",
+           &job);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    FILE *devnull = fopen("/dev/null", "w");
+    ps_train_options o = {.job = &job, .rank = 0, .evaluate = true, .out = devnull,
+                          .log = {.level = PS_LOG_ERROR}};
+    ps_error err = {0};
+    cr_assert_eq(ps_train_run(&o, &err), PS_OK, "%s", err.msg);
+    fclose(devnull);
+    int dup = hello_as(&job, tu_server_port(s), 1); /* rank 1, connected */
+    int fd = tu_connect(tu_server_port(s));
+    ps_Envelope env;
+    tu_hello_env(fd, &env, job.job_id, "", ps_Role_ROLE_WORKER, 1);
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_error_tag);
+    cr_assert(strstr(m.env.error.message, "rank 1 is already connected"), "%s",
+              m.env.error.message);
+    free(buf);
+    close(fd);
+    close(dup); /* rank 1 vanishes: dropped; rank 0 trains alone */
+    worker_run w = {.job = &job, .rank = 0};
+    run_worker(&w);
+    cr_assert_eq(w.st, PS_OK, "worker 0 after an evaluation: %s", w.err.msg);
+    tu_server_free(s);
+}
+
+/* A pull that would wait for a clock its own sender has not reached, or a wait asked by a peer
+ * that is not a worker, is refused at once: it would stall the barrier's timer and get every
+ * live worker dropped. */
+Test(train, pulls_that_could_only_wait_forever_are_refused) {
+    ps_job_config job;
+    tu_job("{\"job_id\": \"mc\", \"cluster\": {\"workers\": 2, \"consistency\": \"sync\"},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}", &job);
+    test_server *s = tu_server_start(&job, 0);
+    const uint32_t roles[2] = {ps_Role_ROLE_WORKER, ps_Role_ROLE_ADMIN};
+    for (int k = 0; k < 2; k++) {
+        int fd = tu_connect(tu_server_port(s));
+        ps_Envelope env;
+        tu_hello_env(fd, &env, job.job_id, "", roles[k], 0);
+        cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+        ps_msg m;
+        uint8_t *buf;
+        cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_hello_reply_tag);
+        free(buf);
+        uint64_t key = 3;
+        ps_bulk kb = {.src = {(const uint8_t *)&key, 8}};
+        env = (ps_Envelope)ps_Envelope_init_zero;
+        env.request_id = 2;
+        env.which_body = ps_Envelope_pull_tag;
+        env.pull.min_clock = 1ull << 62;
+        cr_assert(tu_send_msg(fd, &env, &kb, NULL, NULL));
+        cr_assert(tu_read_msg(fd, &m, &buf), "no answer: the pull waits");
+        cr_assert_eq(m.env.which_body, ps_Envelope_error_tag);
+        cr_assert(strstr(m.env.error.message, k == 0 ? "past the sender's own clock"
+                                                     : "only workers wait"),
+                  "%s", m.env.error.message);
+        free(buf);
+        close(fd);
+    }
+    tu_server_free(s);
 }

@@ -218,13 +218,20 @@ bool tu_closed(int fd) {
     return false;
 }
 
-ps_client *tu_client(const ps_job_config *job, uint32_t rank) {
-    ps_client_options o = {.job = job, .rank = rank, .log = {.level = PS_LOG_ERROR}};
+static ps_client *client_of(const ps_job_config *job, uint32_t rank, bool admin) {
+    ps_client_options o = {.job = job, .rank = rank, .admin = admin,
+                           .log = {.level = PS_LOG_ERROR}};
     ps_client *c = NULL;
     ps_error err = {0};
     cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "client: %s", err.msg);
     return c;
 }
+
+ps_client *tu_client(const ps_job_config *job, uint32_t rank) {
+    return client_of(job, rank, false);
+}
+
+ps_client *tu_admin_client(const ps_job_config *job) { return client_of(job, 0, true); }
 
 /* --- files and processes ---------------------------------------------------------------------- */
 

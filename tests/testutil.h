@@ -27,6 +27,8 @@ void tu_server_free(test_server *t);
 
 /* A client of job with this rank (errors logged only); fails the test if it cannot connect. */
 ps_client *tu_client(const ps_job_config *job, uint32_t rank);
+/* The same as an admin: reads and writes outside any barrier (to inspect a sync job's rows). */
+ps_client *tu_admin_client(const ps_job_config *job);
 
 /* Points job->servers at running test servers. */
 void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n);

@@ -273,6 +273,12 @@ ps_status ps_export(ps_client *c, const ps_job_config *job, const char *dir,
     if (stats == NULL) stats = &local;
     *stats = (ps_export_stats){0};
     if (make_dirs(dir, true, err) != PS_OK) return err->code;
+    /* an earlier export's manifest goes first: until the new one is written, the directory has
+     * none, and a reader does not take half-replaced files for a whole export */
+    char old[PS_PATH_MAX + 32];
+    snprintf(old, sizeof(old), "%s/manifest.json", dir);
+    if (unlink(old) != 0 && errno != ENOENT)
+        return ps_error_set(err, PS_IO, "%s: %s", old, strerror(errno));
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "format", "ps-weights");
     cJSON_AddNumberToObject(m, "version", 1);

@@ -428,6 +428,7 @@ static int start_exporter(launcher *L) {
 
 static void on_kill_timer(uv_timer_t *t) {
     launcher *L = t->data;
+    if (L->exporter.running) uv_process_kill(&L->exporter.proc, SIGKILL);
     for (uint32_t i = 0; i < L->n_servers; i++)
         if (L->servers[i].running) uv_process_kill(&L->servers[i].proc, SIGKILL);
     for (uint32_t i = 0; i < L->n_workers; i++)
@@ -437,6 +438,7 @@ static void on_kill_timer(uv_timer_t *t) {
 static void stop_all(launcher *L, int sig, int exit_code) {
     if (!L->stopping) L->exit_code = exit_code;
     L->stopping = true;
+    if (L->exporter.running) uv_process_kill(&L->exporter.proc, sig);
     for (uint32_t i = 0; i < L->n_workers; i++)
         if (L->workers[i].running) uv_process_kill(&L->workers[i].proc, sig);
     for (uint32_t i = 0; i < L->n_servers; i++)

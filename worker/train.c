@@ -160,6 +160,7 @@ static void free_batch(step_batch *b) {
 
 /* The min_clock of a pull for rows that will be used at step `at` (see the file comment). */
 static uint64_t min_clock_for(const trainer *tr, uint64_t at) {
+    if (tr->opt->evaluate) return 0; /* an evaluation reads what is there */
     if (tr->job->consistency == PS_SYNC) return at;
     const uint64_t s = tr->job->staleness;
     return at > s ? at - s : 0;
@@ -295,7 +296,9 @@ static ps_status setup(trainer *tr, ps_error *err) {
             return ps_error_set(err, PS_NOMEM, "out of memory");
     }
 
-    ps_client_options co = {.job = job, .rank = tr->opt->rank, .log = tr->opt->log};
+    /* an evaluation reads only: as an admin it takes no part in (and cannot upset) a barrier */
+    ps_client_options co = {.job = job, .rank = tr->opt->rank, .admin = tr->opt->evaluate,
+                            .log = tr->opt->log};
     if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
     for (size_t l = 0; l < tr->L; l++) {
         const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
@@ -479,7 +482,6 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
     if (opt->evaluate) {
         ps_progress p;
         if (st == PS_OK) st = run_evaluation(&tr, &p, err);
-        if (st == PS_OK) st = finish(&tr, err);
         if (st == PS_OK) report(&tr, &p, "epoch", true);
         teardown(&tr);
         return st;
