@@ -120,9 +120,17 @@ static ps_status send_part(ps_conn *c, uint64_t id, ps_store *st, const uint8_t 
     return s;
 }
 
+/* Reply bytes not yet written: handed to the socket, and still corked (small parts wait in the
+ * cork until the read's replies leave together, and must count too). */
+static size_t unsent(const ps_conn *c) {
+    size_t n = c->queued;
+    for (size_t i = 0; i < c->n_cork; i++) n += c->cork[i].len;
+    return n;
+}
+
 bool ps_reply_continue(ps_conn *c) {
     struct ps_reply_gen *g = c->gen;
-    while (g->next < g->n && c->queued < REPLY_WATERMARK) {
+    while (g->next < g->n && unsent(c) < REPLY_WATERMARK) {
         const size_t m = g->n - g->next < g->part ? g->n - g->next : g->part;
         ps_error err = {0};
         if (send_part(c, g->id, g->st, g->keys + 8 * (g->next - g->base), g->next, m, g->n,
@@ -156,7 +164,7 @@ static ps_status reply_values(ps_conn *c, uint64_t id, ps_store *st, const uint8
         ps_status s = send_part(c, id, st, keys + 8 * first, first, m, n, err);
         if (s != PS_OK) return s;
         first += m;
-    } while (first < n && c->queued < REPLY_WATERMARK);
+    } while (first < n && unsent(c) < REPLY_WATERMARK);
     if (first == n) return PS_OK;
     struct ps_reply_gen *g = calloc(1, sizeof(*g));
     uint8_t *copy = g ? malloc(8 * (n - first)) : NULL;
@@ -182,7 +190,10 @@ static void printable(char *dst, size_t n, const char *src) {
 static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     const ps_Hello *h = &m->env.hello;
-    /* the token first: a peer that does not have it learns nothing of the job */
+    /* the token first: a peer that does not have it learns nothing of the job; an address
+     * locked out meanwhile (its other connections guessing) may not try again yet */
+    if (srv->job->token[0] != '\0' && ps_server_locked_out(srv, c->ip) > 0)
+        return ps_error_set(err, PS_MISMATCH, "too many bad tokens from this address");
     if (srv->job->token[0] != '\0') {
         uint8_t want[PS_AUTH_MAC_BYTES];
         ps_auth_mac(srv->job->token, c->nonce, h->job_id, (uint32_t)h->role, h->rank, want);

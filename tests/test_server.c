@@ -1137,3 +1137,44 @@ Test(backpressure, the_server_total_is_capped, .timeout = 60) {
     free(many);
     tu_server_free(s);
 }
+
+/* With a small frame limit a big reply is many small parts, which wait in the cork: they count
+ * toward the watermark too, or every part of the reply was built at once. */
+Test(backpressure, small_parts_are_produced_as_the_socket_drains_too, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"limits\": {\"max_frame_bytes\": 65536},"
+           " \"tables\": [{\"name\": \"wide\", \"dim\": 1024}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    enum { N = 8000 }; /* a 64 kB request, a 32 MB reply in parts of 15 rows */
+    static uint64_t keys[N];
+    for (uint64_t i = 0; i < N; i++) keys[i] = i;
+    const size_t heap0 = mallinfo2().uordblks;
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd, &j));
+    ps_bulk kb = {.src = {(const uint8_t *)keys, sizeof(keys)}};
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 3;
+    env.which_body = ps_Envelope_pull_tag;
+    cr_assert(tu_send_msg(fd, &env, &kb, NULL, NULL));
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    const uint64_t q = queued_bytes(tu_server_port(s), &j);
+    cr_assert_lt(q, 16u << 20, "%llu bytes held", (unsigned long long)q);
+#ifndef __SANITIZE_ADDRESS__
+    const size_t heap = mallinfo2().uordblks - heap0;
+    cr_assert_lt(heap, 20u << 20, "the heap grew %zu bytes for a 32 MB reply", heap);
+#endif
+    size_t rows = 0;
+    for (bool more = true; more;) {
+        ps_msg m;
+        uint8_t *buf;
+        cr_assert(tu_read_msg(fd, &m, &buf), "reply cut at row %zu", rows);
+        cr_assert_eq(m.env.values.first_row, rows);
+        rows += m.values.len / 4096;
+        more = m.env.values.more;
+        free(buf);
+    }
+    cr_assert_eq(rows, N);
+    close(fd);
+    tu_server_free(s);
+}
