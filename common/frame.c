@@ -107,7 +107,7 @@ static void store(ps_framer *f, const uint8_t *p, size_t n) {
     size_t to_buf = n;
     if (f->redirect != NULL)
         to_buf = f->len >= f->redirect_at ? 0 : n < f->redirect_at - f->len ? n : f->redirect_at - f->len;
-    memcpy(f->buf + f->len, p, to_buf);
+    if (to_buf > 0) memcpy(f->buf + f->len, p, to_buf); /* buf is NULL until a payload byte */
     if (to_buf < n) memcpy(f->redirect + (f->len + to_buf - f->redirect_at), p + to_buf, n - to_buf);
     f->len += n;
 }
