@@ -27,7 +27,20 @@ typedef struct ps_deferred {
     uint8_t bytes[]; /* (len) one frame's payload */
 } ps_deferred;
 
+/* c's first deferred frame now waits for the barrier (or no longer does). */
+static void set_waiting(ps_conn *c, bool waiting) {
+    if (c->waiting == waiting) return;
+    c->waiting = waiting;
+    if (waiting) {
+        c->srv->n_waiting++;
+        ps_server_parked(c->srv);
+    } else {
+        c->srv->n_waiting--;
+    }
+}
+
 static void drop_deferred(ps_conn *c) {
+    set_waiting(c, false);
     if (c->dq_head != NULL) c->srv->n_parked--;
     while (c->dq_head != NULL) {
         ps_deferred *d = c->dq_head;
@@ -81,7 +94,7 @@ static void stop_reading(ps_conn *c);
 static void flush(ps_conn *c);
 
 /* Keeps a copy of a frame behind the parked ones; the first one parks the connection. */
-static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len) {
+static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len, bool waits) {
     ps_deferred *d = malloc(sizeof(*d) + len);
     if (d == NULL) {
         ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory holding a waiting request",
@@ -98,7 +111,7 @@ static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len) {
         c->dq_head = d;
         c->srv->n_parked++;
         stop_reading(c);
-        if (c->gen == NULL) ps_server_parked(c->srv); /* waits for the barrier */
+        set_waiting(c, waits);
     }
     c->dq_tail = d;
     return PS_OK;
@@ -107,9 +120,9 @@ static ps_status defer(ps_conn *c, const uint8_t *payload, size_t len) {
 static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
     ps_conn *c = ud;
     /* behind a waiting request, or a big reply still being produced */
-    if (c->dq_head != NULL || c->gen != NULL) return defer(c, payload, len);
+    if (c->dq_head != NULL || c->gen != NULL) return defer(c, payload, len, false);
     switch (ps_handle_frame(c, payload, len)) {
-    case PS_FRAME_WAIT: return defer(c, payload, len);
+    case PS_FRAME_WAIT: return defer(c, payload, len, true);
     case PS_FRAME_CLOSE: return PS_CLOSED;
     default: return PS_OK;
     }
@@ -118,11 +131,16 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
 bool ps_conn_parked(const ps_conn *c) { return c->dq_head != NULL; }
 
 void ps_conn_resume(ps_conn *c) {
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    /* A frame run here may move the barrier and wake every parked connection, c among them:
+     * that nested call must not run c's frames again (the frame being handled is still the
+     * head of its queue). */
+    if (uv_is_closing((uv_handle_t *)&c->tcp) || c->resuming) return;
+    c->resuming = true;
     c->corked = true;
     while (c->dq_head != NULL && c->gen == NULL) {
         ps_deferred *d = c->dq_head;
         ps_frame_verdict v = ps_handle_frame(c, d->bytes, d->len);
+        set_waiting(c, v == PS_FRAME_WAIT);
         if (v == PS_FRAME_WAIT) break;
         c->dq_head = d->next;
         free(d);
@@ -138,6 +156,7 @@ void ps_conn_resume(ps_conn *c) {
     c->corked = false;
     flush(c);
     if (c->dq_head == NULL && c->gen == NULL && may_read(c)) start_reading(c);
+    c->resuming = false;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -194,15 +213,27 @@ static void stop_reading(ps_conn *c) {
     c->reading = false;
 }
 
+/* Peers paused for the server's total may read again once it is below half. */
+static void resume_paused(ps_server *srv) {
+    if (!srv->paused_for_total || srv->queued_total > srv->job->max_server_write_queue_bytes / 2)
+        return;
+    srv->paused_for_total = false;
+    for (ps_conn *o = srv->conns; o != NULL; o = o->next)
+        if (!o->reading && !uv_is_closing((uv_handle_t *)&o->tcp) && may_read(o))
+            start_reading(o);
+}
+
 static void write_done(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     ps_conn *c = w->conn;
     ps_server *srv = c->srv;
     c->queued -= w->bytes;
     srv->queued_total -= w->bytes;
+    c->write_progress_ms = uv_now(&srv->loop);
     c->pending_writes--;
     for (size_t i = 0; i < w->n; i++) ps_frame_release(&srv->fcache, (uint8_t *)w->bufs[i].base);
     free(w);
+    resume_paused(srv); /* on every path: a failed or closing peer frees its share too */
     if (status < 0) {
         ps_conn_close(c);
         return;
@@ -218,12 +249,7 @@ static void write_done(uv_write_t *req, int status) {
         flush(c);
         if (done) ps_conn_resume(c); /* the frames that waited behind the reply */
     }
-    if (srv->paused_for_total && srv->queued_total <= srv->job->max_server_write_queue_bytes / 2) {
-        srv->paused_for_total = false; /* peers paused for the server's total may read again */
-        for (ps_conn *o = srv->conns; o != NULL; o = o->next)
-            if (!o->reading && may_read(o)) start_reading(o);
-    }
-    if (!c->reading && may_read(c)) start_reading(c);
+    if (!c->reading && !uv_is_closing((uv_handle_t *)&c->tcp) && may_read(c)) start_reading(c);
 }
 
 /* Writes every corked frame in one uv_write. */
@@ -249,11 +275,15 @@ static void flush(ps_conn *c) {
         ps_conn_close(c);
         goto drop;
     }
+    if (c->queued == 0) c->write_progress_ms = uv_now(&c->srv->loop);
     c->queued += bytes;
     c->srv->queued_total += bytes;
     c->pending_writes++;
     if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
-    if (c->srv->queued_total > c->srv->job->max_server_write_queue_bytes) {
+    /* Over the server's total, the peers that hold a big share stop being read (those that
+     * hold little are served on), and past twice the total every peer that adds to it does. */
+    const size_t cap = c->srv->job->max_server_write_queue_bytes;
+    if (c->srv->queued_total > cap && (c->queued >= cap / 8 || c->srv->queued_total > 2 * cap)) {
         c->srv->paused_for_total = true;
         stop_reading(c);
     }
@@ -389,6 +419,10 @@ void ps_conn_sweep(ps_server *srv) {
                  c->queued == 0 && now - c->heard_ms >= job->idle_timeout_ms)
             snprintf(msg, sizeof(msg), "nothing received for %u ms (limits.idle_timeout_ms)",
                      job->idle_timeout_ms);
+        else if (job->idle_timeout_ms > 0 && c->queued > 0 &&
+                 now - c->write_progress_ms >= job->idle_timeout_ms)
+            snprintf(msg, sizeof(msg), "reads none of its replies for %u ms "
+                     "(limits.idle_timeout_ms)", job->idle_timeout_ms);
         else
             continue;
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, msg);

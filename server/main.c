@@ -1,5 +1,6 @@
 /* main.c - ps-server: argv -> job file -> one shard. The only place that exits.
  * Exit codes: 0 clean stop (SIGINT/SIGTERM), 1 runtime failure, 2 usage or config error. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -40,6 +41,10 @@ int main(int argc, char **argv) {
     /* A peer that resets its connection must cost that connection only: writes to it fail with
      * EPIPE (and close it) instead of killing the shard. */
     signal(SIGPIPE, SIG_IGN);
+    /* A fixed mmap threshold: each connection's 256 KiB read buffer then comes from mmap and goes
+     * back to the system on close. glibc's adaptive threshold moved them onto the heap, whose
+     * free pages connection churn kept dirtying (RSS +23% over 63 000 reconnects). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     /* One descriptor per peer: the soft limit (often 1024) would refuse peers long before
      * limits.max_connections; take what the hard limit allows. */
     struct rlimit nofile;

@@ -32,7 +32,7 @@ void ps_server_wake(ps_server *srv) {
     } while (srv->wake_again);
     srv->waking = false;
     /* the stall clock restarts whenever the barrier moves */
-    if (srv->n_parked > 0 && !srv->stopping)
+    if (srv->n_waiting > 0 && !srv->stopping)
         uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
     else if (srv->barrier != NULL)
         uv_timer_stop(&srv->barrier_timer);
@@ -42,7 +42,7 @@ void ps_server_wake(ps_server *srv) {
  * dead or stuck. Drop them so the job goes on. */
 static void on_barrier_stall(uv_timer_t *t) {
     ps_server *srv = t->data;
-    if (srv->n_parked == 0 || srv->stopping) return;
+    if (srv->n_waiting == 0 || srv->stopping || srv->barrier == NULL) return;
     uint32_t ranks[64];
     size_t n = ps_barrier_slowest(srv->barrier, ranks, 64);
     if (n > 64) n = 64; /* the rest go on the next expiry */
@@ -93,7 +93,8 @@ uint64_t ps_server_locked_out(ps_server *srv, const char *ip) {
 }
 
 void ps_server_parked(ps_server *srv) {
-    if (!uv_is_active((uv_handle_t *)&srv->barrier_timer) && !srv->stopping)
+    if (srv->barrier != NULL && !uv_is_active((uv_handle_t *)&srv->barrier_timer) &&
+        !srv->stopping)
         uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
 }
 

@@ -43,7 +43,8 @@ struct ps_server {
     ps_barrier *barrier;       /* NULL in async jobs */
     uv_timer_t barrier_timer;  /* runs while a connection is parked: drops stalled ranks */
     uv_timer_t sweep_timer;    /* closes peers past limits.hello_timeout_ms / idle_timeout_ms */
-    size_t n_parked;
+    size_t n_parked;           /* connections with deferred frames */
+    size_t n_waiting;          /* ... whose first deferred frame waits for the barrier */
     size_t queued_total;       /* bytes held for unsent replies, all peers (real bytes) */
     bool paused_for_total;     /* some peers stopped reading because of queued_total */
     bool waking, wake_again;   /* ps_server_wake is running / must run once more */
@@ -81,6 +82,9 @@ struct ps_conn {
     /* A Pull that must wait for the barrier parks the connection: that frame and every later one
      * of the peer wait here, in order (and reading stops) until ps_server_wake runs them. */
     struct ps_deferred *dq_head, *dq_tail;
+    bool waiting;  /* the first deferred frame waits for the barrier (counted in n_waiting) */
+    bool resuming; /* ps_conn_resume is running: a nested call (through a wake) returns */
+    uint64_t write_progress_ms; /* uv_now when unsent replies last shrank, or first queued */
     /* A big pull's reply, produced a part at a time as the socket drains (handlers.c); while
      * it lasts, later frames of the peer wait in the deferred queue. */
     struct ps_reply_gen *gen;

@@ -345,3 +345,25 @@ Test(client, hello_proves_the_token_without_sending_it) {
     cr_assert_eq(m.env.hello.mac.size, 32);
     cr_assert_eq(memcmp(m.env.hello.mac.bytes, want, 32), 0, "another mac");
 }
+
+/* A client left idle longer than cluster.request_timeout_ms still gets its next reply (the
+ * loop's clock stood still between calls, so the deadline had already passed: a polling client
+ * gave up at once). */
+Test(client, an_idle_client_still_works) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"idle\", \"cluster\": {\"request_timeout_ms\": 500},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 16}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    ps_client *c = tu_client(&j, 0);
+    enum { N = 200000 }; /* a reply of several parts: more than one turn of the loop */
+    static uint64_t keys[N];
+    static float out[N * 16];
+    for (int i = 0; i < N; i++) keys[i] = (uint64_t)i;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(c, 0, keys, N, out, &err), PS_OK, "%s", err.msg);
+    nanosleep(&(struct timespec){1, 200 * 1000 * 1000}, NULL); /* twice the timeout and more */
+    cr_assert_eq(ps_client_pull(c, 0, keys, N, out, &err), PS_OK, "after idling: %s", err.msg);
+    ps_client_destroy(c);
+    tu_server_free(s);
+}

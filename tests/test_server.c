@@ -927,7 +927,6 @@ Test(backpressure, a_huge_pull_is_produced_as_the_socket_drains, .timeout = 60) 
     test_server *s = tu_server_start(&j, 0);
     enum { N = 1 << 20 };
     const size_t heap0 = mallinfo2().uordblks;
-    (void)heap0; /* read only without ASan */
     uint64_t *keys = malloc(N * sizeof(uint64_t));
     for (uint64_t i = 0; i < N; i++) keys[i] = i;
     int fd = tu_connect(tu_server_port(s));
@@ -1150,7 +1149,6 @@ Test(backpressure, small_parts_are_produced_as_the_socket_drains_too, .timeout =
     static uint64_t keys[N];
     for (uint64_t i = 0; i < N; i++) keys[i] = i;
     const size_t heap0 = mallinfo2().uordblks;
-    (void)heap0; /* read only without ASan */
     int fd = tu_connect(tu_server_port(s));
     cr_assert(tu_hello(fd, &j));
     ps_bulk kb = {.src = {(const uint8_t *)keys, sizeof(keys)}};
@@ -1179,4 +1177,119 @@ Test(backpressure, small_parts_are_produced_as_the_socket_drains_too, .timeout =
     cr_assert_eq(rows, N);
     close(fd);
     tu_server_free(s);
+}
+
+/* Found in review. A big pull (reply > 8 MB: a generator) pipelined with a Clock on one connection, sync job with
+ * one worker: the Clock waits behind the generator; when the generator finishes in write_done,
+ * ps_conn_resume handles the Clock, which advances the barrier and calls ps_server_wake, which
+ * resumes the same connection again (its head frame is still the Clock). */
+Test(backpressure, a_clock_behind_a_big_reply_is_handled_once, .timeout = 60) {
+    ps_job_config jb;
+    tu_job("{\"job_id\": \"r\", \"cluster\": {\"workers\": 1, \"consistency\": \"sync\","
+           " \"request_timeout_ms\": 60000},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 64}]}", &jb);
+    test_server *s = tu_server_start(&jb, 0);
+    tu_job_use(&jb, &s, 1);
+    ps_client *c = tu_client(&jb, 0);
+    const size_t n = 200000; /* 200k x 64 x 4 = 51 MB */
+    uint64_t *keys = malloc(n * 8);
+    float *out = malloc(n * 64 * 4);
+    for (size_t i = 0; i < n; i++) keys[i] = i;
+    ps_op a, b;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull_async(c, 0, keys, n, out, &a, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_clock_async(c, false, &b, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_wait(c, a, &err), PS_OK, "pull: %s", err.msg);
+    cr_assert_eq(ps_client_wait(c, b, &err), PS_OK, "clock: %s", err.msg);
+    ps_client_destroy(c);
+    tu_server_free(s);
+    free(keys), free(out);
+}
+
+/* A peer whose big unsent reply pushes the server total over its limit dies; the peers paused
+ * for the total are never read again. */
+Test(backpressure, peers_paused_for_the_total_read_again_when_a_big_peer_dies, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"cluster\": {\"request_timeout_ms\": 4000,"
+           " \"barrier_timeout_ms\": 1000},"
+           " \"limits\": {\"max_server_write_queue_bytes\": 1048576},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 1}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    ps_client *b = tu_client(&j, 0);
+    uint64_t k = 1;
+    float out;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(b, 0, &k, 1, &out, &err), PS_OK, "warm-up: %s", err.msg);
+    int a = tu_connect(tu_server_port(s));
+    int small = 4096;
+    setsockopt(a, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    cr_assert(tu_hello(a, &j));
+    const size_t n = 1u << 20;
+    uint64_t *keys = malloc(n * 8);
+    for (size_t i = 0; i < n; i++) keys[i] = i;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 7;
+    env.which_body = ps_Envelope_pull_tag;
+    ps_bulk kb = {.src = {(const uint8_t *)keys, n * 8}};
+    cr_assert(tu_send_msg(a, &env, &kb, NULL, NULL));
+    nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    /* b is served, and its reply's flush sees the total over the limit: b stops being read */
+    cr_assert_eq(ps_client_pull(b, 0, &k, 1, &out, &err), PS_OK, "during: %s", err.msg);
+    close(a); /* unread data: RST; the server's writes to a fail, its queue is released */
+    nanosleep(&(struct timespec){0, 500 * 1000 * 1000}, NULL);
+    ps_status st = ps_client_pull(b, 0, &k, 1, &out, &err);
+    cr_assert_eq(st, PS_OK, "a pull after the big peer died: %d %s", st, err.msg);
+    ps_client_destroy(b);
+    tu_server_free(s);
+    free(keys);
+}
+
+/* sync, 2 workers: rank 0's connection waits behind its own big reply (it reads slowly), nothing
+ * waits for the barrier; yet the stall timer runs and drops the slowest ranks: everyone. */
+Test(backpressure, the_stall_timer_runs_only_while_a_pull_waits_for_the_barrier, .timeout = 60) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"cluster\": {\"workers\": 2, \"consistency\": \"sync\","
+           " \"request_timeout_ms\": 8000, \"barrier_timeout_ms\": 1000},"
+           " \"tables\": [{\"name\": \"emb\", \"dim\": 1}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    int a = tu_connect(tu_server_port(s));
+    int small = 4096;
+    setsockopt(a, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    ps_Envelope env;
+    tu_hello_env(a, &env, "t", "", ps_Role_ROLE_WORKER, 0);
+    cr_assert(tu_send_msg(a, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(a, &m, &buf) && m.env.which_body == ps_Envelope_hello_reply_tag);
+    free(buf);
+    env = (ps_Envelope)ps_Envelope_init_zero;
+    env.request_id = 2, env.which_body = ps_Envelope_clock_tag, env.clock.clock = 1;
+    cr_assert(tu_send_msg(a, &env, NULL, NULL, NULL));
+    const size_t n = 4u << 20; /* 16 MB of values: a generator */
+    uint64_t *keys = malloc(n * 8);
+    for (size_t i = 0; i < n; i++) keys[i] = i;
+    env = (ps_Envelope)ps_Envelope_init_zero;
+    env.request_id = 3, env.which_body = ps_Envelope_pull_tag, env.pull.min_clock = 0;
+    ps_bulk kb = {.src = {(const uint8_t *)keys, n * 8}};
+    cr_assert(tu_send_msg(a, &env, &kb, NULL, NULL));
+    env = (ps_Envelope)ps_Envelope_init_zero;
+    env.request_id = 4, env.which_body = ps_Envelope_stats_tag;
+    cr_assert(tu_send_msg(a, &env, NULL, NULL, NULL));
+    nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    ps_client *b = tu_client(&j, 1);
+    ps_op op;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_clock_async(b, false, &op, &err), PS_OK);
+    cr_assert_eq(ps_client_wait(b, op, &err), PS_OK, "%s", err.msg); /* min 0 -> 1: wake */
+    nanosleep(&(struct timespec){2, 0}, NULL); /* > barrier_timeout_ms; nobody waits */
+    uint64_t k = 1;
+    float g = 0.1f;
+    ps_status st = ps_client_push(b, 0, &k, 1, &g, &err);
+    cr_assert_eq(st, PS_OK, "rank 1's push of step 1: %d %s", st, err.msg);
+    close(a);
+    ps_client_destroy(b);
+    tu_server_free(s);
+    free(keys);
 }

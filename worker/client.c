@@ -371,15 +371,29 @@ static void take_rows(ps_client *c, shard_conn *sc, const owed *w, const ps_msg 
     if (scan) o->got += n, o->done = m->env.rows.done;
 }
 
+/* A server's Error code as a status. */
+static ps_status status_of(ps_ErrorCode code) {
+    switch (code) {
+    case ps_ErrorCode_ERR_TOO_LARGE: return PS_TOO_LARGE;
+    case ps_ErrorCode_ERR_INVALID_ARG: return PS_INVALID_ARG;
+    case ps_ErrorCode_ERR_MISMATCH: return PS_MISMATCH;
+    case ps_ErrorCode_ERR_TIMEOUT: return PS_TIMEOUT;
+    case ps_ErrorCode_ERR_INTERNAL: return PS_NOMEM;
+    default: return PS_PROTO;
+    }
+}
+
 static void handle_reply(shard_conn *sc, const ps_msg *m) {
     ps_client *c = sc->cl;
     char msg[400];
     if (sc->q_len == 0 || sc->q[sc->q_head].request_id != m->env.request_id) {
         if (m->env.which_body == ps_Envelope_error_tag) {
+            /* not a reply to a request: the server refuses the connection or closes it */
             snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr,
                      m->env.error.message);
-            ps_error_set(&c->hello_err, PS_MISMATCH, "%s", msg);
-            break_client(c, PS_MISMATCH, msg);
+            const ps_status st = status_of(m->env.error.code);
+            ps_error_set(&c->hello_err, st, "%s", msg);
+            break_client(c, st, msg);
             return;
         }
         snprintf(msg, sizeof(msg), "server %u (%s): reply %llu out of order", sc->index, sc->addr,
@@ -420,11 +434,7 @@ static void handle_reply(shard_conn *sc, const ps_msg *m) {
         snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr,
                  m->env.error.message);
         if (live) {
-            ps_status st = m->env.error.code == ps_ErrorCode_ERR_TOO_LARGE     ? PS_TOO_LARGE
-                           : m->env.error.code == ps_ErrorCode_ERR_INVALID_ARG ? PS_INVALID_ARG
-                           : m->env.error.code == ps_ErrorCode_ERR_MISMATCH    ? PS_MISMATCH
-                           : m->env.error.code == ps_ErrorCode_ERR_TIMEOUT     ? PS_TIMEOUT
-                                                                               : PS_PROTO;
+            ps_status st = status_of(m->env.error.code);
             op_fail(o, st, msg);
         }
         break;
@@ -553,6 +563,9 @@ static bool run_until(ps_client *c, bool (*done)(ps_client *, void *), void *arg
                       uint64_t timeout_ms) {
     c->timer_fired = false;
     ps_client_flush(c, NULL); /* a failed write breaks the client; done() then sees it */
+    /* the loop's clock stands still between calls: without this, a client idle for longer than
+     * the timeout would start a timer that is already due */
+    uv_update_time(&c->loop);
     uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
     if (c->job->busy_poll_us > 0) { /* poll without sleeping first: see busy_poll_us */
         const uint64_t until = uv_hrtime() + (uint64_t)c->job->busy_poll_us * 1000;
@@ -827,7 +840,8 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
     /* Requests of at most `chunk` keys, so every frame fits limits.max_frame_bytes. */
     const size_t per_key = 8 + (kind == 0 ? 0 : 8 + (size_t)dim * sizeof(float));
     const size_t room = c->job->max_frame_bytes > 256 ? c->job->max_frame_bytes - 256 : 0;
-    const size_t chunk = room / per_key > 0 ? room / per_key : 1;
+    size_t chunk = room / per_key > 0 ? room / per_key : 1;
+    if (chunk > c->job->max_keys_per_request) chunk = c->job->max_keys_per_request;
     for (uint32_t s = 0; s < S; s++) {
         const size_t np_all = S > 1 ? pcount[s] : n_push, nq_all = S > 1 ? qcount[s] : n_pull;
         for (size_t at = 0; at == 0 || at < np_all || at < nq_all; at += chunk) {
