@@ -10,7 +10,7 @@ JOBS        ?= 2
 CMAKE_BUILD_TYPE ?= RelWithDebInfo
 
 DEBS := cmake make gcc pkg-config libuv1-dev nanopb libnanopb-dev libcjson-dev \
-        libcriterion-dev zlib1g-dev libopenblas-dev libsodium-dev
+        libcriterion-dev zlib1g-dev libopenblas-dev libsodium-dev libssl-dev
 
 .PHONY: all deps build run test bench clean
 

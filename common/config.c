@@ -201,11 +201,29 @@ static ps_status get_busy_poll(ctx *c, const cJSON *o, const char *path, int32_t
     return PS_OK;
 }
 
+/* cluster.tls: {"cert", "key"} for servers, {"ca"} for clients; one job file usually has all
+ * three. The files are read by the process that needs them (ps_config_tls_files). */
+static ps_status read_tls(ctx *c, const cJSON *o, ps_tls_config *t) {
+    static const char *const keys[] = {"cert", "key", "ca", NULL};
+    TRY(check_keys(c, o, "cluster.tls", keys));
+    TRY(get_str(c, o, "cluster.tls", "cert", "", t->cert, sizeof(t->cert)));
+    TRY(get_str(c, o, "cluster.tls", "key", "", t->key, sizeof(t->key)));
+    TRY(get_str(c, o, "cluster.tls", "ca", "", t->ca, sizeof(t->ca)));
+    if (t->cert[0] != '\0' && t->key[0] == '\0')
+        return FAIL(c, "cluster.tls.key", "missing: cluster.tls.cert needs its private key");
+    if (t->key[0] != '\0' && t->cert[0] == '\0')
+        return FAIL(c, "cluster.tls.cert", "missing: cluster.tls.key needs its certificate");
+    if (t->cert[0] == '\0' && t->ca[0] == '\0')
+        return FAIL(c, "cluster.tls", "needs \"cert\" and \"key\" (servers) or \"ca\" (workers)");
+    t->on = true;
+    return PS_OK;
+}
+
 static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
                                        "request_timeout_ms", "token",   "busy_poll_us",
                                        "consistency", "staleness", "barrier_timeout_ms",
-                                       "token_file", NULL};
+                                       "token_file", "tls", NULL};
     static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
@@ -269,6 +287,7 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
                     "%u must be below cluster.request_timeout_ms (%u): the servers drop a "
                     "stalled worker before the others give up waiting",
                     cfg->barrier_timeout_ms, cfg->request_timeout_ms);
+    if (item(o, "tls") != NULL) TRY(read_tls(c, item(o, "tls"), &cfg->tls));
     return PS_OK;
 }
 
@@ -717,6 +736,28 @@ ps_status ps_config_load(const char *path, const char *const *sets, size_t n_set
     ps_status st = ps_config_parse(buf, path, sets, n_sets, cfg, err);
     free(buf);
     return st;
+}
+
+static ps_status tls_file(const ps_job_config *cfg, const char *key, const char *path,
+                          const char *why, ps_error *err) {
+    if (path[0] == '\0')
+        return ps_error_set(err, PS_CONFIG, "%s: cluster.tls.%s: missing: %s", cfg->file, key, why);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return ps_error_set(err, PS_CONFIG, "%s: cluster.tls.%s: cannot read %s: %s", cfg->file,
+                            key, path, strerror(errno));
+    fclose(f);
+    return PS_OK;
+}
+
+ps_status ps_config_tls_files(const ps_job_config *cfg, bool server, ps_error *err) {
+    if (!cfg->tls.on) return PS_OK;
+    if (!server)
+        return tls_file(cfg, "ca", cfg->tls.ca,
+                        "workers verify the servers' certificates against it", err);
+    ps_status st = tls_file(cfg, "cert", cfg->tls.cert, "a server needs its certificate", err);
+    return st == PS_OK ? tls_file(cfg, "key", cfg->tls.key, "a server needs its private key", err)
+                       : st;
 }
 
 int ps_config_table(const ps_job_config *cfg, const char *name) {

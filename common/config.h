@@ -60,6 +60,15 @@ typedef enum {
     PS_SSP,       /* stale synchronous: a worker at clock c reads once all reached c - staleness */
 } ps_consistency;
 
+/* cluster.tls: when on, every connection of the job is TLS 1.3 (common/tls.h). Each process needs
+ * only its role's files: a server cert and key, a worker (or tool) ca. */
+typedef struct {
+    bool on;
+    char cert[PS_PATH_MAX]; /* servers: PEM certificate chain, leaf first */
+    char key[PS_PATH_MAX];  /* servers: its PEM private key */
+    char ca[PS_PATH_MAX];   /* clients: PEM bundle of the CAs trusted to sign servers' certs */
+} ps_tls_config;
+
 typedef struct {
     char file[PS_PATH_MAX]; /* where it came from, for messages */
     char job_id[64];
@@ -80,6 +89,7 @@ typedef struct {
     ps_consistency consistency;
     uint32_t staleness;          /* ssp: steps a worker may run ahead of the slowest */
     uint32_t barrier_timeout_ms; /* sync/ssp: a worker that stalls a barrier this long is dropped */
+    ps_tls_config tls;
 
     /* limits and server */
     size_t max_frame_bytes;
@@ -113,6 +123,10 @@ ps_status ps_config_load(const char *path, const char *const *sets, size_t n_set
 /* Same, from a JSON string; `name` stands for the file in messages. */
 ps_status ps_config_parse(const char *json, const char *name, const char *const *sets,
                           size_t n_sets, ps_job_config *cfg, ps_error *err);
+
+/* With cluster.tls: the files a server (cert, key) or a client (ca) needs are named and readable;
+ * else PS_CONFIG with "FILE: cluster.tls.KEY: what is wrong". PS_OK without cluster.tls. */
+ps_status ps_config_tls_files(const ps_job_config *cfg, bool server, ps_error *err);
 
 /* Index of the table called name, or -1. */
 int ps_config_table(const ps_job_config *cfg, const char *name);

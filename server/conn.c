@@ -1,7 +1,8 @@
 /* conn.c - one TCP peer: reads into a reused buffer (the bulk of a big frame straight into the
  * frame's own buffer), frames, hands frames to the handlers, queues replies with backpressure
  * (stop reading above limits.max_write_queue_bytes, resume below half), and closes after an
- * Error when the peer cannot be trusted any more. */
+ * Error when the peer cannot be trusted any more. With cluster.tls every byte passes through the
+ * connection's TLS session: reads are decrypted into the framer, corked frames leave encrypted. */
 #include <malloc.h> /* malloc_usable_size */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@ static void on_close(uv_handle_t *h) {
     if (c->next) c->next->prev = c->prev;
     srv->n_conns--;
     ps_framer_destroy(c->framer);
+    ps_tls_destroy(c->tls);
     free(c->scan_keys);
     for (size_t i = 0; i < c->n_cork; i++) free(c->cork[i].base);
     free(c->cork);
@@ -76,8 +78,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     ps_conn *c = (ps_conn *)h;
     uint8_t *direct;
-    size_t n = ps_framer_direct(c->framer, &direct); /* the rest of a big request, in place */
-    if (n > 0) {
+    size_t n = c->tls == NULL ? ps_framer_direct(c->framer, &direct) : 0; /* TLS: ciphertext */
+    if (n > 0) { /* the rest of a big request, in place */
         *buf = uv_buf_init((char *)direct, (unsigned)n);
         return;
     }
@@ -126,6 +128,12 @@ static ps_status frame_cb(void *ud, const uint8_t *payload, size_t len) {
     case PS_FRAME_CLOSE: return PS_CLOSED;
     default: return PS_OK;
     }
+}
+
+/* cluster.tls: the plaintext of one record, into the framer. */
+static ps_status tls_plain_cb(void *ud, const uint8_t *p, size_t n, ps_error *err) {
+    ps_conn *c = ud;
+    return ps_framer_feed(c->framer, p, n, frame_cb, c, err);
 }
 
 bool ps_conn_parked(const ps_conn *c) { return c->dq_head != NULL; }
@@ -182,12 +190,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread == 0 || c->close_after_write) return;
     ps_error err = {0};
     c->corked = true;
-    ps_status st = buf->base == c->rbuf
+    ps_status st = c->tls != NULL ? ps_tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread,
+                                                tls_plain_cb, c, &err)
+                   : buf->base == c->rbuf
                        ? ps_framer_feed(c->framer, (const uint8_t *)buf->base, (size_t)nread,
                                         frame_cb, c, &err)
                        : ps_framer_commit(c->framer, (size_t)nread, frame_cb, c);
     c->corked = false;
-    if (st != PS_OK && st != PS_CLOSED) {
+    if (c->tls != NULL && ps_tls_failed(c->tls)) {
+        /* a failed handshake (a plaintext peer, a client that refused our certificate) or a
+         * broken record: nothing more can be said to this peer but the alert, if any */
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s; closing", ps_tls_error(c->tls));
+        c->close_after_write = true;
+        stop_reading(c);
+    } else if (st != PS_OK && st != PS_CLOSED) {
         /* The framer refused the length before allocating; the stream is out of sync now.
          * (PS_CLOSED: a handler already answered and is closing.) */
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s", c->peer, err.msg);
@@ -252,8 +268,80 @@ static void write_done(uv_write_t *req, int status) {
     if (!c->reading && !uv_is_closing((uv_handle_t *)&c->tcp) && may_read(c)) start_reading(c);
 }
 
+/* Hands w to uv_write and counts its bytes against both write-queue limits. false (w freed, its
+ * buffers not, the connection closing) when uv_write refused it. */
+static bool submit(ps_conn *c, write_req *w) {
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, (unsigned)w->n, write_done);
+    if (rc < 0) {
+        free(w);
+        ps_conn_close(c);
+        return false;
+    }
+    if (c->queued == 0) c->write_progress_ms = uv_now(&c->srv->loop);
+    c->queued += w->bytes;
+    c->srv->queued_total += w->bytes;
+    c->pending_writes++;
+    if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
+    /* Over the server's total, the peers that hold a big share stop being read (those that
+     * hold little are served on), and past twice the total every peer that adds to it does. */
+    const size_t cap = c->srv->job->max_server_write_queue_bytes;
+    if (c->srv->queued_total > cap && (c->queued >= cap / 8 || c->srv->queued_total > 2 * cap)) {
+        c->srv->paused_for_total = true;
+        stop_reading(c);
+    }
+    return true;
+}
+
+/* cluster.tls: encrypts the corked frames (each is freed at once: what stays queued is the
+ * ciphertext, and that is what is counted) and writes whatever ciphertext the session has, also
+ * with nothing corked (handshake records, an alert). A connection marked to close after its last
+ * write closes here when nothing is left to write (e.g. an Error before the handshake ended). */
+static void flush_tls(ps_conn *c) {
+    const size_t n = c->n_cork;
+    c->n_cork = 0;
+    const bool closing = uv_is_closing((uv_handle_t *)&c->tcp);
+    bool ok = !closing;
+    for (size_t i = 0; i < n; i++) {
+        ps_error err = {0};
+        if (ok && !ps_tls_failed(c->tls) &&
+            ps_tls_write(c->tls, (const uint8_t *)c->cork[i].base, c->cork[i].len, &err) != PS_OK) {
+            ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: %s", c->peer, err.msg);
+            ok = false;
+        }
+        ps_frame_release(&c->srv->fcache, (uint8_t *)c->cork[i].base);
+    }
+    if (closing) return;
+    if (!ok) {
+        ps_conn_close(c);
+        return;
+    }
+    uint8_t *out;
+    size_t len;
+    ps_tls_take(c->tls, &out, &len);
+    if (len > 0) {
+        write_req *w = malloc(sizeof(*w) + sizeof(uv_buf_t));
+        if (w == NULL) {
+            free(out);
+            ps_log(&c->srv->opt.log, PS_LOG_ERROR, "%s: out of memory queueing a reply", c->peer);
+            ps_conn_close(c);
+            return;
+        }
+        w->conn = c, w->n = 1, w->bufs[0] = uv_buf_init((char *)out, (unsigned)len);
+        w->bytes = heap_bytes(malloc_usable_size(out)) + heap_bytes(sizeof(*w) + sizeof(uv_buf_t));
+        if (!submit(c, w)) {
+            free(out);
+            return;
+        }
+    }
+    if (c->close_after_write && c->pending_writes == 0) ps_conn_close(c);
+}
+
 /* Writes every corked frame in one uv_write. */
 static void flush(ps_conn *c) {
+    if (c->tls != NULL) {
+        flush_tls(c);
+        return;
+    }
     if (c->n_cork == 0) return;
     size_t n = c->n_cork, bytes = 0;
     c->n_cork = 0;
@@ -269,25 +357,7 @@ static void flush(ps_conn *c) {
     bytes += heap_bytes(sizeof(*w) + n * sizeof(uv_buf_t));
     memcpy(w->bufs, c->cork, n * sizeof(uv_buf_t));
     w->conn = c, w->n = n, w->bytes = bytes;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, (unsigned)n, write_done);
-    if (rc < 0) {
-        free(w);
-        ps_conn_close(c);
-        goto drop;
-    }
-    if (c->queued == 0) c->write_progress_ms = uv_now(&c->srv->loop);
-    c->queued += bytes;
-    c->srv->queued_total += bytes;
-    c->pending_writes++;
-    if (c->queued > c->srv->job->max_write_queue_bytes) stop_reading(c);
-    /* Over the server's total, the peers that hold a big share stop being read (those that
-     * hold little are served on), and past twice the total every peer that adds to it does. */
-    const size_t cap = c->srv->job->max_server_write_queue_bytes;
-    if (c->srv->queued_total > cap && (c->queued >= cap / 8 || c->srv->queued_total > 2 * cap)) {
-        c->srv->paused_for_total = true;
-        stop_reading(c);
-    }
-    return;
+    if (submit(c, w)) return;
 drop:
     for (size_t i = 0; i < n; i++) free(c->cork[i].base);
 }
@@ -365,6 +435,14 @@ void ps_conn_accept(ps_server *srv) {
         }
         snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
         snprintf(c->ip, sizeof(c->ip), "%s", ip);
+    }
+    if (srv->tls != NULL) { /* from here on every frame, refusals too, goes through it */
+        ps_error err = {0};
+        if (ps_tls_create(srv->tls, c->peer, NULL, &c->tls, &err) != PS_OK) {
+            ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s", c->peer, err.msg);
+            ps_conn_close(c);
+            return;
+        }
     }
     if (srv->n_conns > srv->job->max_connections) {
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: refused: %zu connections, limit %u", c->peer,

@@ -159,7 +159,12 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         free(srv);
         return ps_error_set(err, PS_IO, "uv_loop_init: %s", uv_strerror(rc));
     }
-    st = ps_pool_create(job->server_threads, &srv->pool, err);
+    if (job->tls.on) { /* the certificate and key, checked before anything listens */
+        st = ps_config_tls_files(job, true, err);
+        if (st == PS_OK && ps_tls_server_ctx(job->tls.cert, job->tls.key, &srv->tls, err) != PS_OK)
+            st = ps_error_prefix(err, PS_CONFIG, "%s: cluster.tls", job->file);
+    }
+    if (st == PS_OK) st = ps_pool_create(job->server_threads, &srv->pool, err);
     for (size_t i = 0; i < job->num_tables && st == PS_OK; i++) {
         st = ps_store_create(&job->tables[i], job->seed, &srv->stores[i], err);
         if (st == PS_OK) st = ps_store_set_pool(srv->stores[i], srv->pool, err);
@@ -211,6 +216,7 @@ fail:
     ps_barrier_destroy(srv->barrier);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
+    ps_tls_ctx_destroy(srv->tls);
     uv_loop_close(&srv->loop);
     free(srv);
     return st;
@@ -244,6 +250,7 @@ void ps_server_destroy(ps_server *srv) {
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     ps_frame_cache_clear(&srv->fcache);
+    ps_tls_ctx_destroy(srv->tls); /* after the loop: every connection's session is gone */
     free(srv);
 }
 

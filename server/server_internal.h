@@ -9,6 +9,7 @@
 #include "frame.h"
 #include "pool.h"
 #include "server.h"
+#include "tls.h"
 #include "wire.h"
 
 typedef struct ps_conn ps_conn;
@@ -35,6 +36,7 @@ struct ps_server {
     ps_store *stores[PS_MAX_TABLES];
     ps_pool *pool; /* server.threads, shared by the stores for big pushes and pulls */
     ps_frame_cache fcache; /* big reply buffers for reuse, shared by all connections */
+    ps_tls_ctx *tls;       /* cluster.tls: certificate and key; NULL: plaintext */
     uint64_t refused_gradients[PS_MAX_TABLES]; /* pushes refused for a non-finite gradient */
     ps_auth_slot auth[PS_AUTH_SLOTS];          /* recent bad tokens by address */
     ps_conn *conns; /* intrusive doubly linked list */
@@ -59,6 +61,9 @@ struct ps_conn {
     ps_server *srv;
     ps_conn *prev, *next;
     ps_framer *framer;
+    /* cluster.tls: the session every byte goes through (reads into the framer, corked frames
+     * out as ciphertext); NULL: plaintext, where big frames are read straight into place */
+    ps_tls *tls;
     char peer[64];
     char ip[48];          /* the peer's address without its port: limits per address */
     uint64_t accepted_ms; /* uv_now at accept */

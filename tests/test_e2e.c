@@ -429,3 +429,36 @@ Test(e2e, datagen_writes_a_reproducible_power_law_data_set) {
     cr_assert(auc > 0.6 && auc < 1.0, "AUC %.4f", auc);
     cr_assert(bayes[0] < prior - 0.02, "Bayes logloss %.4f, base rate's %.4f", bayes[0], prior);
 }
+
+/* The seed job with cluster.tls (tests/ref/tls/, test-only keys) through ps-launch: the servers
+ * and workers speak TLS only, and the job trains. A ps-worker whose CA did not sign the server's
+ * certificate exits 1 with OpenSSL's reason. */
+#define TLS_REF PS_SOURCE_DIR "/tests/ref/tls/"
+#define TLS_SET(ca)                                                                                \
+    "cluster.tls={\"cert\": \"" TLS_REF "server.pem\", \"key\": \"" TLS_REF "server.key\","       \
+    " \"ca\": \"" TLS_REF ca "\"}"
+Test(e2e, seed_job_over_tls) {
+    char out[128], err[128];
+    path(out, sizeof(out), "tls.out"), path(err, sizeof(err), "tls.err");
+    char *argv[] = {BIN("ps-launch"), SEED_JOB, "--set", "fit.epochs=2", "--set", TLS_SET("ca.pem"),
+                    NULL};
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 60000);
+    cr_assert_eq(code, 0, "exit %d\nstdout:\n%s\nstderr:\n%s", code, tu_slurp(out), tu_slurp(err));
+    cr_assert(strstr(tu_slurp(out), "Trained 2 epochs: 2000 samples"), "%s", tu_slurp(out));
+
+    ps_job_config job;
+    ps_error e = {0};
+    const char *sets[] = {TLS_SET("ca.pem")};
+    cr_assert_eq(ps_config_load(SEED_JOB, sets, 1, &job, &e), PS_OK, "%s", e.msg);
+    test_server *srv = tu_server_start(&job, 0);
+    char servers[96];
+    snprintf(servers, sizeof(servers), "cluster.servers=[\"%s\"]", tu_server_addr(srv));
+    char *worker[] = {BIN("ps-worker"), "--config", SEED_JOB, "--rank", "0", "--set", servers,
+                      "--set", TLS_SET("other_ca.pem"), NULL};
+    code = tu_wait_exit(tu_spawn(worker, out, err), 30000);
+    tu_server_free(srv);
+    const char *text = tu_slurp(err);
+    cr_assert_eq(code, 1, "exit %d: %s", code, text);
+    cr_assert(strstr(text, "TLS handshake with 127.0.0.1:") &&
+              strstr(text, "failed: certificate verify failed"), "%s", text);
+}

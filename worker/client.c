@@ -5,7 +5,9 @@
  * so each connection keeps a FIFO of what it is owed and checks each reply's request id against
  * its head. A pull's rows may come in several Values parts; the owed entry stays at the head
  * until the last one. The bulk of a big part is read straight into the caller's array when its
- * rows go there in order (maybe_redirect), else copied out of the frame. */
+ * rows go there in order (maybe_redirect), else copied out of the frame. With cluster.tls each
+ * connection starts with a TLS handshake that verifies the server's certificate, and every byte
+ * then goes through its session (no reads into place: ciphertext is decrypted first). */
 #include "client.h"
 
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include "auth.h"
 #include "frame.h"
 #include "hash.h"
+#include "tls.h"
 #include "wire.h"
 
 #define READ_CHUNK (256u << 10)
@@ -56,6 +59,7 @@ typedef struct {
     uint32_t index;
     char addr[PS_ADDR_MAX];
     ps_framer *framer;
+    ps_tls *tls; /* cluster.tls: the connection's session; NULL: plaintext */
     char *rbuf;
     bool open;     /* connected, not closed */
     int connect_status;
@@ -90,6 +94,7 @@ struct ps_client {
     op_slot *ops;
     size_t ops_cap;
     ps_frame_cache fcache; /* big request buffers for reuse, shared by the shards */
+    ps_tls_ctx *tls;       /* cluster.tls: the CA bundle servers are verified against; or NULL */
     uint64_t next_id;
     uint64_t clock;     /* steps ended by ps_client_clock_async; sent with every push */
     uint64_t min_clock; /* sent with every pull */
@@ -193,6 +198,41 @@ static void drop_cork(shard_conn *sc) {
     sc->n_cork = 0, sc->cork_bytes = 0;
 }
 
+/* cluster.tls: writes the ciphertext the session holds (handshake records, an alert, encrypted
+ * frames) in one uv_write. */
+static ps_status tls_send(shard_conn *sc, ps_error *err) {
+    uint8_t *out;
+    size_t len;
+    ps_tls_take(sc->tls, &out, &len);
+    if (len == 0) return PS_OK;
+    write_req *w = malloc(sizeof(*w) + sizeof(uv_buf_t));
+    if (w == NULL) {
+        free(out);
+        return ps_error_set(err, PS_NOMEM, "client: out of memory");
+    }
+    w->n = 1, w->bufs[0] = uv_buf_init((char *)out, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&sc->tcp, w->bufs, 1, write_done);
+    if (rc < 0) {
+        free(out);
+        free(w);
+        return ps_error_set(err, PS_CLOSED, "server %u (%s): %s", sc->index, sc->addr,
+                            uv_strerror(rc));
+    }
+    return PS_OK;
+}
+
+/* cluster.tls: encrypts the queued frames (freed at once) and writes the ciphertext. */
+static ps_status flush_tls(shard_conn *sc, ps_error *err) {
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < sc->n_cork; i++) {
+        if (st == PS_OK)
+            st = ps_tls_write(sc->tls, (const uint8_t *)sc->cork[i].base, sc->cork[i].len, err);
+        ps_frame_release(&sc->cl->fcache, (uint8_t *)sc->cork[i].base);
+    }
+    sc->n_cork = 0, sc->cork_bytes = 0;
+    return st == PS_OK ? tls_send(sc, err) : st;
+}
+
 /* Writes the queued frames of one shard in one uv_write (one syscall, one server wakeup). */
 static ps_status flush_shard(shard_conn *sc, ps_error *err) {
     if (sc->n_cork == 0) return PS_OK;
@@ -200,6 +240,7 @@ static ps_status flush_shard(shard_conn *sc, ps_error *err) {
         drop_cork(sc);
         return ps_error_set(err, PS_CLOSED, "server %u (%s): not connected", sc->index, sc->addr);
     }
+    if (sc->tls != NULL) return flush_tls(sc, err);
     write_req *w = malloc(sizeof(*w) + sc->n_cork * sizeof(uv_buf_t));
     if (w == NULL) {
         drop_cork(sc);
@@ -519,15 +560,42 @@ static void maybe_redirect(shard_conn *sc) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     shard_conn *sc = (shard_conn *)h;
-    maybe_redirect(sc);
-    uint8_t *direct;
-    size_t n = ps_framer_direct(sc->framer, &direct); /* the rest of a big reply, in place */
-    if (n > 0) {
-        *buf = uv_buf_init((char *)direct, (unsigned)n);
-        return;
+    if (sc->tls == NULL) { /* with TLS the socket's bytes are ciphertext: never read into place */
+        maybe_redirect(sc);
+        uint8_t *direct;
+        size_t n = ps_framer_direct(sc->framer, &direct); /* the rest of a big reply, in place */
+        if (n > 0) {
+            *buf = uv_buf_init((char *)direct, (unsigned)n);
+            return;
+        }
     }
     if (sc->rbuf == NULL) sc->rbuf = malloc(READ_CHUNK);
     *buf = uv_buf_init(sc->rbuf, sc->rbuf ? READ_CHUNK : 0);
+}
+
+/* cluster.tls: the plaintext of one record, into the framer. */
+static ps_status tls_plain_cb(void *ud, const uint8_t *p, size_t n, ps_error *err) {
+    shard_conn *sc = ud;
+    return ps_framer_feed(sc->framer, p, n, frame_cb, sc, err);
+}
+
+/* cluster.tls: ciphertext from the socket. A TLS failure breaks the client (after the alert it
+ * may owe the server is on its way); the handshake's answers are written at once. */
+static void tls_read(shard_conn *sc, const uint8_t *p, size_t n) {
+    ps_client *c = sc->cl;
+    ps_error err = {0}, send_err = {0};
+    ps_status st = ps_tls_feed(sc->tls, p, n, tls_plain_cb, sc, &err);
+    ps_status sent = c->broken ? PS_OK : tls_send(sc, &send_err);
+    if (ps_tls_failed(sc->tls)) {
+        if (!c->hello_ok && c->hello_err.code == PS_OK) c->hello_err = err;
+        break_client(c, err.code, ps_tls_error(sc->tls));
+    } else if (st != PS_OK && st != PS_CLOSED && st != PS_PROTO) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "server %u (%s): %s", sc->index, sc->addr, err.msg);
+        break_client(c, st, msg);
+    } else if (sent != PS_OK) {
+        break_client(c, sent, send_err.msg);
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -543,6 +611,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (nread == 0 || c->broken) return;
+    if (sc->tls != NULL) {
+        tls_read(sc, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
     ps_error err = {0};
     ps_status st = buf->base == sc->rbuf
                        ? ps_framer_feed(sc->framer, (const uint8_t *)buf->base, (size_t)nread,
@@ -584,6 +656,11 @@ static bool connect_done(ps_client *c, void *arg) {
 static bool challenge_done(ps_client *c, void *arg) {
     const shard_conn *sc = arg;
     return sc->challenged || c->hello_err.code != PS_OK || c->broken;
+}
+
+static bool tls_done(ps_client *c, void *arg) {
+    const shard_conn *sc = arg;
+    return ps_tls_ready(sc->tls) || ps_tls_failed(sc->tls) || c->broken;
 }
 
 static bool hello_done(ps_client *c, void *arg) {
@@ -653,7 +730,28 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     sc->challenged = false;
     c->hello_ok = false;
     c->hello_err = (ps_error){0};
+    if (c->tls != NULL) { /* the ClientHello; the certificate must name the host we dialled */
+        char host[256];
+        uint16_t port;
+        ps_status st = ps_parse_hostport(sc->addr, host, sizeof(host), &port, err);
+        if (st == PS_OK) st = ps_tls_create(c->tls, sc->addr, host, &sc->tls, err);
+        if (st == PS_OK) st = tls_send(sc, err);
+        if (st != PS_OK) return st;
+    }
     uv_read_start((uv_stream_t *)&sc->tcp, on_alloc, on_read);
+
+    if (sc->tls != NULL) {
+        if (!run_until(c, tls_done, sc, c->job->request_timeout_ms))
+            return ps_error_set(err, PS_TIMEOUT,
+                                "TLS handshake with %s: no answer in %u ms "
+                                "(cluster.request_timeout_ms)",
+                                sc->addr, c->job->request_timeout_ms);
+        if (ps_tls_failed(sc->tls))
+            return ps_error_set(err, PS_MISMATCH, "%s", ps_tls_error(sc->tls));
+        if (!ps_tls_ready(sc->tls)) /* closed on us: a refusal at accept, or not a ps server */
+            return ps_error_set(err, PS_CLOSED, "TLS handshake with %s failed: %s", sc->addr,
+                                c->broken_msg);
+    }
 
     /* the server's Challenge (or its Error: too many connections, an address locked out) */
     if (!run_until(c, challenge_done, sc, c->job->request_timeout_ms))
@@ -698,10 +796,20 @@ ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_err
     if (c == NULL) return ps_error_set(err, PS_NOMEM, "client: out of memory");
     c->opt = *opt;
     c->job = opt->job;
+    if (c->job->tls.on) {
+        ps_status st = ps_config_tls_files(c->job, false, err);
+        if (st == PS_OK && ps_tls_client_ctx(c->job->tls.ca, &c->tls, err) != PS_OK)
+            st = ps_error_prefix(err, PS_CONFIG, "%s: cluster.tls", c->job->file);
+        if (st != PS_OK) {
+            free(c);
+            return st;
+        }
+    }
     c->n_shards = opt->job->num_servers;
     c->n_tables = opt->job->num_tables; /* the servers must serve exactly these (on_hello_reply) */
     memcpy(c->tables, opt->job->tables, c->n_tables * sizeof(c->tables[0]));
     if (uv_loop_init(&c->loop) != 0) {
+        ps_tls_ctx_destroy(c->tls);
         free(c);
         return ps_error_set(err, PS_IO, "client: uv_loop_init failed");
     }
@@ -745,6 +853,7 @@ void ps_client_destroy(ps_client *c) {
     uv_loop_close(&c->loop);
     for (uint32_t s = 0; c->shards && s < c->n_shards; s++) {
         ps_framer_destroy(c->shards[s].framer);
+        ps_tls_destroy(c->shards[s].tls);
         drop_cork(&c->shards[s]);
         free(c->shards[s].cork);
         free(c->shards[s].rbuf);
@@ -752,6 +861,7 @@ void ps_client_destroy(ps_client *c) {
     }
     free(c->shards);
     ps_frame_cache_clear(&c->fcache);
+    ps_tls_ctx_destroy(c->tls);
     free(c->ops);
     free(c);
 }
