@@ -1,6 +1,7 @@
 # Thin wrapper for the two README commands; the build itself is CMake.
 #   make run    install what is missing (as root), build, train the seed's Keras job locally
 #   make test   install what is missing (as root), build, run the whole suite through ctest
+#   make fuzz   the same with clang, then each libFuzzer target for FUZZ_SECONDS (tests/fuzz)
 # Variables: BUILD (build dir), PS_WERROR=ON, PS_SANITIZE=address,undefined, JOBS.
 
 BUILD       ?= build
@@ -8,11 +9,14 @@ PS_WERROR   ?= OFF
 PS_SANITIZE ?=
 JOBS        ?= 2
 CMAKE_BUILD_TYPE ?= RelWithDebInfo
+FUZZ_SECONDS ?= 60
 
 DEBS := cmake make gcc pkg-config libuv1-dev nanopb libnanopb-dev libcjson-dev \
         libcriterion-dev zlib1g-dev libopenblas-dev libsodium-dev libssl-dev
 
-.PHONY: all deps build run test bench clean
+FUZZ_DEBS := clang libclang-rt-14-dev
+
+.PHONY: all deps build run test bench fuzz clean
 
 all: build
 
@@ -45,6 +49,14 @@ test: build
 bench: deps
 	@cmake -S . -B $(BUILD)-release -DCMAKE_BUILD_TYPE=Release -DPS_BUILD_TESTS=OFF >/dev/null
 	bash tests/bench/run_bench.sh $(BUILD)-release
+
+# build-fuzz: everything instrumented (libFuzzer coverage, ASan, UBSan), only the fuzz targets built
+fuzz:
+	@$(MAKE) --no-print-directory deps DEBS="$(DEBS) $(FUZZ_DEBS)"
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DPS_FUZZ=ON -DPS_BUILD_TESTS=OFF \
+	  -DPS_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_all
+	bash tests/fuzz/run_fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-release
