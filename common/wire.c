@@ -72,12 +72,25 @@ ps_status ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_error *
         return ps_error_set(err, PS_PROTO, "cannot decode message: %s", PB_GET_ERROR(&s));
     if (out->env.which_body == 0)
         return ps_error_set(err, PS_PROTO, "message has no body");
-    /* an absent or empty field is an empty array at a valid address: readers may offset it */
+    /* an absent or empty field is an empty array at a valid address: readers may offset it.
+     * A bulk field sent with another wire type (a varint, a fixed64) reaches take_view through
+     * a copy on nanopb's stack: its view would outlive that copy, so it is refused (F4). */
     static const uint8_t none[8];
+    static const char *const names[] = {"keys", "grads", "pull_keys", "values", "accumulators",
+                                        "steps"};
     ps_bytes *views[] = {&out->keys, &out->grads, &out->pull_keys, &out->values, &out->acc,
                          &out->steps};
-    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
-        if (views[i]->p == NULL) views[i]->p = none;
+    const uintptr_t lo = (uintptr_t)buf, hi = lo + len;
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
+        if (views[i]->p == NULL) {
+            views[i]->p = none;
+            continue;
+        }
+        const uintptr_t at = (uintptr_t)views[i]->p;
+        if (at < lo || at > hi || views[i]->len > hi - at)
+            return ps_error_set(err, PS_PROTO, "cannot decode message: field %s is not bytes",
+                                names[i]);
+    }
     return PS_OK;
 }
 
@@ -159,6 +172,7 @@ ps_status ps_wire_encode_rows(const ps_Envelope *env_in, const ps_bulk *keys,
                               ps_frame_cache *cache, uint8_t **out, size_t *out_len,
                               ps_error *err) {
     ps_Envelope env = *env_in;
+    env.cb_body = (pb_callback_t){0};
     pb_callback_t cb = {.funcs.encode = put_bulk};
     BULK(env.rows.keys, keys);
     BULK(env.rows.values, values);
@@ -171,6 +185,7 @@ ps_status ps_wire_encode(const ps_Envelope *env_in, const ps_bulk *keys, const p
                          const ps_bulk *pull_keys, const ps_bulk *values, ps_frame_cache *cache,
                          uint8_t **out, size_t *out_len, ps_error *err) {
     ps_Envelope env = *env_in;
+    env.cb_body = (pb_callback_t){0}; /* a decoded envelope's hook is a decoder's (F1) */
     pb_callback_t cb = {.funcs.encode = put_bulk};
     switch (env.which_body) {
     case ps_Envelope_pull_tag:

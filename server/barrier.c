@@ -192,6 +192,7 @@ ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const ui
         return ps_error_set(err, PS_INVALID_ARG, "Push for step %llu from rank %u, at step %llu",
                             (unsigned long long)clock, rank,
                             (unsigned long long)b->clock[rank]);
+    if (n == 0) return PS_OK; /* nothing to apply or hold (F7) */
     if (b->mode == PS_SSP) return ps_store_push(b->stores[table], keys, grads, n, err);
     if (clock != b->applied)
         return ps_error_set(err, PS_INVALID_ARG,

@@ -360,7 +360,8 @@ static ps_status on_scan(ps_conn *c, const ps_msg *m, ps_error *err) {
         if (n > limit) n = limit;
         if (q->max_rows > 0 && n > q->max_rows) n = q->max_rows;
         done = lo + n == c->scan_n;
-        keys = (const uint8_t *)(c->scan_keys + lo);
+        static const uint64_t none[1];
+        keys = (const uint8_t *)(c->scan_keys != NULL ? c->scan_keys + lo : none); /* F3 */
     }
     float *w = malloc(n * dim * 4 + 1), *acc = malloc(n * sl * 4 + 1);
     uint32_t *stp = malloc(n * 4 + 1);

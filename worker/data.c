@@ -765,8 +765,10 @@ static ps_status shuffle_fill(ps_data *d, ps_error *err) {
 static ps_status take_slot(ps_data *d, const row_buf *r, size_t b, ps_error *err) {
     if (!fv_reserve(&d->fv, d->fv.n + r->fv.n))
         return ps_error_set(err, PS_NOMEM, "batch of %zu features", d->fv.n + r->fv.n);
-    memcpy(d->fv.ids + d->fv.n, r->fv.ids, r->fv.n * sizeof(uint64_t));
-    memcpy(d->fv.vals + d->fv.n, r->fv.vals, r->fv.n * sizeof(float));
+    if (r->fv.n > 0) { /* a row without features may have no arrays at all (F6) */
+        memcpy(d->fv.ids + d->fv.n, r->fv.ids, r->fv.n * sizeof(uint64_t));
+        memcpy(d->fv.vals + d->fv.n, r->fv.vals, r->fv.n * sizeof(float));
+    }
     d->fv.n += r->fv.n;
     d->labels[b] = r->label, d->row_index[b] = r->index;
     return PS_OK;

@@ -240,17 +240,6 @@ static void wait_idle(ps_server *srv, peer *p) {
     }
 }
 
-/* F4: does a frame the input sends put a bulk view outside itself? */
-static bool known_f4(const uint8_t *p, size_t n, bool raw) {
-    if (raw) return fz_stream_view_outside(p, n);
-    for (const uint8_t *end = p + n;;) {
-        const uint8_t *d = find_delim(p, end), *stop = d ? d : end;
-        if (fz_view_outside(p, (size_t)(stop - p))) return true;
-        if (d == NULL) return false;
-        p = d + 4;
-    }
-}
-
 static void init(void) {
     ps_error err = {0};
     FZ_CHECK(ps_config_parse(JOB(""), "fuzz-async.json", NULL, 0, &jobs[0], &err) == PS_OK,
@@ -265,7 +254,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!ready) init();
     fz_in in = {data, size};
     const uint8_t flags = fz_u8(&in);
-    FZ_KNOWN(F4, known_f4(in.p, in.n, flags & 8));
     const ps_job_config *job = &jobs[flags & 1];
     ps_server_options opt = {.job = job, .listen = "127.0.0.1:0",
                              .log = {.out = fz_devnull(), .level = PS_LOG_DEBUG}};
