@@ -967,6 +967,23 @@ Test(backpressure, a_huge_pull_is_produced_as_the_socket_drains, .timeout = 60) 
     tu_server_free(s);
 }
 
+/* BATCH frames of a one-key push back to back (malloc'd); *len: the bytes of one. */
+enum { BATCH = 4096 };
+static uint8_t *push_frames(int n, size_t *len) {
+    uint64_t key = 1;
+    float g = 0.5f;
+    ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)&g, 4}};
+    uint8_t *frame;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_push_tag;
+    cr_assert_eq(ps_wire_encode(&env, &kb, &gb, NULL, NULL, NULL, &frame, len, NULL), PS_OK);
+    uint8_t *many = malloc(*len * (size_t)n);
+    cr_assert_not_null(many);
+    for (int i = 0; i < n; i++) memcpy(many + (size_t)i * *len, frame, *len);
+    free(frame);
+    return many;
+}
+
 /* A peer that pushes and never reads: its Acks are counted as the heap holds them (frames and
  * the bookkeeping of each write; it held 1.47 GB against a 256 MiB limit), so reading from it
  * stops near limits.max_write_queue_bytes. */
@@ -980,18 +997,8 @@ Test(backpressure, a_peer_that_never_reads_is_held_to_its_limit, .timeout = 60) 
     cr_assert(tu_hello(fd, &j));
     int small = 4096; /* keep the kernel's receive buffer small: the server's queue holds the rest */
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    uint64_t key = 1;
-    float g = 0.5f;
-    ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)&g, 4}};
-    uint8_t *frame;
     size_t len;
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.which_body = ps_Envelope_push_tag;
-    cr_assert_eq(ps_wire_encode(&env, &kb, &gb, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
-    enum { BATCH = 4096 };
-    uint8_t *many = malloc(len * BATCH);
-    for (int i = 0; i < BATCH; i++) memcpy(many + i * len, frame, len);
-    free(frame);
+    uint8_t *many = push_frames(BATCH, &len);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     size_t sent = 0; /* at most 100k pushes, or until the server stops reading for 300 ms */
     for (int stalls = 0, round = 0; round < 25 && stalls < 30; round++) {
@@ -1104,18 +1111,8 @@ Test(backpressure, the_server_total_is_capped, .timeout = 60) {
            " \"max_server_write_queue_bytes\": 1048576},"
            " \"tables\": [{\"name\": \"emb\", \"dim\": 1}]}", &j);
     test_server *s = tu_server_start(&j, 0);
-    uint64_t key = 1;
-    float g = 0.5f;
-    ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)&g, 4}};
-    uint8_t *frame;
     size_t len;
-    ps_Envelope env = ps_Envelope_init_zero;
-    env.which_body = ps_Envelope_push_tag;
-    cr_assert_eq(ps_wire_encode(&env, &kb, &gb, NULL, NULL, NULL, &frame, &len, NULL), PS_OK);
-    enum { BATCH = 4096 };
-    uint8_t *many = malloc(len * BATCH);
-    for (int i = 0; i < BATCH; i++) memcpy(many + i * len, frame, len);
-    free(frame);
+    uint8_t *many = push_frames(BATCH, &len);
     int fd[2];
     for (int k = 0; k < 2; k++) {
         fd[k] = tu_connect(tu_server_port(s));
