@@ -450,6 +450,14 @@ void ps_conn_accept(ps_server *srv) {
         ps_conn_send_error(c, 0, PS_TOO_LARGE, "too many connections", true);
         return;
     }
+    /* Refused while a few descriptors are left, with a reason: past the last one libuv accepts
+     * and closes peers without a word to anyone. */
+    if (srv->n_conns + PS_FD_RESERVE > srv->fd_limit) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: refused: %zu connections use the descriptors "
+               "this process may open (%zu, ulimit -n)", c->peer, srv->n_conns, srv->fd_limit);
+        ps_conn_send_error(c, 0, PS_TOO_LARGE, "the server is out of file descriptors", true);
+        return;
+    }
     const uint64_t locked = ps_server_locked_out(srv, c->ip);
     if (locked > 0) {
         char msg[128];

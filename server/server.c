@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "server_internal.h"
 #include "weights.h"
@@ -153,6 +154,10 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     if (srv == NULL) return ps_error_set(err, PS_NOMEM, "server: out of memory");
     srv->opt = *opt;
     srv->job = job;
+    struct rlimit nofile;
+    srv->fd_limit = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY
+                        ? (size_t)nofile.rlim_cur
+                        : SIZE_MAX;
     ps_status st = PS_OK;
     int rc = uv_loop_init(&srv->loop);
     if (rc != 0) {

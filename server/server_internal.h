@@ -41,6 +41,7 @@ struct ps_server {
     ps_auth_slot auth[PS_AUTH_SLOTS];          /* recent bad tokens by address */
     ps_conn *conns; /* intrusive doubly linked list */
     size_t n_conns;
+    size_t fd_limit; /* RLIMIT_NOFILE's soft limit when the server was made (SIZE_MAX: none) */
     /* sync/ssp jobs: worker clocks; pulls that must wait park their connection */
     ps_barrier *barrier;       /* NULL in async jobs */
     uv_timer_t barrier_timer;  /* runs while a connection is parked: drops stalled ranks */
@@ -105,6 +106,9 @@ typedef enum {
     PS_FRAME_WAIT,  /* must wait for the barrier: keep it and everything after it */
     PS_FRAME_CLOSE, /* the peer was sent a final Error; stop feeding frames */
 } ps_frame_verdict;
+
+/* Descriptors kept free of peers: listener, loop, signals, the pool, files (init_from). */
+#define PS_FD_RESERVE 32
 
 /* Until a peer's Hello is accepted it may send frames of this many bytes at most. */
 #define PS_HELLO_MAX_FRAME (64u << 10)

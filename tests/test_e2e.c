@@ -462,3 +462,48 @@ Test(e2e, seed_job_over_tls) {
     cr_assert(strstr(text, "TLS handshake with 127.0.0.1:") &&
               strstr(text, "failed: certificate verify failed"), "%s", text);
 }
+
+/* Descriptors: ps-server raises its soft limit to the hard one (a soft 40 would refuse the 41st
+ * peer), and where the hard limit itself is low it says so at start and logs each refusal
+ * instead of closing new peers silently. */
+static int open_peers(int port, int n, int *fds) {
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        fds[i] = tu_connect(port);
+        ok += fds[i] >= 0 && tu_hello(fds[i], &(ps_job_config){.job_id = "keras-seed"}) ? 1 : 0;
+    }
+    return ok;
+}
+
+Test(e2e, the_server_takes_the_descriptors_it_may_and_says_when_it_runs_out) {
+    char out[128], err[128];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    enum { PEERS = 60 };
+    int fds[PEERS];
+    /* soft 40, hard unlimited by the test: raised, every peer served */
+    char *soft[] = {"/bin/sh", "-c", "ulimit -S -n 40; exec \"$0\" --config \"$1\" --shard 0 "
+                    "--listen 127.0.0.1:0", BIN("ps-server"), SEED_JOB, NULL};
+    pid_t pid = tu_spawn(soft, out, err);
+    int port = server_port(out);
+    cr_assert_eq(open_peers(port, PEERS, fds), PEERS, "%s", tu_slurp(err));
+    cr_assert_null(strstr(tu_slurp(err), "file descriptors"), "%s", tu_slurp(err));
+    for (int i = 0; i < PEERS; i++) close(fds[i]);
+    kill(pid, SIGTERM);
+    cr_assert_eq(tu_wait_exit(pid, 10000), 0);
+    /* hard 40: a warning at start, and the refusals in the log */
+    char *hard[] = {"/bin/sh", "-c", "ulimit -n 40; exec \"$0\" --config \"$1\" --shard 0 "
+                    "--listen 127.0.0.1:0", BIN("ps-server"), SEED_JOB, NULL};
+    pid = tu_spawn(hard, out, err);
+    port = server_port(out);
+    cr_assert(strstr(tu_slurp(err), "40 file descriptors (ulimit -n) for 4096"), "%s",
+              tu_slurp(err));
+    int served = open_peers(port, PEERS, fds);
+    cr_assert_lt(served, PEERS);
+    for (int i = 0; i < PEERS; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+    cr_assert(strstr(tu_slurp(err), "use the descriptors this process may open (40, ulimit -n)"),
+              "%s", tu_slurp(err));
+    kill(pid, SIGTERM);
+    cr_assert_eq(tu_wait_exit(pid, 10000), 0);
+}
