@@ -30,12 +30,9 @@
  *              [--keys N] [--shared N] [--timeout-ms MS] [--rss-growth PCT] [--reconnect N]
  *              [--server PATH] [--no-pin]
  */
-#define _GNU_SOURCE /* sched_setaffinity */
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -44,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,6 +49,7 @@
 #include <uv.h>
 
 #include "auth.h"
+#include "bench_util.h"
 #include "client.h"
 #include "config.h"
 #include "frame.h"
@@ -69,17 +66,9 @@
 #define MAX_SAMPLES (16u << 20) /* latencies kept per thread and kind (64 MiB) */
 #define PRECREATE_BATCH 100000
 #define ERRORS_SHOWN 3          /* messages printed per thread and kind; all are counted */
-#define SERVER_START_MS 10000   /* ps-server must print its port within this */
-#define REAP_MS 5000            /* after SIGTERM, then SIGKILL */
 #define MAX_RSS_SAMPLES 4096    /* seconds of --seconds with an RSS sample kept */
 
 /* --- small helpers -------------------------------------------------------------------------- */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void sleep_s(double s) {
     if (s <= 0) return;
@@ -88,38 +77,10 @@ static void sleep_s(double s) {
     }
 }
 
-/* Pins the calling thread (and the threads and processes it starts) to one CPU. */
-static bool pin_to(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
-static void unpin(void) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++) CPU_SET(c, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-}
-
-/* splitmix64: the fixed-seed generator. reference: https://prng.di.unimi.it/splitmix64.c */
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Key number i of the universe: distinct for distinct i (a bijection of i), spread over uint64. */
 static uint64_t key_at(uint64_t i) {
     uint64_t s = i;
-    return splitmix64(&s);
-}
-
-static void fill_grads(float *g, size_t n, uint64_t seed) { /* U(-0.01, 0.01) */
-    for (size_t i = 0; i < n; i++)
-        g[i] = (float)((double)(splitmix64(&seed) >> 11) * 0x1.0p-53 * 0.02 - 0.01);
+    return bench_splitmix64(&s);
 }
 
 static int cmp_float(const void *a, const void *b) {
@@ -183,58 +144,12 @@ static bool has_exited(pid_t pid) {
     return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0;
 }
 
-/* Waits for pid at most ms; then SIGKILL and a last blocking wait. Returns the wait status. */
-static int reap(pid_t pid, int ms) {
-    int status = 0;
-    for (int waited = 0; waited < ms; waited += 10) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR)) return status;
-        usleep(10000);
-    }
-    fprintf(stderr, "bench_load: pid %d did not exit within %d ms; SIGKILL\n", (int)pid, ms);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return status;
-}
-
 /* --- the ps-server child ---------------------------------------------------------------------- */
 
-typedef struct {
-    pid_t pid;
-    int out_fd; /* its stdout */
-    int port;
-    char dir[64], job[128], log[128];
-} server_proc;
-
-/* Ends the server: SIGTERM, SIGKILL after REAP_MS. False if it did not exit with status 0. */
-static bool server_stop(server_proc *p) {
-    bool clean = true;
-    if (p->pid > 0) {
-        kill(p->pid, SIGTERM);
-        int st = reap(p->pid, REAP_MS);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            fprintf(stderr, "bench_load: ps-server %d ended with status 0x%x (log: %s)\n",
-                    (int)p->pid, st, p->log);
-            clean = false;
-        }
-        p->pid = 0;
-    }
-    if (p->out_fd >= 0) close(p->out_fd);
-    p->out_fd = -1;
-    return clean;
-}
-
-/* Writes the job file, spawns `server --config JOB --shard 0 --listen 127.0.0.1:0` on cpu (-1:
- * any) and reads the port from its "listening on" line (at most SERVER_START_MS). */
-static bool server_start(const char *path, int cpu, uint32_t clients, server_proc *p) {
-    *p = (server_proc){.out_fd = -1};
-    snprintf(p->dir, sizeof(p->dir), "/tmp/bench_load.XXXXXX");
-    if (mkdtemp(p->dir) == NULL) {
-        perror("bench_load: mkdtemp");
-        return false;
-    }
-    snprintf(p->job, sizeof(p->job), "%s/job.json", p->dir);
-    snprintf(p->log, sizeof(p->log), "%s/server.log", p->dir);
+/* Writes the job file (a table of dim DIM, room for clients connections) into a fresh scratch
+ * directory and starts a ps-server with it on cpu (-1: any). */
+static bool server_start(const char *path, int cpu, uint32_t clients, bench_server_proc *p) {
+    if (!bench_server_prepare(p, "bench_load")) return false;
     FILE *f = fopen(p->job, "w");
     if (f == NULL ||
         fprintf(f,
@@ -247,61 +162,11 @@ static bool server_start(const char *path, int cpu, uint32_t clients, server_pro
         perror("bench_load: job file");
         return false;
     }
-    if (access(path, X_OK) != 0) {
-        fprintf(stderr, "bench_load: ps-server not found at %s (use --server PATH)\n", path);
-        return false;
-    }
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        perror("bench_load: pipe");
-        return false;
-    }
-    fflush(NULL);
-    p->pid = fork();
-    if (p->pid < 0) {
-        perror("bench_load: fork");
-        close(pfd[0]), close(pfd[1]);
-        return false;
-    }
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (cpu >= 0) pin_to(cpu);
-        else unpin();
-        dup2(pfd[1], STDOUT_FILENO);
-        close(pfd[0]), close(pfd[1]);
-        FILE *lf = freopen(p->log, "w", stderr);
-        (void)lf;
-        execl(path, path, "--config", p->job, "--shard", "0", "--listen", "127.0.0.1:0",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    p->out_fd = pfd[0];
-    char line[512];
-    size_t len = 0;
-    double deadline = now_s() + SERVER_START_MS / 1e3;
-    while (len < sizeof(line) - 1 && memchr(line, '\n', len) == NULL) {
-        int left = (int)((deadline - now_s()) * 1e3);
-        struct pollfd pf = {.fd = p->out_fd, .events = POLLIN};
-        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
-        ssize_t r = read(p->out_fd, line + len, sizeof(line) - 1 - len);
-        if (r <= 0) break;
-        len += (size_t)r;
-    }
-    line[len] = '\0';
-    const char *at = strstr(line, "listening on ");
-    const char *colon = at ? strrchr(at, ':') : NULL;
-    if (colon == NULL || (p->port = atoi(colon + 1)) <= 0) {
-        fprintf(stderr, "bench_load: %s printed no port within %d ms (got \"%s\"; log: %s)\n",
-                path, SERVER_START_MS, line, p->log);
-        server_stop(p);
-        return false;
-    }
-    return true;
+    return bench_server_start(p, path, cpu);
 }
 
 /* Lines of the server's log at warn level or above; prints the first few. */
-static unsigned server_log_warnings(const server_proc *p) {
+static unsigned server_log_warnings(const bench_server_proc *p) {
     FILE *f = fopen(p->log, "r");
     if (f == NULL) return 0;
     char line[1024];
@@ -512,7 +377,7 @@ static void draw_keys(load_conn *c) {
     const load_opts *o = c->th->o;
     uint64_t base = o->shared + (uint64_t)c->client * o->private_per;
     for (size_t i = 0; i < REQ_KEYS; i++) {
-        uint64_t r = splitmix64(&c->rng);
+        uint64_t r = bench_splitmix64(&c->rng);
         c->keys[i] = key_at(i < REQ_KEYS / 2 ? r % o->shared : base + r % o->private_per);
     }
 }
@@ -767,7 +632,7 @@ static void *thread_main(void *arg) {
         c->th = th;
         c->client = th->first + i;
         c->rng = 0x10adull * 1000003u + c->client;
-        fill_grads(c->grads, REQ_KEYS * DIM, 0x9a0dull + c->client);
+        bench_fill_grads(c->grads, REQ_KEYS * DIM, 0x9a0dull + c->client);
         conn_open(c);
     }
     uv_run(&th->loop, UV_RUN_DEFAULT); /* ends when every connection and the tick are closed */
@@ -865,30 +730,30 @@ static bool run_load(const load_opts *o, double warmup_s, double seconds, pid_t 
     uint32_t expected = 0;
     for (uint32_t i = 0; i < started; i++) expected += th[i].n;
     atomic_fetch_sub(&ctl.open, o->clients - expected); /* threads not started open none */
-    double t_up = now_s() + CONNECT_MS / 1e3;
-    while (ok && atomic_load(&ctl.ready) < expected && now_s() < t_up) sleep_s(0.005);
+    double t_up = bench_now_s() + CONNECT_MS / 1e3;
+    while (ok && atomic_load(&ctl.ready) < expected && bench_now_s() < t_up) sleep_s(0.005);
     if (ok && atomic_load(&ctl.ready) < expected)
         fprintf(stderr, "bench_load: %u of %u connections up after %d ms\n",
                 atomic_load(&ctl.ready), expected, CONNECT_MS);
     /* warm-up, then the measured seconds; RSS once a second, and at the phase change */
-    const double t0 = now_s(), t_measure = t0 + warmup_s, t_end = t_measure + seconds;
+    const double t0 = bench_now_s(), t_measure = t0 + warmup_s, t_end = t_measure + seconds;
     double cpu0_server = 0, cpu0_load = 0, cpu0_all = 0, wall0 = 0;
     for (double next = t0 + 1.0; ok; next += 1.0) {
         bool measuring = atomic_load(&ctl.phase) == PH_MEASURE;
         double wake = next;
         if (!measuring && t_measure < wake) wake = t_measure;
         if (t_end < wake) wake = t_end;
-        sleep_s(wake - now_s());
+        sleep_s(wake - bench_now_s());
         if (server > 0 && has_exited(server)) {
             r->server_died = true;
             break;
         }
         if (atomic_load(&ctl.open) == 0) break; /* every connection failed */
         long kb = server > 0 ? rss_kb(server) : -1;
-        if (!measuring && now_s() >= t_measure - 1e-4) {
+        if (!measuring && bench_now_s() >= t_measure - 1e-4) {
             atomic_store(&ctl.phase, PH_MEASURE);
             r->rss_start = r->rss_max = kb;
-            wall0 = now_s(), cpu0_server = cpu_s(server), cpu0_load = cpu_s(getpid());
+            wall0 = bench_now_s(), cpu0_server = cpu_s(server), cpu0_load = cpu_s(getpid());
             cpu0_all = machine_busy_s();
             next = wake; /* seconds of the measured phase count from here */
             continue;
@@ -896,14 +761,14 @@ static bool run_load(const load_opts *o, double warmup_s, double seconds, pid_t 
         if (measuring && r->n_rss < MAX_RSS_SAMPLES) r->rss[r->n_rss++] = kb;
         if (measuring && kb > r->rss_max) r->rss_max = kb;
         if (measuring) r->rss_end = kb;
-        if (measuring && now_s() > wall0) {
-            double wall = now_s() - wall0;
+        if (measuring && bench_now_s() > wall0) {
+            double wall = bench_now_s() - wall0;
             r->server_cpu = (cpu_s(server) - cpu0_server) / wall;
             r->load_cpu = (cpu_s(getpid()) - cpu0_load) / wall;
             r->other_cpu = (machine_busy_s() - cpu0_all) / wall - r->server_cpu - r->load_cpu;
             if (r->other_cpu < 0) r->other_cpu = 0; /* the counters tick at different times */
         }
-        if (now_s() >= t_end - 1e-4) break;
+        if (bench_now_s() >= t_end - 1e-4) break;
     }
     atomic_store(&ctl.phase, PH_STOP);
     for (uint32_t i = 0; i < started; i++) pthread_join(th[i].tid, NULL);
@@ -921,7 +786,7 @@ static bool run_load(const load_opts *o, double warmup_s, double seconds, pid_t 
 
 /* --- pre-creating the rows, and reading the row count --------------------------------------- */
 
-static ps_client *admin_client(const server_proc *sp, ps_job_config *job) {
+static ps_client *admin_client(const bench_server_proc *sp, ps_job_config *job) {
     ps_error err = {0};
     char set[64];
     snprintf(set, sizeof(set), "cluster.servers[0]=127.0.0.1:%d", sp->port);
@@ -945,7 +810,7 @@ static bool precreate(ps_client *c, uint32_t table, uint64_t universe) {
     float *grads = malloc((size_t)PRECREATE_BATCH * DIM * sizeof(*grads));
     bool ok = keys != NULL && grads != NULL;
     if (!ok) fprintf(stderr, "bench_load: out of memory\n");
-    if (ok) fill_grads(grads, (size_t)PRECREATE_BATCH * DIM, 0xc0ffee);
+    if (ok) bench_fill_grads(grads, (size_t)PRECREATE_BATCH * DIM, 0xc0ffee);
     ps_error err = {0};
     for (uint64_t at = 0; ok && at < universe; at += PRECREATE_BATCH) {
         size_t n = universe - at < PRECREATE_BATCH ? (size_t)(universe - at) : PRECREATE_BATCH;
@@ -1065,13 +930,7 @@ int main(int argc, char **argv) {
                         "at most --clients\n");
         return 2;
     }
-    if (server_path[0] == '\0') { /* the ps-server next to this binary */
-        ssize_t n = readlink("/proc/self/exe", server_path, sizeof(server_path) - 16);
-        if (n <= 0) n = 0;
-        server_path[n] = '\0';
-        char *slash = strrchr(server_path, '/');
-        snprintf(slash ? slash + 1 : server_path, 16, "ps-server");
-    }
+    if (server_path[0] == '\0') bench_server_path_default(server_path, sizeof(server_path));
     signal(SIGPIPE, SIG_IGN);
     if (!ps_auth_init()) {
         fprintf(stderr, "bench_load: no random source (libsodium)\n");
@@ -1082,9 +941,9 @@ int main(int argc, char **argv) {
         nofile.rlim_cur = nofile.rlim_max < clients + 64 ? nofile.rlim_max : clients + 64;
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
-    const bool pinned = pin && sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pin_to(0);
+    const bool pinned = pin && sysconf(_SC_NPROCESSORS_ONLN) >= 2 && bench_pin_to(0);
 
-    server_proc sp;
+    bench_server_proc sp;
     if (!server_start(server_path, pinned ? 1 : -1, clients, &sp)) return 1;
     bool ok = true;
     static ps_job_config job; /* big: not on the stack */
@@ -1094,7 +953,7 @@ int main(int argc, char **argv) {
     if (ts == NULL) {
         fprintf(stderr, "bench_load: no table %s on the server\n", TABLE_NAME);
         ps_client_destroy(admin);
-        server_stop(&sp);
+        bench_server_stop(&sp);
         return 1;
     }
     const uint32_t table = ts->id;
@@ -1108,7 +967,7 @@ int main(int argc, char **argv) {
            sysconf(_SC_NPROCESSORS_ONLN));
 
     /* 1. pre-create */
-    double t = now_s();
+    double t = bench_now_s();
     long rss_empty = rss_kb(sp.pid);
     ok = precreate(admin, table, universe);
     uint64_t rows = 0, bytes = 0;
@@ -1121,7 +980,7 @@ int main(int argc, char **argv) {
     }
     if (ok)
         printf("pre-create: %llu rows in %.2f s; server RSS %.1f MB (%.1f MB before)\n",
-               (unsigned long long)rows, now_s() - t, (double)rss_kb(sp.pid) / 1024.0,
+               (unsigned long long)rows, bench_now_s() - t, (double)rss_kb(sp.pid) / 1024.0,
                (double)rss_empty / 1024.0);
     ps_client_destroy(admin);
     admin = NULL;
@@ -1205,7 +1064,7 @@ int main(int argc, char **argv) {
         }
     }
     ps_client_destroy(admin);
-    bool server_clean = server_stop(&sp);
+    bool server_clean = bench_server_stop(&sp);
     unsigned warnings = server_log_warnings(&sp);
     char rows_s[32] = "?";
     if (counted) snprintf(rows_s, sizeof(rows_s), "%llu", (unsigned long long)rows);
@@ -1264,7 +1123,7 @@ int main(int argc, char **argv) {
                load.other_cpu);
     printf("bench_load %s\n", ok ? "ok" : "FAILED");
     result_free(&base), result_free(&load), result_free(&after);
-    if (ok) unlink(sp.job), unlink(sp.log), rmdir(sp.dir);
+    if (ok) bench_server_remove_files(&sp);
     fflush(stdout);
     return ok ? 0 : 1;
 }

@@ -18,7 +18,6 @@
 #include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,42 +27,17 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "client.h"
 #include "config.h"
 #include "store.h"
 
 #define PINGPONG_BYTES 64
 #define PINGPONG_TRIPS 2000
-#define SERVER_START_MS 10000 /* ps-server must print its port within this */
-#define REAP_MS 5000          /* after SIGTERM, then SIGKILL */
 
 /* --- small helpers -------------------------------------------------------------------------- */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Pins the calling process (and what it execs) to one CPU; false if it cannot. */
-static bool pin_to(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
-/* Lets the calling thread (and threads and processes it starts) run on every CPU. */
-static void unpin(void) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++) CPU_SET(c, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-}
 
 /* Whether the bench pinned itself to CPU 0. Then the echo child and the ps-server of the small
  * requests run on CPU 1, so the ping-pong floor and the server's round trips cross CPUs alike;
@@ -72,28 +46,14 @@ static void unpin(void) {
  * transfer), and its pool thread may run on either core. */
 static bool pinned;
 
-/* splitmix64: the fixed-seed generator for keys and gradients.
- * reference: https://prng.di.unimi.it/splitmix64.c */
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static void fill_keys(uint64_t *keys, size_t n, uint64_t seed) {
-    for (size_t i = 0; i < n; i++) keys[i] = splitmix64(&seed);
-}
-
-static void fill_grads(float *g, size_t n, uint64_t seed) { /* U(-0.01, 0.01) */
-    for (size_t i = 0; i < n; i++)
-        g[i] = (float)((double)(splitmix64(&seed) >> 11) * 0x1.0p-53 * 0.02 - 0.01);
+    for (size_t i = 0; i < n; i++) keys[i] = bench_splitmix64(&seed);
 }
 
 /* Fisher-Yates with splitmix64. */
 static void shuffle_keys(uint64_t *keys, size_t n, uint64_t seed) {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(splitmix64(&seed) % i);
+        size_t j = (size_t)(bench_splitmix64(&seed) % i);
         uint64_t t = keys[i - 1];
         keys[i - 1] = keys[j], keys[j] = t;
     }
@@ -186,20 +146,6 @@ static double others_busy(void) {
     return total > 0 ? 100.0 * busy / total : -1.0;
 }
 
-/* Waits for pid at most ms; then SIGKILL and a last blocking wait. Returns the wait status. */
-static int reap(pid_t pid, int ms) {
-    int status = 0;
-    for (int waited = 0; waited < ms; waited += 10) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR)) return status;
-        usleep(10000);
-    }
-    fprintf(stderr, "bench_ps: pid %d did not exit within %d ms; SIGKILL\n", (int)pid, ms);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return status;
-}
-
 /* --- 1. bare TCP ping-pong -------------------------------------------------------------------- */
 
 static bool io_full(int fd, uint8_t *buf, size_t n, bool writing) {
@@ -227,7 +173,7 @@ static void set_nodelay_timeout(int fd) {
  * a receiver would) before it answers: the bare-TCP floor for moving a big request. */
 static void echo_child(int lfd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (pinned) pin_to(1);
+    if (pinned) bench_pin_to(1);
     alarm(120); /* never outlive a stuck parent for long */
     int fd = accept(lfd, NULL, NULL);
     close(lfd);
@@ -290,30 +236,30 @@ static bool echo_start(echo_peer *e) {
 static double echo_once(const echo_peer *e) {
     uint8_t buf[PINGPONG_BYTES];
     memset(buf, 0xab, sizeof(buf));
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (!io_full(e->fd, buf, sizeof(buf), true) || !io_full(e->fd, buf, sizeof(buf), false)) {
         perror("bench_ps: ping-pong");
         return -1.0;
     }
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 /* n bytes of src to the echo child and its 64-byte answer: seconds, or -1 on failure. */
 static double bulk_once(const echo_peer *e, const uint8_t *src, uint64_t n) {
     uint8_t buf[PINGPONG_BYTES] = {'B'};
     memcpy(buf + 1, &n, sizeof(n));
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (!io_full(e->fd, buf, sizeof(buf), true) || !io_full(e->fd, (uint8_t *)src, n, true) ||
         !io_full(e->fd, buf, sizeof(buf), false)) {
         perror("bench_ps: bulk transfer");
         return -1.0;
     }
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 static void echo_stop(echo_peer *e) {
     if (e->fd >= 0) close(e->fd); /* EOF: the child exits */
-    if (e->pid > 0) reap(e->pid, REAP_MS);
+    if (e->pid > 0) bench_reap("bench_ps", e->pid, BENCH_REAP_MS);
     *e = (echo_peer){.fd = -1, .pid = -1};
 }
 
@@ -333,99 +279,22 @@ static bool bench_pingpong(const echo_peer *e, int runs, samples *out) {
 
 /* --- 2. one ps-server on loopback ------------------------------------------------------------- */
 
-typedef struct {
-    pid_t pid;
-    int out_fd; /* its stdout */
-    int port;
-    char dir[64], job[128], log[128];
-} server_proc;
-
 static const char job_json[] =
     "{\"job_id\": \"bench\", \"cluster\": {\"servers\": [\"127.0.0.1:0\"],"
     " \"connect_timeout_ms\": 10000, \"request_timeout_ms\": 60000},"
     " \"limits\": {\"max_frame_bytes\": 134217728},"
     " \"tables\": [{\"name\": \"d1\", \"dim\": 1}, {\"name\": \"d16\", \"dim\": 16}]}\n";
 
-static void server_stop(server_proc *p) {
-    if (p->pid > 0) {
-        kill(p->pid, SIGTERM);
-        int st = reap(p->pid, REAP_MS);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            fprintf(stderr, "bench_ps: ps-server %d ended with status 0x%x (log: %s)\n",
-                    (int)p->pid, st, p->log);
-        p->pid = 0;
-    }
-    if (p->out_fd >= 0) close(p->out_fd);
-    p->out_fd = -1;
-}
-
-/* Writes the job file, spawns `server --config JOB --shard 0 --listen 127.0.0.1:0` and reads the
- * port from its "listening on" line (at most SERVER_START_MS). */
-static bool server_start(const char *path, int cpu, server_proc *p) {
-    *p = (server_proc){.out_fd = -1};
-    snprintf(p->dir, sizeof(p->dir), "/tmp/bench_ps.XXXXXX");
-    if (mkdtemp(p->dir) == NULL) {
-        perror("bench_ps: mkdtemp");
-        return false;
-    }
-    snprintf(p->job, sizeof(p->job), "%s/job.json", p->dir);
-    snprintf(p->log, sizeof(p->log), "%s/server.log", p->dir);
+/* Writes the job file into a fresh scratch directory and starts a ps-server with it on cpu
+ * (-1: any). */
+static bool server_start(const char *path, int cpu, bench_server_proc *p) {
+    if (!bench_server_prepare(p, "bench_ps")) return false;
     FILE *f = fopen(p->job, "w");
     if (f == NULL || fputs(job_json, f) < 0 || fclose(f) != 0) {
         perror("bench_ps: job file");
         return false;
     }
-    if (access(path, X_OK) != 0) {
-        fprintf(stderr, "bench_ps: ps-server not found at %s (use --server PATH)\n", path);
-        return false;
-    }
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        perror("bench_ps: pipe");
-        return false;
-    }
-    fflush(NULL);
-    p->pid = fork();
-    if (p->pid < 0) {
-        perror("bench_ps: fork");
-        close(pfd[0]), close(pfd[1]);
-        return false;
-    }
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (cpu >= 0) pin_to(cpu);
-        else unpin(); /* with server.threads = 2 a big push or pull uses both cores */
-        dup2(pfd[1], STDOUT_FILENO);
-        close(pfd[0]), close(pfd[1]);
-        FILE *lf = freopen(p->log, "w", stderr);
-        (void)lf;
-        execl(path, path, "--config", p->job, "--shard", "0", "--listen", "127.0.0.1:0",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    p->out_fd = pfd[0];
-    char line[512];
-    size_t len = 0;
-    double deadline = now_s() + SERVER_START_MS / 1e3;
-    while (len < sizeof(line) - 1 && memchr(line, '\n', len) == NULL) {
-        int left = (int)((deadline - now_s()) * 1e3);
-        struct pollfd pf = {.fd = p->out_fd, .events = POLLIN};
-        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
-        ssize_t r = read(p->out_fd, line + len, sizeof(line) - 1 - len);
-        if (r <= 0) break;
-        len += (size_t)r;
-    }
-    line[len] = '\0';
-    const char *at = strstr(line, "listening on ");
-    const char *colon = at ? strrchr(at, ':') : NULL;
-    if (colon == NULL || (p->port = atoi(colon + 1)) <= 0) {
-        fprintf(stderr, "bench_ps: %s printed no port within %d ms (got \"%s\"; log: %s)\n", path,
-                SERVER_START_MS, line, p->log);
-        server_stop(p);
-        return false;
-    }
-    return true;
+    return bench_server_start(p, path, cpu);
 }
 
 typedef enum { OP_PUSH, OP_PULL, OP_PUSHPULL, N_OPS } op_kind;
@@ -454,7 +323,7 @@ static double op_bytes(op_kind k, size_t n, uint32_t dim) {
  * push+pull / ping-pong compares like with like on a noisy machine. */
 static bool bench_server(const char *server_path, int cpu, int main_cpu, const size_t *sizes,
                          size_t n_sizes, int runs, const echo_peer *echo) {
-    server_proc sp;
+    bench_server_proc sp;
     if (!server_start(server_path, cpu, &sp)) return false;
     if (main_cpu >= 0) { /* the thread whose id is the pid: the event loop, not the pool */
         cpu_set_t set;
@@ -503,7 +372,7 @@ static bool bench_server(const char *server_path, int cpu, int main_cpu, const s
             float *grads = xmalloc(n * dim * sizeof(*grads));
             float *out = xmalloc(n * dim * sizeof(*out));
             fill_keys(keys, n, 0x5eed0000u + n * 64 + dim);
-            fill_grads(grads, n * dim, 0xfeed0000u + n * 64 + dim);
+            bench_fill_grads(grads, n * dim, 0xfeed0000u + n * 64 + dim);
             samples s[N_OPS] = {{0}}, ping = {0}, floor[N_OPS] = {{0}};
             const bool paired = n == 100 && echo != NULL && echo->fd >= 0;
             /* big requests: before each, the same bytes over bare TCP to the echo child */
@@ -525,9 +394,9 @@ static bool bench_server(const char *server_path, int cpu, int main_cpu, const s
                             double t = bulk_once(echo, bulk, (uint64_t)op_bytes(k, n, dim));
                             if (t >= 0) sample_add(&floor[k], t);
                         }
-                        double t0 = now_s();
+                        double t0 = bench_now_s();
                         good = do_op(c, (op_kind)k, ts->id, keys, n, grads, out, &err) == PS_OK;
-                        sample_add(&s[k], now_s() - t0);
+                        sample_add(&s[k], bench_now_s() - t0);
                     }
                 }
             }
@@ -582,8 +451,8 @@ static bool bench_server(const char *server_path, int cpu, int main_cpu, const s
     ok = true;
 done:
     ps_client_destroy(c);
-    server_stop(&sp);
-    unlink(sp.job), unlink(sp.log), rmdir(sp.dir);
+    bench_server_stop(&sp);
+    bench_server_remove_files(&sp);
     if (!ok) printf("  (server benchmark failed; see above)\n");
     return ok;
 }
@@ -614,7 +483,7 @@ static bool bench_store_apply(uint32_t dim, unsigned threads, int runs) {
     ps_error err = {0};
     if (!must(ps_store_create(&spec, 42, &s, &err), &err)) return false;
     if (threads > 1) {
-        unpin();
+        bench_unpin();
         if (!must(ps_pool_create(threads, &pool, &err), &err) ||
             !must(ps_store_set_pool(s, pool, &err), &err)) {
             ps_store_destroy(s);
@@ -626,19 +495,19 @@ static bool bench_store_apply(uint32_t dim, unsigned threads, int runs) {
     float *grads = xmalloc(n * dim * sizeof(*grads));
     float *out = xmalloc(n * dim * sizeof(*out));
     fill_keys(keys, n, 0xabc0 + dim);
-    fill_grads(grads, n * dim, 0xdef0 + dim);
-    double t0 = now_s();
+    bench_fill_grads(grads, n * dim, 0xdef0 + dim);
+    double t0 = bench_now_s();
     bool ok = must(ps_store_push(s, (const uint8_t *)keys, (const uint8_t *)grads, n, &err), &err);
-    double t_insert = now_s() - t0;
+    double t_insert = bench_now_s() - t0;
     samples push = {0}, pull = {0};
     for (int r = 0; ok && r < runs; r++) {
         shuffle_keys(keys, n, 0x51u + (uint64_t)r);
-        t0 = now_s();
+        t0 = bench_now_s();
         ok = must(ps_store_push(s, (const uint8_t *)keys, (const uint8_t *)grads, n, &err), &err);
-        sample_add(&push, now_s() - t0);
-        t0 = now_s();
+        sample_add(&push, bench_now_s() - t0);
+        t0 = bench_now_s();
         ps_store_pull(s, (const uint8_t *)keys, n, (uint8_t *)out);
-        sample_add(&pull, now_s() - t0);
+        sample_add(&pull, bench_now_s() - t0);
     }
     if (ok) {
         double mp = (double)n / quantile(&push, 0.5) / 1e6;
@@ -663,7 +532,7 @@ static bool bench_store_apply(uint32_t dim, unsigned threads, int runs) {
     ps_store_destroy(s);
     if (pool != NULL) {
         ps_pool_destroy(pool);
-        if (pinned) pin_to(0);
+        if (pinned) bench_pin_to(0);
     }
     return ok;
 }
@@ -677,7 +546,7 @@ static bool bench_store_memory(uint32_t dim, const size_t *counts, size_t n_coun
     if (!must(ps_store_create(&spec, 42, &s, &err), &err)) return false;
     uint64_t *keys = xmalloc(batch * sizeof(*keys));
     float *grads = xmalloc(batch * dim * sizeof(*grads));
-    fill_grads(grads, batch * dim, 7);
+    bench_fill_grads(grads, batch * dim, 7);
     uint64_t seed = 0x3e3e0000u + dim;
     const double payload = 8.0 + 2.0 * dim * 4.0;
     bool ok = true;
@@ -685,7 +554,7 @@ static bool bench_store_memory(uint32_t dim, const size_t *counts, size_t n_coun
         while (ok && ps_store_rows(s) < counts[ci]) {
             size_t m = counts[ci] - ps_store_rows(s);
             if (m > batch) m = batch;
-            for (size_t i = 0; i < m; i++) keys[i] = splitmix64(&seed);
+            for (size_t i = 0; i < m; i++) keys[i] = bench_splitmix64(&seed);
             ok = must(ps_store_push(s, (const uint8_t *)keys, (const uint8_t *)grads, m, &err),
                       &err);
         }
@@ -750,15 +619,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_ps: --runs must be 1..1000 and --mem-rows >= 1000000\n");
         return 2;
     }
-    if (server[0] == '\0') { /* the ps-server next to this binary */
-        ssize_t n = readlink("/proc/self/exe", server, sizeof(server) - 16);
-        if (n <= 0) n = 0;
-        server[n] = '\0';
-        char *slash = strrchr(server, '/');
-        snprintf(slash ? slash + 1 : server, 16, "ps-server");
-    }
+    if (server[0] == '\0') bench_server_path_default(server, sizeof(server));
     signal(SIGPIPE, SIG_IGN);
-    pinned = pin && pin_to(0);
+    pinned = pin && bench_pin_to(0);
     printf("bench_ps: %d runs per measurement; medians over all samples; %ld CPUs, %.0f%% busy "
            "with other work before the start\n",
            runs, sysconf(_SC_NPROCESSORS_ONLN), others_busy());
