@@ -12,7 +12,8 @@ typedef enum { RANK_LIVE, RANK_FINISHED, RANK_DROPPED } rank_state;
 typedef struct {
     uint8_t *keys;  /* (n) u64 LE */
     uint8_t *grads; /* (n, dim) f32 LE */
-    size_t n, cap;  /* rows */
+    size_t n;       /* rows */
+    size_t keys_cap, grads_cap; /* bytes */
 } held_rows;
 
 struct ps_barrier {
@@ -69,19 +70,6 @@ static void update_min(ps_barrier *b) {
     for (uint32_t r = 0; r < b->W; r++)
         if (b->state[r] == RANK_LIVE && b->clock[r] < m) m = b->clock[r];
     b->min_clock = m;
-}
-
-static ps_status reserve(uint8_t **keys, uint8_t **grads, size_t *cap, size_t need, size_t rb) {
-    if (need <= *cap) return PS_OK;
-    size_t n = *cap ? *cap : 256;
-    while (n < need) n *= 2;
-    uint8_t *k = realloc(*keys, n * 8);
-    if (k == NULL) return PS_NOMEM;
-    *keys = k;
-    uint8_t *g = realloc(*grads, n * rb);
-    if (g == NULL) return PS_NOMEM;
-    *grads = g, *cap = n;
-    return PS_OK;
 }
 
 static ps_status grow_bytes(uint8_t **p, size_t *cap, size_t need) {
@@ -200,7 +188,8 @@ ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const ui
                             (unsigned long long)clock, rank, (unsigned long long)b->applied);
     held_rows *h = &b->held[(size_t)rank * b->T + table];
     const size_t rb = row_bytes(b, table);
-    if (reserve(&h->keys, &h->grads, &h->cap, h->n + n, rb) != PS_OK)
+    if (grow_bytes(&h->keys, &h->keys_cap, (h->n + n) * 8) != PS_OK ||
+        grow_bytes(&h->grads, &h->grads_cap, (h->n + n) * rb) != PS_OK)
         return ps_error_set(err, PS_NOMEM, "barrier: out of memory holding %zu rows", h->n + n);
     memcpy(h->keys + h->n * 8, keys, n * 8);
     memcpy(h->grads + h->n * rb, grads, n * rb);

@@ -227,6 +227,23 @@ Test(fuzz_regressions, f4_the_server_refuses_keys_that_are_not_bytes) {
     free(in);
 }
 
+/* Writes a data fuzzer's input without its 3 option bytes to dir/name and opens it shuffled,
+ * as one worker; the caller destroys the reader and removes path and dir. */
+static ps_data *open_fuzz_data(const uint8_t *in, size_t len, ps_data_format format,
+                               const char *name, char *dir, char *path) {
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, 64, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL && fwrite(in + 3, 1, len - 3, f) == len - 3 && fclose(f) == 0);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = format, o.path = path, o.shuffle = true;
+    ps_data *d;
+    ps_error err = {0};
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_OK, "%s", err.msg);
+    return d;
+}
+
 /* F5 (data): a csv whose only column is the label: rows without features. parse_csv computed
  * fv->ids + fv->n and take_slot called memcpy(NULL, NULL, 0) while the batch's feature arrays were
  * still NULL (UBSan: "applying zero offset to null pointer", "null pointer passed as argument").
@@ -237,16 +254,8 @@ Test(fuzz_regressions, f5_a_csv_of_only_the_label) {
     uint8_t *in = input("regressions", "data_csv", "F5-label-column-only", &len);
     ps_fuzz_data_csv(in, len);
     char dir[] = "/tmp/fz_f5_XXXXXX", path[64];
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/d.csv", dir);
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL && fwrite(in + 3, 1, len - 3, f) == len - 3 && fclose(f) == 0);
-    ps_data_options o;
-    ps_data_options_init(&o);
-    o.format = PS_DATA_CSV, o.path = path, o.shuffle = true;
-    ps_data *d;
+    ps_data *d = open_fuzz_data(in, len, PS_DATA_CSV, "d.csv", dir, path);
     ps_error err = {0};
-    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_OK, "%s", err.msg);
     ps_data_batch b;
     cr_assert_eq(ps_data_next(d, 8, &b, &err), PS_OK, "%s", err.msg);
     cr_assert_eq(b.B, 2);
@@ -268,16 +277,8 @@ Test(fuzz_regressions, f6_a_shuffled_libsvm_row_without_features) {
     uint8_t *in = input("regressions", "data_libsvm", "F6-shuffled-row-without-features", &len);
     ps_fuzz_data_libsvm(in, len);
     char dir[] = "/tmp/fz_f6_XXXXXX", path[64];
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/d.svm", dir);
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL && fwrite(in + 3, 1, len - 3, f) == len - 3 && fclose(f) == 0);
-    ps_data_options o;
-    ps_data_options_init(&o);
-    o.format = PS_DATA_LIBSVM, o.path = path, o.shuffle = true;
-    ps_data *d;
+    ps_data *d = open_fuzz_data(in, len, PS_DATA_LIBSVM, "d.svm", dir, path);
     ps_error err = {0};
-    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_OK, "%s", err.msg);
     ps_data_batch b;
     cr_assert_eq(ps_data_next(d, 8, &b, &err), PS_OK, "%s", err.msg);
     cr_assert_eq(b.B, 2);

@@ -179,6 +179,19 @@ static double write_generated(const char *path, int rows, const float *w_true, u
     return -(p * log(p) + (1 - p) * log(1 - p));
 }
 
+/* A hidden model (weights U(-1.5, 1.5) per id, from `seed`), train_rows rows of it in
+ * dir/train.svm and 2000 held-out rows in dir/val.svm (paths into train and val, 128 bytes each);
+ * returns the base-rate logloss of the held-out labels. */
+static double generated_data_set(uint64_t seed, int train_rows, uint64_t train_seed,
+                                 uint64_t val_seed, char *train, char *val) {
+    static float w_true[GEN_IDS];
+    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
+    snprintf(train, 128, "%s/train.svm", dir);
+    snprintf(val, 128, "%s/val.svm", dir);
+    write_generated(train, train_rows, w_true, train_seed);
+    return write_generated(val, 2000, w_true, val_seed);
+}
+
 /* val_loss of the last line of a metrics file. */
 static double last_val_loss(const char *path) {
     FILE *f = fopen(path, "r");
@@ -218,14 +231,8 @@ static double train_generated(const char *train, const char *val, bool overlap, 
 /* The bug this guards: overlapped pushes went to another batch's rows, and the held-out loss of
  * an overlapped run stayed at the base rate while a sequential run learned. */
 Test(train, overlapped_sparse_model_learns_as_well_as_sequential) {
-    static float w_true[GEN_IDS];
-    uint64_t seed = 12345;
-    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
     char train[128], val[128];
-    snprintf(train, sizeof(train), "%s/train.svm", dir);
-    snprintf(val, sizeof(val), "%s/val.svm", dir);
-    write_generated(train, 6000, w_true, 1);
-    const double base = write_generated(val, 2000, w_true, 2);
+    const double base = generated_data_set(12345, 6000, 1, 2, train, val);
     const double seq = train_generated(train, val, false, 0);
     const double ovl = train_generated(train, val, true, 1);
     cr_assert(seq < base - 0.05, "sequential: held-out logloss %.4f, base rate %.4f", seq, base);
@@ -283,12 +290,9 @@ static size_t train_sync_sparse(const char *train, const char *cluster_extra, fl
 /* Two sync runs of a shuffled sparse job on 2 workers and 2 shards give the same bits, though
  * the second spreads the servers' work over 2 threads and polls instead of sleeping. */
 Test(train, sync_runs_are_bit_identical) {
-    static float w_true[GEN_IDS], a[GEN_IDS * 8 + 64], b[GEN_IDS * 8 + 64];
-    uint64_t seed = 99;
-    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
-    char train[128];
-    snprintf(train, sizeof(train), "%s/train.svm", dir);
-    write_generated(train, 3000, w_true, 5);
+    static float a[GEN_IDS * 8 + 64], b[GEN_IDS * 8 + 64];
+    char train[128], val[128];
+    generated_data_set(99, 3000, 5, 6, train, val);
     size_t na = train_sync_sparse(train, "", a, sizeof(a) / sizeof(a[0]));
     size_t nb = train_sync_sparse(train, ", \"busy_poll_us\": 200", b, sizeof(b) / sizeof(b[0]));
     cr_assert_eq(na, nb);
@@ -454,14 +458,8 @@ static double train_four(const char *train, const char *val, const char *mode) {
 /* Four async workers (each push on arrival, overlapped) end within 2% of four sync workers on
  * held-out loss: asynchrony costs little here, and the test would catch it costing much. */
 Test(train, four_async_workers_end_within_2_percent_of_sync) {
-    static float w_true[GEN_IDS];
-    uint64_t seed = 4242;
-    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
     char train[128], val[128];
-    snprintf(train, sizeof(train), "%s/train.svm", dir);
-    snprintf(val, sizeof(val), "%s/val.svm", dir);
-    write_generated(train, 24000, w_true, 3);
-    const double base = write_generated(val, 2000, w_true, 4);
+    const double base = generated_data_set(4242, 24000, 3, 4, train, val);
     const double sync = train_four(train, val, "sync");
     const double async = train_four(train, val, "async");
     cr_log_info("held-out logloss: sync %.4f, async %.4f, base rate %.4f", sync, async, base);
