@@ -743,7 +743,13 @@ ParameterizedTestParameters(data, malformed) {
          "1: label \"nan\" is not finite"},
         {"svm label junk", PS_DATA_LIBSVM, "1x 1:2\n", 0, false, 0,
          "1: label \"1x\" is not a number"},
-        {"svm no colon", PS_DATA_LIBSVM, "1 5\n", 0, false, 0, "1: token \"5\": missing ':'"},
+        {"svm no colon", PS_DATA_LIBSVM, "1 5x\n", 0, false, 0,
+         "1: token \"5x\": feature id is not a non-negative integer"},
+        {"svm bare id negative", PS_DATA_LIBSVM, "1 -5\n", 0, false, 0,
+         "1: token \"-5\": feature id is negative"},
+        {"svm bare id overflow", PS_DATA_LIBSVM, "1 18446744073709551616\n", 0, true, 0,
+         "1: token \"18446744073709551616\": feature id overflows uint64 (max "
+         "18446744073709551615)"},
         {"svm id text", PS_DATA_LIBSVM, "1 x:1\n", 0, false, 0,
          "1: token \"x:1\": feature id is not a non-negative integer"},
         {"svm id negative", PS_DATA_LIBSVM, "1 -3:1\n", 0, false, 0,
@@ -769,8 +775,8 @@ ParameterizedTestParameters(data, malformed) {
          "1: token \"3:1e39\": value is not finite"},
         {"svm line numbers", PS_DATA_LIBSVM, "\r\n\n# c\n1 1:1\r\n1 2:x\r\n", 0, false, 0,
          "5: token \"2:x\": value is not a number"},
-        {"svm no newline", PS_DATA_LIBSVM, "1 1:1\n1 2", 0, false, 0,
-         "2: token \"2\": missing ':'"},
+        {"svm no newline", PS_DATA_LIBSVM, "1 1:1\n1 2:", 0, false, 0,
+         "2: token \"2:\": value is not a number"},
         {"svm NUL", PS_DATA_LIBSVM, "1 1:1\n1 2:1\0 3:1\n", 17, false, 0, "2: NUL byte in line"},
         {"svm too long", PS_DATA_LIBSVM, "1 1:1\n1 1:1 2:1 3:1 4:1 5:1\n1 1:1\n", 0, false, 16,
          "2: line longer than 16 bytes"},
@@ -840,7 +846,7 @@ Test(data, error_is_sticky_until_rewind) {
     cr_assert_eq(b.B, 0);
     memset(&err, 0, sizeof(err));
     cr_assert_eq(ps_data_next(d, 1, &b, &err), PS_DATA);
-    cr_assert(strstr(err.msg, ":2: token \"x\": missing ':'") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, ":2: token \"x\": feature id is not a non-negative integer") != NULL, "%s", err.msg);
     cr_assert_eq(ps_data_next(d, 1, &b, NULL), PS_DATA);
     cr_assert_eq(ps_data_rewind(d, 1, &err), PS_OK);
     cr_assert_eq(ps_data_next(d, 1, &b, &err), PS_OK);
@@ -874,7 +880,7 @@ Test(data, skip_bad_lines_counts_and_reports) {
     rows_free(&r);
     cr_assert_eq(ps_data_skipped(d), 3);
     char want[300];
-    snprintf(want, sizeof(want), "%s:2: token \"x\": missing ':'", path);
+    snprintf(want, sizeof(want), "%s:2: token \"x\": feature id is not a non-negative integer", path);
     cr_assert_str_eq(ps_data_skipped_message(d, 0), want);
     snprintf(want, sizeof(want), "%s:4: token \"3:nan\": value is not finite", path);
     cr_assert_str_eq(ps_data_skipped_message(d, 1), want);
@@ -1004,6 +1010,7 @@ Test(data, open_missing_file_and_format_names) {
     cr_assert_str_eq(ps_data_format_name(PS_DATA_LIBSVM), "libsvm");
     cr_assert_eq(ps_data_format_parse("parquet", &f, &err), PS_CONFIG);
     cr_assert_str_eq(err.msg,
-                     "data format \"parquet\" unknown (expected csv, libsvm, svmlight, random)");
+                     "data format \"parquet\" unknown (expected csv, libsvm, svmlight, random, "
+                     "criteo, idx)");
     ps_data_destroy(NULL);
 }

@@ -1,5 +1,6 @@
-/* data.c - streaming csv/libsvm/random readers: a line source over stdio or zlib, row sharding,
- * per-format row parsers, a tf.data-style shuffle buffer and CSR batch assembly. */
+/* data.c - what every format shares: the line source over stdio or zlib, row numbering and
+ * sharding, validation_split's row range, a tf.data-style shuffle buffer and CSR batch assembly.
+ * Each format parses its rows in its own file, behind data_format.h. */
 #include "data.h"
 
 #include <errno.h>
@@ -11,57 +12,53 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "data_format.h"
+
 #define READ_CHUNK (64u * 1024u)
 #define GZ_BUFFER (128u * 1024u)
-#define WHY_MAX 200   /* "what is wrong" part of a row error */
-#define TOKEN_SHOW 40 /* bytes of an offending token quoted in a message */
-#define GOLDEN 0x9e3779b97f4a7c15ull
 
-typedef struct {
-    uint64_t *ids;
-    float *vals;
-    size_t n, cap;
-} feat_vec;
+/* The formats, indexed by ps_data_format. */
+static const ps_format_ops *const formats[] = {
+    [PS_DATA_CSV] = &ps_format_csv,       [PS_DATA_LIBSVM] = &ps_format_libsvm,
+    [PS_DATA_RANDOM] = &ps_format_random, [PS_DATA_CRITEO] = &ps_format_criteo,
+    [PS_DATA_IDX] = &ps_format_idx,
+};
+#define N_FORMATS (sizeof(formats) / sizeof(formats[0]))
+
+struct ps_lines { /* buf holds cap bytes + 1 for a terminating NUL; [start, end) is unread */
+    const char *path; /* the reader's copy */
+    bool gzip;
+    FILE *fp;
+    gzFile gz;
+    char *buf;
+    size_t cap, start, end, max_line;
+    bool eof;
+    uint64_t line_no; /* lines consumed so far = 1-based number of the last line */
+};
 
 typedef struct { /* one row held by the shuffle buffer */
-    feat_vec fv;
+    ps_fvec fv;
     float label;
     uint64_t index;
     uint64_t order; /* its key in the epoch's order, when the whole shard is buffered */
 } row_buf;
 
-typedef enum { LINE_OK, LINE_EOF, LINE_LONG } line_kind;
-
 struct ps_data {
-    ps_data_format format;
+    const ps_format_ops *ops;
+    void *fs; /* the format's state */
     char *path; /* owned copy */
     uint32_t rank, world;
-    bool one_based, skip_bad, shuffle;
-    uint64_t num_ids; /* libsvm: ids (after one_based) must be below it; 0: any */
-    size_t max_line, shuffle_cap;
+    bool skip_bad, shuffle;
+    size_t shuffle_cap;
     uint64_t seed;
 
-    /* line source: buf holds cap bytes + 1 for a terminating NUL; [start, end) is unread */
-    bool gzip;
-    FILE *fp;
-    gzFile gz;
-    char *buf;
-    size_t cap, start, end;
-    bool eof;
-    uint64_t line_no; /* lines consumed so far = 1-based number of the last line */
-
-    /* csv */
-    bool has_header;
-    uint32_t n_fields, label_col;
-    uint64_t first_line; /* line that fixed n_fields */
-
-    /* random */
-    uint64_t random_rows;
-    uint32_t random_cols;
+    ps_lines src;          /* text formats */
+    uint64_t header_lines; /* text: lines skipped before the first row on every pass */
+    uint64_t row_begin, row_end; /* this reader's rows (validation_split); record: end <= rows */
 
     /* position in the epoch */
     uint64_t next_row; /* global index of the next row */
-    uint32_t phase;    /* next_row % world (file formats) */
+    uint32_t phase;    /* next_row % world (text formats) */
     bool done;         /* source exhausted for this epoch */
     ps_status failed;  /* sticky error, with its message in fail */
     ps_error fail;
@@ -80,7 +77,7 @@ struct ps_data {
     size_t *offsets;
     float *labels;
     uint64_t *row_index;
-    feat_vec fv;
+    ps_fvec fv;
 
     /* skip_bad_lines */
     size_t skipped;
@@ -89,24 +86,7 @@ struct ps_data {
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
-static inline bool is_ws(char c) {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-static inline char *skip_ws(char *p) {
-    while (is_ws(*p)) p++;
-    return p;
-}
-static inline int show_len(size_t n) { return (int)(n < TOKEN_SHOW ? n : TOKEN_SHOW); }
-
-/* splitmix64's output function.
- * reference: https://prng.di.unimi.it/splitmix64.c */
-static inline uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static inline uint64_t rng_next(uint64_t *s) { return mix64(*s += GOLDEN); }
+static inline uint64_t rng_next(uint64_t *s) { return ps_mix64(*s += PS_DATA_GOLDEN); }
 static uint64_t rng_below(uint64_t *s, uint64_t n) { /* uniform in [0, n), n > 0, unbiased */
     uint64_t limit = UINT64_MAX - UINT64_MAX % n, r;
     do r = rng_next(s);
@@ -118,7 +98,7 @@ static uint64_t rng_below(uint64_t *s, uint64_t n) { /* uniform in [0, n), n > 0
  * of ten is within +-10 is (float)m * 10^e or (float)m / 10^-e, one correctly rounded float
  * operation on exact operands, hence bit-identical to strtof. Everything else (long mantissas,
  * big exponents, hex, inf/nan, leading spaces) goes to strtof. *end as strtof's. */
-static float parse_float(const char *s, const char **end) {
+float ps_data_parse_float(const char *s, const char **end) {
 #if FLT_EVAL_METHOD == 0
     static const float pow10f[] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f,
                                    1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
@@ -127,20 +107,20 @@ static float parse_float(const char *s, const char **end) {
     if (*p == '-' || *p == '+') neg = *p++ == '-';
     uint64_t m = 0;
     int e10 = 0, nd = 0;
-    for (; is_digit(*p); p++, nd++)
+    for (; ps_data_is_digit(*p); p++, nd++)
         if ((m = m * 10 + (uint64_t)(*p - '0')) > (1u << 24)) goto slow;
     if (*p == 'x' || *p == 'X') goto slow; /* hex float: strtof's business */
     if (*p == '.')
-        for (p++; is_digit(*p); p++, nd++, e10--)
+        for (p++; ps_data_is_digit(*p); p++, nd++, e10--)
             if ((m = m * 10 + (uint64_t)(*p - '0')) > (1u << 24)) goto slow;
     if (nd == 0) goto slow;
     if (*p == 'e' || *p == 'E') {
         const char *q = p + 1;
         bool eneg = false;
         if (*q == '-' || *q == '+') eneg = *q++ == '-';
-        if (!is_digit(*q)) goto slow;
+        if (!ps_data_is_digit(*q)) goto slow;
         int x = 0;
-        for (; is_digit(*q); q++)
+        for (; ps_data_is_digit(*q); q++)
             if ((x = x * 10 + (*q - '0')) > 100) goto slow;
         e10 += eneg ? -x : x;
         p = q;
@@ -160,7 +140,8 @@ slow:
     }
 }
 
-static bool fv_reserve(feat_vec *v, size_t need) {
+
+bool ps_fvec_reserve(ps_fvec *v, size_t need) {
     if (need <= v->cap && v->ids != NULL) return true; /* never NULL once asked: batches of no
                                                           features still hand out arrays */
     size_t cap = v->cap ? v->cap : 64;
@@ -175,304 +156,179 @@ static bool fv_reserve(feat_vec *v, size_t need) {
     return true;
 }
 
-static void fv_free(feat_vec *v) {
+void ps_fvec_free(ps_fvec *v) {
     free(v->ids);
     free(v->vals);
 }
 
 /* ---- line source ------------------------------------------------------------------------ */
 
-static void src_close(ps_data *d) {
-    if (d->gz != NULL) gzclose(d->gz);
-    if (d->fp != NULL) fclose(d->fp);
-    d->gz = NULL, d->fp = NULL;
+static void src_close(ps_lines *l) {
+    if (l->gz != NULL) gzclose(l->gz);
+    if (l->fp != NULL) fclose(l->fp);
+    l->gz = NULL, l->fp = NULL;
 }
 
-static ps_status src_open(ps_data *d, ps_error *err) {
-    src_close(d);
-    d->start = d->end = 0, d->eof = false, d->line_no = 0;
+static ps_status src_open(ps_lines *l, ps_error *err) {
+    src_close(l);
+    l->start = l->end = 0, l->eof = false, l->line_no = 0;
     errno = 0;
-    if (d->gzip) {
-        d->gz = gzopen(d->path, "rb");
-        if (d->gz == NULL)
-            return ps_error_set(err, errno ? PS_IO : PS_NOMEM, "open %s: %s", d->path,
+    if (l->gzip) {
+        l->gz = gzopen(l->path, "rb");
+        if (l->gz == NULL)
+            return ps_error_set(err, errno ? PS_IO : PS_NOMEM, "open %s: %s", l->path,
                                 errno ? strerror(errno) : "out of memory");
-        gzbuffer(d->gz, GZ_BUFFER);
+        gzbuffer(l->gz, GZ_BUFFER);
     } else {
-        d->fp = fopen(d->path, "rb");
-        if (d->fp == NULL) return ps_error_set(err, PS_IO, "open %s: %s", d->path, strerror(errno));
-        setvbuf(d->fp, NULL, _IONBF, 0); /* we buffer ourselves */
+        l->fp = fopen(l->path, "rb");
+        if (l->fp == NULL) return ps_error_set(err, PS_IO, "open %s: %s", l->path, strerror(errno));
+        setvbuf(l->fp, NULL, _IONBF, 0); /* we buffer ourselves */
     }
     return PS_OK;
 }
 
-static ps_status src_fill(ps_data *d, ps_error *err) {
-    size_t room = d->cap - d->end, got;
-    if (d->gz != NULL) {
-        int r = gzread(d->gz, d->buf + d->end, (unsigned)room);
+static ps_status src_fill(ps_lines *l, ps_error *err) {
+    size_t room = l->cap - l->end, got;
+    if (l->gz != NULL) {
+        int r = gzread(l->gz, l->buf + l->end, (unsigned)room);
         int zerr = Z_OK;
-        const char *zmsg = gzerror(d->gz, &zerr);
+        const char *zmsg = gzerror(l->gz, &zerr);
         if (r < 0 || (zerr != Z_OK && zerr != Z_BUF_ERROR))
-            return ps_error_set(err, PS_IO, "read %s: %s", d->path,
+            return ps_error_set(err, PS_IO, "read %s: %s", l->path,
                                 zerr == Z_ERRNO ? strerror(errno) : zmsg);
         if (r == 0 && zerr == Z_BUF_ERROR) /* input ended inside the deflate stream */
-            return ps_error_set(err, PS_IO, "read %s: truncated gzip file (%s)", d->path, zmsg);
+            return ps_error_set(err, PS_IO, "read %s: truncated gzip file (%s)", l->path, zmsg);
         got = (size_t)r;
     } else {
-        got = fread(d->buf + d->end, 1, room, d->fp);
-        if (got == 0 && ferror(d->fp))
-            return ps_error_set(err, PS_IO, "read %s: %s", d->path, strerror(errno));
+        got = fread(l->buf + l->end, 1, room, l->fp);
+        if (got == 0 && ferror(l->fp))
+            return ps_error_set(err, PS_IO, "read %s: %s", l->path, strerror(errno));
     }
-    if (got == 0) d->eof = true;
-    d->end += got;
+    if (got == 0) l->eof = true;
+    l->end += got;
     return PS_OK;
 }
 
 /* Next line, NUL-terminated in place, without its '\n' (a UTF-8 BOM on line 1 is dropped).
- * LINE_LONG: the line exceeded max_line bytes and was consumed without being returned. */
-static ps_status src_line(ps_data *d, line_kind *kind, char **line, size_t *len, ps_error *err) {
+ * PS_LINE_LONG: the line exceeded max_line bytes and was consumed without being returned. */
+ps_status ps_lines_next(ps_lines *l, ps_line_kind *kind, char **line, size_t *len, ps_error *err) {
     bool too_long = false;
     for (;;) {
-        char *p = d->buf + d->start;
-        size_t avail = d->end - d->start;
+        char *p = l->buf + l->start;
+        size_t avail = l->end - l->start;
         char *nl = memchr(p, '\n', avail);
-        if (nl != NULL || (d->eof && (avail > 0 || too_long))) {
+        if (nl != NULL || (l->eof && (avail > 0 || too_long))) {
             size_t n = nl != NULL ? (size_t)(nl - p) : avail;
-            d->start += nl != NULL ? n + 1 : n;
-            d->line_no++;
-            if (too_long || n > d->max_line) {
-                *kind = LINE_LONG;
+            l->start += nl != NULL ? n + 1 : n;
+            l->line_no++;
+            if (too_long || n > l->max_line) {
+                *kind = PS_LINE_LONG;
                 return PS_OK;
             }
             p[n] = '\0';
-            if (d->line_no == 1 && n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) p += 3, n -= 3;
-            *kind = LINE_OK, *line = p, *len = n;
+            if (l->line_no == 1 && n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) p += 3, n -= 3;
+            *kind = PS_LINE_OK, *line = p, *len = n;
             return PS_OK;
         }
-        if (d->eof) {
-            *kind = LINE_EOF;
+        if (l->eof) {
+            *kind = PS_LINE_EOF;
             return PS_OK;
         }
-        if (d->start > 0) { /* keep the partial line at the front */
-            memmove(d->buf, p, avail);
-            d->start = 0, d->end = avail;
+        if (l->start > 0) { /* keep the partial line at the front */
+            memmove(l->buf, p, avail);
+            l->start = 0, l->end = avail;
         }
-        if (d->end > d->max_line) { /* the partial line alone is over the limit: drop it */
+        if (l->end > l->max_line) { /* the partial line alone is over the limit: drop it */
             too_long = true;
-            d->start = d->end = 0;
-        } else if (d->end == d->cap) {
-            size_t cap = d->cap * 2 < d->max_line + 1 ? d->cap * 2 : d->max_line + 1;
-            char *b = realloc(d->buf, cap + 1);
+            l->start = l->end = 0;
+        } else if (l->end == l->cap) {
+            size_t cap = l->cap * 2 < l->max_line + 1 ? l->cap * 2 : l->max_line + 1;
+            char *b = realloc(l->buf, cap + 1);
             if (b == NULL)
-                return ps_error_set(err, PS_NOMEM, "%s: line buffer of %zu bytes", d->path, cap);
-            d->buf = b, d->cap = cap;
+                return ps_error_set(err, PS_NOMEM, "%s: line buffer of %zu bytes", l->path, cap);
+            l->buf = b, l->cap = cap;
         }
-        ps_status st = src_fill(d, err);
+        ps_status st = src_fill(l, err);
         if (st != PS_OK) return st;
     }
 }
 
-/* ---- row parsers ------------------------------------------------------------------------ */
-
-/* Each parser appends one row's features to fv and sets *label. On PS_DATA `why` says what is
- * wrong; fv may hold a partial row (the caller truncates it). */
-
-static ps_status parse_libsvm(ps_data *d, char *s, feat_vec *fv, float *label, char *why) {
-    char *hash = strchr(s, '#');
-    if (hash != NULL) *hash = '\0';
-    char *p = skip_ws(s);
-    const char *e;
-    float y = parse_float(p, &e);
-    if (e == p || !(*e == '\0' || is_ws(*e))) {
-        size_t n = strcspn(p, " \t\r\v\f");
-        snprintf(why, WHY_MAX, "label \"%.*s\" is not a number", show_len(n), p);
-        return PS_DATA;
-    }
-    if (!isfinite(y)) {
-        snprintf(why, WHY_MAX, "label \"%.*s\" is not finite", show_len((size_t)(e - p)), p);
-        return PS_DATA;
-    }
-    *label = y == -1.0f ? 0.0f : y;
-    for (p = (char *)e;;) {
-        p = skip_ws(p);
-        if (*p == '\0') return PS_OK;
-        char *tok = p, *q = p;
-        uint64_t id = 0;
-        bool overflow = false;
-        for (; is_digit(*q); q++) {
-            unsigned dg = (unsigned)(*q - '0');
-            if (id > (UINT64_MAX - dg) / 10) overflow = true;
-            id = id * 10 + dg;
-        }
-        if (q == tok || *q != ':' || overflow) { /* slow path: say what is wrong */
-            size_t n = strcspn(tok, " \t\r\v\f");
-            if (n >= 4 && memcmp(tok, "qid:", 4) == 0) {
-                p = tok + n;
-                continue;
-            }
-            const char *what = memchr(tok, ':', n) == NULL ? "missing ':'"
-                               : *tok == '-'              ? "feature id is negative"
-                               : q == tok || *q != ':'
-                                   ? "feature id is not a non-negative integer"
-                                   : "feature id overflows uint64 (max 18446744073709551615)";
-            snprintf(why, WHY_MAX, "token \"%.*s\": %s", show_len(n), tok, what);
-            return PS_DATA;
-        }
-        if (d->one_based) {
-            if (id == 0) {
-                size_t n = strcspn(tok, " \t\r\v\f");
-                snprintf(why, WHY_MAX, "token \"%.*s\": feature id 0 but ids are 1-based",
-                         show_len(n), tok);
-                return PS_DATA;
-            }
-            id--;
-        }
-        if (d->num_ids != 0 && id >= d->num_ids) {
-            size_t n = strcspn(tok, " \t\r\v\f");
-            snprintf(why, WHY_MAX, "token \"%.*s\": feature id beyond the model's %llu inputs "
-                     "(model.input.num_ids or model.input_dim)", show_len(n), tok,
-                     (unsigned long long)d->num_ids);
-            return PS_DATA;
-        }
-        float v = parse_float(q + 1, &e);
-        if (e == q + 1 || !(*e == '\0' || is_ws(*e)) || !isfinite(v)) {
-            size_t n = strcspn(tok, " \t\r\v\f");
-            snprintf(why, WHY_MAX, "token \"%.*s\": value is not %s", show_len(n), tok,
-                     e == q + 1 || !(*e == '\0' || is_ws(*e)) ? "a number" : "finite");
-            return PS_DATA;
-        }
-        if (fv->n == fv->cap && !fv_reserve(fv, fv->n + 1)) return PS_NOMEM;
-        fv->ids[fv->n] = id, fv->vals[fv->n] = v, fv->n++;
-        p = (char *)e;
-    }
-}
-
-static size_t count_fields(const char *s, size_t n) {
-    size_t k = 1;
-    for (const char *c = s; (c = memchr(c, ',', n - (size_t)(c - s))) != NULL; c++) k++;
-    return k;
-}
-
-static ps_status parse_csv(ps_data *d, char *s, size_t len, feat_vec *fv, float *label,
-                           char *why) {
-    size_t nf = count_fields(s, len);
-    if (nf != d->n_fields) {
-        snprintf(why, WHY_MAX, "%zu fields, expected %" PRIu32 " (as in line %" PRIu64 ")", nf,
-                 d->n_fields, d->first_line);
-        return PS_DATA;
-    }
-    if (!fv_reserve(fv, fv->n + nf - 1)) return PS_NOMEM;
-    uint64_t *ids = fv->ids + fv->n;
-    float *vals = fv->vals + fv->n;
-    uint32_t j = 0;
-    char *p = s;
-    for (uint32_t f = 0; f < nf; f++) {
-        p = skip_ws(p);
-        const char *e;
-        float v = parse_float(p, &e);
-        char *t = skip_ws((char *)e);
-        if (e == p || (*t != ',' && *t != '\0') || !isfinite(v)) {
-            size_t n = strcspn(p, ",");
-            while (n > 0 && is_ws(p[n - 1])) n--;
-            if (n == 0)
-                snprintf(why, WHY_MAX, "field %" PRIu32 ": empty", f + 1);
-            else
-                snprintf(why, WHY_MAX, "field %" PRIu32 ": \"%.*s\" is not %s", f + 1,
-                         show_len(n), p, isfinite(v) ? "a number" : "finite");
-            return PS_DATA;
-        }
-        if (f == d->label_col) {
-            *label = v;
-        } else {
-            ids[j] = j, vals[j] = v;
-            j++;
-        }
-        p = t + 1;
-    }
-    fv->n += j;
-    return PS_OK;
-}
-
-/* Row i of the random data set: h = mix64(seed ^ mix64(i + GOLDEN)), z_k = mix64(h + k*GOLDEN)
- * for k = 1, 2, ...; label = z_1 >> 63; x_j = (z_{j+2} >> 40) * 2^-24, j = 0..d-1. */
-static ps_status gen_random(ps_data *d, uint64_t i, feat_vec *fv, float *label) {
-    if (!fv_reserve(fv, fv->n + d->random_cols)) return PS_NOMEM;
-    uint64_t h = mix64(d->seed ^ mix64(i + GOLDEN));
-    *label = (float)(mix64(h + GOLDEN) >> 63);
-    for (uint32_t j = 0; j < d->random_cols; j++) {
-        fv->ids[fv->n + j] = j;
-        fv->vals[fv->n + j] = (float)(mix64(h + (uint64_t)(j + 2) * GOLDEN) >> 40) * 0x1p-24f;
-    }
-    fv->n += d->random_cols;
-    return PS_OK;
-}
-
 /* ---- rows of this shard ----------------------------------------------------------------- */
+
+uint64_t ps_lines_no(const ps_lines *l) { return l->line_no; }
+
+/* Whether a line is a row: malformed over-long lines are; otherwise the format says. */
+static bool line_is_row(const ps_data *d, ps_line_kind kind, const char *s, size_t len) {
+    if (kind != PS_LINE_OK) return true;
+    if (d->ops->is_row != NULL) return d->ops->is_row(s, len);
+    for (size_t i = 0; i < len; i++)
+        if (!ps_data_is_ws(s[i])) return true;
+    return false;
+}
 
 static ps_status bad_row(ps_data *d, const char *why, ps_error *err) {
     if (!d->skip_bad)
-        return ps_error_set(err, PS_DATA, "%s:%" PRIu64 ": %s", d->path, d->line_no, why);
+        return ps_error_set(err, PS_DATA, "%s:%" PRIu64 ": %s", d->path, d->src.line_no, why);
     if (d->skipped < PS_DATA_SKIP_MESSAGES)
         snprintf(d->skip_msg[d->skipped], sizeof(d->skip_msg[0]), "%s:%" PRIu64 ": %s", d->path,
-                 d->line_no, why);
+                 d->src.line_no, why);
     d->skipped++;
     return PS_OK;
 }
 
 /* Appends this shard's next row to fv; *got = false at the end of the epoch. */
-static ps_status next_row(ps_data *d, feat_vec *fv, float *label, uint64_t *index, bool *got,
+static ps_status next_row(ps_data *d, ps_fvec *fv, float *label, uint64_t *index, bool *got,
                           ps_error *err) {
     *got = false;
     if (d->done) return PS_OK;
-    if (d->format == PS_DATA_RANDOM) {
-        if (d->next_row >= d->random_rows) {
+    if (!d->ops->text) {
+        if (d->next_row >= d->row_end) {
             d->done = true;
             return PS_OK;
         }
         *index = d->next_row;
-        ps_status st = gen_random(d, d->next_row, fv, label);
-        if (st != PS_OK) return ps_error_set(err, st, "random row %" PRIu64, d->next_row);
-        d->next_row = d->random_rows - d->next_row > d->world ? d->next_row + d->world
-                                                              : d->random_rows;
+        ps_status st = d->ops->row(d->fs, d->next_row, fv, label);
+        if (st != PS_OK)
+            return ps_error_set(err, st, "%s row %" PRIu64, d->path, d->next_row);
+        d->next_row = d->row_end - d->next_row > d->world ? d->next_row + d->world : d->row_end;
         *got = true;
         return PS_OK;
     }
     for (;;) {
-        line_kind kind;
+        ps_line_kind kind;
         char *s = NULL;
         size_t len = 0;
-        ps_status st = src_line(d, &kind, &s, &len, err);
+        ps_status st = ps_lines_next(&d->src, &kind, &s, &len, err);
         if (st != PS_OK) return st;
-        if (kind == LINE_EOF) {
+        if (kind == PS_LINE_EOF) {
             d->done = true;
             return PS_OK;
         }
-        if (kind == LINE_OK) { /* blank and comment-only lines are not rows */
-            char *p = skip_ws(s);
-            if (p == s + len || (d->format == PS_DATA_LIBSVM && *p == '#')) continue;
-        }
+        if (!line_is_row(d, kind, s, len)) continue;
         uint64_t row = d->next_row++;
         bool mine = d->phase == d->rank;
         if (++d->phase == d->world) d->phase = 0;
-        if (!mine) continue;
+        if (row >= d->row_end) {
+            d->done = true;
+            return PS_OK;
+        }
+        if (!mine || row < d->row_begin) continue;
 
-        char why[WHY_MAX];
-        if (kind == LINE_LONG) {
-            snprintf(why, sizeof(why), "line longer than %zu bytes", d->max_line);
+        char why[PS_DATA_WHY_MAX];
+        if (kind == PS_LINE_LONG) {
+            snprintf(why, sizeof(why), "line longer than %zu bytes", d->src.max_line);
         } else if (memchr(s, '\0', len) != NULL) {
             snprintf(why, sizeof(why), "NUL byte in line");
         } else {
-            while (len > 0 && is_ws(s[len - 1])) s[--len] = '\0';
             size_t mark = fv->n;
-            st = d->format == PS_DATA_CSV ? parse_csv(d, s, len, fv, label, why)
-                                          : parse_libsvm(d, s, fv, label, why);
+            st = d->ops->parse(d->fs, s, len, fv, label, why);
             if (st == PS_OK) {
                 *index = row, *got = true;
                 return PS_OK;
             }
             fv->n = mark;
             if (st != PS_DATA)
-                return ps_error_set(err, st, "%s:%" PRIu64 ": %s", d->path, d->line_no,
+                return ps_error_set(err, st, "%s:%" PRIu64 ": %s", d->path, d->src.line_no,
                                     ps_status_str(st));
         }
         st = bad_row(d, why, err);
@@ -482,111 +338,52 @@ static ps_status next_row(ps_data *d, feat_vec *fv, float *label, uint64_t *inde
 
 /* ---- open / rewind ---------------------------------------------------------------------- */
 
-static void trim(char **p, size_t *n) {
-    while (*n > 0 && is_ws(**p)) (*p)++, (*n)--;
-    while (*n > 0 && is_ws((*p)[*n - 1])) (*n)--;
-}
-
-/* Reads the first non-empty line: header or data, the column count and the label column. */
-static ps_status csv_probe(ps_data *d, const ps_data_options *o, ps_error *err) {
-    char *s = NULL;
-    size_t len = 0;
-    bool found_line = false;
-    while (!found_line) {
-        line_kind kind;
-        ps_status st = src_line(d, &kind, &s, &len, err);
+/* Text formats: back to line 1, then past the header lines. */
+static ps_status text_restart(ps_data *d, ps_error *err) {
+    ps_status st = src_open(&d->src, err);
+    if (st != PS_OK) return st;
+    while (d->src.line_no < d->header_lines) {
+        ps_line_kind kind;
+        char *s;
+        size_t len;
+        st = ps_lines_next(&d->src, &kind, &s, &len, err);
         if (st != PS_OK) return st;
-        if (kind == LINE_EOF) break; /* no non-empty line: no rows */
-        if (kind == LINE_LONG)
-            return ps_error_set(err, PS_DATA, "%s:%" PRIu64 ": line longer than %zu bytes",
-                                d->path, d->line_no, d->max_line);
-        if (memchr(s, '\0', len) != NULL)
-            return ps_error_set(err, PS_DATA, "%s:%" PRIu64 ": NUL byte in line", d->path,
-                                d->line_no);
-        char *p = s;
-        size_t n = len;
-        trim(&p, &n);
-        found_line = n > 0;
-    }
-    int name_col = -1;
-    if (found_line) {
-        d->n_fields = (uint32_t)count_fields(s, len);
-        d->first_line = d->line_no;
-        char *f = s, *stop = s + len;
-        for (uint32_t i = 0; i < d->n_fields; i++) { /* header if any field is not a number */
-            char *c = memchr(f, ',', (size_t)(stop - f));
-            size_t n = c != NULL ? (size_t)(c - f) : (size_t)(stop - f);
-            char *p = f;
-            trim(&p, &n);
-            if (n > 0) {
-                const char *e;
-                char saved = p[n];
-                p[n] = '\0';
-                parse_float(p, &e);
-                if (e != p + n) d->has_header = true;
-                if (n >= 2 && p[0] == '"' && p[n - 1] == '"') p++, n -= 2;
-                if (name_col < 0 && o->label_name != NULL && strlen(o->label_name) == n &&
-                    memcmp(p, o->label_name, n) == 0)
-                    name_col = (int)i;
-                p[n] = saved;
-            }
-            f = c != NULL ? c + 1 : stop;
-        }
-    }
-    if (o->label_name != NULL) {
-        if (!d->has_header)
-            return ps_error_set(err, PS_CONFIG,
-                                "%s: label_name \"%s\" needs a header line, but the first line "
-                                "is %s",
-                                d->path, o->label_name, found_line ? "data" : "missing");
-        if (name_col < 0)
-            return ps_error_set(err, PS_CONFIG,
-                                "%s: label_name \"%s\" is not in the header (line %" PRIu64
-                                ", %" PRIu32 " columns)",
-                                d->path, o->label_name, d->first_line, d->n_fields);
-        d->label_col = (uint32_t)name_col;
-    } else if (found_line) {
-        int64_t c = o->label_column < 0 ? (int64_t)d->n_fields + o->label_column
-                                        : (int64_t)o->label_column;
-        if (c < 0 || c >= (int64_t)d->n_fields)
-            return ps_error_set(err, PS_CONFIG,
-                                "label_column %d out of range for %" PRIu32
-                                " columns in %s (must be in [-%" PRIu32 ", %" PRIu32 "])",
-                                o->label_column, d->n_fields, d->path, d->n_fields,
-                                d->n_fields - 1);
-        d->label_col = (uint32_t)c;
+        if (kind == PS_LINE_EOF)
+            return ps_error_set(err, PS_IO, "%s: file shrank below its header line %" PRIu64,
+                                d->path, d->header_lines);
     }
     return PS_OK;
+}
+
+/* Text formats: the rows of the file, numbered as next_row numbers them (validation_split). */
+static ps_status count_rows(ps_data *d, uint64_t *n, ps_error *err) {
+    ps_status st = text_restart(d, err);
+    *n = 0;
+    while (st == PS_OK) {
+        ps_line_kind kind;
+        char *s;
+        size_t len;
+        st = ps_lines_next(&d->src, &kind, &s, &len, err);
+        if (st != PS_OK || kind == PS_LINE_EOF) break;
+        if (line_is_row(d, kind, s, len)) (*n)++;
+    }
+    return st;
 }
 
 static ps_status rewind_impl(ps_data *d, uint32_t epoch, ps_error *err) {
     d->failed = PS_OK;
     d->done = false;
     d->n_slots = 0, d->filled = false, d->whole = false, d->emit = 0;
-    d->order_key = mix64(mix64(d->seed) + epoch);
-    d->rng = mix64(d->order_key + d->rank);
+    d->order_key = ps_mix64(ps_mix64(d->seed) + epoch);
+    d->rng = ps_mix64(d->order_key + d->rank);
     d->skipped = 0;
     d->phase = 0;
-    if (d->format == PS_DATA_RANDOM) {
-        d->next_row = d->rank;
+    if (!d->ops->text) { /* this shard's first row at or after row_begin */
+        d->next_row = d->row_begin + (d->rank + d->world - d->row_begin % d->world) % d->world;
         return PS_OK;
     }
     d->next_row = 0;
-    ps_status st = src_open(d, err);
-    if (st != PS_OK) return st;
-    if (d->has_header) { /* skip up to and including the header line */
-        while (d->line_no < d->first_line) {
-            line_kind kind;
-            char *s;
-            size_t len;
-            st = src_line(d, &kind, &s, &len, err);
-            if (st != PS_OK) return st;
-            if (kind == LINE_EOF)
-                return ps_error_set(err, PS_IO, "%s: file shrank below its header line %" PRIu64,
-                                    d->path, d->first_line);
-        }
-    }
-    return PS_OK;
+    return text_restart(d, err);
 }
 
 void ps_data_options_init(ps_data_options *o) {
@@ -596,24 +393,23 @@ void ps_data_options_init(ps_data_options *o) {
 }
 
 ps_status ps_data_format_parse(const char *s, ps_data_format *out, ps_error *err) {
-    if (s != NULL && strcmp(s, "csv") == 0) *out = PS_DATA_CSV;
-    else if (s != NULL && (strcmp(s, "libsvm") == 0 || strcmp(s, "svmlight") == 0))
+    for (size_t f = 0; s != NULL && f < N_FORMATS; f++)
+        if (strcmp(s, formats[f]->name) == 0) {
+            *out = (ps_data_format)f;
+            return PS_OK;
+        }
+    if (s != NULL && strcmp(s, "svmlight") == 0) {
         *out = PS_DATA_LIBSVM;
-    else if (s != NULL && strcmp(s, "random") == 0) *out = PS_DATA_RANDOM;
-    else
-        return ps_error_set(err, PS_CONFIG,
-                            "data format \"%s\" unknown (expected csv, libsvm, svmlight, random)",
-                            s != NULL ? s : "(null)");
-    return PS_OK;
+        return PS_OK;
+    }
+    return ps_error_set(err, PS_CONFIG,
+                        "data format \"%s\" unknown (expected csv, libsvm, svmlight, random, "
+                        "criteo, idx)",
+                        s != NULL ? s : "(null)");
 }
 
 const char *ps_data_format_name(ps_data_format f) {
-    switch (f) {
-    case PS_DATA_CSV: return "csv";
-    case PS_DATA_LIBSVM: return "libsvm";
-    case PS_DATA_RANDOM: return "random";
-    }
-    return "unknown";
+    return (size_t)f < N_FORMATS ? formats[f]->name : "unknown";
 }
 
 ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, ps_data **out,
@@ -624,8 +420,9 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     if (world == 0 || rank >= world)
         return ps_error_set(err, PS_INVALID_ARG, "rank %" PRIu32 " out of range for world %" PRIu32,
                             rank, world);
-    if (o->format != PS_DATA_CSV && o->format != PS_DATA_LIBSVM && o->format != PS_DATA_RANDOM)
+    if ((size_t)o->format >= N_FORMATS)
         return ps_error_set(err, PS_CONFIG, "data format %d unknown", (int)o->format);
+    const ps_format_ops *ops = formats[o->format];
     size_t shuffle_cap = o->shuffle_buffer ? o->shuffle_buffer : PS_DATA_DEFAULT_SHUFFLE_BUFFER;
     if (shuffle_cap > PS_DATA_MAX_SHUFFLE_BUFFER)
         return ps_error_set(err, PS_CONFIG, "shuffle_buffer %zu exceeds limit %u",
@@ -634,40 +431,49 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     if (max_line > PS_DATA_MAX_LINE_LIMIT)
         return ps_error_set(err, PS_CONFIG, "max_line_bytes %zu exceeds limit %u",
                             o->max_line_bytes, PS_DATA_MAX_LINE_LIMIT);
-    if (o->format == PS_DATA_RANDOM) {
-        if (o->random_cols == 0 || o->random_cols > PS_DATA_MAX_RANDOM_COLS)
-            return ps_error_set(err, PS_CONFIG, "random_cols %" PRIu32 " must be in [1, %u]",
-                                o->random_cols, PS_DATA_MAX_RANDOM_COLS);
-    } else if (o->path == NULL || o->path[0] == '\0') {
-        return ps_error_set(err, PS_CONFIG, "%s data needs a path",
-                            ps_data_format_name(o->format));
-    }
+    if (!(o->validation_split >= 0.0 && o->validation_split < 1.0))
+        return ps_error_set(err, PS_CONFIG, "validation_split %g must be in [0, 1)",
+                            o->validation_split);
+    if (o->holdout && o->validation_split == 0.0)
+        return ps_error_set(err, PS_CONFIG, "holdout needs a validation_split above 0");
+    if (o->format != PS_DATA_RANDOM && (o->path == NULL || o->path[0] == '\0'))
+        return ps_error_set(err, PS_CONFIG, "%s data needs a path", ops->name);
 
     ps_data *d = calloc(1, sizeof(*d));
     if (d == NULL) return ps_error_set(err, PS_NOMEM, "ps_data_open: %zu bytes", sizeof(*d));
     ps_status st = PS_NOMEM;
-    d->format = o->format;
+    d->ops = ops;
     d->rank = rank, d->world = world;
-    d->one_based = o->one_based, d->skip_bad = o->skip_bad_lines, d->shuffle = o->shuffle;
-    d->num_ids = o->num_ids;
-    d->max_line = max_line, d->shuffle_cap = shuffle_cap;
+    d->skip_bad = o->skip_bad_lines, d->shuffle = o->shuffle;
+    d->shuffle_cap = shuffle_cap;
     d->seed = o->seed;
-    d->random_rows = o->random_rows, d->random_cols = o->random_cols;
-    if (d->format == PS_DATA_RANDOM) {
-        d->path = strdup("random");
-        if (d->path == NULL) goto fail_nomem;
-    } else {
-        size_t n = strlen(o->path);
-        d->path = strdup(o->path);
-        d->gzip = n >= 3 && strcmp(o->path + n - 3, ".gz") == 0;
-        d->cap = READ_CHUNK < max_line + 1 ? READ_CHUNK : max_line + 1;
-        d->buf = malloc(d->cap + 1);
-        if (d->path == NULL || d->buf == NULL) goto fail_nomem;
-        if (d->format == PS_DATA_CSV) {
-            if ((st = src_open(d, err)) != PS_OK || (st = csv_probe(d, o, err)) != PS_OK)
-                goto fail;
-        }
+    d->row_begin = 0, d->row_end = UINT64_MAX;
+    d->path = strdup(o->path != NULL && o->path[0] != '\0' ? o->path : ops->name);
+    if (d->path == NULL) goto fail_nomem;
+    ps_format_args a = {.o = o, .path = d->path, .max_line = max_line, .rank = rank, .world = world};
+    if (ops->text) {
+        size_t n = strlen(d->path);
+        ps_lines *l = &d->src;
+        l->path = d->path, l->max_line = max_line;
+        l->gzip = n >= 3 && strcmp(d->path + n - 3, ".gz") == 0;
+        l->cap = READ_CHUNK < max_line + 1 ? READ_CHUNK : max_line + 1;
+        l->buf = malloc(l->cap + 1);
+        if (l->buf == NULL) goto fail_nomem;
+        if ((st = src_open(l, err)) != PS_OK) goto fail;
+        a.lines = l;
     }
+    if ((st = ops->open(&a, &d->fs, err)) != PS_OK) goto fail;
+    if (ops->header_lines != NULL) d->header_lines = ops->header_lines(d->fs);
+    uint64_t n_rows = ops->text ? UINT64_MAX : ops->num_rows(d->fs);
+    if (o->validation_split > 0.0) { /* Keras: split_at = int(n * (1 - f)) */
+        if (ops->text && (st = count_rows(d, &n_rows, err)) != PS_OK) goto fail;
+        uint64_t at = (uint64_t)((double)n_rows * (1.0 - o->validation_split));
+        if (o->holdout)
+            d->row_begin = at, d->row_end = n_rows;
+        else
+            d->row_end = at;
+    }
+    if (d->row_end > n_rows) d->row_end = n_rows;
     if ((st = rewind_impl(d, 0, err)) != PS_OK) goto fail;
     *out = d;
     return PS_OK;
@@ -680,14 +486,15 @@ fail:
 
 void ps_data_destroy(ps_data *d) {
     if (d == NULL) return;
-    src_close(d);
-    for (size_t i = 0; i < d->slots_alloc; i++) fv_free(&d->slots[i].fv);
+    src_close(&d->src);
+    if (d->ops->destroy != NULL) d->ops->destroy(d->fs);
+    for (size_t i = 0; i < d->slots_alloc; i++) ps_fvec_free(&d->slots[i].fv);
     free(d->slots);
-    fv_free(&d->fv);
+    ps_fvec_free(&d->fv);
     free(d->offsets);
     free(d->labels);
     free(d->row_index);
-    free(d->buf);
+    free(d->src.buf);
     free(d->path);
     free(d);
 }
@@ -727,7 +534,7 @@ static ps_status slot_load(ps_data *d, size_t i, bool *got, ps_error *err) {
 
 /* The rank of row `index` in the epoch's order (see data.h: shuffle). */
 static inline uint64_t order_of(const ps_data *d, uint64_t index) {
-    return mix64(d->order_key ^ mix64(index + GOLDEN));
+    return ps_mix64(d->order_key ^ ps_mix64(index + PS_DATA_GOLDEN));
 }
 
 static int cmp_order(const void *a, const void *b) {
@@ -763,7 +570,7 @@ static ps_status shuffle_fill(ps_data *d, ps_error *err) {
 
 /* Appends a buffered row to the batch as its row b. */
 static ps_status take_slot(ps_data *d, const row_buf *r, size_t b, ps_error *err) {
-    if (!fv_reserve(&d->fv, d->fv.n + r->fv.n))
+    if (!ps_fvec_reserve(&d->fv, d->fv.n + r->fv.n))
         return ps_error_set(err, PS_NOMEM, "batch of %zu features", d->fv.n + r->fv.n);
     if (r->fv.n > 0) { /* a row without features may have no arrays at all (F6) */
         memcpy(d->fv.ids + d->fv.n, r->fv.ids, r->fv.n * sizeof(uint64_t));
@@ -816,7 +623,7 @@ ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *e
         return ps_error_set(err, PS_INVALID_ARG, "max_b %zu must be in [1, %u]", max_b,
                             PS_DATA_MAX_BATCH);
     size_t B = 0;
-    if (d->failed == PS_OK && !fv_reserve(&d->fv, 1))
+    if (d->failed == PS_OK && !ps_fvec_reserve(&d->fv, 1))
         d->failed = ps_error_set(&d->fail, PS_NOMEM, "batch: out of memory");
     if (d->failed == PS_OK) d->failed = next_impl(d, max_b, &B, &d->fail);
     if (d->failed != PS_OK) {
@@ -838,7 +645,5 @@ const char *ps_data_skipped_message(const ps_data *d, size_t i) {
 
 uint32_t ps_data_num_features_hint(const ps_data *d) {
     if (d == NULL) return 0;
-    if (d->format == PS_DATA_RANDOM) return d->random_cols;
-    if (d->format == PS_DATA_CSV && d->n_fields > 0) return d->n_fields - 1;
-    return 0;
+    return d->ops->num_features != NULL ? d->ops->num_features(d->fs) : 0;
 }

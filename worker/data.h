@@ -1,9 +1,12 @@
-/* data.h - the worker's training-data readers: csv, libsvm (svmlight) and generated random rows,
- * streamed line by line (plain or .gz), sharded by row, optionally shuffled through a bounded
- * buffer, delivered as CSR mini-batches with uint64 feature ids.
+/* data.h - the worker's training-data readers: csv, libsvm (svmlight), Criteo TSV, IDX
+ * (MNIST-style image files) and generated random rows; text formats streamed line by line (plain
+ * or .gz), sharded by row, optionally shuffled through a bounded buffer, delivered as CSR
+ * mini-batches with uint64 feature ids. Each format lives in its own data_<format>.c behind
+ * data_format.h.
  *
  * Sharding: rows are numbered 0, 1, 2, ... in file order (empty lines, a csv header and libsvm
- * comment-only lines are not rows; malformed lines, including lines over max_line_bytes, are).
+ * comment-only lines are not rows; malformed lines, including lines over max_line_bytes, are;
+ * an IDX file's rows are its images).
  * Worker `rank` of `world` gets the rows with index % world == rank, so across workers every row
  * is seen exactly once per epoch. Each worker still reads every line, but only parses (and so
  * only reports errors in) its own rows.
@@ -39,12 +42,21 @@
 #define PS_DATA_MAX_RANDOM_COLS (1u << 24)
 #define PS_DATA_SKIP_MESSAGES 8                 /* skipped-line messages kept per epoch */
 
-typedef enum { PS_DATA_CSV, PS_DATA_LIBSVM, PS_DATA_RANDOM } ps_data_format;
+typedef enum {
+    PS_DATA_CSV,
+    PS_DATA_LIBSVM,
+    PS_DATA_RANDOM,
+    PS_DATA_CRITEO,
+    PS_DATA_IDX,
+} ps_data_format;
+
+/* criteo: what an integer column I1..I13 becomes (see the criteo options below). */
+typedef enum { PS_DATA_INT_BUCKET, PS_DATA_INT_DENSE } ps_data_integers;
 
 typedef struct {
     ps_data_format format;
-    const char *path;        /* csv/libsvm; "*.gz" is read through zlib. Borrowed until open
-                                returns. Ignored for random. */
+    const char *path;        /* csv/libsvm/criteo: "*.gz" is read through zlib; idx: the images
+                                file. Borrowed until open returns. Ignored for random. */
 
     /* csv: the label column, 0-based; negative counts from the end (-1 = last). label_name, if
      * not NULL, picks the column by header name instead (the file must have a header; the first
@@ -55,14 +67,41 @@ typedef struct {
     int label_column;
     const char *label_name;
 
-    /* libsvm: `label id:val id:val ... [# comment]`, optional `qid:N` token skipped. one_based:
-     * id 1 is feature 0 (LIBSVM's convention, the default); otherwise ids are taken as they
-     * are. Ids are decimal, 0..2^64-1. Label -1 becomes 0; any other finite label is kept
-     * (0/1, or class ids for multi-class). */
+    /* libsvm: `label id[:val] id[:val] ... [# comment]`, optional `qid:N` token skipped; an id
+     * without `:val` has the value 1. one_based: id 1 is feature 0 (LIBSVM's convention, the
+     * default); otherwise ids are taken as they are. Ids are decimal, 0..2^64-1. Label -1
+     * becomes 0; any other finite label is kept (0/1, or class ids for multi-class). */
     bool one_based;
     uint64_t num_ids;        /* libsvm: an id (after one_based) >= num_ids is malformed; 0: any */
 
-    /* csv/libsvm: a malformed own row is counted, remembered (ps_data_skipped_message) and
+    /* criteo (Criteo display-advertising TSV): `label \t I1..I13 \t C1..C26`, 40 fields, label
+     * 0 or 1, I* decimal integers (may be negative), C* strings (hex in the data set), any of the
+     * 39 features empty (no key). Column col = 1..13 for I1..I13, 14..39 for C1..C26; a field
+     * becomes the 64-bit key (no modulo)
+     *     key(col, bytes) = ps_mix64(fnv1a64(bytes) ^ ps_mix64(0x9e3779b97f4a7c15 * col))
+     * with fnv1a64 the 64-bit FNV-1a (offset 0xcbf29ce484222325, prime 0x100000001b3) over the
+     * bytes and ps_mix64 as in common/hash.h. C*: key(col, the field as written), value 1.
+     * I* with PS_DATA_INT_BUCKET: b = v > 2 ? floor(ln(v)^2) : v, key(col, b in decimal),
+     * value 1 (the Criteo-winning libffm recipe); with PS_DATA_INT_DENSE: key(col, ""), value
+     * ln(1 + max(v, 0)). num_ids is not used (keys are hashes). */
+    ps_data_integers integers;
+
+    /* idx (MNIST/Fashion-MNIST files): path is the images file (magic 0x00000803, uint8,
+     * N x rows x cols, big-endian header), labels the labels file (0x00000801, uint8, N); each
+     * may be gzip (zlib tells by the magic bytes 1f 8b, whatever the name). A row is one image:
+     * features 0..rows*cols-1, every pixel, value pixel/255; label the class byte. Both files
+     * are read at open; the reader keeps its shard's images. Borrowed until open returns. */
+    const char *labels;
+
+    /* Keras' validation_split: with n rows (counted at open for text formats, in one pass that
+     * numbers rows as the reader does), rows [floor(n*(1-f)), n) are the held-out part and the
+     * rest the training part, both before shuffling. 0 (the default): no split. holdout: this
+     * reader yields the held-out rows (needs validation_split > 0), else the training rows.
+     * Either part is sharded by the global row index % world as above. */
+    double validation_split;
+    bool holdout;
+
+    /* csv/libsvm/criteo: a malformed own row is counted, remembered (ps_data_skipped_message) and
      * skipped instead of failing ps_data_next with PS_DATA. */
     bool skip_bad_lines;
     size_t max_line_bytes;   /* 0 = PS_DATA_DEFAULT_MAX_LINE; longer lines are malformed */
@@ -102,14 +141,15 @@ typedef struct {
 /* Defaults: csv, label_column 0, one_based true, everything else 0/NULL/false. */
 void ps_data_options_init(ps_data_options *o);
 
-/* "csv", "libsvm" (or "svmlight"), "random". PS_CONFIG for anything else. */
+/* "csv", "libsvm" (or "svmlight"), "random", "criteo", "idx". PS_CONFIG for anything else. */
 ps_status ps_data_format_parse(const char *s, ps_data_format *out, ps_error *err);
 const char *ps_data_format_name(ps_data_format f);
 
 /* Opens the reader for worker `rank` of `world`, positioned at the start of epoch 0. For csv it
  * reads the first non-empty line to find the header and column count. Errors: PS_INVALID_ARG
  * (rank >= world, NULL arguments), PS_CONFIG (bad options: label column out of range, label
- * name not in the header, limits), PS_IO (open/read/gzip), PS_DATA (first csv line malformed),
+ * name not in the header, limits), PS_IO (open/read/gzip), PS_DATA (first csv line malformed;
+ * an idx file with a bad magic, a short or long body, or image and label counts that differ),
  * PS_NOMEM. On error *out is NULL. */
 ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, ps_data **out,
                        ps_error *err);
@@ -133,8 +173,8 @@ ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *e
 size_t ps_data_skipped(const ps_data *d);
 const char *ps_data_skipped_message(const ps_data *d, size_t i);
 
-/* Feature-space size when the format fixes it: csv and random d (columns without the label);
- * libsvm 0 (unknown). */
+/* Feature-space size when the format fixes it: csv and random d (columns without the label),
+ * idx rows*cols; libsvm and criteo 0 (unknown). */
 uint32_t ps_data_num_features_hint(const ps_data *d);
 
 #endif
