@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include "data.h"
+#include "hash.h"
 
 /* ---- fixture: a temp directory, removed after each test ---------------------------------- */
 
@@ -725,6 +726,12 @@ Test(data, shuffle_bounded_buffer_with_shards) {
 
 /* ---- malformed lines --------------------------------------------------------------------- */
 
+#define TABS12 "\t\t\t\t\t\t\t\t\t\t\t\t"
+#define TABS26 TABS12 TABS12 "\t\t"
+#define TABS36 TABS12 TABS12 TABS12
+#define TABS38 TABS36 "\t\t"
+#define TABS39 TABS38 "\t"
+
 typedef struct {
     char name[32];
     ps_data_format format;
@@ -801,6 +808,26 @@ ParameterizedTestParameters(data, malformed) {
         {"csv crlf", PS_DATA_CSV, "1,2\r\n\r\n1,x\r\n", 0, false, 0,
          "3: field 2: \"x\" is not a number"},
         {"csv first line empty field", PS_DATA_CSV, "1,,2\n", 0, false, 0, "1: field 2: empty"},
+        {"criteo fields", PS_DATA_CRITEO, "1\t\t\n", 0, false, 0,
+         "1: 3 tab-separated fields, expected 40 (label, I1..I13, C1..C26)"},
+        {"criteo 41 fields", PS_DATA_CRITEO, "1" TABS39 "\ta\n", 0, false, 0,
+         "1: 41 tab-separated fields, expected 40 (label, I1..I13, C1..C26)"},
+        {"criteo label 2", PS_DATA_CRITEO, "\n\n2" TABS39 "\n", 0, false, 0,
+         "3: label \"2\" must be 0 or 1"},
+        {"criteo label empty", PS_DATA_CRITEO, "0" TABS39 "\n" TABS39 "\n", 0, false, 0,
+         "2: label \"\" must be 0 or 1"},
+        {"criteo label 1.0", PS_DATA_CRITEO, "1.0" TABS39 "\n", 0, false, 0,
+         "1: label \"1.0\" must be 0 or 1"},
+        {"criteo int text", PS_DATA_CRITEO, "1\t1x" TABS38 "\n", 0, false, 0,
+         "1: I1: \"1x\" is not an integer"},
+        {"criteo int minus", PS_DATA_CRITEO, "1\t\t\t-" TABS36 "\n", 0, false, 0,
+         "1: I3: \"-\" is not an integer"},
+        {"criteo int overflow", PS_DATA_CRITEO, "0" TABS12 "\t9223372036854775808" TABS26 "\n",
+         0, false, 0, "1: I13: \"9223372036854775808\" overflows int64"},
+        {"criteo int float", PS_DATA_CRITEO, "0\t2.5" TABS38 "\r\n", 0, false, 0,
+         "1: I1: \"2.5\" is not an integer"},
+        {"criteo NUL", PS_DATA_CRITEO, "0" TABS39 "\n0\t\0" TABS38 "\n", 83, false, 0,
+         "2: NUL byte in line"},
         {"csv too long", PS_DATA_CSV, "1,2\n1,22222222222222222222\n", 0, false, 16,
          "2: line longer than 16 bytes"},
         {"csv first too long", PS_DATA_CSV, "1,22222222222222222222\n", 0, false, 16,
@@ -1013,4 +1040,464 @@ Test(data, open_missing_file_and_format_names) {
                      "data format \"parquet\" unknown (expected csv, libsvm, svmlight, random, "
                      "criteo, idx)");
     ps_data_destroy(NULL);
+}
+
+/* ---- libsvm values ------------------------------------------------------------------------ */
+
+Test(data, libsvm_id_without_value_is_one) {
+    char path[256];
+    write_file("v.svm", "1 3 7:0.5 18446744073709551615\n0 qid:4 2\t9:-2 \n", 0, path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.one_based = false;
+    rows r;
+    read_all(&o, path, &r);
+    cr_assert_eq(r.n, 2);
+    assert_row(&r, 0, 1, 3, U64S(3, 7, UINT64_MAX), FLTS(1, 0.5f, 1));
+    assert_row(&r, 1, 0, 2, U64S(2, 9), FLTS(1, -2));
+    rows_free(&r);
+    o.one_based = true; /* the largest id is the largest key + 1 */
+    read_all(&o, path, &r);
+    assert_row(&r, 0, 1, 3, U64S(2, 6, UINT64_MAX - 1), FLTS(1, 0.5f, 1));
+    rows_free(&r);
+}
+
+/* ---- criteo ------------------------------------------------------------------------------- */
+
+/* tests/ref/criteo_golden.txt: the keys tests/ref/criteo_keys.py (an independent Python
+ * implementation of the rule in data.h) computed for tests/ref/criteo_sample.tsv. */
+static void check_criteo_golden(const char *path, ps_data_integers mode) {
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_CRITEO, o.integers = mode;
+    rows r;
+    read_all(&o, path, &r);
+    FILE *g = fopen(PS_SOURCE_DIR "/tests/ref/criteo_golden.txt", "r");
+    cr_assert_not_null(g);
+    const char *want_mode = mode == PS_DATA_INT_DENSE ? "dense" : "bucket";
+    char line[8192], m[16];
+    size_t checked = 0;
+    while (fgets(line, sizeof(line), g) != NULL) {
+        int row, label, at;
+        cr_assert_eq(sscanf(line, "%15s %d %d%n", m, &row, &label, &at), 3);
+        if (strcmp(m, want_mode) != 0) continue;
+        cr_assert_lt((size_t)row, r.n);
+        cr_assert_eq(r.label[row], (float)label, "%s row %d", m, row);
+        size_t k = r.off[row];
+        for (char *p = line + at, *e; *(p += strspn(p, " \n")) != '\0'; p = e, k++) {
+            uint64_t key = strtoull(p, &e, 16);
+            cr_assert_eq(*e, ':');
+            float v = strtof(e + 1, &e);
+            cr_assert_lt(k, r.off[row + 1], "%s row %d: fewer keys than the golden", m, row);
+            cr_assert_eq(r.ids[k], key, "%s row %d key %zu: %016" PRIx64 ", want %016" PRIx64, m,
+                         row, k - r.off[row], r.ids[k], key);
+            cr_assert_eq(r.vals[k], v, "%s row %d key %zu: %.9g, want %.9g", m, row,
+                         k - r.off[row], r.vals[k], v);
+        }
+        cr_assert_eq(k, r.off[row + 1], "%s row %d: more keys than the golden", m, row);
+        checked++;
+    }
+    fclose(g);
+    cr_assert_eq(checked, r.n);
+    cr_assert_eq(checked, 7);
+    rows_free(&r);
+}
+
+Test(data, criteo_keys_match_independent_reference) {
+    const char *sample = PS_SOURCE_DIR "/tests/ref/criteo_sample.tsv";
+    check_criteo_golden(sample, PS_DATA_INT_BUCKET);
+    check_criteo_golden(sample, PS_DATA_INT_DENSE);
+    /* the same rows with CRLF line ends, gzip-compressed */
+    FILE *f = fopen(sample, "rb");
+    cr_assert_not_null(f);
+    char text[8192], crlf[8500], path[256];
+    size_t n = fread(text, 1, sizeof(text), f), m = 0;
+    fclose(f);
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] == '\n') crlf[m++] = '\r';
+        crlf[m++] = text[i];
+    }
+    write_file("crlf.tsv.gz", crlf, m, path);
+    check_criteo_golden(path, PS_DATA_INT_BUCKET);
+    check_criteo_golden(path, PS_DATA_INT_DENSE);
+}
+
+/* One hand-made row: what each integer becomes, pinned without the golden file's help. */
+Test(data, criteo_integer_buckets_by_hand) {
+    char path[256];
+    /* I1=-5 I2=2 I3=3 I4=20 I5=1000000, then C1=ab, the rest empty */
+    write_file("h.tsv", "1\t-5\t2\t3\t20\t1000000\t\t\t\t\t\t\t\t\tab" TABS12 TABS12 "\t\n", 0,
+               path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_CRITEO;
+    rows bucket, dense;
+    read_all(&o, path, &bucket);
+    o.integers = PS_DATA_INT_DENSE;
+    read_all(&o, path, &dense);
+    cr_assert_eq(bucket.nf, 6);
+    cr_assert_eq(dense.nf, 6);
+    /* buckets: -5 -> "-5", 2 -> "2", 3 -> floor(1.0986^2) = 1, 20 -> floor(2.9957^2) = 8,
+     * 1e6 -> floor(13.8155^2) = 190: each the key of its column and that decimal string */
+    const char *dec[5] = {"-5", "2", "1", "8", "190"};
+    for (uint32_t c = 1; c <= 5; c++) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (const char *p = dec[c - 1]; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+        uint64_t salt = ps_mix64(0x9e3779b97f4a7c15ull * c);
+        cr_assert_eq(bucket.ids[c - 1], ps_mix64(h ^ salt), "I%u", c);
+        cr_assert_eq(bucket.vals[c - 1], 1.0f);
+        /* dense: the FNV-1a of no bytes is the offset basis; ln(1 + max(v, 0)) */
+        cr_assert_eq(dense.ids[c - 1], ps_mix64(0xcbf29ce484222325ull ^ salt), "I%u", c);
+    }
+    cr_assert_eq(dense.vals[0], 0.0f);
+    cr_assert_float_eq(dense.vals[1], 1.0986123f, 1e-6);
+    cr_assert_float_eq(dense.vals[2], 1.3862944f, 1e-6);
+    cr_assert_float_eq(dense.vals[3], 3.0445225f, 1e-6);
+    cr_assert_float_eq(dense.vals[4], 13.815512f, 1e-5);
+    cr_assert_eq(bucket.ids[5], dense.ids[5]); /* categoricals do not depend on the mode */
+    rows_free(&bucket);
+    rows_free(&dense);
+}
+
+Test(data, criteo_bad_integers_option) {
+    char path[256];
+    write_file("o.tsv", "1" TABS39 "\n", 0, path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_CRITEO, o.path = path, o.integers = (ps_data_integers)7;
+    ps_data *d = NULL;
+    ps_error err = {0};
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
+    cr_assert_null(d);
+    cr_assert_str_eq(err.msg, "criteo integers mode 7 unknown (bucket or dense)");
+    ps_data_format f;
+    cr_assert_eq(ps_data_format_parse("criteo", &f, NULL), PS_OK);
+    cr_assert_eq(f, PS_DATA_CRITEO);
+    cr_assert_str_eq(ps_data_format_name(PS_DATA_CRITEO), "criteo");
+}
+
+Test(data, criteo_skip_bad_lines_and_sharding) {
+    char path[256];
+    write_file("s.tsv",
+               "1" TABS39 "\n"
+               "\n"
+               "2" TABS39 "\n"
+               "0\tab" TABS38 "\n"
+               "0" TABS39 "\n",
+               0, path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_CRITEO, o.path = path, o.skip_bad_lines = true;
+    ps_data *d = open_ok(&o, 0, 1);
+    rows r;
+    collect(d, 8, &r);
+    cr_assert_eq(r.n, 2);
+    cr_assert_eq(r.index[0], 0);
+    cr_assert_eq(r.index[1], 3);
+    cr_assert_eq(r.label[1], 0.0f);
+    cr_assert_eq(ps_data_skipped(d), 2);
+    char want[300];
+    snprintf(want, sizeof(want), "%s:4: I1: \"ab\" is not an integer", path);
+    cr_assert_str_eq(ps_data_skipped_message(d, 1), want);
+    rows_free(&r);
+    ps_data_destroy(d);
+    d = open_ok(&o, 1, 2); /* rows 1 (malformed) and 3 */
+    collect(d, 8, &r);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(r.index[0], 3);
+    cr_assert_eq(ps_data_skipped(d), 1);
+    snprintf(want, sizeof(want), "%s:3: label \"2\" must be 0 or 1", path);
+    cr_assert_str_eq(ps_data_skipped_message(d, 0), want);
+    rows_free(&r);
+    ps_data_destroy(d);
+}
+
+/* ---- idx ---------------------------------------------------------------------------------- */
+
+/* Writes an IDX file: magic, dims (big-endian), body; gz: gzip-compressed whatever the name. */
+static void write_idx(const char *name, uint32_t magic, const uint32_t *dims, int ndims,
+                      const uint8_t *body, size_t n, bool gz, char *path) {
+    uint8_t buf[1024];
+    size_t len = 0;
+    uint32_t words[4] = {magic, dims[0], ndims > 1 ? dims[1] : 0, ndims > 2 ? dims[2] : 0};
+    for (int w = 0; w < 1 + ndims; w++)
+        for (int b = 3; b >= 0; b--) buf[len++] = (uint8_t)(words[w] >> (8 * b));
+    cr_assert_leq(len + n, sizeof(buf));
+    memcpy(buf + len, body, n);
+    len += n;
+    sprintf(path, "%s/%s", tmpdir, name);
+    if (gz) {
+        gzFile g = gzopen(path, "wb");
+        cr_assert_not_null(g);
+        cr_assert_eq(gzwrite(g, buf, (unsigned)len), (int)len);
+        cr_assert_eq(gzclose(g), Z_OK);
+    } else {
+        FILE *f = fopen(path, "wb");
+        cr_assert_not_null(f);
+        cr_assert_eq(fwrite(buf, 1, len, f), len);
+        fclose(f);
+    }
+}
+
+/* 5 images of 2 x 3 pixels; image i holds 51 * ((i + p) % 6) at pixel p, label 9 - i. */
+static void write_mnist(bool gz_images, bool gz_labels, char *images, char *labels) {
+    uint8_t px[5 * 6], lab[5];
+    for (int i = 0; i < 5; i++) {
+        for (int p = 0; p < 6; p++) px[i * 6 + p] = (uint8_t)(51 * ((i + p) % 6));
+        lab[i] = (uint8_t)(9 - i);
+    }
+    write_idx("img-idx3-ubyte", 0x803, (const uint32_t[]){5, 2, 3}, 3, px, sizeof(px), gz_images,
+              images);
+    write_idx("lab-idx1-ubyte", 0x801, (const uint32_t[]){5}, 1, lab, sizeof(lab), gz_labels,
+              labels);
+}
+
+/* pixel value 51 * k scaled by x/255: k/5, written out by hand */
+static const float idx_level[6] = {0.0f, 0.2f, 0.4f, 0.6f, 0.8f, 1.0f};
+
+static void assert_mnist_row(const rows *r, size_t at, int image) {
+    cr_assert_eq(r->index[at], (uint64_t)image);
+    float v[6];
+    for (int p = 0; p < 6; p++) v[p] = idx_level[(image + p) % 6];
+    assert_row(r, at, (float)(9 - image), 6, U64S(0, 1, 2, 3, 4, 5), v);
+}
+
+Test(data, idx_plain_and_gzip_by_magic) {
+    for (int form = 0; form < 4; form++) { /* images and labels each plain or gzip */
+        char images[256], labels[256];
+        write_mnist(form & 1, form & 2, images, labels);
+        ps_data_options o;
+        ps_data_options_init(&o);
+        o.format = PS_DATA_IDX, o.labels = labels;
+        o.path = images;
+        ps_data *d = open_ok(&o, 0, 1);
+        cr_assert_eq(ps_data_num_features_hint(d), 6);
+        rows r;
+        collect(d, 2, &r);
+        cr_assert_eq(r.n, 5);
+        for (int i = 0; i < 5; i++) assert_mnist_row(&r, (size_t)i, i);
+        rows_free(&r);
+        ps_data_destroy(d);
+        d = open_ok(&o, 1, 2); /* the shard of rank 1 of 2: images 1 and 3 */
+        collect(d, 4, &r);
+        cr_assert_eq(r.n, 2);
+        assert_mnist_row(&r, 0, 1);
+        assert_mnist_row(&r, 1, 3);
+        rows_free(&r);
+        ps_data_destroy(d);
+    }
+}
+
+typedef enum { IDX_OK, IDX_BAD_IMAGES_MAGIC, IDX_SWAPPED, IDX_N_MISMATCH, IDX_SHORT_IMAGES,
+               IDX_LONG_LABELS, IDX_SHORT_HEADER, IDX_NO_PIXELS, IDX_SHORT_GZIP } idx_fault;
+
+/* Opens an idx reader over files with one fault; returns the status, message in err. */
+static ps_status open_idx_fault(idx_fault fault, char *images, char *labels, ps_error *err) {
+    uint8_t px[5 * 6] = {0}, lab[6] = {0};
+    uint32_t img_dims[3] = {5, 2, 3}, lab_dims[1] = {5};
+    size_t img_n = sizeof(px), lab_n = 5;
+    uint32_t img_magic = 0x803;
+    if (fault == IDX_BAD_IMAGES_MAGIC) img_magic = 0x0c03;
+    if (fault == IDX_N_MISMATCH) lab_dims[0] = 4, lab_n = 4;
+    if (fault == IDX_SHORT_IMAGES) img_n -= 7; /* ends inside image 4 */
+    if (fault == IDX_LONG_LABELS) lab_n = 6;
+    if (fault == IDX_NO_PIXELS) img_dims[1] = 0;
+    write_idx("i", img_magic, img_dims, 3, px, img_n, fault == IDX_SHORT_GZIP, images);
+    write_idx("l", 0x801, lab_dims, 1, lab, lab_n, false, labels);
+    if (fault == IDX_SHORT_HEADER) write_file("i", "\0\0\x08\x03\0\0\0\x05\0\0", 10, images);
+    if (fault == IDX_SHORT_GZIP) { /* cut the gzip stream short */
+        FILE *f = fopen(images, "r+b");
+        cr_assert_not_null(f);
+        cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+        long sz = ftell(f);
+        fclose(f);
+        cr_assert_eq(truncate(images, sz - 12), 0);
+    }
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_IDX;
+    o.path = fault == IDX_SWAPPED ? labels : images;
+    o.labels = fault == IDX_SWAPPED ? images : labels;
+    ps_data *d = NULL;
+    ps_status st = ps_data_open(&o, 0, 1, &d, err);
+    if (st != PS_OK) cr_assert_null(d);
+    ps_data_destroy(d);
+    return st;
+}
+
+Test(data, idx_errors_name_the_file) {
+    char images[256], labels[256], want[600];
+    ps_error err = {0};
+    cr_assert_eq(open_idx_fault(IDX_OK, images, labels, &err), PS_OK, "%s", err.msg);
+
+    cr_assert_eq(open_idx_fault(IDX_BAD_IMAGES_MAGIC, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want), "%s: magic 0x00000c03 is not an IDX images file's 0x00000803",
+             images);
+    cr_assert_str_eq(err.msg, want);
+
+    cr_assert_eq(open_idx_fault(IDX_SWAPPED, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want),
+             "%s: magic 0x00000801 is not an IDX images file's 0x00000803 (the images and "
+             "labels files swapped?)",
+             labels);
+    cr_assert_str_eq(err.msg, want);
+
+    cr_assert_eq(open_idx_fault(IDX_N_MISMATCH, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want), "%s has 5 images but %s has 4 labels", images, labels);
+    cr_assert_str_eq(err.msg, want);
+
+    cr_assert_eq(open_idx_fault(IDX_SHORT_IMAGES, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want),
+             "%s: truncated: ends in image 4 of the 5 its header declares", images);
+    cr_assert_str_eq(err.msg, want);
+
+    cr_assert_eq(open_idx_fault(IDX_LONG_LABELS, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want), "%s: bytes after the 5 labels its header declares", labels);
+    cr_assert_str_eq(err.msg, want);
+
+    cr_assert_eq(open_idx_fault(IDX_SHORT_HEADER, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want),
+             "%s: truncated: 10 bytes, shorter than the 16-byte IDX images header", images);
+    cr_assert_str_eq(err.msg, want);
+
+    cr_assert_eq(open_idx_fault(IDX_NO_PIXELS, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want), "%s: images of 0 x 3 pixels (must be 1 to 16777216 pixels)",
+             images);
+    cr_assert_str_eq(err.msg, want);
+
+    ps_status st = open_idx_fault(IDX_SHORT_GZIP, images, labels, &err);
+    cr_assert(st == PS_DATA || st == PS_IO, "%s", ps_status_str(st));
+    cr_assert(strncmp(err.msg, images, strlen(images)) == 0 ||
+                  strstr(err.msg, images) != NULL,
+              "%s", err.msg);
+
+    write_mnist(false, false, images, labels);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_IDX, o.path = images;
+    ps_data *d = NULL;
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
+    cr_assert_str_eq(err.msg, "idx data needs a labels file (path is the images)");
+    snprintf(want, sizeof(want), "%s/none", tmpdir);
+    o.labels = want;
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_IO);
+    cr_assert(strstr(err.msg, "none: No such file or directory") != NULL, "%s", err.msg);
+}
+
+/* ---- validation_split --------------------------------------------------------------------- */
+
+/* Row indices of one reader's epoch. */
+static size_t split_rows(ps_data_options *o, bool holdout, uint32_t rank, uint32_t world,
+                         uint64_t *out) {
+    o->holdout = holdout;
+    ps_data *d = open_ok(o, rank, world);
+    rows r;
+    collect(d, 3, &r);
+    for (size_t i = 0; i < r.n; i++) out[i] = r.index[i];
+    size_t n = r.n;
+    rows_free(&r);
+    ps_data_destroy(d);
+    return n;
+}
+
+/* Keras: split_at = int(n * (1 - f)), rows [split_at, n) held out. 10 rows: f 0.25 -> 7;
+ * f 0.8 -> int(10 * 0.19999999999999996) = 1 (not 2). */
+Test(data, validation_split_as_keras_for_each_format) {
+    char svm[256], csv[256], tsv[256], images[256], labels[256];
+    char text[2048], *p = text;
+    p += sprintf(p, "# ten rows, comments and blank lines between\n\n");
+    for (int i = 0; i < 10; i++) p += sprintf(p, "1 1:%d\n%s", i, i % 3 == 0 ? "# c\n\n" : "");
+    write_file("s.svm", text, 0, svm);
+    p = text + sprintf(text, "y,x\n");
+    for (int i = 0; i < 10; i++) p += sprintf(p, "1,%d\n", i);
+    write_file("s.csv", text, 0, csv);
+    p = text;
+    for (int i = 0; i < 10; i++) p += sprintf(p, "%d" TABS39 "\n%s", i % 2, i == 4 ? "\n" : "");
+    write_file("s.tsv", text, 0, tsv);
+    write_mnist(true, false, images, labels);
+
+    struct {
+        ps_data_format format;
+        const char *path;
+        uint64_t n;
+    } src[] = {{PS_DATA_LIBSVM, svm, 10}, {PS_DATA_CSV, csv, 10}, {PS_DATA_CRITEO, tsv, 10},
+               {PS_DATA_RANDOM, NULL, 10}, {PS_DATA_IDX, images, 5}};
+    struct {
+        double f;
+        uint64_t at10, at5; /* split_at for 10 and 5 rows, by hand */
+    } splits[] = {{0.25, 7, 3}, {0.8, 1, 0}, {0.5, 5, 2}};
+    for (size_t s = 0; s < sizeof(src) / sizeof(src[0]); s++) {
+        for (size_t k = 0; k < sizeof(splits) / sizeof(splits[0]); k++) {
+            ps_data_options o;
+            ps_data_options_init(&o);
+            o.format = src[s].format, o.path = src[s].path, o.labels = labels;
+            o.label_name = src[s].format == PS_DATA_CSV ? "y" : NULL;
+            o.random_rows = 10, o.random_cols = 1;
+            o.validation_split = splits[k].f;
+            const uint64_t n = src[s].n, at = n == 10 ? splits[k].at10 : splits[k].at5;
+            uint64_t got[16];
+            for (uint32_t world = 1; world <= 2; world++) {
+                for (uint32_t rank = 0; rank < world; rank++) {
+                    size_t m = split_rows(&o, false, rank, world, got);
+                    size_t want = 0;
+                    for (uint64_t i = rank; i < at; i += world, want++)
+                        cr_assert_eq(got[want], i, "%s f %g train", src[s].path, splits[k].f);
+                    cr_assert_eq(m, want, "%s f %g world %u: %zu train rows",
+                                 ps_data_format_name(src[s].format), splits[k].f, world, m);
+                    m = split_rows(&o, true, rank, world, got);
+                    want = 0;
+                    for (uint64_t i = at; i < n; i++)
+                        if (i % world == rank) cr_assert_eq(got[want++], i);
+                    cr_assert_eq(m, want, "%s f %g world %u: %zu held-out rows",
+                                 ps_data_format_name(src[s].format), splits[k].f, world, m);
+                }
+            }
+        }
+    }
+}
+
+/* The split is taken before shuffling: a shuffled training part holds the same rows. */
+Test(data, validation_split_then_shuffle) {
+    char svm[256], text[4096], *p = text;
+    for (int i = 0; i < 40; i++) p += sprintf(p, "1 1:%d\n", i);
+    write_file("s.svm", text, 0, svm);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = svm, o.validation_split = 0.25, o.shuffle = true;
+    o.seed = 5;
+    ps_data *d = open_ok(&o, 0, 1);
+    rows r;
+    collect(d, 7, &r);
+    cr_assert_eq(r.n, 30);
+    int seen[30] = {0}, moved = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        cr_assert_lt(r.index[i], 30);
+        cr_assert_eq(r.vals[r.off[i]], (float)r.index[i]);
+        seen[r.index[i]]++;
+        moved += r.index[i] != i;
+    }
+    for (int i = 0; i < 30; i++) cr_assert_eq(seen[i], 1);
+    cr_assert_gt(moved, 0);
+    rows_free(&r);
+    ps_data_destroy(d);
+}
+
+Test(data, validation_split_bad_options) {
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_RANDOM, o.random_rows = 10, o.random_cols = 1;
+    ps_data *d = NULL;
+    ps_error err = {0};
+    o.validation_split = 1.0;
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
+    cr_assert_str_eq(err.msg, "validation_split 1 must be in [0, 1)");
+    o.validation_split = -0.5;
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
+    cr_assert_str_eq(err.msg, "validation_split -0.5 must be in [0, 1)");
+    o.validation_split = NAN;
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
+    o.validation_split = 0, o.holdout = true;
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
+    cr_assert_str_eq(err.msg, "holdout needs a validation_split above 0");
+    cr_assert_null(d);
 }
