@@ -544,16 +544,20 @@ static ps_status read_data(ctx *c, const cJSON *o, const char *path, uint64_t se
                            ps_data_config *d) {
     static const char *const keys[] = {"path", "format", "label_column", "label_name",
                                        "one_based", "skip_bad_lines", "rows", "cols", "seed",
-                                       NULL};
-    static const char *const formats[] = {"csv", "libsvm", "random", NULL};
+                                       "labels", "integers", NULL};
+    static const char *const formats[] = {"csv", "libsvm", "random", "criteo", "idx", NULL};
+    static const char *const integers[] = {"bucket", "dense", NULL};
+    enum { RANDOM = 2, CRITEO = 3, IDX = 4 };
     TRY(check_keys(c, o, path, keys));
-    int fmt;
-    if (item(o, "format") == NULL) return FAIL(c, path, "needs \"format\" (csv, libsvm, random)");
+    int fmt, ints;
+    char p[256];
+    if (item(o, "format") == NULL)
+        return FAIL(c, path, "needs \"format\" (csv, libsvm, random, criteo, idx)");
     TRY(get_enum(c, o, path, "format", formats, 0, &fmt));
     snprintf(d->format, sizeof(d->format), "%s", formats[fmt]);
     TRY(get_str(c, o, path, "path", "", d->path, sizeof(d->path)));
-    if (fmt != 2 && d->path[0] == '\0') return FAIL(c, path, "needs \"path\" for format %s",
-                                                    formats[fmt]);
+    if (fmt != RANDOM && d->path[0] == '\0')
+        return FAIL(c, path, "needs \"path\" for format %s", formats[fmt]);
     double lc;
     TRY(get_num(c, o, path, "label_column", -1e6, 1e6, 0, &lc));
     if (lc != floor(lc)) return FAIL(c, path, "label_column must be an integer");
@@ -564,13 +568,24 @@ static ps_status read_data(ctx *c, const cJSON *o, const char *path, uint64_t se
     TRY(get_u64(c, o, path, "rows", 1, 1e15, 1000, &d->rows));
     TRY(get_u32(c, o, path, "cols", 1, 1 << 24, 20, &d->cols));
     TRY(get_u64(c, o, path, "seed", 0, 9007199254740992.0, seed, &d->seed));
+    TRY(get_str(c, o, path, "labels", "", d->labels, sizeof(d->labels)));
+    join(p, sizeof(p), path, "labels");
+    if (fmt == IDX && d->labels[0] == '\0')
+        return FAIL(c, path, "needs \"labels\" (the IDX labels file) for format idx");
+    if (fmt != IDX && item(o, "labels") != NULL)
+        return FAIL(c, p, "is for format idx only (this is %s)", formats[fmt]);
+    TRY(get_enum(c, o, path, "integers", integers, 0, &ints));
+    snprintf(d->integers, sizeof(d->integers), "%s", integers[ints]);
+    join(p, sizeof(p), path, "integers");
+    if (fmt != CRITEO && item(o, "integers") != NULL)
+        return FAIL(c, p, "is for format criteo only (this is %s)", formats[fmt]);
     return PS_OK;
 }
 
 static ps_status read_job(ctx *c, const cJSON *root, ps_job_config *cfg) {
     static const char *const keys[] = {"job_id", "seed", "cluster", "limits", "server",
                                        "optimizer", "tables", "model", "fit", "data", NULL};
-    static const char *const data_keys[] = {"train", "validation", NULL};
+    static const char *const data_keys[] = {"train", "validation", "validation_split", NULL};
     TRY(check_keys(c, root, "", keys));
     TRY(get_str(c, root, "", "job_id", "ps-job", cfg->job_id, sizeof(cfg->job_id)));
     TRY(get_u64(c, root, "", "seed", 0, 9007199254740992.0, 0, &cfg->seed));
@@ -596,6 +611,16 @@ static ps_status read_job(ctx *c, const cJSON *root, ps_job_config *cfg) {
             TRY(read_data(c, item(data, "validation"), "data.validation", cfg->seed + 1,
                           &cfg->validation));
         }
+        /* Keras' validation_split: the last fraction of data.train's rows, before shuffling */
+        TRY(get_num(c, data, "data", "validation_split", 0, 1, 0, &cfg->validation_split));
+        if (cfg->validation_split >= 1)
+            return FAIL(c, "data.validation_split", "1 is out of range [0, 1): no rows would "
+                        "be left to train on");
+        if (item(data, "validation_split") != NULL && cfg->has_validation)
+            return FAIL(c, "data.validation_split",
+                        "and data.validation are both given; hold out rows or name a file");
+        if (item(data, "validation_split") != NULL && !cfg->has_train)
+            return FAIL(c, "data.validation_split", "needs data.train to split");
     }
     if (cfg->has_model && !cfg->has_train)
         return FAIL(c, "data.train", "a job with a model needs training data");

@@ -18,8 +18,10 @@
 #define PS_BUSY_POLL_AUTO_US 500 /* what busy_poll_us: -1 (auto) becomes when it is on */
 
 typedef struct {
-    char format[16]; /* "csv", "libsvm" or "random" */
-    char path[PS_PATH_MAX];
+    char format[16]; /* "csv", "libsvm", "random", "criteo" or "idx" */
+    char path[PS_PATH_MAX];     /* idx: the images file */
+    char labels[PS_PATH_MAX];   /* idx: the labels file */
+    char integers[8];      /* criteo: "bucket" (default) or "dense" integer columns */
     int label_column;      /* csv: column index; negative counts from the end */
     char label_name[64];   /* csv: header name of the label column (wins over label_column) */
     bool one_based;        /* libsvm: ids start at 1 */
@@ -112,6 +114,7 @@ typedef struct {
     ps_fit_config fit;
     bool has_train, has_validation;
     ps_data_config train, validation;
+    double validation_split; /* data.validation_split: the last fraction of train held out */
 } ps_job_config;
 
 /* Reads and validates a job file, applying `--set KEY=VALUE` overrides (dotted paths, array

@@ -321,6 +321,25 @@ Test(config, sparse_model_input) {
     cr_assert_eq(cfg->train.one_based, true, "libsvm ids are 1-based by default");
 }
 
+Test(config, data_formats_criteo_idx_and_validation_split) {
+    parse_ok("{\"data\": {\"train\": {\"format\": \"idx\", \"path\": \"/d/img.gz\", "
+             "\"labels\": \"/d/lab.gz\"}, \"validation_split\": 0.2}}",
+             NULL, 0);
+    cr_assert_str_eq(cfg->train.format, "idx");
+    cr_assert_str_eq(cfg->train.path, "/d/img.gz");
+    cr_assert_str_eq(cfg->train.labels, "/d/lab.gz");
+    cr_assert_eq(cfg->validation_split, 0.2);
+    cr_assert_eq(cfg->has_validation, false);
+    parse_ok("{\"data\": {\"train\": {\"format\": \"criteo\", \"path\": \"t.tsv\"}, "
+             "\"validation\": {\"format\": \"criteo\", \"path\": \"v.tsv\", "
+             "\"integers\": \"dense\"}}}",
+             NULL, 0);
+    cr_assert_str_eq(cfg->train.format, "criteo");
+    cr_assert_str_eq(cfg->train.integers, "bucket", "bucket is the default");
+    cr_assert_str_eq(cfg->validation.integers, "dense");
+    cr_assert_eq(cfg->validation_split, 0.0, "no split by default");
+}
+
 /* --- errors: the message names the file and the dotted key --------------------------------- */
 
 typedef struct {
@@ -380,6 +399,34 @@ ParameterizedTestParameters(config, errors) {
          "", "job.json: model.layers[0].activation: \"gelu\" is not one of: linear, relu"},
         {"bad enum, data format", "{\"data\": {\"train\": {\"format\": \"parquet\"}}}", "",
          "job.json: data.train.format: \"parquet\" is not one of: csv, libsvm, random"},
+        {"idx without labels", "{\"data\": {\"train\": {\"format\": \"idx\", \"path\": \"i\"}}}",
+         "", "job.json: data.train: needs \"labels\" (the IDX labels file) for format idx"},
+        {"labels for csv",
+         "{\"data\": {\"train\": {\"format\": \"csv\", \"path\": \"a\", \"labels\": \"b\"}}}",
+         "", "job.json: data.train.labels: is for format idx only (this is csv)"},
+        {"integers for libsvm",
+         "{\"data\": {\"validation\": {\"format\": \"libsvm\", \"path\": \"a\", "
+         "\"integers\": \"dense\"}}}",
+         "", "job.json: data.validation.integers: is for format criteo only (this is libsvm)"},
+        {"bad integers",
+         "{\"data\": {\"train\": {\"format\": \"criteo\", \"path\": \"a\", "
+         "\"integers\": \"log\"}}}",
+         "", "job.json: data.train.integers: \"log\" is not one of: bucket, dense"},
+        {"validation_split 1",
+         "{\"data\": {\"train\": {\"format\": \"random\"}, \"validation_split\": 1}}", "",
+         "job.json: data.validation_split: 1 is out of range [0, 1)"},
+        {"validation_split negative",
+         "{\"data\": {\"train\": {\"format\": \"random\"}, \"validation_split\": -0.1}}", "",
+         "job.json: data.validation_split: -0.1 is out of range"},
+        {"validation_split text",
+         "{\"data\": {\"train\": {\"format\": \"random\"}, \"validation_split\": \"a\"}}",
+         "", "job.json: data.validation_split: must be a number"},
+        {"validation_split and validation",
+         "{\"data\": {\"train\": {\"format\": \"random\"}, \"validation\": {\"format\": "
+         "\"random\"}, \"validation_split\": 0.1}}",
+         "", "job.json: data.validation_split: and data.validation are both given"},
+        {"validation_split without train", "{\"data\": {\"validation_split\": 0.1}}", "",
+         "job.json: data.validation_split: needs data.train to split"},
         {"bad host:port, no port", "{\"cluster\": {\"servers\": [\"a:1\", \"nohost\"]}}", "",
          "job.json: cluster.servers[1]: \"nohost\" is not HOST:PORT"},
         {"bad host:port, port range", "{\"cluster\": {\"servers\": [\"a:70000\"]}}", "",
