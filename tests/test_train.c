@@ -240,6 +240,75 @@ Test(train, overlapped_sparse_model_learns_as_well_as_sequential) {
               "rate %.4f)", ovl, seq, base);
 }
 
+/* --- data.validation_split ------------------------------------------------------------------- */
+
+/* Trains a 1-server, 1-worker sequential job on `data` (the job file's "data" object) for 3
+ * epochs; metrics lines up to their timing fields into lines[epoch]. */
+static void train_with_data(const char *data, const char *metrics, char lines[3][256]) {
+    char json[2048];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"split\", \"seed\": 7, \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": %d},"
+             " \"layers\": [{\"units\": 4, \"activation\": \"relu\"},"
+             " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 3, \"batch_size\": 16, \"verbose\": 0, \"overlap\": false,"
+             " \"seed\": 3, \"metrics_file\": \"%s\"}, \"data\": %s}",
+             GEN_IDS, metrics, data);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    train_all(&job);
+    tu_server_free(s);
+    FILE *f = fopen(metrics, "r");
+    cr_assert_not_null(f);
+    int n = 0;
+    for (char line[1024]; fgets(line, sizeof(line), f) != NULL; n++) {
+        cr_assert_lt(n, 3);
+        char *t = strstr(line, ", \"samples_per_sec\"");
+        cr_assert_not_null(t);
+        *t = '\0';
+        snprintf(lines[n], 256, "%s", line);
+    }
+    fclose(f);
+    cr_assert_eq(n, 3);
+}
+
+/* Keras semantics: validation_split 0.25 of 1000 rows trains on rows 0..749 and evaluates rows
+ * 750..999 after each epoch, exactly as naming those rows in two files does. */
+Test(train, validation_split_holds_out_the_last_rows_as_a_validation_file_would) {
+    static float w_true[GEN_IDS];
+    uint64_t seed = 99;
+    for (int i = 0; i < GEN_IDS; i++) w_true[i] = (float)(3.0 * (rng_unit(&seed) - 0.5));
+    char all[128], head[128], tail[128], data[1024], m1[128], m2[128];
+    snprintf(all, sizeof(all), "%s/all.svm", dir);
+    snprintf(head, sizeof(head), "%s/head.svm", dir);
+    snprintf(tail, sizeof(tail), "%s/tail.svm", dir);
+    write_generated(all, 1000, w_true, 5);
+    FILE *in = fopen(all, "r"), *h = fopen(head, "w"), *t = fopen(tail, "w");
+    char line[256];
+    for (int i = 0; fgets(line, sizeof(line), in) != NULL; i++) fputs(line, i < 750 ? h : t);
+    fclose(in), fclose(h), fclose(t);
+
+    char split[3][256], files[3][256];
+    snprintf(m1, sizeof(m1), "%s/m1.jsonl", dir);
+    snprintf(data, sizeof(data),
+             "{\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}, \"validation_split\": 0.25}",
+             all);
+    train_with_data(data, m1, split);
+    snprintf(m2, sizeof(m2), "%s/m2.jsonl", dir);
+    snprintf(data, sizeof(data),
+             "{\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}, \"validation\": "
+             "{\"format\": \"libsvm\", \"path\": \"%s\"}}",
+             head, tail);
+    train_with_data(data, m2, files);
+    for (int e = 0; e < 3; e++) {
+        cr_assert(strstr(split[e], "\"val_loss\"") != NULL, "%s", split[e]);
+        cr_assert(strstr(split[e], "\"samples\": 750") != NULL, "%s", split[e]);
+        cr_assert_str_eq(split[e], files[e], "epoch %d", e + 1);
+    }
+}
+
 /* --- sync: determinism, uneven shards, workers that stall or vanish ---------------------------- */
 
 /* Every weight of a model whose first kernel has n_ids rows, pulled in table order. */

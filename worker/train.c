@@ -220,8 +220,9 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
 
 /* --- setup -------------------------------------------------------------------------------------- */
 
+/* holdout: with data.validation_split, the held-out rows of data.train (else its other rows) */
 static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, uint32_t rank,
-                           bool shuffle, ps_data **out, ps_error *err) {
+                           bool shuffle, bool holdout, ps_data **out, ps_error *err) {
     ps_data_options o;
     ps_data_options_init(&o);
     if (ps_data_format_parse(dc->format, &o.format, err) != PS_OK) return err->code;
@@ -234,6 +235,9 @@ static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, u
     o.skip_bad_lines = dc->skip_bad_lines;
     o.random_rows = dc->rows;
     o.random_cols = dc->cols;
+    o.labels = dc->labels;
+    o.integers = strcmp(dc->integers, "dense") == 0 ? PS_DATA_INT_DENSE : PS_DATA_INT_BUCKET;
+    if (dc == &job->train) o.validation_split = job->validation_split, o.holdout = holdout;
     o.shuffle = shuffle;
     o.shuffle_buffer = job->fit.shuffle_buffer;
     /* Generated data draws rows and their order from data.*.seed; files shuffle by fit.seed. */
@@ -260,19 +264,21 @@ static ps_status setup(trainer *tr, ps_error *err) {
     if (ps_loss_parse(m->loss, &spec.loss, err) != PS_OK) return err->code;
     if (ps_mlp_create(&spec, job->fit.batch_size, &tr->mlp, err) != PS_OK) return err->code;
 
-    if (open_data(job, &job->train, tr->opt->rank, job->fit.shuffle, &tr->train, err) != PS_OK)
+    const bool split = job->validation_split > 0;
+    if (open_data(job, &job->train, tr->opt->rank, job->fit.shuffle, false, &tr->train, err) !=
+        PS_OK)
         return err->code;
-    const ps_data_config *val = job->has_validation ? &job->validation
-                                : tr->opt->evaluate           ? &job->train
-                                                              : NULL;
-    if (val != NULL && open_data(job, val, tr->opt->rank, false, &tr->val, err) != PS_OK)
+    const ps_data_config *val = job->has_validation          ? &job->validation
+                                : split || tr->opt->evaluate ? &job->train
+                                                             : NULL;
+    if (val != NULL && open_data(job, val, tr->opt->rank, false, split, &tr->val, err) != PS_OK)
         return err->code;
     uint32_t hint = ps_data_num_features_hint(tr->train);
     if (!m->sparse && hint != 0 && hint != m->input_dim)
         return ps_error_set(err, PS_CONFIG, "%s: model.input_dim is %u but %s has %u features",
                             job->file, m->input_dim, job->train.path[0] ? job->train.path
                                                                        : "data.train", hint);
-    if (job->train.format[0] == 'r') {
+    if (job->train.format[0] == 'r' && !split) {
         uint64_t mine = job->train.rows / job->num_workers +
                         (tr->opt->rank < job->train.rows % job->num_workers);
         tr->steps_per_epoch = (mine + job->fit.batch_size - 1) / job->fit.batch_size;
