@@ -26,6 +26,8 @@ int ps_fuzz_handlers(const uint8_t *, size_t);
 int ps_fuzz_config(const uint8_t *, size_t);
 int ps_fuzz_data_csv(const uint8_t *, size_t);
 int ps_fuzz_data_libsvm(const uint8_t *, size_t);
+int ps_fuzz_data_criteo(const uint8_t *, size_t);
+int ps_fuzz_data_idx(const uint8_t *, size_t);
 int ps_fuzz_npy(const uint8_t *, size_t);
 int ps_fuzz_weights(const uint8_t *, size_t);
 int ps_fuzz_client_reply(const uint8_t *, size_t);
@@ -80,6 +82,8 @@ Test(fuzz_corpus, handlers) { replay_corpus("handlers", ps_fuzz_handlers); }
 Test(fuzz_corpus, config) { replay_corpus("config", ps_fuzz_config); }
 Test(fuzz_corpus, data_csv) { replay_corpus("data_csv", ps_fuzz_data_csv); }
 Test(fuzz_corpus, data_libsvm) { replay_corpus("data_libsvm", ps_fuzz_data_libsvm); }
+Test(fuzz_corpus, data_criteo) { replay_corpus("data_criteo", ps_fuzz_data_criteo); }
+Test(fuzz_corpus, data_idx) { replay_corpus("data_idx", ps_fuzz_data_idx); }
 Test(fuzz_corpus, npy) { replay_corpus("npy", ps_fuzz_npy); }
 Test(fuzz_corpus, weights) { replay_corpus("weights", ps_fuzz_weights); }
 Test(fuzz_corpus, client_reply) { replay_corpus("client_reply", ps_fuzz_client_reply); }

@@ -42,7 +42,7 @@ void fz_data_run(ps_data_format format, const uint8_t *data, size_t size) {
     static const size_t max_lines[] = {0, 16, 64, 256};
     const uint32_t world = (uint32_t)(flags >> 6) + 1, rank = (uint32_t)(opts >> 6) % world;
     const size_t max_b = (opts & 7u) + 1;
-    const char *ext = format == PS_DATA_CSV ? "csv" : "svm";
+    const char *ext = format == PS_DATA_CSV ? "csv" : format == PS_DATA_CRITEO ? "tsv" : "svm";
     char name[32];
     const char *path;
     switch (flags & 12) {
@@ -76,6 +76,11 @@ void fz_data_run(ps_data_format format, const uint8_t *data, size_t size) {
     o.shuffle_buffer = opts & 32 ? 3 : 0;
     o.max_line_bytes = max_lines[(opts >> 3) & 3];
     o.seed = size;
+    if (format == PS_DATA_CRITEO) { /* the label_column byte picks the split instead */
+        o.integers = flags & 16 ? PS_DATA_INT_DENSE : PS_DATA_INT_BUCKET;
+        o.validation_split = (double)((uint8_t)label_column & 3) * 0.25;
+        o.holdout = o.validation_split > 0 && ((uint8_t)label_column & 4);
+    }
     ps_data *d;
     ps_error err = {0};
     if (ps_data_open(&o, rank, world, &d, &err) != PS_OK) {

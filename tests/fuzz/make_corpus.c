@@ -417,6 +417,32 @@ static void data_corpus(void) {
     put_opts("data_libsvm", "gzip", (const uint8_t[]){4 | 16, 3, 0}, 3, "1 1:1\n0 2:2 4:4\n");
     put_opts("data_libsvm", "bad_lines_sharded", (const uint8_t[]){1 | 2 | 16 | 128, 0xa2, 0}, 3,
              "1 1:1\nx 2:2\n1 3:nan\n0 4:4 4:5\n1 0:1\n1 5\n0\n");
+    /* criteo: [flags][opts][split byte][text] (fuzz_data.h); 39 tabs make a row of empties */
+#define T12 "\t\t\t\t\t\t\t\t\t\t\t\t"
+#define T39 T12 T12 T12 "\t\t\t"
+    put_opts("data_criteo", "bucket", (const uint8_t[]){0, 7, 0}, 3,
+             "0\t1\t-1\t5" T12 T12 "\t68fd1e64\t80e26c9b\t\t\t\t\t\t\t\t\t\t\n1" T39 "\n");
+    put_opts("data_criteo", "dense_gzip_split", (const uint8_t[]){4 | 16, 3, 2}, 3,
+             "1\t3\t1000" T12 T12 "\tab\t\t\t\t\t\t\t\t\t\t\t\t\n0" T39 "\r\n1" T39 "\n");
+    put_opts("data_criteo", "bad_lines_sharded_holdout", (const uint8_t[]){1 | 2 | 64, 0x62, 5},
+             3, "2" T39 "\n1\tx" T39 "\n\n0" T39 "\n1\t9223372036854775808" T12 T12 "\t\n");
+#undef T12
+#undef T39
+    /* idx: [flags][a][b][c][rest] (fuzz_data_idx.c); with flags 128 the headers are made */
+    put_opts("data_idx", "made_headers", (const uint8_t[]){128, 5, 1, 2, 0}, 4,
+             "abcdefghijklmnopqrstuvwxyz0123\1\2\3\4\5");
+    put_opts("data_idx", "made_gzip_sharded_split", (const uint8_t[]){128 | 1 | 2 | 4 | 16 | 64,
+                                                                      7, 3, 0x31},
+             4, "the bytes of seven images of 4 x 2 pixels and their labels");
+    {
+        buf b = {0}; /* two 1 x 2 images and their labels, as files the fuzzer may change */
+        add(&b, (const uint8_t[]){0, 170, 0, 0}, 4); /* split: images are the first 20 bytes */
+        add(&b, (const uint8_t[]){0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2}, 16);
+        add(&b, (const uint8_t[]){0, 255, 128, 7}, 4);
+        add(&b, (const uint8_t[]){0, 0, 8, 1, 0, 0, 0, 2, 3, 9}, 10);
+        put("data_idx", "raw_files", &b);
+        free(b.p);
+    }
 }
 
 static void npy_file(const char *target, const char *name, ps_npy_dtype dt, unsigned ndim,

@@ -10,8 +10,8 @@ seconds=${2:-60}
 shift $(($# < 2 ? $# : 2))
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame wire handlers config data_csv data_libsvm npy weights
-                                     client_reply)
+[ ${#targets[@]} -gt 0 ] || targets=(frame wire handlers config data_csv data_libsvm data_criteo
+                                     data_idx npy weights client_reply)
 scratch=$build/fuzz-scratch
 artifacts=$build/fuzz-artifacts
 rm -rf "$scratch" && mkdir -p "$scratch" "$artifacts"
