@@ -873,7 +873,8 @@ Test(data, error_is_sticky_until_rewind) {
     cr_assert_eq(b.B, 0);
     memset(&err, 0, sizeof(err));
     cr_assert_eq(ps_data_next(d, 1, &b, &err), PS_DATA);
-    cr_assert(strstr(err.msg, ":2: token \"x\": feature id is not a non-negative integer") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, ":2: token \"x\": feature id is not a non-negative integer") != NULL,
+              "%s", err.msg);
     cr_assert_eq(ps_data_next(d, 1, &b, NULL), PS_DATA);
     cr_assert_eq(ps_data_rewind(d, 1, &err), PS_OK);
     cr_assert_eq(ps_data_next(d, 1, &b, &err), PS_OK);
@@ -907,7 +908,8 @@ Test(data, skip_bad_lines_counts_and_reports) {
     rows_free(&r);
     cr_assert_eq(ps_data_skipped(d), 3);
     char want[300];
-    snprintf(want, sizeof(want), "%s:2: token \"x\": feature id is not a non-negative integer", path);
+    snprintf(want, sizeof(want), "%s:2: token \"x\": feature id is not a non-negative integer",
+             path);
     cr_assert_str_eq(ps_data_skipped_message(d, 0), want);
     snprintf(want, sizeof(want), "%s:4: token \"3:nan\": value is not finite", path);
     cr_assert_str_eq(ps_data_skipped_message(d, 1), want);

@@ -450,7 +450,8 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     d->row_begin = 0, d->row_end = UINT64_MAX;
     d->path = strdup(o->path != NULL && o->path[0] != '\0' ? o->path : ops->name);
     if (d->path == NULL) goto fail_nomem;
-    ps_format_args a = {.o = o, .path = d->path, .max_line = max_line, .rank = rank, .world = world};
+    ps_format_args a = {
+        .o = o, .path = d->path, .max_line = max_line, .rank = rank, .world = world};
     if (ops->text) {
         size_t n = strlen(d->path);
         ps_lines *l = &d->src;

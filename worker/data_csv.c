@@ -104,7 +104,8 @@ static ps_status csv_parse(void *state, char *s, size_t len, ps_fvec *fv, float 
     ps_data_rtrim(s, &len);
     size_t nf = count_fields(s, len);
     if (nf != d->n_fields) {
-        snprintf(why, PS_DATA_WHY_MAX, "%zu fields, expected %" PRIu32 " (as in line %" PRIu64 ")", nf,
+        snprintf(why, PS_DATA_WHY_MAX,
+                 "%zu fields, expected %" PRIu32 " (as in line %" PRIu64 ")", nf,
                  d->n_fields, d->first_line);
         return PS_DATA;
     }
