@@ -309,6 +309,44 @@ Test(train, validation_split_holds_out_the_last_rows_as_a_validation_file_would)
     }
 }
 
+/* --evaluate on a job with validation_split scores the held-out rows (here: their count, from
+ * the evaluation's event line). */
+Test(train, evaluate_with_validation_split_scores_the_held_out_rows) {
+    static float w_true[GEN_IDS];
+    char all[128], json[2048], events[128];
+    snprintf(all, sizeof(all), "%s/all.svm", dir);
+    write_generated(all, 100, w_true, 5);
+    for (int split = 0; split < 2; split++) {
+        snprintf(json, sizeof(json),
+                 "{\"job_id\": \"ev\", \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": "
+                 "%d}, \"layers\": [{\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": "
+                 "\"binary_crossentropy\"}, \"fit\": {\"batch_size\": 7, \"verbose\": 0},"
+                 " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}%s}}",
+                 GEN_IDS, all, split ? ", \"validation_split\": 0.3" : "");
+        ps_job_config job;
+        tu_job(json, &job);
+        test_server *s = tu_server_start(&job, 0);
+        tu_job_use(&job, &s, 1);
+        snprintf(events, sizeof(events), "%s/events%d", dir, split);
+        FILE *out = fopen(events, "w");
+        ps_train_options o = {.job = &job, .events = true, .evaluate = true, .out = out,
+                              .log = {.level = PS_LOG_ERROR}};
+        ps_error err = {0};
+        cr_assert_eq(ps_train_run(&o, &err), PS_OK, "%s", err.msg);
+        fclose(out);
+        tu_server_free(s);
+        FILE *in = fopen(events, "r");
+        char line[2048];
+        unsigned long long samples = 0;
+        while (fgets(line, sizeof(line), in)) {
+            const char *sm = strstr(line, "\"samples\": ");
+            if (sm) samples = strtoull(sm + 11, NULL, 10);
+        }
+        fclose(in);
+        cr_assert_eq(samples, split ? 30 : 100, "split %d: %llu samples scored", split, samples);
+    }
+}
+
 /* --- sync: determinism, uneven shards, workers that stall or vanish ---------------------------- */
 
 /* Every weight of a model whose first kernel has n_ids rows, pulled in table order. */
