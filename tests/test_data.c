@@ -1291,7 +1291,8 @@ Test(data, idx_plain_and_gzip_by_magic) {
 }
 
 typedef enum { IDX_OK, IDX_BAD_IMAGES_MAGIC, IDX_SWAPPED, IDX_N_MISMATCH, IDX_SHORT_IMAGES,
-               IDX_LONG_LABELS, IDX_SHORT_HEADER, IDX_NO_PIXELS, IDX_SHORT_GZIP } idx_fault;
+               IDX_LONG_LABELS, IDX_SHORT_HEADER, IDX_NO_PIXELS, IDX_SHORT_GZIP,
+               IDX_BAD_LABELS_MAGIC, IDX_CORRUPT_GZIP } idx_fault;
 
 /* Opens an idx reader over files with one fault; returns the status, message in err. */
 static ps_status open_idx_fault(idx_fault fault, char *images, char *labels, ps_error *err) {
@@ -1305,7 +1306,17 @@ static ps_status open_idx_fault(idx_fault fault, char *images, char *labels, ps_
     if (fault == IDX_LONG_LABELS) lab_n = 6;
     if (fault == IDX_NO_PIXELS) img_dims[1] = 0;
     write_idx("i", img_magic, img_dims, 3, px, img_n, fault == IDX_SHORT_GZIP, images);
-    write_idx("l", 0x801, lab_dims, 1, lab, lab_n, false, labels);
+    write_idx("l", fault == IDX_BAD_LABELS_MAGIC ? 0x803 : 0x801, lab_dims, 1, lab, lab_n,
+              fault == IDX_CORRUPT_GZIP, labels);
+    if (fault == IDX_CORRUPT_GZIP) { /* flip a byte of the deflate stream: a data error */
+        FILE *f = fopen(labels, "r+b");
+        cr_assert_not_null(f);
+        cr_assert_eq(fseek(f, 12, SEEK_SET), 0);
+        int ch = fgetc(f);
+        cr_assert_eq(fseek(f, 12, SEEK_SET), 0);
+        fputc(ch ^ 0x55, f);
+        fclose(f);
+    }
     if (fault == IDX_SHORT_HEADER) write_file("i", "\0\0\x08\x03\0\0\0\x05\0\0", 10, images);
     if (fault == IDX_SHORT_GZIP) { /* cut the gzip stream short */
         FILE *f = fopen(images, "r+b");
@@ -1367,7 +1378,16 @@ Test(data, idx_errors_name_the_file) {
              images);
     cr_assert_str_eq(err.msg, want);
 
-    ps_status st = open_idx_fault(IDX_SHORT_GZIP, images, labels, &err);
+    cr_assert_eq(open_idx_fault(IDX_BAD_LABELS_MAGIC, images, labels, &err), PS_DATA);
+    snprintf(want, sizeof(want), "%s: magic 0x00000803 is not an IDX labels file's 0x00000801 "
+             "(the images and labels files swapped?)", labels);
+    cr_assert_str_eq(err.msg, want);
+
+    ps_status st = open_idx_fault(IDX_CORRUPT_GZIP, images, labels, &err);
+    cr_assert(st == PS_IO || st == PS_DATA, "%s: %s", ps_status_str(st), err.msg);
+    cr_assert(strstr(err.msg, labels) != NULL, "%s", err.msg);
+
+    st = open_idx_fault(IDX_SHORT_GZIP, images, labels, &err);
     cr_assert(st == PS_DATA || st == PS_IO, "%s", ps_status_str(st));
     cr_assert(strncmp(err.msg, images, strlen(images)) == 0 ||
                   strstr(err.msg, images) != NULL,
@@ -1482,6 +1502,29 @@ Test(data, validation_split_then_shuffle) {
     cr_assert_gt(moved, 0);
     rows_free(&r);
     ps_data_destroy(d);
+}
+
+/* The counting pass reports what the reader would: a gzip file cut short fails the open. */
+Test(data, validation_split_count_pass_errors) {
+    char path[256], text[8192], *p = text;
+    for (int i = 0; i < 300; i++) p += sprintf(p, "1 1:%d 2:%d\n", i, i * 7);
+    write_file("t.svm.gz", text, 0, path);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    long sz = ftell(f);
+    fclose(f);
+    cr_assert_eq(truncate(path, sz / 2), 0);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.validation_split = 0.5;
+    ps_data *d = NULL;
+    ps_error err = {0};
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_IO);
+    cr_assert_null(d);
+    char want[300];
+    snprintf(want, sizeof(want), "read %s: truncated gzip file", path);
+    cr_assert(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
 }
 
 Test(data, validation_split_bad_options) {
