@@ -108,7 +108,7 @@ typedef struct {
 
     /* random: random_rows rows of random_cols features, x ~ U[0,1) with 24-bit resolution,
      * label 0/1. Row i depends only on (seed, i), so the union of the shards of any world size
-     * equals the world == 1 data set. See data.c for the exact generator. */
+     * equals the world == 1 data set. See data_random.c for the exact generator. */
     uint64_t random_rows;
     uint32_t random_cols;
 
@@ -146,7 +146,8 @@ ps_status ps_data_format_parse(const char *s, ps_data_format *out, ps_error *err
 const char *ps_data_format_name(ps_data_format f);
 
 /* Opens the reader for worker `rank` of `world`, positioned at the start of epoch 0. For csv it
- * reads the first non-empty line to find the header and column count. Errors: PS_INVALID_ARG
+ * reads the first non-empty line to find the header and column count; idx reads both files;
+ * with validation_split a text file is read once more to count its rows. Errors: PS_INVALID_ARG
  * (rank >= world, NULL arguments), PS_CONFIG (bad options: label column out of range, label
  * name not in the header, limits), PS_IO (open/read/gzip), PS_DATA (first csv line malformed;
  * an idx file with a bad magic, a short or long body, or image and label counts that differ),
