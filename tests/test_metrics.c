@@ -61,6 +61,12 @@ ParameterizedTest(auc_case *c, metrics, auc_by_hand) {
                   c->want);
 }
 
+Test(metrics, auc_of_no_or_one_sample_is_nan) {
+    cr_assert(isnan(ps_metrics_auc(NULL, 0))); /* a worker whose share of the data is empty */
+    ps_eval_pair one = {0.5f, 1.0f};
+    cr_assert(isnan(ps_metrics_auc(&one, 1)));
+}
+
 /* The test's own definition: every (positive, negative) pair compared, O(n^2). */
 static double brute_auc(const ps_eval_pair *p, size_t n) {
     double wins = 0.0, pairs = 0.0;

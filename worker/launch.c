@@ -138,9 +138,12 @@ static void pool_auc(launcher *L, uint32_t e, ps_progress *out) {
         const worker_epoch *w = slot(L, e, r);
         char path[PS_PATH_MAX + 64];
         ps_error err = {0};
-        if (!w->has_pairs ||
-            ps_eval_pairs_path(path, sizeof(path), L->pairs_dir, e + 1, r, &err) != PS_OK)
+        if (!w->has_pairs) continue;
+        if (ps_eval_pairs_path(path, sizeof(path), L->pairs_dir, e + 1, r, &err) != PS_OK) {
+            fprintf(stderr, "[launch] epoch %u: no AUC: %s\n", e + 1, err.msg);
+            all = false;
             continue;
+        }
         if (all && ps_eval_pairs_read(path, w->pairs, &L->pairs, &n, &L->pairs_cap, &err) !=
                        PS_OK) {
             fprintf(stderr, "[launch] epoch %u: no AUC: %s\n", e + 1, err.msg);

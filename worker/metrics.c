@@ -12,7 +12,7 @@ static int by_score(const void *a, const void *b) {
 double ps_metrics_auc(ps_eval_pair *pairs, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (isnan(pairs[i].score)) return NAN; /* no order: qsort's result would be arbitrary */
-    qsort(pairs, n, sizeof(*pairs), by_score);
+    if (n > 1) qsort(pairs, n, sizeof(*pairs), by_score); /* pairs may be NULL when n == 0 */
     /* Ascending groups of equal score: each positive beats the negatives below its group and
      * ties with half of its own group's. Counts are exact integers in double below 2^53. */
     double neg_below = 0.0, wins = 0.0, n_pos = 0.0;

@@ -333,6 +333,14 @@ static void teardown(trainer *tr) {
 
 static double now_s(void) { return (double)uv_hrtime() * 1e-9; }
 
+/* ", \"key\": v" for an event, exact in double; NaN (an undefined AUC) as null. */
+static void put_number(FILE *out, const char *key, double v) {
+    if (isnan(v))
+        fprintf(out, ", \"%s\": null", key);
+    else
+        fprintf(out, ", \"%s\": %.17g", key, v);
+}
+
 static void report(trainer *tr, const ps_progress *p, const char *ev, bool done) {
     FILE *out = tr->opt->out;
     if (tr->opt->events) {
@@ -349,12 +357,10 @@ static void report(trainer *tr, const ps_progress *p, const char *ev, bool done)
                     (unsigned long long)p->val_samples, p->val_loss_sum,
                     (unsigned long long)p->val_correct);
         /* this worker's own log loss and AUC; the launcher pools the pairs for the job's AUC */
-        if (p->has_logloss) fprintf(out, ", \"logloss_sum\": %.17g", p->logloss_sum);
-        if (p->has_auc) fprintf(out, isnan(p->auc) ? ", \"auc\": null" : ", \"auc\": %.17g", p->auc);
-        if (p->has_val_logloss) fprintf(out, ", \"val_logloss_sum\": %.17g", p->val_logloss_sum);
-        if (p->has_val_auc)
-            fprintf(out, isnan(p->val_auc) ? ", \"val_auc\": null" : ", \"val_auc\": %.17g",
-                    p->val_auc);
+        if (p->has_logloss) put_number(out, "logloss_sum", p->logloss_sum);
+        if (p->has_auc) put_number(out, "auc", p->auc);
+        if (p->has_val_logloss) put_number(out, "val_logloss_sum", p->val_logloss_sum);
+        if (p->has_val_auc) put_number(out, "val_auc", p->val_auc);
         if (done && tr->pairs_written)
             fprintf(out, ", \"pairs\": %llu", (unsigned long long)tr->n_pairs);
         fputs("}\n", out);
