@@ -24,9 +24,9 @@
 #include <uv.h>
 
 #include "client.h"
+#include "hash.h"
 #include "data.h"
 #include "eval_pairs.h"
-#include "hash.h"
 #include "metrics.h"
 #include "mlp.h"
 #include "progress.h"
