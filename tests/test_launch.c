@@ -1,7 +1,9 @@
 /* test_launch.c - ps-launch's combination of the workers' progress events into the job's figures:
  * sample-weighted (sums over workers divided by the job's samples), not a mean of the workers'
  * means. Fake workers (sh scripts run through PS_WORKER_BIN) print chosen "@ps {json}" epoch
- * events; the real ps-server serves the job's tables meanwhile. Every wait has a deadline. */
+ * events; the real ps-server serves the job's tables meanwhile. The job's AUC runs real workers
+ * on data whose pooled AUC is far from the mean of the workers' AUCs. Every wait has a
+ * deadline. */
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -129,4 +131,182 @@ Test(launch, combines_workers_weighted_by_samples) {
     }
     cr_assert_eq(line, 2, "%d metrics lines, want 2", line);
     free(text);
+}
+
+/* --- the job's AUC: every worker's predictions pooled ------------------------------------------- */
+
+/* The test's own AUC over (x, y): every (positive, negative) pair, ties 1/2. Rows with
+ * i % stride == rank (stride 1: all). */
+static double brute_auc(const double *x, const int *y, size_t n, size_t stride, size_t rank) {
+    double wins = 0.0, pairs = 0.0;
+    for (size_t i = rank; i < n; i += stride)
+        for (size_t j = rank; j < n; j += stride)
+            if (y[i] == 1 && y[j] == 0)
+                pairs += 1.0, wins += x[i] > x[j] ? 1.0 : x[i] == x[j] ? 0.5 : 0.0;
+    return wins / pairs;
+}
+
+#define AUC_ROWS 400
+
+/* Rows i = 0..399, label y, one feature x on a grid of 0.25 (many ties); worker i % 2 reads row
+ * i. Within each worker positives sit 1 above negatives, and worker 1's rows sit 3 above
+ * worker 0's: each worker ranks its own rows well, but worker 1's negatives outrank worker 0's
+ * positives, so the pooled AUC (0.698) is well below the mean of the two workers' AUCs (0.872). The model is
+ * Dense(1, sigmoid) with kernel 1, bias 0 and learning rate 0 (AdaGrad moves nothing), so
+ * p = sigmoid(x): the test knows every prediction without the code under test. */
+static void write_auc_data(const char *csv, double *x, int *y) {
+    FILE *f = fopen(csv, "w");
+    cr_assert_not_null(f);
+    uint64_t s = 7;
+    for (size_t i = 0; i < AUC_ROWS; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        y[i] = (int)((s >> 33) % 2);
+        int k = (int)((s >> 40) % 8) + (y[i] ? 4 : 0) + (i % 2 ? 12 : 0) - 8;
+        x[i] = 0.25 * k;
+        fprintf(f, "%d,%.2f\n", y[i], x[i]);
+    }
+    fclose(f);
+}
+
+static void write_auc_job(const char *job, const char *csv, const char *metrics) {
+    char json[2048];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"launch-auc\", \"seed\": 1, \"cluster\": {\"servers\": 1, \"workers\": 2},"
+             " \"optimizer\": {\"learning_rate\": 0},"
+             " \"model\": {\"input_dim\": 1, \"input\": {\"type\": \"dense\", \"init\":"
+             "  {\"type\": \"constant\", \"value\": 1}},"
+             "  \"layers\": [{\"units\": 1, \"activation\": \"sigmoid\"}],"
+             "  \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"batch_size\": 32, \"verbose\": 2, \"metrics_file\": \"%s\"},"
+             " \"data\": {\"train\": {\"format\": \"csv\", \"path\": \"%s\"},"
+             "          \"validation\": {\"format\": \"csv\", \"path\": \"%s\"}}}",
+             metrics, csv, csv);
+    tu_write_file(job, json, 0644);
+}
+
+/* Nothing but the test's own files is left in dir (TMPDIR of the launcher). */
+static void assert_no_pairs_left(void) {
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "ls -A %s | grep -q -e ps-launch -e pairs", dir);
+    cr_assert_neq(system(cmd), 0, "pairs files or directory left in %s", dir);
+}
+
+Test(launch, job_auc_pools_every_workers_predictions) {
+    char job[128], csv[128], metrics[128], out[128], err[128];
+    path(job, sizeof(job), "job.json"), path(csv, sizeof(csv), "data.csv");
+    path(metrics, sizeof(metrics), "metrics.jsonl");
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    double x[AUC_ROWS];
+    int y[AUC_ROWS];
+    write_auc_data(csv, x, y);
+    write_auc_job(job, csv, metrics);
+
+    const double pooled = brute_auc(x, y, AUC_ROWS, 1, 0);
+    const double mean_of_workers =
+        (brute_auc(x, y, AUC_ROWS, 2, 0) + brute_auc(x, y, AUC_ROWS, 2, 1)) / 2.0;
+    cr_assert_gt(fabs(pooled - mean_of_workers), 0.1, "the data do not tell pooled (%.4f) from "
+                 "averaged (%.4f)", pooled, mean_of_workers);
+    double logloss = 0.0, correct = 0.0;
+    for (size_t i = 0; i < AUC_ROWS; i++) {
+        const double p = 1.0 / (1.0 + exp(-x[i]));
+        logloss -= y[i] ? log(p) : log(1.0 - p);
+        correct += (x[i] > 0.0) == (y[i] == 1);
+    }
+    logloss /= AUC_ROWS;
+
+    cr_assert_eq(unsetenv("PS_WORKER_BIN"), 0);
+    cr_assert_eq(setenv("TMPDIR", dir, 1), 0); /* where the launcher makes its pairs directory */
+    char *argv[] = {BIN("ps-launch"), job, NULL};
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 60000);
+    char *text = strdup(tu_slurp(out));
+    cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
+    char expect[64];
+    snprintf(expect, sizeof(expect), " - val_auc: %.4f\n", pooled);
+    cr_assert_not_null(strstr(text, expect), "no \"%s\" in:\n%s", expect, text);
+    free(text);
+
+    char *m = tu_slurp(metrics);
+    int line = 0;
+    for (char *save = NULL, *l = strtok_r(m, "\n", &save); l != NULL;
+         l = strtok_r(NULL, "\n", &save), line++) {
+        cJSON *o = cJSON_Parse(l);
+        cr_assert_not_null(o, "metrics line %d is not JSON: %s", line + 1, l);
+        const double auc = field(o, "val_auc", line + 1);
+        cr_assert(fabs(auc - pooled) < 1e-6, "epoch %d: val_auc %.9g, pooled %.9g (mean of the "
+                  "workers' %.9g)\n%s", line + 1, auc, pooled, mean_of_workers, l);
+        cr_assert(fabs(field(o, "val_logloss", line + 1) - logloss) < 1e-6, "want logloss %.9g\n%s",
+                  logloss, l);
+        cr_assert(fabs(field(o, "val_accuracy", line + 1) - correct / AUC_ROWS) < 1e-12, "%s", l);
+        cJSON_Delete(o);
+    }
+    cr_assert_eq(line, 2, "%d metrics lines, want 2", line);
+    assert_no_pairs_left();
+
+    /* --evaluate: one pass over the same rows (data.validation), Keras evaluate's "auc" */
+    remove(metrics);
+    char *eval_argv[] = {BIN("ps-launch"), job, "--evaluate", NULL};
+    code = tu_wait_exit(tu_spawn(eval_argv, out, err), 60000);
+    text = strdup(tu_slurp(out));
+    cr_assert_eq(code, 0, "ps-launch --evaluate exit %d\nstdout:\n%s\nstderr:\n%s", code, text,
+                 tu_slurp(err));
+    snprintf(expect, sizeof(expect), " - auc: %.4f\n", pooled);
+    cr_assert_not_null(strstr(text, expect), "no \"%s\" in:\n%s", expect, text);
+    free(text);
+    cJSON *o = cJSON_Parse(tu_slurp(metrics));
+    cr_assert_not_null(o, "%s", tu_slurp(metrics));
+    cr_assert(fabs(field(o, "auc", 1) - pooled) < 1e-6, "%s", tu_slurp(metrics));
+    cr_assert(fabs(field(o, "logloss", 1) - logloss) < 1e-6, "%s", tu_slurp(metrics));
+    cJSON_Delete(o);
+    assert_no_pairs_left();
+}
+
+/* Workers that report their own AUC but leave no pairs: the job's line has no AUC (never a
+ * mean of theirs), and a worker whose announced pairs file is missing is reported. */
+static const char auc_worker_sh[] =
+    "#!/bin/sh\n"
+    "rank=\n"
+    "while [ $# -gt 0 ]; do\n"
+    "  if [ \"$1\" = --rank ]; then rank=$2; fi\n"
+    "  shift\n"
+    "done\n"
+    "ev() { echo \"@ps {\\\"ev\\\": \\\"epoch\\\", \\\"rank\\\": $rank, \\\"epoch\\\": $1, "
+    "\\\"epochs\\\": 2, \\\"step\\\": 1, \\\"steps\\\": 1, \\\"samples\\\": 2, "
+    "\\\"loss_sum\\\": 1.0, \\\"correct\\\": 1, \\\"seconds\\\": 0.5, \\\"val_samples\\\": 2, "
+    "\\\"val_loss_sum\\\": 1.0, \\\"val_correct\\\": 1, \\\"val_logloss_sum\\\": $2, "
+    "\\\"val_auc\\\": $3 $4}\"; }\n"
+    "ev 1 1.5 0.25\n"                         /* epoch 1: AUCs, no pairs */
+    "ev 2 2.5 null ', \"pairs\": 2'\n";       /* epoch 2: pairs announced, never written */
+
+Test(launch, no_pooled_pairs_means_no_job_auc) {
+    char job[128], worker[128], metrics[128], out[128], err[128];
+    path(job, sizeof(job), "job.json"), path(worker, sizeof(worker), "fake-worker.sh");
+    path(metrics, sizeof(metrics), "metrics.jsonl");
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    tu_write_file(worker, auc_worker_sh, 0755);
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"launch-test\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
+             " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+             "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"verbose\": 2, \"metrics_file\": \"%s\"},"
+             " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2},"
+             "          \"validation\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
+             metrics);
+    tu_write_file(job, json, 0644);
+    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
+    cr_assert_eq(setenv("TMPDIR", dir, 1), 0);
+    char *argv[] = {BIN("ps-launch"), job, NULL};
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
+    char *text = strdup(tu_slurp(out));
+    cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
+    cr_assert_null(strstr(text, "val_auc"), "a job AUC without pooled pairs:\n%s", text);
+    free(text);
+    cr_assert_not_null(strstr(tu_slurp(err), "epoch 2: no AUC: "), "%s", tu_slurp(err));
+    cr_assert_not_null(strstr(tu_slurp(err), "epoch-2.rank-0.pairs"), "%s", tu_slurp(err));
+    /* log losses add up over workers: (1.5 + 1.5) / 4, (2.5 + 2.5) / 4 */
+    char *m = tu_slurp(metrics);
+    cr_assert_null(strstr(m, "val_auc"), "%s", m);
+    cr_assert_not_null(strstr(m, "\"val_logloss\": 0.75,"), "%s", m);
+    cr_assert_not_null(strstr(m, "\"val_logloss\": 1.25,"), "%s", m);
+    assert_no_pairs_left();
 }

@@ -2,7 +2,14 @@
  * the job names ports), then its workers, as child processes; prefixes their output; combines
  * the workers' progress events into one Keras-style line per epoch; forwards SIGINT/SIGTERM;
  * stops everything as soon as one child fails (exit code: that child's), exits 0 when training
- * ends. Exit 2 for usage and job-file errors. */
+ * ends. Exit 2 for usage and job-file errors.
+ *
+ * The job's AUC is that of every worker's predictions pooled: each worker leaves its validation
+ * pass's (score, label) pairs in a private directory (--pairs-dir, eval_pairs.h) and says how
+ * many in its epoch event; once every worker has reported the epoch, the launcher reads them,
+ * computes the AUC (metrics.h) and deletes them. */
+#include <dirent.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +21,8 @@
 
 #include "cli.h"
 #include "config.h"
+#include "eval_pairs.h"
+#include "metrics.h"
 #include "progress.h"
 
 #define MAX_LINE (64u << 10)
@@ -45,6 +54,8 @@ typedef struct {
 typedef struct {
     bool seen, done;
     ps_progress p;
+    bool has_pairs; /* its pairs of this epoch wait in pairs_dir */
+    uint64_t pairs;
 } worker_epoch;
 
 struct launcher {
@@ -72,6 +83,9 @@ struct launcher {
     bool announced;     /* "Epoch shown+1/E" printed */
     uint64_t total_samples;
     uint64_t t_start;
+    char pairs_dir[PS_PATH_MAX]; /* "" when the job has no model */
+    ps_eval_pair *pairs;         /* one epoch's pairs of all workers, reused */
+    size_t pairs_cap;
 };
 
 static void stop_all(launcher *L, int sig, int exit_code);
@@ -84,7 +98,7 @@ static worker_epoch *slot(launcher *L, uint32_t epoch, uint32_t rank) {
 
 /* The job's figures for epoch e so far: sums over workers, the slowest worker's time. */
 static bool combine(launcher *L, uint32_t e, ps_progress *out) {
-    bool all_done = true;
+    bool all_done = true, all_logloss = true, all_val_logloss = true;
     *out = (ps_progress){.epoch = e + 1, .epochs = L->job.fit.epochs};
     for (uint32_t r = 0; r < L->n_workers; r++) {
         worker_epoch *w = slot(L, e, r);
@@ -97,7 +111,12 @@ static bool combine(launcher *L, uint32_t e, ps_progress *out) {
         out->has_val |= p->has_val;
         out->val_samples += p->val_samples, out->val_loss_sum += p->val_loss_sum;
         out->val_correct += p->val_correct;
+        out->logloss_sum += p->logloss_sum, out->val_logloss_sum += p->val_logloss_sum;
+        all_logloss &= p->has_logloss, all_val_logloss &= p->has_val_logloss;
     }
+    /* log losses add up like losses; the AUC does not (pool_auc) */
+    out->has_logloss = all_done && all_logloss;
+    out->has_val_logloss = all_done && all_val_logloss && out->has_val;
     /* steps per epoch do not change: a worker not heard from yet in e counts what it said before */
     for (uint32_t r = 0; r < L->n_workers; r++) {
         if (L->steps_of[r] == 0) {
@@ -107,6 +126,37 @@ static bool combine(launcher *L, uint32_t e, ps_progress *out) {
         out->steps += L->steps_of[r];
     }
     return all_done;
+}
+
+/* The job's AUC for epoch e, when every worker left its pairs: all of them pooled and ranked
+ * together (a mean of the workers' AUCs is not the job's AUC). The files are deleted. */
+static void pool_auc(launcher *L, uint32_t e, ps_progress *out) {
+    bool all = true;
+    for (uint32_t r = 0; r < L->n_workers; r++) all &= slot(L, e, r)->has_pairs;
+    size_t n = 0;
+    for (uint32_t r = 0; r < L->n_workers; r++) {
+        const worker_epoch *w = slot(L, e, r);
+        char path[PS_PATH_MAX + 64];
+        ps_error err = {0};
+        if (!w->has_pairs) continue;
+        if (ps_eval_pairs_path(path, sizeof(path), L->pairs_dir, e + 1, r, &err) != PS_OK) {
+            fprintf(stderr, "[launch] epoch %u: no AUC: %s\n", e + 1, err.msg);
+            all = false;
+            continue;
+        }
+        if (all && ps_eval_pairs_read(path, w->pairs, &L->pairs, &n, &L->pairs_cap, &err) !=
+                       PS_OK) {
+            fprintf(stderr, "[launch] epoch %u: no AUC: %s\n", e + 1, err.msg);
+            all = false;
+        }
+        remove(path);
+    }
+    if (!all) return;
+    const double auc = ps_metrics_auc(L->pairs, n);
+    if (L->evaluate)
+        out->has_auc = true, out->auc = auc;
+    else
+        out->has_val_auc = true, out->val_auc = auc;
 }
 
 static void render(launcher *L) {
@@ -133,6 +183,7 @@ static void render(launcher *L) {
             }
             return;
         }
+        pool_auc(L, e, &p);
         if (L->job.fit.verbose > 0) {
             ps_progress_format(&p, true, line, sizeof(line));
             printf(L->tty ? "\r%s\033[K\n" : "%s\n", line);
@@ -150,6 +201,13 @@ static void render(launcher *L) {
 static double num(const cJSON *o, const char *k) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(it) ? it->valuedouble : 0.0;
+}
+
+/* An optional figure: *has says whether the event holds it; null (an undefined AUC) is NaN. */
+static double opt_num(const cJSON *o, const char *k, bool *has) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    *has = cJSON_IsNumber(it) || cJSON_IsNull(it);
+    return cJSON_IsNumber(it) ? it->valuedouble : NAN;
 }
 
 /* "@ps {json}" from a worker. */
@@ -175,6 +233,13 @@ static void on_event(launcher *L, child *c, const char *json) {
         p->val_samples = (uint64_t)num(o, "val_samples");
         p->val_loss_sum = num(o, "val_loss_sum");
         p->val_correct = (uint64_t)num(o, "val_correct");
+        p->logloss_sum = opt_num(o, "logloss_sum", &p->has_logloss);
+        p->val_logloss_sum = opt_num(o, "val_logloss_sum", &p->has_val_logloss);
+        p->auc = opt_num(o, "auc", &p->has_auc);
+        p->val_auc = opt_num(o, "val_auc", &p->has_val_auc);
+        const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(o, "pairs");
+        w->has_pairs = w->done && L->pairs_dir[0] != '\0' && cJSON_IsNumber(pairs);
+        w->pairs = (uint64_t)num(o, "pairs");
         if (L->cli.verbose && w->done) {
             char line[512];
             ps_progress_format(p, true, line, sizeof(line));
@@ -374,6 +439,7 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
     if (c->is_worker) args[n++] = "--events";
     if (c->is_worker && L->evaluate) args[n++] = "--evaluate";
+    if (c->is_worker && L->pairs_dir[0]) args[n++] = "--pairs-dir", args[n++] = L->pairs_dir;
     for (size_t i = 0; i < L->cli.n_sets; i++) args[n++] = "--set", args[n++] = (char *)L->cli.sets[i];
     for (size_t i = 0; i < L->n_auto_sets; i++) args[n++] = "--set", args[n++] = L->auto_sets[i];
     if (servers_set) args[n++] = "--set", args[n++] = (char *)servers_set;
@@ -463,6 +529,33 @@ static void on_signal(uv_signal_t *h, int sig) {
 
 /* --- main ------------------------------------------------------------------------------------- */
 
+/* A private directory for the workers' pairs files; "" (no job-wide AUC) when it cannot be
+ * made. */
+static void make_pairs_dir(launcher *L) {
+    char tmp[PS_PATH_MAX - 32];
+    size_t len = sizeof(tmp);
+    if (uv_os_tmpdir(tmp, &len) != 0) snprintf(tmp, sizeof(tmp), "/tmp");
+    snprintf(L->pairs_dir, sizeof(L->pairs_dir), "%s/ps-launch-XXXXXX", tmp);
+    if (mkdtemp(L->pairs_dir) == NULL) {
+        fprintf(stderr, "[launch] no job-wide AUC: cannot make %s\n", L->pairs_dir);
+        L->pairs_dir[0] = '\0';
+    }
+}
+
+/* Files left by a job that stopped early, then the directory itself. */
+static void remove_pairs_dir(launcher *L) {
+    if (L->pairs_dir[0] == '\0') return;
+    DIR *d = opendir(L->pairs_dir);
+    for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.') continue;
+        char path[2 * PS_PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", L->pairs_dir, de->d_name);
+        remove(path);
+    }
+    if (d != NULL) closedir(d);
+    rmdir(L->pairs_dir);
+}
+
 static const char usage[] =
     "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--evaluate] [--verbose]\n"
     "\n"
@@ -474,6 +567,8 @@ static const char usage[] =
     "                   the weights the servers start from (fit.init_from): one line\n"
     "  --verbose        also print each worker's own line per epoch, and server logs\n"
     "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
+    "val_auc (binary models) is over all workers' predictions pooled: the workers leave them in\n"
+    "a private directory under $TMPDIR, deleted epoch by epoch.\n"
     "Exit status: 0 when training ends; a failing child's status; 2 for a bad job file.\n";
 
 int main(int argc, char **argv) {
@@ -518,6 +613,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     resolve_busy_poll(&L);
+    if (L.job.has_model) make_pairs_dir(&L);
     signal(SIGPIPE, SIG_IGN);
     /* Children inherit it: one BLAS thread per worker process (see ps-worker). */
     setenv("OPENBLAS_NUM_THREADS", "1", 0);
@@ -546,5 +642,7 @@ int main(int argc, char **argv) {
     for (uint32_t i = 0; i < L.n_workers; i++) free(L.workers[i].lout.buf), free(L.workers[i].lerr.buf);
     free(L.exporter.lout.buf), free(L.exporter.lerr.buf);
     free(L.servers), free(L.workers), free(L.ring), free(L.steps_of), free(L.servers_set);
+    remove_pairs_dir(&L);
+    free(L.pairs);
     return L.exit_code;
 }

@@ -15,7 +15,7 @@
 
 static const char usage[] =
     "usage: ps-worker --config JOB.json --rank R [--set KEY=VALUE ...] [--evaluate] [--events]\n"
-    "                 [--verbose]\n"
+    "                 [--pairs-dir DIR] [--verbose]\n"
     "\n"
     "Trains the job's model on shard R of its data (rows with index mod cluster.workers == R),\n"
     "pulling and pushing parameters on the job's servers.\n"
@@ -25,6 +25,8 @@ static const char usage[] =
     "  --evaluate         no training: score data.validation (or data.train) with the servers'\n"
     "                     weights (start them with fit.init_from), one loss/accuracy line\n"
     "  --events           print machine-readable progress lines (used by ps-launch)\n"
+    "  --pairs-dir DIR    leave each validation pass's (score, label) pairs in DIR for the\n"
+    "                     job-wide AUC (used by ps-launch; alone, a worker prints its own)\n"
     "  --verbose          log connection attempts\n";
 
 static volatile sig_atomic_t stop_flag;
@@ -37,6 +39,7 @@ int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-worker", usage, "--rank");
     bool events = false, evaluate = false;
+    const char *pairs_dir = NULL;
     for (int i = 1; i < argc; i++) {
         int code;
         ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
@@ -46,6 +49,8 @@ int main(int argc, char **argv) {
             events = true;
         } else if (strcmp(argv[i], "--evaluate") == 0) {
             evaluate = true;
+        } else if (strcmp(argv[i], "--pairs-dir") == 0 && i + 1 < argc && argv[i + 1][0]) {
+            pairs_dir = argv[++i];
         } else {
             fprintf(stderr, "ps-worker: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
@@ -79,7 +84,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     ps_train_options opt = {.job = &job, .rank = (uint32_t)rank, .events = events,
-                            .evaluate = evaluate,
+                            .evaluate = evaluate, .pairs_dir = pairs_dir,
                             .out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_flag,
                             .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};
     snprintf(opt.log.prefix, sizeof(opt.log.prefix), "worker %ld", rank);

@@ -1,6 +1,7 @@
 /* progress.c - Keras-compatible progress text. */
 #include "progress.h"
 
+#include <math.h>
 #include <string.h>
 
 static void fmt_per_step(char *buf, size_t n, double seconds, uint64_t steps) {
@@ -45,11 +46,24 @@ void ps_progress_format(const ps_progress *p, bool done, char *buf, size_t n) {
     double acc = p->samples ? (double)p->correct / (double)p->samples : 0.0;
     int len = snprintf(buf, n, "%s [%s] - %s - loss: %.4f - accuracy: %.4f", count, bar, timing,
                        loss, acc);
+    if (p->has_auc && len > 0 && (size_t)len < n)
+        len += snprintf(buf + len, n - (size_t)len, " - auc: %.4f", p->auc);
     if (p->has_val && len > 0 && (size_t)len < n) {
         double vl = p->val_samples ? p->val_loss_sum / (double)p->val_samples : 0.0;
         double va = p->val_samples ? (double)p->val_correct / (double)p->val_samples : 0.0;
-        snprintf(buf + len, n - (size_t)len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
+        len += snprintf(buf + len, n - (size_t)len, " - val_loss: %.4f - val_accuracy: %.4f", vl,
+                        va);
+        if (p->has_val_auc && len > 0 && (size_t)len < n)
+            snprintf(buf + len, n - (size_t)len, " - val_auc: %.4f", p->val_auc);
     }
+}
+
+/* ", \"key\": v" with NaN as null (JSON has no NaN). */
+static void put_number(FILE *f, const char *key, double v) {
+    if (isnan(v))
+        fprintf(f, ", \"%s\": null", key);
+    else
+        fprintf(f, ", \"%s\": %.10g", key, v);
 }
 
 bool ps_progress_append_json(const char *path, const ps_progress *p) {
@@ -58,10 +72,17 @@ bool ps_progress_append_json(const char *path, const ps_progress *p) {
     double loss = p->samples ? p->loss_sum / (double)p->samples : 0.0;
     double acc = p->samples ? (double)p->correct / (double)p->samples : 0.0;
     fprintf(f, "{\"epoch\": %u, \"loss\": %.10g, \"accuracy\": %.10g", p->epoch, loss, acc);
+    if (p->has_logloss)
+        put_number(f, "logloss", p->samples ? p->logloss_sum / (double)p->samples : 0.0);
+    if (p->has_auc) put_number(f, "auc", p->auc);
     if (p->has_val) {
         double vl = p->val_samples ? p->val_loss_sum / (double)p->val_samples : 0.0;
         double va = p->val_samples ? (double)p->val_correct / (double)p->val_samples : 0.0;
         fprintf(f, ", \"val_loss\": %.10g, \"val_accuracy\": %.10g", vl, va);
+        if (p->has_val_auc) put_number(f, "val_auc", p->val_auc);
+        if (p->has_val_logloss)
+            put_number(f, "val_logloss",
+                       p->val_samples ? p->val_logloss_sum / (double)p->val_samples : 0.0);
     }
     fprintf(f, ", \"samples\": %llu, \"samples_per_sec\": %.1f, \"seconds\": %.4f}\n",
             (unsigned long long)p->samples,

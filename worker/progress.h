@@ -21,13 +21,22 @@ typedef struct {
     uint64_t val_samples;
     double val_loss_sum;
     uint64_t val_correct;
+    /* Log loss and ROC AUC (metrics.h). A logloss_sum sums per-sample log losses; an AUC is NaN
+     * when the pass held one class only. has_*: reported (AUC: binary models only). The plain
+     * ones are --evaluate's (that pass is the run), the val_ ones the validation pass's. */
+    bool has_logloss, has_auc, has_val_logloss, has_val_auc;
+    double logloss_sum, auc, val_logloss_sum, val_auc;
 } ps_progress;
 
-/* The line for p, without a newline. done: the epoch's last line (time per step, no ETA). */
+/* The line for p, without a newline. done: the epoch's last line (time per step, no ETA).
+ * " - auc: A" follows accuracy and " - val_auc: A" val_accuracy when reported ("nan" when
+ * undefined); log loss stays out of the line (for binary_crossentropy it is the loss). */
 void ps_progress_format(const ps_progress *p, bool done, char *buf, size_t n);
 
-/* {"epoch":..,"loss":..,"accuracy":..,["val_loss":..,"val_accuracy":..,]"samples":..,
- *  "samples_per_sec":..,"seconds":..} appended to path (created if missing). false on I/O error. */
+/* {"epoch":..,"loss":..,"accuracy":..,["logloss":..,"auc":..,]["val_loss":..,"val_accuracy":..,
+ *  "val_auc":..,"val_logloss":..,]"samples":..,"samples_per_sec":..,"seconds":..} appended to
+ * path (created if missing); each AUC/logloss key only when reported, an undefined AUC as null.
+ * false on I/O error. */
 bool ps_progress_append_json(const char *path, const ps_progress *p);
 
 #endif

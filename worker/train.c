@@ -26,6 +26,8 @@
 #include "client.h"
 #include "hash.h"
 #include "data.h"
+#include "eval_pairs.h"
+#include "metrics.h"
 #include "mlp.h"
 #include "progress.h"
 
@@ -76,6 +78,10 @@ typedef struct {
     id_map map;
     uint64_t steps_per_epoch; /* 0 until known */
     uint64_t rows_hash;       /* sum of mix64(row index) this epoch: proves rows seen once */
+    /* a binary model's (score, label) per evaluated sample, for the AUC: one pass at a time */
+    ps_eval_pair *pairs;
+    size_t n_pairs, cap_pairs;
+    bool pairs_written; /* this epoch's pairs are in opt->pairs_dir (said in the epoch event) */
 } trainer;
 
 /* --- buffers ---------------------------------------------------------------------------------- */
@@ -325,12 +331,21 @@ static void teardown(trainer *tr) {
         for (size_t l = 0; l < tr->L; l++) free(tr->params[k].p.w[l]), free(tr->params[k].p.b[l]);
     for (size_t l = 0; l < tr->L; l++) free(tr->grads.w[l]), free(tr->grads.b[l]);
     free(tr->dense_keys);
+    free(tr->pairs);
     free(tr->map.ids), free(tr->map.row), free(tr->map.stamp);
 }
 
 /* --- reporting ------------------------------------------------------------------------------- */
 
 static double now_s(void) { return (double)uv_hrtime() * 1e-9; }
+
+/* ", \"key\": v" for an event, exact in double; NaN (an undefined AUC) as null. */
+static void put_number(FILE *out, const char *key, double v) {
+    if (isnan(v))
+        fprintf(out, ", \"%s\": null", key);
+    else
+        fprintf(out, ", \"%s\": %.17g", key, v);
+}
 
 static void report(trainer *tr, const ps_progress *p, const char *ev, bool done) {
     FILE *out = tr->opt->out;
@@ -347,6 +362,13 @@ static void report(trainer *tr, const ps_progress *p, const char *ev, bool done)
             fprintf(out, ", \"val_samples\": %llu, \"val_loss_sum\": %.17g, \"val_correct\": %llu",
                     (unsigned long long)p->val_samples, p->val_loss_sum,
                     (unsigned long long)p->val_correct);
+        /* this worker's own log loss and AUC; the launcher pools the pairs for the job's AUC */
+        if (p->has_logloss) put_number(out, "logloss_sum", p->logloss_sum);
+        if (p->has_auc) put_number(out, "auc", p->auc);
+        if (p->has_val_logloss) put_number(out, "val_logloss_sum", p->val_logloss_sum);
+        if (p->has_val_auc) put_number(out, "val_auc", p->val_auc);
+        if (done && tr->pairs_written)
+            fprintf(out, ", \"pairs\": %llu", (unsigned long long)tr->n_pairs);
         fputs("}\n", out);
         fflush(out);
         return;
@@ -373,13 +395,55 @@ static ps_status next_batch(trainer *tr, ps_data *d, step_batch *sb, ps_error *e
     return take_batch(tr, &db, sb, err);
 }
 
-static ps_status evaluate(trainer *tr, ps_progress *p, ps_error *err) {
+/* The batch's per-sample log loss (metrics.h) into p and, for a binary model, its (score,
+ * label) pairs into tr->pairs for the AUC. The model's outputs are those of the latest forward. */
+static ps_status score_batch(trainer *tr, const step_batch *sb, ps_progress *p, ps_error *err) {
+    const float *out = ps_mlp_output(tr->mlp);
+    const float *y = sb->labels;
+    if (ps_mlp_get_spec(tr->mlp)->loss != PS_LOSS_BCE) { /* softmax: the true class's p */
+        const size_t C = tr->units[tr->L - 1];
+        for (size_t b = 0; b < sb->B; b++)
+            p->val_logloss_sum += ps_metrics_logloss_class(out[b * C + (size_t)y[b]]);
+        return PS_OK;
+    }
+    ps_eval_pair *q = grow(tr->pairs, &tr->cap_pairs, tr->n_pairs + sb->B, sizeof(*q));
+    if (q == NULL)
+        return ps_error_set(err, PS_NOMEM, "%zu validation predictions: out of memory",
+                            tr->n_pairs + sb->B);
+    tr->pairs = q;
+    for (size_t b = 0; b < sb->B; b++) {
+        q[tr->n_pairs++] = (ps_eval_pair){out[b], y[b]};
+        p->val_logloss_sum += ps_metrics_logloss_binary(out[b], y[b]);
+    }
+    return PS_OK;
+}
+
+/* After the pass: this worker's AUC and, under ps-launch, its pairs for the job's. */
+static ps_status finish_scores(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
+    p->has_val_logloss = true;
+    if (ps_mlp_get_spec(tr->mlp)->loss != PS_LOSS_BCE) return PS_OK;
+    if (tr->opt->pairs_dir != NULL) {
+        char path[PS_PATH_MAX + 64];
+        if (ps_eval_pairs_path(path, sizeof(path), tr->opt->pairs_dir, epoch, tr->opt->rank,
+                               err) != PS_OK ||
+            ps_eval_pairs_write(path, tr->pairs, tr->n_pairs, err) != PS_OK)
+            return err->code;
+        tr->pairs_written = true;
+    }
+    p->has_val_auc = true;
+    p->val_auc = ps_metrics_auc(tr->pairs, tr->n_pairs); /* sorts: after the file is written */
+    return PS_OK;
+}
+
+/* One pass over the validation data (epoch: 1-based, names the pairs file). */
+static ps_status evaluate(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
     if (ps_data_rewind(tr->val, 0, err) != PS_OK) return err->code;
     step_batch *sb = &tr->batch[0];
     step_params *sp = &tr->params[0];
+    tr->n_pairs = 0;
     for (;;) {
         if (next_batch(tr, tr->val, sb, err) != PS_OK) return err->code;
-        if (sb->B == 0) return PS_OK;
+        if (sb->B == 0) return finish_scores(tr, epoch, p, err);
         if (exchange(tr, NULL, sb, sp, false, err) != PS_OK) return err->code;
         if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
         ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
@@ -387,6 +451,7 @@ static ps_status evaluate(trainer *tr, ps_progress *p, ps_error *err) {
         size_t correct;
         if (ps_mlp_forward(tr->mlp, &sp->p, &mb, &loss, &correct, err) != PS_OK) return err->code;
         p->val_samples += sb->B, p->val_loss_sum += loss, p->val_correct += correct;
+        if (score_batch(tr, sb, p, err) != PS_OK) return err->code;
     }
 }
 
@@ -394,6 +459,7 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     const bool overlap = tr->overlap;
     if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
     tr->rows_hash = 0;
+    tr->pairs_written = false;
     double t0 = now_s(), last_event = t0;
     *p = (ps_progress){.epoch = epoch + 1, .epochs = tr->job->fit.epochs,
                        .steps = tr->steps_per_epoch, .has_val = tr->val != NULL};
@@ -451,7 +517,7 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     p->seconds = now_s() - t0;
     if (tr->steps_per_epoch == 0) tr->steps_per_epoch = p->step;
     p->steps = tr->steps_per_epoch;
-    if (tr->val != NULL && evaluate(tr, p, err) != PS_OK) return err->code;
+    if (tr->val != NULL && evaluate(tr, epoch + 1, p, err) != PS_OK) return err->code;
     if (ps_data_skipped(tr->train) > 0)
         ps_log(&tr->opt->log, PS_LOG_WARN, "epoch %u: skipped %zu malformed lines (first: %s)",
                epoch + 1, ps_data_skipped(tr->train), ps_data_skipped_message(tr->train, 0));
@@ -462,10 +528,12 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
 static ps_status run_evaluation(trainer *tr, ps_progress *p, ps_error *err) {
     const double t0 = now_s();
     ps_progress v = {0};
-    if (evaluate(tr, &v, err) != PS_OK) return err->code;
+    if (evaluate(tr, 1, &v, err) != PS_OK) return err->code;
     const uint64_t B = tr->job->fit.batch_size;
     *p = (ps_progress){.epoch = 1, .epochs = 1, .samples = v.val_samples,
                        .loss_sum = v.val_loss_sum, .correct = v.val_correct,
+                       .has_logloss = v.has_val_logloss, .logloss_sum = v.val_logloss_sum,
+                       .has_auc = v.has_val_auc, .auc = v.val_auc,
                        .step = (v.val_samples + B - 1) / B, .seconds = now_s() - t0};
     p->steps = p->step;
     return PS_OK;
