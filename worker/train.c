@@ -149,7 +149,9 @@ static ps_status take_batch(trainer *tr, const ps_data_batch *db, step_batch *sb
     return PS_OK;
 }
 
-/* Copies a data batch with a dense input into sb: x (B, d) filled by feature id. */
+/* Copies a data batch with a dense input into sb: x (B, d) filled by feature id. The readers
+ * already refuse an id >= d with its file:line (csv and random by the width checked in setup,
+ * libsvm by num_ids), so ps_mlp_dense_input's PS_DATA is a last guard. */
 static ps_status take_dense_batch(trainer *tr, const ps_data_batch *db, step_batch *sb,
                                   ps_error *err) {
     const size_t d = tr->model->input_dim;
