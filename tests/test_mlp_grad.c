@@ -1,11 +1,14 @@
 /* test_mlp_grad.c - worker/mlp.c: gradients against central differences of an independent
  * double-precision reference forward (every activation hidden and last, both losses, the sparse
- * first layer with repeated and unused rows), a hand-computed case, input validation, and a
+ * first layer with repeated and unused rows, and the same cases through the dense first layer),
+ * hand-computed cases, the dense and sparse paths against each other, input validation, and a
  * training sanity check. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,6 +126,11 @@ static double ref_loss(const dmodel *d, const ps_mlp_batch *bt, double *probs, s
         cr_assert_leq(s->units[0], REF_MAX_UNITS);
         for (size_t j = 0; j < s->units[0]; j++) {
             z[j] = d->b[0][j];
+            if (bt->x != NULL) { /* dense input: (B, n_rows) */
+                for (size_t k = 0; k < d->n_rows; k++)
+                    z[j] += bt->x[b * d->n_rows + k] * d->w[0][k * s->units[0] + j];
+                continue;
+            }
             for (size_t i = bt->offsets[b]; i < bt->offsets[b + 1]; i++)
                 z[j] += bt->vals[i] * d->w[0][bt->rows[i] * s->units[0] + j];
         }
@@ -180,6 +188,13 @@ static const float fd_vals[] = {0.5f, -1.0f, 1.5f, 0.25f, -0.6f, 0.7f,
                                 0.3f, -0.8f, 1.2f, 0.4f,  0.9f};
 static const float fd_labels_bce[] = {1, 0, 1, 0};
 static const float fd_labels_sce[] = {0, 2, 1, 2};
+/* the same batch as a dense (4, 6) input, summed by hand: row 5 stays 0 */
+static const float fd_x[4 * FD_ROWS] = {
+    0.5f + 1.5f, -0.6f, -1.0f,        0.25f, 0.0f,         0.0f, /* sample 0 */
+    0.0f,        0.0f,  0.7f,         0.3f,  0.0f,         0.0f, /* sample 1 */
+    0.0f,        -0.8f, 0.9f,         0.0f,  1.2f + 0.4f,  0.0f, /* sample 2 */
+    0.0f,        0.0f,  0.0f,         0.0f,  0.0f,         0.0f, /* sample 3: empty */
+};
 
 typedef struct {
     char name[40];
@@ -198,8 +213,7 @@ typedef struct {
 #define BCE PS_LOSS_BCE
 #define SCE PS_LOSS_SPARSE_CE
 
-ParameterizedTestParameters(mlp, gradients_match_finite_differences) {
-    static grad_case cases[] = {
+static grad_case grad_cases[] = {
         /* every activation in the hidden positions (sparse layer 0 and dense layer 1) */
         {"hidden linear, bce", 3, LIN, SIGM, BCE, 0, 0, 0},
         {"hidden relu, bce", 3, RELU, SIGM, BCE, 0, 0, 0},
@@ -235,11 +249,14 @@ ParameterizedTestParameters(mlp, gradients_match_finite_differences) {
         {"wide softmax, sce", 3, SMAX, SMAX, SCE, 0, 0, 19},
         {"wide linear, sce", 3, LIN, SMAX, SCE, 0, 0, 19},
         {"wide one layer, sce", 1, LIN, SMAX, SCE, 0, 0, 19},
-    };
-    return cr_make_param_array(grad_case, cases, sizeof(cases) / sizeof(cases[0]));
-}
+};
+#define N_GRAD_CASES (sizeof(grad_cases) / sizeof(grad_cases[0]))
 
-ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
+/* One case of grad_cases, through the sparse first layer (the CSR fd batch) or the dense one
+ * (fd_x, the same numbers). */
+static void check_gradients(const grad_case *c, bool dense) {
+    char name[64];
+    snprintf(name, sizeof(name), "%s%s", c->name, dense ? " (dense input)" : "");
     size_t C = c->loss == PS_LOSS_BCE ? 1 : (c->n_layers == 1 && c->width > 0 ? c->width : 3);
     ps_mlp_spec s = {.n_layers = c->n_layers, .loss = c->loss};
     for (size_t l = 0; l + 1 < c->n_layers; l++)
@@ -255,6 +272,7 @@ ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
     }
     ps_mlp_batch bt = {.B = 4, .offsets = fd_offsets, .rows = fd_rows, .vals = fd_vals,
                        .labels = c->loss == PS_LOSS_BCE ? fd_labels_bce : fd_labels_sce};
+    if (dense) bt = (ps_mlp_batch){.B = 4, .x = fd_x, .labels = bt.labels};
     ps_mlp *net;
     ps_error err = {0};
     cr_assert_eq(ps_mlp_create(&s, 8, &net, &err), PS_OK, "%s", err.msg);
@@ -263,7 +281,7 @@ ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
     double loss_sum = -1.0;
     size_t correct = 99;
     cr_assert_eq(ps_mlp_forward_backward(net, &m.p, &bt, &m.g, &loss_sum, &correct, &err), PS_OK,
-                 "%s: %s", c->name, err.msg);
+                 "%s: %s", name, err.msg);
 
     /* forward matches the reference: loss, accuracy, output probabilities */
     dmodel d;
@@ -272,17 +290,17 @@ ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
     size_t ref_correct;
     double ref = ref_loss(&d, &bt, probs, &ref_correct);
     cr_assert(fabs(loss_sum / 4.0 - ref) <= 1e-5 * fmax(1.0, fabs(ref)), "%s: loss %.9g, ref %.9g",
-              c->name, loss_sum / 4.0, ref);
-    cr_assert_eq(correct, ref_correct, "%s", c->name);
+              name, loss_sum / 4.0, ref);
+    cr_assert_eq(correct, ref_correct, "%s", name);
     const float *out = ps_mlp_output(net);
     for (size_t i = 0; i < 4 * C; i++)
-        cr_assert(fabs(out[i] - probs[i]) <= 1e-5, "%s: output[%zu] %.9g, ref %.9g", c->name, i,
+        cr_assert(fabs(out[i] - probs[i]) <= 1e-5, "%s: output[%zu] %.9g, ref %.9g", name, i,
                   (double)out[i], probs[i]);
 
-    if (strstr(c->name, "clipped") != NULL) { /* some outputs inside the clip, some outside */
+    if (strstr(name, "clipped") != NULL) { /* some outputs inside the clip, some outside */
         size_t outside = 0;
         for (size_t i = 0; i < 4 * C; i++) outside += probs[i] < 1e-7 || probs[i] > 1 - 1e-7;
-        cr_assert(outside > 0 && outside < 4 * C, "%s: %zu of %zu outputs clipped", c->name,
+        cr_assert(outside > 0 && outside < 4 * C, "%s: %zu of %zu outputs clipped", name,
                   outside, 4 * C);
     }
 
@@ -290,7 +308,7 @@ ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
     double loss_fwd;
     size_t correct_fwd;
     cr_assert_eq(ps_mlp_forward(net, &m.p, &bt, &loss_fwd, &correct_fwd, &err), PS_OK);
-    cr_assert(loss_fwd == loss_sum && correct_fwd == correct, "%s", c->name);
+    cr_assert(loss_fwd == loss_sum && correct_fwd == correct, "%s", name);
 
     /* every gradient against central differences of the reference, in double */
     const double h = 1e-5;
@@ -310,21 +328,37 @@ ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
                 double fd = (lp - lm) / (2 * h);
                 double tol = 2e-5 + 1e-3 * fabs(fd);
                 cr_assert(fabs(grad[i] - fd) <= tol, "%s: d%s%zu[%zu] = %.9g, finite diff %.9g",
-                          c->name, is_bias ? "b" : "w", l, i, (double)grad[i], fd);
+                          name, is_bias ? "b" : "w", l, i, (double)grad[i], fd);
                 gnorm += fd * fd;
             }
         }
     }
     if (!(c->loss == PS_LOSS_BCE && c->out == PS_ACT_SOFTMAX)) /* softmax of 1 unit: p = 1 */
-        cr_assert_gt(gnorm, 1e-6, "%s: gradients vanish, the check proves nothing", c->name);
+        cr_assert_gt(gnorm, 1e-6, "%s: gradients vanish, the check proves nothing", name);
 
     /* the row no sample uses has exactly zero gradient */
     for (size_t j = 0; j < s.units[0]; j++)
-        cr_assert_eq(m.g.w[0][5 * s.units[0] + j], 0.0f, "%s: unused row 5, unit %zu", c->name, j);
+        cr_assert_eq(m.g.w[0][5 * s.units[0] + j], 0.0f, "%s: unused row 5, unit %zu", name, j);
 
     dmodel_free(&d);
     ps_mlp_destroy(net);
     free(m.mem);
+}
+
+ParameterizedTestParameters(mlp, gradients_match_finite_differences) {
+    return cr_make_param_array(grad_case, grad_cases, N_GRAD_CASES);
+}
+
+ParameterizedTest(grad_case *c, mlp, gradients_match_finite_differences) {
+    check_gradients(c, false);
+}
+
+ParameterizedTestParameters(mlp, dense_input_gradients_match_finite_differences) {
+    return cr_make_param_array(grad_case, grad_cases, N_GRAD_CASES);
+}
+
+ParameterizedTest(grad_case *c, mlp, dense_input_gradients_match_finite_differences) {
+    check_gradients(c, true);
 }
 
 /* ---- hand-computed: 1 sample, 2 inputs, 1 sigmoid unit, BCE ----
@@ -354,6 +388,172 @@ Test(mlp, hand_computed_logistic_unit) {
     cr_assert_float_eq(gw0[1], -0.9375812532524874, 1e-6);
     cr_assert_float_eq(gb0[0], -0.4687906266262437, 1e-6);
     ps_mlp_destroy(net);
+}
+
+/* The same unit with x = (1, 2) as a dense input: the same hand-computed numbers. */
+Test(mlp, hand_computed_logistic_unit_dense_input) {
+    ps_mlp_spec s = {.n_layers = 1, .units = {1}, .act = {PS_ACT_SIGMOID}, .loss = PS_LOSS_BCE};
+    float w0[2] = {0.5f, -0.25f}, b0[1] = {0.125f}, gw0[2], gb0[1];
+    ps_mlp_params p = {.n_rows = 2, .w = {w0}, .b = {b0}};
+    ps_mlp_params g = {.n_rows = 2, .w = {gw0}, .b = {gb0}};
+    ps_mlp_batch bt = {.B = 1, .x = (const float[]){1.0f, 2.0f}, .labels = (const float[]){1.0f}};
+    ps_mlp *net;
+    cr_assert_eq(ps_mlp_create(&s, 1, &net, NULL), PS_OK);
+    double loss;
+    size_t correct;
+    cr_assert_eq(ps_mlp_forward_backward(net, &p, &bt, &g, &loss, &correct, NULL), PS_OK);
+    cr_assert_float_eq(loss, 0.6325990353171691, 1e-6);
+    cr_assert_eq(correct, 1);
+    cr_assert_float_eq(ps_mlp_output(net)[0], 0.5312093733737563, 1e-6);
+    cr_assert_float_eq(gw0[0], -0.4687906266262437, 1e-6);
+    cr_assert_float_eq(gw0[1], -0.9375812532524874, 1e-6);
+    cr_assert_float_eq(gb0[0], -0.4687906266262437, 1e-6);
+    ps_mlp_destroy(net);
+}
+
+/* ---- the dense and the sparse first layer on the same data ----
+ * A Fashion-MNIST-like batch (B 48, d 50, ~40% zeros, 10 classes) and a binary one, given to the
+ * sparse path twice - every column as csv emits it, and only the nonzeros with some entries split
+ * in two (duplicate ids) - and to the dense path. The three differ only in summation order:
+ * loss, accuracy, outputs and every gradient agree to float rounding. */
+
+typedef struct {
+    char name[32];
+    size_t units0, n_layers;
+    ps_activation out;
+    ps_loss loss;
+} same_case;
+
+ParameterizedTestParameters(mlp, dense_and_sparse_inputs_agree) {
+    static same_case cases[] = {
+        {"relu relu softmax", 37, 3, SMAX, SCE},
+        {"seed-like relu sigmoid", 64, 2, SIGM, BCE},
+        {"one layer softmax", 10, 1, SMAX, SCE},
+        {"one layer sigmoid", 1, 1, SIGM, BCE},
+    };
+    return cr_make_param_array(same_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(same_case *c, mlp, dense_and_sparse_inputs_agree) {
+    enum { B = 48, D = 50, MAXNNZ = 2 * B * D };
+    const size_t C = c->loss == PS_LOSS_BCE ? 1 : 10;
+    ps_mlp_spec s = {.n_layers = c->n_layers, .loss = c->loss};
+    for (size_t l = 0; l + 1 < c->n_layers; l++) s.units[l] = c->units0 - 9 * l, s.act[l] = RELU;
+    s.units[c->n_layers - 1] = C, s.act[c->n_layers - 1] = c->out;
+    model m;
+    model_init(&m, &s, D, 77 + c->units0);
+
+    static float x[B * D], labels[B], vals_all[B * D], vals_nz[MAXNNZ];
+    static uint32_t rows_all[B * D], rows_nz[MAXNNZ];
+    static size_t off_all[B + 1], off_nz[B + 1];
+    size_t nnz = 0;
+    for (size_t b = 0; b < B; b++) {
+        off_all[b] = b * D, off_nz[b] = nnz;
+        labels[b] = c->loss == PS_LOSS_BCE ? (float)(b % 2) : (float)(b % C);
+        for (size_t j = 0; j < D; j++) {
+            float u = urand();
+            float v = u < -0.2f ? 0.0f : u + 0.2f; /* ~40% exact zeros, like pixel data */
+            x[b * D + j] = v;
+            rows_all[b * D + j] = (uint32_t)j, vals_all[b * D + j] = v;
+            if (v == 0.0f) continue;
+            if (j % 7 == 3) { /* the same id twice: 0.25 v + 0.75 v == v exactly */
+                rows_nz[nnz] = (uint32_t)j, vals_nz[nnz++] = 0.75f * v;
+            }
+            rows_nz[nnz] = (uint32_t)j, vals_nz[nnz++] = j % 7 == 3 ? 0.25f * v : v;
+        }
+    }
+    off_all[B] = B * D, off_nz[B] = nnz;
+    const ps_mlp_batch inputs[3] = {
+        {.B = B, .x = x, .labels = labels},
+        {.B = B, .offsets = off_all, .rows = rows_all, .vals = vals_all, .labels = labels},
+        {.B = B, .offsets = off_nz, .rows = rows_nz, .vals = vals_nz, .labels = labels},
+    };
+
+    ps_mlp *net;
+    ps_error err = {0};
+    cr_assert_eq(ps_mlp_create(&s, B, &net, &err), PS_OK, "%s", err.msg);
+    size_t total = 0;
+    for (size_t l = 0; l < s.n_layers; l++) total += w_len(&s, D, l) + s.units[l];
+    float *grads[3], *outs[3];
+    double loss[3];
+    size_t correct[3];
+    for (int k = 0; k < 3; k++) {
+        fill_grads(&m, GRAD_GARBAGE);
+        cr_assert_eq(ps_mlp_forward_backward(net, &m.p, &inputs[k], &m.g, &loss[k], &correct[k],
+                                             &err), PS_OK, "%s: input %d: %s", c->name, k,
+                     err.msg);
+        grads[k] = malloc(total * sizeof(float)), outs[k] = malloc(B * C * sizeof(float));
+        cr_assert(grads[k] != NULL && outs[k] != NULL);
+        memcpy(outs[k], ps_mlp_output(net), B * C * sizeof(float));
+        float *ptr = grads[k];
+        for (size_t l = 0; l < s.n_layers; l++) {
+            memcpy(ptr, m.g.w[l], w_len(&s, D, l) * sizeof(float)), ptr += w_len(&s, D, l);
+            memcpy(ptr, m.g.b[l], s.units[l] * sizeof(float)), ptr += s.units[l];
+        }
+    }
+    double gmax = 0.0;
+    for (size_t i = 0; i < total; i++) gmax = fmax(gmax, fabs(grads[0][i]));
+    cr_assert_gt(gmax, 1e-3, "%s: gradients vanish, the comparison proves nothing", c->name);
+    for (int k = 1; k < 3; k++) {
+        cr_assert(fabs(loss[k] - loss[0]) <= 1e-5 * fabs(loss[0]), "%s: input %d: loss %.9g, "
+                  "dense %.9g", c->name, k, loss[k], loss[0]);
+        cr_assert_eq(correct[k], correct[0], "%s: input %d", c->name, k);
+        for (size_t i = 0; i < B * C; i++)
+            cr_assert(fabsf(outs[k][i] - outs[0][i]) <= 1e-5f, "%s: input %d: output[%zu] %.9g, "
+                      "dense %.9g", c->name, k, i, (double)outs[k][i], (double)outs[0][i]);
+        /* relative to the largest gradient: small ones are differences of larger terms */
+        for (size_t i = 0; i < total; i++)
+            cr_assert(fabs(grads[k][i] - grads[0][i]) <= 1e-5 * gmax, "%s: input %d: grad[%zu] "
+                      "%.9g, dense %.9g", c->name, k, i, (double)grads[k][i],
+                      (double)grads[0][i]);
+    }
+    for (int k = 0; k < 3; k++) free(grads[k]), free(outs[k]);
+    ps_mlp_destroy(net);
+    free(m.mem);
+}
+
+/* ---- ps_mlp_dense_input: a CSR batch with feature ids into (B, d) ---- */
+
+Test(mlp, dense_input_from_csr) {
+    /* the fd batch with its rows as ids: fd_x, which was summed by hand */
+    uint64_t ids[sizeof(fd_rows) / sizeof(fd_rows[0])];
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) ids[i] = fd_rows[i];
+    float x[4 * FD_ROWS];
+    memset(x, 0x7f, sizeof(x)); /* garbage: every cell must be written */
+    ps_error err = {0};
+    cr_assert_eq(ps_mlp_dense_input(x, 4, FD_ROWS, fd_offsets, ids, fd_vals, &err), PS_OK, "%s",
+                 err.msg);
+    for (size_t i = 0; i < 4 * FD_ROWS; i++)
+        cr_assert_eq(x[i], fd_x[i], "x[%zu][%zu] = %g, want %g", i / FD_ROWS, i % FD_ROWS,
+                     (double)x[i], (double)fd_x[i]);
+    /* no entries at all: zeros, and the arrays may be NULL */
+    float z[2 * 3] = {1, 1, 1, 1, 1, 1};
+    cr_assert_eq(ps_mlp_dense_input(z, 2, 3, (const size_t[]){4, 4, 4}, NULL, NULL, NULL), PS_OK);
+    for (size_t i = 0; i < 6; i++) cr_assert_eq(z[i], 0.0f);
+}
+
+Test(mlp, dense_input_errors) {
+    uint64_t ids[sizeof(fd_rows) / sizeof(fd_rows[0])];
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) ids[i] = fd_rows[i];
+    float x[4 * FD_ROWS];
+    ps_error err = {0};
+    /* id 4 (in sample 2) past a width of 4 */
+    cr_assert_eq(ps_mlp_dense_input(x, 4, 4, fd_offsets, ids, fd_vals, &err), PS_DATA);
+    cr_assert(strstr(err.msg, "sample 2") && strstr(err.msg, "feature id 4") &&
+              strstr(err.msg, "4 columns"), "%s", err.msg);
+    ids[3] = 1ull << 40;
+    cr_assert_eq(ps_mlp_dense_input(x, 4, FD_ROWS, fd_offsets, ids, fd_vals, &err), PS_DATA);
+    cr_assert(strstr(err.msg, "sample 0") && strstr(err.msg, "1099511627776"), "%s", err.msg);
+    ids[3] = 3;
+    cr_assert_eq(ps_mlp_dense_input(x, 4, FD_ROWS, (const size_t[]){0, 5, 4, 11, 11}, ids,
+                                    fd_vals, &err), PS_INVALID_ARG);
+    cr_assert(strstr(err.msg, "sample 1") && strstr(err.msg, "decrease"), "%s", err.msg);
+    cr_assert_eq(ps_mlp_dense_input(NULL, 4, FD_ROWS, fd_offsets, ids, fd_vals, &err),
+                 PS_INVALID_ARG);
+    cr_assert_eq(ps_mlp_dense_input(x, 4, FD_ROWS, NULL, ids, fd_vals, NULL), PS_INVALID_ARG);
+    cr_assert_eq(ps_mlp_dense_input(x, 4, FD_ROWS, fd_offsets, NULL, fd_vals, NULL),
+                 PS_INVALID_ARG);
+    cr_assert_eq(ps_mlp_dense_input(x, 4, FD_ROWS, fd_offsets, ids, NULL, NULL), PS_INVALID_ARG);
 }
 
 /* ---- extreme logits: the loss stays exact and finite (no exp overflow, no log(0)) ----
@@ -486,6 +686,20 @@ Test(mlp_validate, row_out_of_range) {
     cr_assert(strstr(err.msg, "row 6") != NULL && strstr(err.msg, "6 rows") != NULL, "%s",
               err.msg);
     cr_assert_null(ps_mlp_output(vnet), "no output after a failed call");
+}
+
+Test(mlp_validate, dense_input) {
+    ps_mlp_batch bt = {.B = 4, .x = fd_x, .labels = fd_labels_sce}; /* no CSR arrays needed */
+    ps_error err = {0};
+    cr_assert_eq(try_batch(&bt, &err), PS_OK, "%s", err.msg);
+    ps_mlp_params p = vm.p, g = vm.g;
+    p.n_rows = g.n_rows = 0;
+    double loss;
+    cr_assert_eq(ps_mlp_forward_backward(vnet, &p, &bt, &g, &loss, NULL, &err), PS_INVALID_ARG);
+    cr_assert(strstr(err.msg, "width 0") != NULL, "%s", err.msg);
+    cr_assert_eq(ps_mlp_forward(vnet, &p, &bt, &loss, NULL, NULL), PS_INVALID_ARG);
+    bt.labels = NULL;
+    cr_assert_eq(try_batch(&bt, NULL), PS_INVALID_ARG);
 }
 
 Test(mlp_validate, offsets_decrease) {

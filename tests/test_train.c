@@ -1,6 +1,7 @@
 /* test_train.c - the worker's training loop against real shards on loopback (in-process): which
- * rows each batch's gradients reach, in every consistency mode, and the quality of a sparse model
- * trained with and without overlap. Workers run ps_train_run on threads of their own. */
+ * rows each batch's gradients reach, in every consistency mode, the quality of a sparse model
+ * trained with and without overlap, and a dense input trained as the sparse path would. Workers
+ * run ps_train_run on threads of their own. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
@@ -410,6 +411,101 @@ Test(train, sync_runs_are_bit_identical) {
         moved += a[i] != 0.0f;
     }
     cr_assert(moved > na / 2, "only %zu of %zu weights are nonzero", moved, na);
+}
+
+/* --- a dense input: the same training as the sparse first layer ------------------------------- */
+
+/* Trains the generated libsvm data with its 1000 ids as a sparse input or as a dense input of
+ * width 1000 (one sgemm per layer-0 product, the whole kernel pulled and pushed as one block;
+ * the rows a batch does not touch get gradient 0, which AdaGrad turns into no change). Both
+ * start from the same rows: init is a function of (seed, table, key) and both fan-ins are 1000.
+ * Writes every weight to w and each epoch's metrics to dir/NAME.jsonl (1 worker only). */
+static size_t train_as(const char *train, const char *val, bool dense, const char *cluster,
+                       const char *name, float *w, size_t cap) {
+    char json[2048], metrics[128], input[96];
+    snprintf(metrics, sizeof(metrics), "%s/%s.jsonl", dir, name);
+    if (dense) snprintf(input, sizeof(input), "\"input_dim\": %d", GEN_IDS);
+    else snprintf(input, sizeof(input), "\"input\": {\"type\": \"sparse\", \"num_ids\": %d}",
+                  GEN_IDS);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"as\", \"seed\": 11, \"cluster\": {\"servers\": 2%s},"
+             " \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"model\": {%s, \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
+             " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"batch_size\": 32, \"verbose\": 0,"
+             " \"metrics_file\": \"%s\"},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"},"
+             " \"validation\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             cluster, input, metrics, train, val);
+    ps_job_config job;
+    tu_job(json, &job);
+    cr_assert_eq(job.model.sparse, !dense);
+    test_server *s[2] = {tu_server_start(&job, 0), tu_server_start(&job, 1)};
+    tu_job_use(&job, s, 2);
+    train_all(&job);
+    size_t n = pull_all(&job, GEN_IDS, w, cap);
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
+    return n;
+}
+
+/* |a - b| <= 1e-4 * max(|b|, 1e-2) for each weight; returns the largest ratio to that bound. */
+static double check_close(const char *what, const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double scale = fmax(fabs((double)b[i]), 1e-2), d = fabs((double)a[i] - (double)b[i]);
+        cr_assert(d <= 1e-4 * scale, "%s: weight %zu: dense %.9g, sparse %.9g", what, i,
+                  (double)a[i], (double)b[i]);
+        worst = fmax(worst, d / scale);
+    }
+    return worst;
+}
+
+Test(train, a_dense_input_trains_as_the_sparse_path_does) {
+    static float sp[GEN_IDS * 8 + 64], de[GEN_IDS * 8 + 64];
+    char train[128], val[128];
+    generated_data_set(2024, 1500, 3, 4, train, val);
+
+    /* 1 worker, overlapped async: per-epoch loss and held-out loss too */
+    size_t n = train_as(train, val, false, "", "sparse1", sp, sizeof(sp) / sizeof(sp[0]));
+    cr_assert_eq(train_as(train, val, true, "", "dense1", de, sizeof(de) / sizeof(de[0])), n);
+    double worst = check_close("1 async worker", de, sp, n);
+    size_t moved = 0;
+    for (size_t i = 0; i < n; i++) moved += de[i] != 0.0f;
+    cr_assert(moved > n / 2, "only %zu of %zu weights are nonzero", moved, n);
+    char path[2][160];
+    snprintf(path[0], sizeof(path[0]), "%s/sparse1.jsonl", dir);
+    snprintf(path[1], sizeof(path[1]), "%s/dense1.jsonl", dir);
+    FILE *f[2] = {fopen(path[0], "r"), fopen(path[1], "r")};
+    cr_assert(f[0] != NULL && f[1] != NULL);
+    for (int e = 0; e < 2; e++) {
+        double loss[2], val_loss[2], acc[2];
+        for (int k = 0; k < 2; k++) {
+            char line[1024];
+            cr_assert_not_null(fgets(line, sizeof(line), f[k]), "%s: epoch %d", path[k], e + 1);
+            const char *l = strstr(line, "\"loss\": "), *v = strstr(line, "\"val_loss\": ");
+            const char *a = strstr(line, "\"accuracy\": ");
+            cr_assert(l && v && a, "%s", line);
+            loss[k] = strtod(l + 8, NULL), val_loss[k] = strtod(v + 12, NULL);
+            acc[k] = strtod(a + 12, NULL);
+        }
+        cr_assert(fabs(loss[1] - loss[0]) <= 1e-5 && fabs(val_loss[1] - val_loss[0]) <= 1e-5,
+                  "epoch %d: dense loss %.9f val %.9f, sparse %.9f val %.9f", e + 1, loss[1],
+                  val_loss[1], loss[0], val_loss[0]);
+        cr_assert(fabs(acc[1] - acc[0]) <= 2.0 / 1500, "epoch %d: accuracy %.4f vs %.4f", e + 1,
+                  acc[1], acc[0]);
+    }
+    fclose(f[0]), fclose(f[1]);
+
+    /* 2 sync workers: the dense block pushed by both, split over 2 shards */
+    const char *sync2 = ", \"workers\": 2, \"consistency\": \"sync\"";
+    cr_assert_eq(train_as(train, val, false, sync2, "sparse2", sp, sizeof(sp) / sizeof(sp[0])), n);
+    cr_assert_eq(train_as(train, val, true, sync2, "dense2", de, sizeof(de) / sizeof(de[0])), n);
+    worst = fmax(worst, check_close("2 sync workers", de, sp, n));
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += de[i] != sp[i];
+    cr_log_info("dense vs sparse input: %zu of %zu weights differ, the worst by %.2e of the bound",
+                differ, n, worst);
 }
 
 /* 1000 rows on 3 workers with batch 111: 4, 3 and 3 steps per epoch (the last of 1 row). No mode

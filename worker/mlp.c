@@ -1,10 +1,11 @@
 /* mlp.c - forward and backward of the worker's Dense stack, llm.c style: one function per layer
  * (outputs first, then inputs, then sizes), one scratch slab carved at create time, CBLAS for
- * the dense products and a CSR loop for the sparse first layer. */
+ * the dense products (a dense input's first layer too) and a CSR loop for a sparse first layer. */
 #include "mlp.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,27 @@ static void sparse_backward(float *restrict dw0, float *restrict db0, const floa
     }
 }
 
+ps_status ps_mlp_dense_input(float *x, size_t B, size_t d, const size_t *offsets,
+                             const uint64_t *ids, const float *vals, ps_error *err) {
+    if (x == NULL || offsets == NULL || (offsets[B] > offsets[0] && (ids == NULL || vals == NULL)))
+        return ps_error_set(err, PS_INVALID_ARG, "mlp: dense input: NULL arrays");
+    memset(x, 0, B * d * sizeof(float));
+    for (size_t b = 0; b < B; b++) {
+        if (offsets[b + 1] < offsets[b])
+            return ps_error_set(err, PS_INVALID_ARG, "mlp: sample %zu: offsets decrease "
+                                "(%zu then %zu)", b, offsets[b], offsets[b + 1]);
+        float *row = x + b * d;
+        for (size_t i = offsets[b]; i < offsets[b + 1]; i++) {
+            if (ids[i] >= d)
+                return ps_error_set(err, PS_DATA, "mlp: sample %zu: feature id %llu is past the "
+                                    "dense input's %zu columns", b, (unsigned long long)ids[i],
+                                    d);
+            row[ids[i]] += vals[i];
+        }
+    }
+    return PS_OK;
+}
+
 /* Dense: out = inp w + bias. out: (B, OC); inp: (B, C); w: (C, OC) Keras kernel; bias: (OC).
  * reference: https://keras.io/api/layers/core_layers/dense/ */
 static void dense_forward(float *out, const float *inp, const float *w, const float *bias,
@@ -302,8 +324,9 @@ static void dense_forward(float *out, const float *inp, const float *w, const fl
                     inp, (int)C, w, (int)OC, 1.0f, out, (int)OC);
 }
 
-/* dw = inp^T dout: (C, OC); dbias = sum_b dout[b]: (OC); dinp = dout w^T: (B, C).
- * dout: (B, OC); inp: (B, C); w: (C, OC). */
+/* dw = inp^T dout: (C, OC); dbias = sum_b dout[b]: (OC); dinp = dout w^T: (B, C), or NULL
+ * when the input needs no gradient (a dense first layer). dout: (B, OC); inp: (B, C);
+ * w: (C, OC). */
 static void dense_backward(float *dinp, float *dw, float *restrict dbias,
                            const float *restrict dout, const float *inp, const float *w, size_t B,
                            size_t C, size_t OC) {
@@ -312,7 +335,7 @@ static void dense_backward(float *dinp, float *dw, float *restrict dbias,
     if (OC == 1) { /* dw = inp^T dout, dinp = dout w^T: a matrix-vector and an outer product */
         cblas_sgemv(CblasRowMajor, CblasTrans, (int)B, (int)C, 1.0f, inp, (int)C, dout, 1, 0.0f,
                     dw, 1);
-        for (size_t b = 0; b < B; b++) {
+        for (size_t b = 0; dinp != NULL && b < B; b++) {
             memset(dinp + b * C, 0, C * sizeof(float));
             axpy(dinp + b * C, dout[b], w, C);
         }
@@ -320,6 +343,7 @@ static void dense_backward(float *dinp, float *dw, float *restrict dbias,
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)OC, (int)B, 1.0f, inp,
                 (int)C, dout, (int)OC, 0.0f, dw, (int)OC);
+    if (dinp == NULL) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)C, (int)OC, 1.0f, dout,
                 (int)OC, w, (int)OC, 0.0f, dinp, (int)C);
 }
@@ -471,9 +495,13 @@ static ps_status run(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *bt,
     if (bt->B < 1 || bt->B > m->max_batch)
         return ps_error_set(err, PS_INVALID_ARG, "mlp: batch of %zu samples, must be between 1 "
                             "and %zu", bt->B, m->max_batch);
-    if (bt->offsets == NULL || bt->labels == NULL ||
-        (bt->offsets[bt->B] > bt->offsets[0] && (bt->rows == NULL || bt->vals == NULL)))
+    const bool dense_in = bt->x != NULL;
+    if (bt->labels == NULL ||
+        (!dense_in && (bt->offsets == NULL || (bt->offsets[bt->B] > bt->offsets[0] &&
+                                               (bt->rows == NULL || bt->vals == NULL)))))
         return ps_error_set(err, PS_INVALID_ARG, "mlp: batch has NULL arrays");
+    if (dense_in && p->n_rows == 0)
+        return ps_error_set(err, PS_INVALID_ARG, "mlp: dense input of width 0 (n_rows)");
     ps_status st = check_params(m, p, "params", err);
     if (st != PS_OK) return st;
     if (g != NULL) {
@@ -487,8 +515,10 @@ static ps_status run(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *bt,
 
     /* forward: the last layer leaves its pre-activation in logits */
     float *out0 = L == 1 ? m->logits : m->act[0];
-    st = sparse_forward(out0, p->w[0], p->b[0], bt, p->n_rows, U[0], err);
-    if (st != PS_OK) return st;
+    if (dense_in)
+        dense_forward(out0, bt->x, p->w[0], p->b[0], B, p->n_rows, U[0]);
+    else if ((st = sparse_forward(out0, p->w[0], p->b[0], bt, p->n_rows, U[0], err)) != PS_OK)
+        return st;
     if (L > 1) activation_forward(m->act[0], B, U[0], m->spec.act[0]);
     for (size_t l = 1; l < L; l++) {
         float *out = l == L - 1 ? m->logits : m->act[l];
@@ -509,7 +539,10 @@ static ps_status run(ps_mlp *m, const ps_mlp_params *p, const ps_mlp_batch *bt,
                        U[l]);
         activation_backward(dinp, m->act[l - 1], B, U[l - 1], m->spec.act[l - 1]);
     }
-    sparse_backward(g->w[0], g->b[0], m->dact[0], bt, p->n_rows, U[0]);
+    if (dense_in)
+        dense_backward(NULL, g->w[0], g->b[0], m->dact[0], bt->x, p->w[0], B, p->n_rows, U[0]);
+    else
+        sparse_backward(g->w[0], g->b[0], m->dact[0], bt, p->n_rows, U[0]);
     return PS_OK;
 }
 

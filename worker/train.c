@@ -1,5 +1,7 @@
 /* train.c - the worker's loop. Per step, for batch t:
- *   1. map the batch's feature ids to local rows (unique ids = the rows to pull);
+ *   1. map the batch's feature ids to local rows (unique ids = the rows to pull); a dense input
+ *      (model.input_dim) instead fills a (B, d) matrix and pulls the whole first kernel, rows
+ *      0..d-1, as one block (every step reads all of them: no id map);
  *   2. forward + backward with the rows pulled for it;
  *   3. one round trip per shard: push t's gradients and pull batch t+1's rows.
  * With overlap the exchange for t+1 is sent before t is computed (it carries t-1's gradients),
@@ -33,7 +35,8 @@
 
 #define EVENT_PERIOD_S 0.1 /* at most this often a progress event or redraw */
 
-/* A batch as the model sees it, rows local to this step, plus the keys to pull for them. */
+/* A batch as the model sees it, rows local to this step, plus the keys to pull for them. A
+ * dense input fills x instead of the CSR arrays, and its keys are the trainer's dense_keys. */
 typedef struct {
     size_t B, nnz, n_keys;
     size_t *offsets;  /* (B + 1) */
@@ -41,7 +44,8 @@ typedef struct {
     float *vals;      /* (nnz) */
     float *labels;    /* (B) */
     uint64_t *keys;   /* (n_keys) unique feature ids, rows of the first kernel */
-    size_t cap_b, cap_nnz;
+    float *x;         /* dense input: (B, n_keys), n_keys = model.input_dim */
+    size_t cap_b, cap_nnz, cap_x;
 } step_batch;
 
 /* Parameters for one step: pulled rows of the first kernel, all of the dense layers. */
@@ -66,9 +70,10 @@ typedef struct {
     ps_mlp *mlp;
     ps_data *train, *val;
     size_t L;
+    bool dense_input;     /* model.input_dim: layer 0 is a matrix product over all d rows */
     uint32_t units[PS_MAX_LAYERS], in_units[PS_MAX_LAYERS]; /* in_units[l] = units[l-1] */
     uint32_t kernel_t[PS_MAX_LAYERS], bias_t[PS_MAX_LAYERS];
-    uint64_t *dense_keys; /* 0..max units: the row keys of dense kernels */
+    uint64_t *dense_keys; /* 0..max(units, input_dim): the row keys of dense kernels */
     uint64_t zero_key;
     step_batch batch[3];   /* ring: batch t in batch[t % 3] */
     step_params params[2]; /* rows for batch t in params[t % 2] */
@@ -150,6 +155,32 @@ static ps_status take_batch(trainer *tr, const ps_data_batch *db, step_batch *sb
     return PS_OK;
 }
 
+/* Copies a data batch with a dense input into sb: x (B, d) filled by feature id. The readers
+ * already refuse an id >= d with its file:line (csv and random by the width checked in setup,
+ * libsvm by num_ids), so ps_mlp_dense_input's PS_DATA is a last guard. */
+static ps_status take_dense_batch(trainer *tr, const ps_data_batch *db, step_batch *sb,
+                                  ps_error *err) {
+    const size_t d = tr->model->input_dim;
+    float *lab = grow(sb->labels, &sb->cap_b, db->B + 1, sizeof(float));
+    if (lab) sb->labels = lab;
+    float *x = lab ? grow(sb->x, &sb->cap_x, db->B * d, sizeof(float)) : NULL;
+    if (x) sb->x = x;
+    if (!lab || !x)
+        return ps_error_set(err, PS_NOMEM, "batch of %zu samples of %zu inputs: out of memory",
+                            db->B, d);
+    if (ps_mlp_dense_input(sb->x, db->B, d, db->offsets, db->ids, db->vals, err) != PS_OK)
+        return err->code;
+    memcpy(sb->labels, db->labels, db->B * sizeof(float));
+    sb->B = db->B, sb->nnz = db->offsets[db->B], sb->n_keys = d;
+    return PS_OK;
+}
+
+/* The model's view of a batch. */
+static ps_mlp_batch model_batch(const step_batch *sb) {
+    return (ps_mlp_batch){.B = sb->B, .offsets = sb->offsets, .rows = sb->rows,
+                          .vals = sb->vals, .labels = sb->labels, .x = sb->x};
+}
+
 static ps_status reserve_rows(trainer *tr, step_params *sp, size_t n_rows, ps_error *err) {
     float *w0 = grow(sp->p.w[0], &sp->cap_rows, n_rows + 1, tr->units[0] * sizeof(float));
     if (w0 == NULL) return ps_error_set(err, PS_NOMEM, "%zu rows: out of memory", n_rows);
@@ -159,7 +190,7 @@ static ps_status reserve_rows(trainer *tr, step_params *sp, size_t n_rows, ps_er
 }
 
 static void free_batch(step_batch *b) {
-    free(b->offsets), free(b->rows), free(b->vals), free(b->labels), free(b->keys);
+    free(b->offsets), free(b->rows), free(b->vals), free(b->labels), free(b->keys), free(b->x);
 }
 
 /* --- exchange with the servers --------------------------------------------------------------- */
@@ -170,6 +201,11 @@ static uint64_t min_clock_for(const trainer *tr, uint64_t at) {
     if (tr->job->consistency == PS_SYNC) return at;
     const uint64_t s = tr->job->staleness;
     return at > s ? at - s : 0;
+}
+
+/* The rows of kernel l that batch sb reads: its own ids for a sparse first layer. */
+static const uint64_t *kernel_keys(const trainer *tr, const step_batch *sb, size_t l) {
+    return l == 0 && !tr->dense_input ? sb->keys : tr->dense_keys;
 }
 
 /* One request per table and shard, all in flight together: the gradients in tr->grads of the
@@ -183,7 +219,7 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
     if (next != NULL && reserve_rows(tr, into, next->n_keys, err) != PS_OK) return err->code;
     if (!async && pushed != NULL) { /* gradients, then the end of the step, then the pulls */
         for (size_t l = 0; l < tr->L; l++) {
-            const uint64_t *k = l == 0 ? pushed->keys : tr->dense_keys;
+            const uint64_t *k = kernel_keys(tr, pushed, l);
             size_t n = l == 0 ? pushed->n_keys : tr->in_units[l];
             if (ps_client_push_async(c, tr->kernel_t[l], k, n, tr->grads.w[l], &op, err) !=
                     PS_OK ||
@@ -196,9 +232,9 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
     }
     if (!async) ps_client_set_min_clock(c, min_clock_for(tr, ps_client_clock(c) + ahead));
     for (size_t l = 0; l < tr->L; l++) {
-        const uint64_t *pk = l == 0 ? (pushed ? pushed->keys : NULL) : tr->dense_keys;
+        const uint64_t *pk = pushed ? kernel_keys(tr, pushed, l) : NULL;
         size_t np = pushed == NULL ? 0 : l == 0 ? pushed->n_keys : tr->in_units[l];
-        const uint64_t *qk = l == 0 ? (next ? next->keys : NULL) : tr->dense_keys;
+        const uint64_t *qk = next ? kernel_keys(tr, next, l) : NULL;
         size_t nq = next == NULL ? 0 : l == 0 ? next->n_keys : tr->in_units[l];
         float *out_w = next ? into->p.w[l] : NULL, *out_b = next ? into->p.b[l] : NULL;
         ps_status st;
@@ -258,7 +294,8 @@ static ps_status setup(trainer *tr, ps_error *err) {
     tr->overlap = job->fit.overlap && (job->consistency == PS_ASYNC ||
                                        (job->consistency == PS_SSP && job->staleness >= 1));
     tr->L = m->num_layers;
-    uint32_t max_units = 1;
+    tr->dense_input = !m->sparse;
+    uint32_t max_units = tr->dense_input ? m->input_dim : 1;
     for (size_t l = 0; l < tr->L; l++) {
         spec.units[l] = tr->units[l] = m->units[l];
         tr->in_units[l] = l == 0 ? 0 : m->units[l - 1];
@@ -392,7 +429,7 @@ static ps_status next_batch(trainer *tr, ps_data *d, step_batch *sb, ps_error *e
     }
     if (d == tr->train)
         for (size_t i = 0; i < db.B; i++) tr->rows_hash += ps_mix64(db.row_index[i]);
-    return take_batch(tr, &db, sb, err);
+    return tr->dense_input ? take_dense_batch(tr, &db, sb, err) : take_batch(tr, &db, sb, err);
 }
 
 /* The batch's per-sample log loss (metrics.h) into p and, for a binary model, its (score,
@@ -446,7 +483,7 @@ static ps_status evaluate(trainer *tr, uint32_t epoch, ps_progress *p, ps_error 
         if (sb->B == 0) return finish_scores(tr, epoch, p, err);
         if (exchange(tr, NULL, sb, sp, false, err) != PS_OK) return err->code;
         if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
-        ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
+        ps_mlp_batch mb = model_batch(sb);
         double loss;
         size_t correct;
         if (ps_mlp_forward(tr->mlp, &sp->p, &mb, &loss, &correct, err) != PS_OK) return err->code;
@@ -482,7 +519,7 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         if (overlap && (unpushed || want) &&
             exchange(tr, unpushed, want, np, true, err) != PS_OK)
             return err->code;
-        ps_mlp_batch mb = {sb->B, sb->offsets, sb->rows, sb->vals, sb->labels};
+        ps_mlp_batch mb = model_batch(sb);
         double loss;
         size_t correct;
         float *gw0 = grow(tr->grads.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
