@@ -439,6 +439,28 @@ ParameterizedTestParameters(config, errors) {
          "--set cluster.servers[0]: no element 0 in servers"},
         {"--set, bad index", "{\"cluster\": {\"servers\": [\"a:1\"]}}", "cluster.servers[x]=b:2",
          "--set cluster.servers[x]: bad index"},
+        {"admit_after, negative", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"admit_after\": -1}]}", "",
+         "job.json: tables[0].admit_after: -1 is out of range [0, 1000000]"},
+        {"admit_after, fraction", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"admit_after\": 1.5}]}", "", "job.json: tables[0].admit_after: must be an integer"},
+        {"expire_after_steps, past 2^31", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"expire_after_steps\": 3000000000}]}", "",
+         "job.json: tables[0].expire_after_steps: 3000000000 is out of range [0, 2147483647]"},
+        {"expire_after_seconds, a string", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"expire_after_seconds\": \"1h\"}]}", "",
+         "job.json: tables[0].expire_after_seconds: must be an integer"},
+        {"eviction, unknown policy", "{\"server\": {\"max_memory_bytes\": 1e9}, "
+         "\"tables\": [{\"name\": \"t\", \"dim\": 1, \"eviction\": \"lfu\"}]}", "",
+         "job.json: tables[0].eviction: \"lfu\" is not one of: none, lru"},
+        {"eviction without a memory limit", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"eviction\": \"lru\"}]}", "",
+         "job.json: tables[0].eviction: acts only when a push would pass "
+         "server.max_memory_bytes"},
+        {"max_memory_bytes below 1 MiB", "{\"server\": {\"max_memory_bytes\": 1000}}", "",
+         "job.json: server.max_memory_bytes: 1000 is below 1048576"},
+        {"max_memory_bytes negative", "{\"server\": {\"max_memory_bytes\": -1}}", "",
+         "job.json: server.max_memory_bytes: -1 is out of range [0, 1000000000000000]"},
         {"--set, through a number", "{\"seed\": 3}", "seed.low=1",
          "--set seed.low: \"seed\" is not an object"},
     };
@@ -607,6 +629,27 @@ Test(config, load_large_file) {
     unlink(path);
     cr_assert_eq(st, PS_OK, "%s", err.msg);
     cr_assert_str_eq(cfg->job_id, "padded");
+}
+
+Test(config, table_memory_keys) {
+    parse_ok("{\"server\": {\"max_memory_bytes\": 2000000},"
+             " \"tables\": [{\"name\": \"a\", \"dim\": 4, \"admit_after\": 3,"
+             " \"expire_after_steps\": 100, \"expire_after_seconds\": 60,"
+             " \"eviction\": \"lru\"}, {\"name\": \"b\", \"dim\": 2}]}",
+             NULL, 0);
+    cr_assert_eq(cfg->server_max_memory_bytes, 2000000);
+    const ps_table_spec *a = table("a"), *b = table("b");
+    cr_assert_eq(a->mem.admit_after, 3);
+    cr_assert_eq(a->mem.expire_after_steps, 100);
+    cr_assert_eq(a->mem.expire_after_seconds, 60);
+    cr_assert_eq(a->mem.eviction, PS_EVICT_LRU);
+    /* defaults: everything off */
+    cr_assert_eq(b->mem.admit_after, 0);
+    cr_assert_eq(b->mem.expire_after_steps, 0);
+    cr_assert_eq(b->mem.expire_after_seconds, 0);
+    cr_assert_eq(b->mem.eviction, PS_EVICT_NONE);
+    parse_ok("{}", NULL, 0);
+    cr_assert_eq(cfg->server_max_memory_bytes, 0);
 }
 
 Test(config, table_lookup) {
