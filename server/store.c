@@ -2,7 +2,8 @@
  *
  * Index: power-of-two array of 8-byte slots, linear probing, load <= 3/4. A slot packs the upper
  * 32 bits of the key's hash (a tag, so a probe rarely touches a row that is not the one) with the
- * row number + 1 (0 = empty). Rows live in chunks of CHUNK_ROWS rows of `stride` bytes:
+ * row number + 1 (0 = empty). Rows live in chunks of CHUNK_ROWS rows of `stride` bytes (a
+ * multiple of 4, not 8: a row-wise dim-16 row is 76 bytes, not 80):
  *   [key u64][w: dim f32][acc: dim or 1 f32][step u32, only with lr_decay]
  * Growing the index moves only slots, so row numbers stay valid across a push.
  *
@@ -101,6 +102,13 @@ static inline uint64_t slot_hash(uint64_t key) {
 static inline uint8_t *row_at(const ps_store *s, uint32_t r) {
     return s->chunks[r >> CHUNK_SHIFT] + (size_t)(r & (CHUNK_ROWS - 1)) * s->stride;
 }
+/* A row is 4-byte aligned (stride % 4 == 0): its key may straddle 8 bytes, hence memcpy (one
+ * load on the hosts we build for). */
+static inline uint64_t row_key(const uint8_t *row) {
+    uint64_t k;
+    memcpy(&k, row, 8);
+    return k;
+}
 static inline float *row_w(uint8_t *row) { return (float *)(row + 8); }
 static inline float *row_acc(const ps_store *s, uint8_t *row) {
     return (float *)(row + 8) + s->spec.dim;
@@ -137,7 +145,7 @@ ps_status ps_store_create(const ps_table_spec *spec, uint64_t seed, ps_store **o
     if (spec->mem.expire_after_steps != 0 || spec->mem.eviction == PS_EVICT_LRU)
         s->touch_off = bytes, bytes += 4;
     if (spec->mem.expire_after_seconds != 0) s->tsec_off = bytes, bytes += 4;
-    s->stride = (bytes + 7) & ~(size_t)7;
+    s->stride = (bytes + 3) & ~(size_t)3; /* 4-byte aligned: keys are read with memcpy */
     s->free_head = NO_ROW;
     s->expires = spec->mem.expire_after_steps != 0 || spec->mem.expire_after_seconds != 0;
     s->rng = seed ^ 0x9e3779b97f4a7c15ULL ^ spec->id;
@@ -180,7 +188,7 @@ static ps_status grow_index(ps_store *s) {
             __builtin_prefetch(row_at(s, (uint32_t)s->slots[i + AHEAD] - 1));
         if (v == 0) continue;
         uint32_t r = (uint32_t)v - 1;
-        size_t p = slot_hash(*(uint64_t *)row_at(s, r)) & nmask;
+        size_t p = slot_hash(row_key(row_at(s, r))) & nmask;
         while (ns[p] != 0) p = (p + 1) & nmask;
         ns[p] = v;
     }
@@ -246,14 +254,14 @@ static int64_t alloc_row(ps_store *s, uint64_t key) {
     } while (0)
 
 #define SLOT_EMPTY(i) (s->slots[i] == 0)
-#define SLOT_HOME(i) (slot_hash(*(const uint64_t *)row_at(s, (uint32_t)s->slots[i] - 1)) & s->mask)
+#define SLOT_HOME(i) (slot_hash(row_key(row_at(s, (uint32_t)s->slots[i] - 1))) & s->mask)
 #define SLOT_MOVE(d, f) (s->slots[d] = s->slots[f])
 #define SLOT_CLEAR(i) (s->slots[i] = 0)
 
 /* Removes row r (live) from the index and puts its number on the free list. */
 static void evict_row(ps_store *s, uint32_t r) {
     uint8_t *row = row_at(s, r);
-    const uint64_t key = *(const uint64_t *)row;
+    const uint64_t key = row_key(row);
     size_t p = slot_hash(key) & s->mask;
     while ((uint32_t)s->slots[p] != r + 1) p = (p + 1) & s->mask;
     BACKWARD_SHIFT_DELETE(p, s->mask, SLOT_EMPTY, SLOT_HOME, SLOT_MOVE, SLOT_CLEAR);
@@ -327,7 +335,7 @@ static inline int64_t find(const ps_store *s, uint64_t key, uint64_t h) {
     for (size_t p = h & s->mask;; p = (p + 1) & s->mask) {
         uint64_t v = s->slots[p];
         if (v == 0) return -1;
-        if ((uint32_t)(v >> 32) == tag && *(const uint64_t *)row_at(s, (uint32_t)v - 1) == key)
+        if ((uint32_t)(v >> 32) == tag && row_key(row_at(s, (uint32_t)v - 1)) == key)
             return (uint32_t)v - 1;
     }
 }
@@ -338,7 +346,7 @@ static inline int64_t find_or_insert(ps_store *s, uint64_t key, uint64_t h) {
     for (;; p = (p + 1) & s->mask) {
         uint64_t v = s->slots[p];
         if (v == 0) break;
-        if ((uint32_t)(v >> 32) == tag && *(const uint64_t *)row_at(s, (uint32_t)v - 1) == key)
+        if ((uint32_t)(v >> 32) == tag && row_key(row_at(s, (uint32_t)v - 1)) == key)
             return (uint32_t)v - 1;
     }
     int64_t r = new_row(s, key);

@@ -273,3 +273,31 @@ Test(store_mem, push_growth_bounds_the_real_growth) {
     free(keys);
     free(g);
 }
+
+/* Row-wise AdaGrad at dim 16: payload 8 + 64 + 4 = 76 bytes, stored in 76 (rows are 4-byte
+ * aligned). 800 000 rows is just past an index doubling (786 432 = 3/4 of 2^20), the worst
+ * load for memory: still <= 1.3x the payload. */
+Test(store_mem, rowwise_bytes_per_row_at_the_worst_index_load) {
+    ps_table_spec t = spec_mem((ps_table_memory){0});
+    t.dim = 16;
+    t.opt.rowwise = true;
+    ps_error err = {0};
+    cr_assert_eq(ps_store_create(&t, 7, &st, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_store_row_bytes(st), 76);
+    const size_t n = 800000, batch = 50000;
+    uint64_t *keys = malloc(batch * sizeof(*keys));
+    float *g = calloc(batch * 16, sizeof(float));
+    cr_assert(keys && g);
+    for (size_t base = 0; base < n; base += batch) {
+        for (size_t i = 0; i < batch; i++) keys[i] = (base + i) * 0x9e3779b97f4a7c15ULL;
+        cr_assert_eq(ps_store_push(st, (const uint8_t *)keys, (const uint8_t *)g, batch, &err),
+                     PS_OK, "%s", err.msg);
+    }
+    cr_assert_eq(ps_store_rows(st), n);
+    const double ratio = (double)ps_store_bytes(st) / ((double)n * 76);
+    cr_log_info("800k rows, row-wise dim 16: %.3f x payload", ratio);
+    cr_assert_leq(ratio, 1.3, "%.3f x the payload", ratio);
+    cr_assert_geq(ratio, 1.0);
+    free(keys);
+    free(g);
+}
