@@ -479,7 +479,9 @@ static const char *const losses[] = {"binary_crossentropy", "sparse_categorical_
  * "dense/bias" (row 0, zeros); then "dense_1/...", and so on. */
 static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"input_dim", "input", "layers", "loss", NULL};
-    static const char *const input_keys[] = {"type", "num_ids", "init", NULL};
+    static const char *const input_keys[] = {"type", "num_ids", "init", "admit_after",
+                                             "expire_after_steps", "expire_after_seconds",
+                                             "eviction", NULL};
     static const char *const layer_keys[] = {"units", "activation", NULL};
     static const char *const input_types[] = {"dense", "sparse", NULL};
     ps_model_config *m = &cfg->model;
@@ -543,6 +545,14 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
         ps_init_spec zeros = {.kind = PS_INIT_ZEROS};
         TRY(add_table(c, cfg, "model.layers", kname, m->units[l], &kinit, &m->kernel_table[l]));
         TRY(add_table(c, cfg, "model.layers", bname, m->units[l], &zeros, &m->bias_table[l]));
+    }
+    /* the first kernel is the big table of a sparse input: its memory control sits by it */
+    if (in != NULL) {
+        ps_table_memory *mem = &cfg->tables[m->kernel_table[0]].mem;
+        TRY(read_table_memory(c, in, "model.input", mem));
+        if (mem->eviction != PS_EVICT_NONE && cfg->server_max_memory_bytes == 0)
+            return FAIL(c, "model.input.eviction", "acts only when a push would pass "
+                        "server.max_memory_bytes, which is 0 (no limit)");
     }
     return PS_OK;
 }

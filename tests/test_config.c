@@ -457,6 +457,16 @@ ParameterizedTestParameters(config, errors) {
          "\"eviction\": \"lru\"}]}", "",
          "job.json: tables[0].eviction: acts only when a push would pass "
          "server.max_memory_bytes"},
+        {"model input, bad admit_after",
+         "{\"model\": {\"input\": {\"type\": \"sparse\", \"admit_after\": \"x\"}, "
+         "\"layers\": [{\"units\": 1}], \"loss\": \"binary_crossentropy\"},"
+         " \"data\": {\"train\": {\"format\": \"random\"}}}", "",
+         "job.json: model.input.admit_after: must be an integer"},
+        {"model input, lru without a limit",
+         "{\"model\": {\"input\": {\"type\": \"sparse\", \"eviction\": \"lru\"}, "
+         "\"layers\": [{\"units\": 1}], \"loss\": \"binary_crossentropy\"},"
+         " \"data\": {\"train\": {\"format\": \"random\"}}}", "",
+         "job.json: model.input.eviction: acts only when"},
         {"max_memory_bytes below 1 MiB", "{\"server\": {\"max_memory_bytes\": 1000}}", "",
          "job.json: server.max_memory_bytes: 1000 is below 1048576"},
         {"max_memory_bytes negative", "{\"server\": {\"max_memory_bytes\": -1}}", "",
@@ -650,6 +660,15 @@ Test(config, table_memory_keys) {
     cr_assert_eq(b->mem.eviction, PS_EVICT_NONE);
     parse_ok("{}", NULL, 0);
     cr_assert_eq(cfg->server_max_memory_bytes, 0);
+    /* a model's sparse input: the keys sit in model.input and go to its first kernel only */
+    parse_ok("{\"model\": {\"input\": {\"type\": \"sparse\", \"admit_after\": 4,"
+             " \"expire_after_steps\": 9}, \"layers\": [{\"units\": 2}, {\"units\": 1}],"
+             " \"loss\": \"binary_crossentropy\"}, \"data\": {\"train\": {\"format\": \"random\"}}}",
+             NULL, 0);
+    cr_assert_eq(table("dense/kernel")->mem.admit_after, 4);
+    cr_assert_eq(table("dense/kernel")->mem.expire_after_steps, 9);
+    cr_assert_eq(table("dense/bias")->mem.admit_after, 0);
+    cr_assert_eq(table("dense_1/kernel")->mem.admit_after, 0);
 }
 
 Test(config, table_lookup) {
