@@ -206,3 +206,77 @@ Test(server_mem, ps_stats_prints_the_tables) {
     cr_assert_eq(pend, 1);
     tu_rmtree(dir);
 }
+
+/* --- a whole job through ps-launch ------------------------------------------------------------ */
+
+/* A sparse job with admit_after 3 on its embedding (model.input), 2 servers, 2 workers, in the
+ * given consistency, through ps-launch --stats with an export and a metrics file. Ids 1..50
+ * recur; ids 1001..1010 occur once per epoch, twice in all: pending, not exported. The rows
+ * ps-launch --stats counts are the rows ps-export writes. */
+static void launch_job(const char *consistency) {
+    char dir[64], data[128], jobf[128], out[128], errf[128], exp[160], metrics[128], json[2048];
+    tu_tmpdir(dir, "psmemjob");
+    snprintf(data, sizeof(data), "%s/d.svm", dir);
+    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir);
+    snprintf(errf, sizeof(errf), "%s/err", dir);
+    snprintf(exp, sizeof(exp), "%s/export", dir);
+    snprintf(metrics, sizeof(metrics), "%s/m.jsonl", dir);
+    FILE *f = fopen(data, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 120; i++) {
+        if (i < 10)
+            fprintf(f, "%d %d:1 %d:1\n", i % 2, 1 + i % 50, 1001 + i);
+        else
+            fprintf(f, "%d %d:1 %d:0.5\n", (i * 7) % 3 == 0, 1 + i % 50, 1 + (i * 3) % 50);
+    }
+    fclose(f);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"memjob\", \"seed\": 9,"
+             " \"cluster\": {\"servers\": 2, \"workers\": 2, \"consistency\": \"%s\"},"
+             " \"optimizer\": {\"learning_rate\": 0.1},"
+             " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": 2000, \"admit_after\": 3,"
+             "   \"expire_after_steps\": 100000},"
+             "  \"layers\": [{\"units\": 4, \"activation\": \"tanh\"},"
+             "   {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"batch_size\": 8, \"verbose\": 0, \"export_to\": \"%s\","
+             "  \"metrics_file\": \"%s\"},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             consistency, exp, metrics, data);
+    tu_write_file(jobf, json, 0644);
+    char *argv[] = {PS_BINARY_DIR "/ps-launch", jobf, "--stats", NULL};
+    int code = tu_wait_exit(tu_spawn(argv, out, errf), 60000);
+    cr_assert_eq(code, 0, "%s: exit %d\n%s\n%s", consistency, code, tu_slurp(out), tu_slurp(errf));
+    /* the stats table: dense/kernel on shards 0 and 1 */
+    unsigned long long rows = 0, pending = 0;
+    const char *text = tu_slurp(out);
+    cr_assert(strstr(text, "bytes/row") && strstr(text, "\ntotal "), "%s", text);
+    for (const char *l = text; (l = strstr(l, " dense/kernel ")) != NULL; l++) {
+        unsigned long long r, b, adm, p;
+        char per[32];
+        cr_assert_eq(sscanf(l, " dense/kernel %llu %llu %31s %llu %llu", &r, &b, per, &adm, &p), 5);
+        rows += r, pending += p;
+    }
+    cr_assert_geq(pending, 10, "%s: ids seen once are pending\n%s", consistency, text);
+    cr_assert_gt(rows, 0);
+    uint64_t n;
+    char keys_path[200];
+    snprintf(keys_path, sizeof(keys_path), "%s/dense/kernel/keys.npy", exp);
+    uint64_t *keys = tu_read_u8(keys_path, &n);
+    cr_assert_eq(n, rows, "%s: %llu rows exported, %llu counted", consistency,
+                 (unsigned long long)n, rows);
+    for (uint64_t i = 0; i < n; i++)
+        cr_assert_lt(keys[i], 1000, "%s: key %llu was pushed once, yet has a row", consistency,
+                     (unsigned long long)keys[i]);
+    free(keys);
+    /* the metrics file: per epoch, the job's line and the servers' line */
+    int server_lines = 0;
+    for (const char *p = tu_slurp(metrics); (p = strstr(p, "\"server_stats\"")) != NULL; p++)
+        server_lines++;
+    cr_assert_eq(server_lines, 2, "%s", tu_slurp(metrics));
+    tu_rmtree(dir);
+}
+
+Test(server_mem, async_job_with_admission_exports_what_stats_count) { launch_job("async"); }
+Test(server_mem, sync_job_with_admission_exports_what_stats_count) { launch_job("sync"); }
+Test(server_mem, ssp_job_with_admission_exports_what_stats_count) { launch_job("ssp"); }

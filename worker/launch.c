@@ -185,8 +185,21 @@ static ps_table_stats *server_stats(launcher *L) {
     return st;
 }
 
-/* fit.metrics_file: one more line per epoch, the servers' tables after it. */
+/* Memory control is on somewhere: only then do server figures go to the metrics file (readers
+ * of older files keep their one line per epoch). */
+static bool memory_controlled(const ps_job_config *job) {
+    bool on = job->server_max_memory_bytes != 0;
+    for (size_t t = 0; t < job->num_tables; t++) {
+        const ps_table_memory *m = &job->tables[t].mem;
+        on |= m->admit_after > 1 || m->expire_after_steps || m->expire_after_seconds;
+    }
+    return on;
+}
+
+/* fit.metrics_file, with memory control: one more line per epoch, {"epoch": E, "server_stats":
+ * [...]}, the servers' tables after it. */
 static void append_server_stats(launcher *L, uint32_t epoch) {
+    if (!memory_controlled(&L->job)) return;
     ps_table_stats *st = server_stats(L);
     if (st == NULL) return;
     FILE *f = fopen(L->job.fit.metrics_file, "a");
