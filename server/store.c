@@ -5,7 +5,10 @@
  * row number + 1 (0 = empty). Rows live in chunks of CHUNK_ROWS rows of `stride` bytes (a
  * multiple of 4, not 8: a row-wise dim-16 row is 76 bytes, not 80):
  *   [key u64][w: dim f32][acc: dim or 1 f32][step u32, only with lr_decay]
- * Growing the index moves only slots, so row numbers stay valid across a push.
+ * Growing the index moves only slots, so row numbers stay valid across a push. Chunk 0 starts
+ * at FIRST_CHUNK_ROWS rows and doubles by realloc (a small table holds kilobytes, not a 4096-row
+ * chunk): rows of chunk 0 may move while it grows, so no row pointer is kept across a row's
+ * creation, only row numbers.
  *
  * Memory control (spec.mem, store.h): a row may be evicted. Its index slot is deleted by
  * backward shift (linear probing needs no tombstones then: a probe still stops at the first
@@ -35,6 +38,7 @@
 
 #define CHUNK_SHIFT 12
 #define CHUNK_ROWS (1u << CHUNK_SHIFT)
+#define FIRST_CHUNK_ROWS 64u /* chunk 0 starts this small and doubles up to CHUNK_ROWS */
 #define AHEAD 16 /* keys between pipeline stages */
 #define RING 64  /* > 2 * AHEAD, power of two */
 #define PREFETCH_MAX 512 /* bytes of a row prefetched at most; the hardware streams the rest */
@@ -63,8 +67,8 @@ struct ps_store {
     uint64_t *slots; /* (cap) */
     size_t cap, mask, used;
 
-    uint8_t **chunks; /* (n_chunks) of CHUNK_ROWS * stride bytes */
-    size_t n_chunks, chunks_cap;
+    uint8_t **chunks; /* (n_chunks) of CHUNK_ROWS * stride bytes; chunk 0: chunk0_rows */
+    size_t n_chunks, chunks_cap, chunk0_rows;
     size_t rows;      /* row numbers handed out: live rows plus free ones */
     size_t n_live;
     uint64_t *live;   /* (n_chunks * CHUNK_ROWS / 64) bit per row number: holds a row */
@@ -218,9 +222,15 @@ static int64_t alloc_row(ps_store *s, uint64_t key) {
             if (nl == NULL) return -1;
             memset(nl + s->n_chunks * words, 0, words * sizeof(*nl));
             s->live = nl;
-            uint8_t *c = malloc(CHUNK_ROWS * s->stride);
+            const size_t n = s->n_chunks == 0 ? FIRST_CHUNK_ROWS : CHUNK_ROWS;
+            uint8_t *c = malloc(n * s->stride);
             if (c == NULL) return -1;
+            if (s->n_chunks == 0) s->chunk0_rows = n;
             s->chunks[s->n_chunks++] = c;
+        } else if (s->n_chunks == 1 && s->rows == s->chunk0_rows) { /* < CHUNK_ROWS here */
+            uint8_t *c = realloc(s->chunks[0], 2 * s->chunk0_rows * s->stride);
+            if (c == NULL) return -1;
+            s->chunks[0] = c, s->chunk0_rows *= 2;
         }
         r = (uint32_t)s->rows++;
     }
@@ -753,7 +763,8 @@ size_t ps_store_rows(const ps_store *s) { return s->n_live; }
 size_t ps_store_row_bytes(const ps_store *s) { return s->stride; }
 
 size_t ps_store_bytes(const ps_store *s) {
-    return sizeof(*s) + s->cap * sizeof(*s->slots) + s->n_chunks * CHUNK_ROWS * s->stride +
+    const size_t chunk_rows = s->n_chunks ? (s->n_chunks - 1) * CHUNK_ROWS + s->chunk0_rows : 0;
+    return sizeof(*s) + s->cap * sizeof(*s->slots) + chunk_rows * s->stride +
            s->chunks_cap * sizeof(*s->chunks) + s->n_chunks * (CHUNK_ROWS / 8) +
            s->ridx_cap * sizeof(*s->ridx) + s->seen_words * sizeof(*s->seen) +
            (1 + s->parts) * s->spec.dim * sizeof(float) + s->pcap * sizeof(*s->pend) +
@@ -795,9 +806,13 @@ size_t ps_store_push_growth(const ps_store *s, const uint8_t *keys, size_t n) {
     const size_t hwm = s->rows + (missing > s->n_free ? missing - s->n_free : 0);
     const size_t words = (hwm + 63) / 64;
     if (words > s->seen_words) grow += (2 * words - s->seen_words) * sizeof(*s->seen);
+    size_t c0 = s->chunk0_rows ? s->chunk0_rows : FIRST_CHUNK_ROWS; /* chunk 0 doubles first */
+    while (c0 < hwm && c0 < CHUNK_ROWS) c0 *= 2;
+    grow += (c0 - s->chunk0_rows) * s->stride;
     const size_t chunks = (hwm + CHUNK_ROWS - 1) / CHUNK_ROWS;
     if (chunks > s->n_chunks) {
-        grow += (chunks - s->n_chunks) * (CHUNK_ROWS * s->stride + CHUNK_ROWS / 8);
+        const size_t full = chunks - (s->n_chunks ? s->n_chunks : 1); /* past chunk 0 */
+        grow += full * CHUNK_ROWS * s->stride + (chunks - s->n_chunks) * (CHUNK_ROWS / 8);
         size_t cc = s->chunks_cap ? s->chunks_cap : 8;
         while (cc < chunks) cc *= 2;
         grow += (cc - s->chunks_cap) * sizeof(*s->chunks);

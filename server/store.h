@@ -1,5 +1,5 @@
 /* store.h - one table's rows on one shard: an open-addressing hash index over rows kept inline in
- * fixed-size chunks (no per-row malloc; rows never move, only 8-byte index slots rehash).
+ * fixed-size chunks (no per-row malloc; rows keep their numbers, only 8-byte index slots rehash).
  * A row holds its key, dim weights, its AdaGrad state and, with lr_decay, its update count.
  * Not thread-safe: one caller at a time (a big push or pull may use a pool's threads inside). */
 /* Memory control (the table spec's mem, set per table in the job file):

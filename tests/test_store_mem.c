@@ -301,3 +301,15 @@ Test(store_mem, rowwise_bytes_per_row_at_the_worst_index_load) {
     free(keys);
     free(g);
 }
+
+/* A small table holds little: chunk 0 starts at 64 rows and doubles (a 4096-row chunk of dim 4
+ * would be 160 KB for 20 rows), and rows survive its moves. */
+Test(store_mem, a_small_table_holds_kilobytes) {
+    st = make((ps_table_memory){0});
+    for (uint64_t k = 0; k < 20; k++) push1(st, k, 1.0f);
+    cr_assert_lt(ps_store_bytes(st), 16384, "%zu bytes for 20 rows", ps_store_bytes(st));
+    for (uint64_t k = 20; k < 300; k++) push1(st, k, 1.0f); /* chunk 0: 64 -> 128 -> 256 -> 512 */
+    for (uint64_t k = 0; k < 300; k++) cr_assert_float_eq(pulled(st, k), -0.1f, 0, "key %llu",
+                                                          (unsigned long long)k);
+    cr_assert_lt(ps_store_bytes(st), 65536, "%zu bytes for 300 rows", ps_store_bytes(st));
+}
