@@ -280,3 +280,33 @@ static void launch_job(const char *consistency) {
 Test(server_mem, async_job_with_admission_exports_what_stats_count) { launch_job("async"); }
 Test(server_mem, sync_job_with_admission_exports_what_stats_count) { launch_job("sync"); }
 Test(server_mem, ssp_job_with_admission_exports_what_stats_count) { launch_job("ssp"); }
+
+/* An lru table that cannot make room even by evicting every row refuses the push. */
+Test(server_mem, lru_refuses_a_push_bigger_than_the_limit) {
+    start("\"max_memory_bytes\": 1048576", ", \"eviction\": \"lru\"");
+    ps_error err = {0};
+    uint64_t next = 0;
+    cr_assert_eq(push_new(cl, &next, 1000, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(push_new(cl, &next, 40000, &err), PS_TOO_LARGE, "40 000 rows of 44 B in 1 MiB");
+    cr_assert(strstr(err.msg, "eviction: lru, no more rows to evict"), "%s", err.msg);
+    cr_assert_eq(push_new(cl, &next, 1000, &err), PS_OK, "after a refusal: %s", err.msg);
+}
+
+/* ps-stats needs the servers' addresses: a count of servers is a usage error (exit 2). */
+Test(server_mem, ps_stats_needs_server_addresses) {
+    char dir[64], path[128], out[128], errf[128];
+    tu_tmpdir(dir, "psstats");
+    snprintf(path, sizeof(path), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir);
+    snprintf(errf, sizeof(errf), "%s/err", dir);
+    tu_write_file(path, "{\"cluster\": {\"servers\": 2}, \"tables\": [{\"name\": \"t\", \"dim\": 1}]}",
+                  0644);
+    char *argv[] = {PS_BINARY_DIR "/ps-stats", path, NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(argv, out, errf), 20000), 2);
+    cr_assert(strstr(tu_slurp(errf), "cluster.servers is a count (2)"), "%s", tu_slurp(errf));
+    char *extra[] = {PS_BINARY_DIR "/ps-stats", path, "other.json", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(extra, out, errf), 20000), 2);
+    cr_assert(strstr(tu_slurp(errf), "unknown or extra argument \"other.json\""), "%s",
+              tu_slurp(errf));
+    tu_rmtree(dir);
+}
