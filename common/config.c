@@ -315,10 +315,15 @@ static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
 }
 
 static ps_status read_server(ctx *c, const cJSON *o, ps_job_config *cfg) {
-    static const char *const keys[] = {"threads", "busy_poll_us", NULL};
+    static const char *const keys[] = {"threads", "busy_poll_us", "max_memory_bytes", NULL};
     if (o != NULL) TRY(check_keys(c, o, "server", keys));
     TRY(get_u32(c, o, "server", "threads", 1, 64, 2, &cfg->server_threads));
     TRY(get_busy_poll(c, o, "server", &cfg->server_busy_poll_us));
+    /* below 1 MiB a server could not hold even its empty tables' scratch for long */
+    TRY(get_u64(c, o, "server", "max_memory_bytes", 0, 1e15, 0, &cfg->server_max_memory_bytes));
+    if (cfg->server_max_memory_bytes != 0 && cfg->server_max_memory_bytes < (1u << 20))
+        return FAIL(c, "server.max_memory_bytes", "%llu is below 1048576 (1 MiB); 0 means no "
+                    "limit", (unsigned long long)cfg->server_max_memory_bytes);
     return PS_OK;
 }
 
@@ -415,8 +420,24 @@ static ps_status add_table(ctx *c, ps_job_config *cfg, const char *path, const c
     return PS_OK;
 }
 
+/* tables[i]'s memory control: admission, expiry, eviction (server/store.h). */
+static ps_status read_table_memory(ctx *c, const cJSON *o, const char *path, ps_table_memory *m) {
+    static const char *const policies[] = {"none", "lru", NULL};
+    int ev;
+    TRY(get_u32(c, o, path, "admit_after", 0, 1e6, 0, &m->admit_after));
+    /* rows stamp their last push in 32 bits that wrap: ages up to 2^31 - 1 compare right */
+    TRY(get_u64(c, o, path, "expire_after_steps", 0, 2147483647.0, 0, &m->expire_after_steps));
+    TRY(get_u64(c, o, path, "expire_after_seconds", 0, 2147483647.0, 0,
+                &m->expire_after_seconds));
+    TRY(get_enum(c, o, path, "eviction", policies, 0, &ev));
+    m->eviction = (ps_eviction)ev;
+    return PS_OK;
+}
+
 static ps_status read_tables(ctx *c, const cJSON *arr, ps_job_config *cfg) {
-    static const char *const keys[] = {"name", "dim", "init", "optimizer", NULL};
+    static const char *const keys[] = {"name", "dim", "init", "optimizer", "admit_after",
+                                       "expire_after_steps", "expire_after_seconds",
+                                       "eviction", NULL};
     if (arr == NULL) return PS_OK;
     if (!cJSON_IsArray(arr)) return FAIL(c, "tables", "must be a list of tables");
     int i = 0;
@@ -438,6 +459,13 @@ static ps_status read_tables(ctx *c, const cJSON *arr, ps_job_config *cfg) {
         if (item(o, "optimizer") != NULL)
             TRY(read_optimizer(c, item(o, "optimizer"), opath, &cfg->optimizer,
                                &cfg->tables[id].opt));
+        TRY(read_table_memory(c, o, path, &cfg->tables[id].mem));
+        if (cfg->tables[id].mem.eviction != PS_EVICT_NONE && cfg->server_max_memory_bytes == 0) {
+            char p[96];
+            snprintf(p, sizeof(p), "%s.eviction", path);
+            return FAIL(c, p, "acts only when a push would pass server.max_memory_bytes, which "
+                        "is 0 (no limit)");
+        }
     }
     return PS_OK;
 }
@@ -451,7 +479,9 @@ static const char *const losses[] = {"binary_crossentropy", "sparse_categorical_
  * "dense/bias" (row 0, zeros); then "dense_1/...", and so on. */
 static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"input_dim", "input", "layers", "loss", NULL};
-    static const char *const input_keys[] = {"type", "num_ids", "init", NULL};
+    static const char *const input_keys[] = {"type", "num_ids", "init", "admit_after",
+                                             "expire_after_steps", "expire_after_seconds",
+                                             "eviction", NULL};
     static const char *const layer_keys[] = {"units", "activation", NULL};
     static const char *const input_types[] = {"dense", "sparse", NULL};
     ps_model_config *m = &cfg->model;
@@ -515,6 +545,14 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
         ps_init_spec zeros = {.kind = PS_INIT_ZEROS};
         TRY(add_table(c, cfg, "model.layers", kname, m->units[l], &kinit, &m->kernel_table[l]));
         TRY(add_table(c, cfg, "model.layers", bname, m->units[l], &zeros, &m->bias_table[l]));
+    }
+    /* the first kernel is the big table of a sparse input: its memory control sits by it */
+    if (in != NULL) {
+        ps_table_memory *mem = &cfg->tables[m->kernel_table[0]].mem;
+        TRY(read_table_memory(c, in, "model.input", mem));
+        if (mem->eviction != PS_EVICT_NONE && cfg->server_max_memory_bytes == 0)
+            return FAIL(c, "model.input.eviction", "acts only when a push would pass "
+                        "server.max_memory_bytes, which is 0 (no limit)");
     }
     return PS_OK;
 }

@@ -104,6 +104,7 @@ typedef struct {
     uint32_t idle_timeout_ms;  /* a peer that sends nothing this long is closed; 0: never */
     uint32_t server_threads;
     int32_t server_busy_poll_us; /* the server polls this long after a read; -1 auto, as above */
+    uint64_t server_max_memory_bytes; /* all tables of one server; 0: no limit (store.h) */
 
     ps_adagrad_config optimizer; /* the job's default; tables may override */
     size_t num_tables;

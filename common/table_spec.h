@@ -39,12 +39,28 @@ typedef struct {
     bool rowwise;          /* one accumulator per row: G += mean(g^2) (FBGEMM row-wise) */
 } ps_adagrad_config;
 
+/* tables[].eviction: what a push that would pass server.max_memory_bytes does to this table. */
+typedef enum {
+    PS_EVICT_NONE = 0, /* refuse the push with an Error */
+    PS_EVICT_LRU,      /* evict the least recently pushed rows first (sampled, store.h) */
+} ps_eviction;
+
+/* Server-side memory control of one table (store.h has the exact rules). Each shard applies it
+ * alone, so workers need not agree on it: it is not part of the HelloReply's comparison. */
+typedef struct {
+    uint32_t admit_after;          /* a row is created on its key's Nth push; 0 or 1: first */
+    uint64_t expire_after_steps;   /* evict rows not pushed for this many table steps; 0: off */
+    uint64_t expire_after_seconds; /* ... or for this many seconds; 0: off */
+    ps_eviction eviction;
+} ps_table_memory;
+
 typedef struct {
     char name[PS_TABLE_NAME_MAX];
     uint32_t id;  /* index in the job's table list; part of the key hash */
     uint32_t dim; /* floats per row */
     ps_init_spec init;
     ps_adagrad_config opt;
+    ps_table_memory mem;
 } ps_table_spec;
 
 /* Floats of AdaGrad state per row: dim, or 1 when rowwise. */

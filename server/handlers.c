@@ -259,10 +259,16 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
     env.stats_reply.queued_bytes = srv->queued_total;
     for (size_t i = 0; i < srv->job->num_tables; i++) {
         ps_TableStats *t = &env.stats_reply.tables[i];
+        ps_store_stats ss;
+        ps_store_get_stats(srv->stores[i], &ss);
         snprintf(t->name, sizeof(t->name), "%s", srv->job->tables[i].name);
-        t->rows = ps_store_rows(srv->stores[i]);
-        t->bytes = ps_store_bytes(srv->stores[i]);
+        t->rows = ss.rows;
+        t->bytes = ss.bytes;
         t->refused_gradients = srv->refused_gradients[i];
+        t->row_bytes = ss.row_bytes;
+        t->admitted = ss.admitted;
+        t->pending = ss.pending;
+        t->evicted = ss.evicted;
     }
     uint8_t *frame;
     size_t len;
@@ -403,7 +409,9 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
     case ps_Envelope_push_tag: {
         uint32_t t = m->env.push.table;
-        if (check_keys(c, t, &m->keys, &m->grads, "Push", &n, err) != PS_OK) return err->code;
+        if (check_keys(c, t, &m->keys, &m->grads, "Push", &n, err) != PS_OK ||
+            ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK)
+            return err->code;
         ps_status st = srv->barrier == NULL
                            ? ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err)
                        : check_barrier_peer(c, "Push", err) != PS_OK
@@ -422,7 +430,8 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
             return ps_error_set(err, PS_INVALID_ARG,
                                 "PushPull in a %s job: push with a clock, then pull",
                                 srv->job->consistency == PS_SYNC ? "sync" : "ssp");
-        if (ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
+        if (ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK ||
+            ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
             return err->code;
         return reply_values(c, m->env.request_id, srv->stores[t], m->pull_keys.p, n_pull, err);
     }
@@ -450,6 +459,7 @@ ps_frame_verdict ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len)
         return PS_FRAME_CLOSE;
     }
     const uint64_t id = m.env.request_id;
+    srv->now_ms = uv_now(&srv->loop);
     if (!c->hello_done) {
         ps_status st = m.env.which_body == ps_Envelope_hello_tag
                            ? on_hello(c, &m, &err)

@@ -173,6 +173,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     for (size_t i = 0; i < job->num_tables && st == PS_OK; i++) {
         st = ps_store_create(&job->tables[i], job->seed, &srv->stores[i], err);
         if (st == PS_OK) st = ps_store_set_pool(srv->stores[i], srv->pool, err);
+        if (st == PS_OK) ps_store_set_clock(srv->stores[i], &srv->now_ms);
     }
     if (st == PS_OK && job->fit.init_from[0] != '\0') {
         size_t rows = 0;

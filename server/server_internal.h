@@ -53,6 +53,7 @@ struct ps_server {
     bool waking, wake_again;   /* ps_server_wake is running / must run once more */
     bool stopping;
     uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */
+    uint64_t now_ms;       /* uv_now at the frame being handled: the stores' clock (expiry) */
     int port;
     char addr[PS_ADDR_MAX];
 };
@@ -137,6 +138,12 @@ void ps_server_parked(ps_server *srv);
 void ps_server_auth_failed(ps_server *srv, const char *ip);
 /* ms until ip may try again, or 0 when it is not locked out. */
 uint64_t ps_server_locked_out(ps_server *srv, const char *ip);
+
+/* memory.c: server.max_memory_bytes before a push of keys (n) to table: PS_OK when the tables
+ * plus the push's possible growth fit (after evicting rows of an "lru" table), else
+ * PS_TOO_LARGE with a message naming the table, the limit and the usage. */
+ps_status ps_server_make_room(ps_server *srv, uint32_t table, const uint8_t *keys, size_t n,
+                              ps_error *err);
 
 /* handlers.c: one frame from c. Request errors are answered (PS_FRAME_DONE); PS_FRAME_CLOSE means
  * the peer was sent a final Error and c closes once it is written. PS_FRAME_WAIT: nothing was

@@ -1,7 +1,25 @@
 /* store.h - one table's rows on one shard: an open-addressing hash index over rows kept inline in
- * fixed-size chunks (no per-row malloc; rows never move, only 8-byte index slots rehash).
+ * fixed-size chunks (no per-row malloc; rows keep their numbers, only 8-byte index slots rehash).
  * A row holds its key, dim weights, its AdaGrad state and, with lr_decay, its update count.
  * Not thread-safe: one caller at a time (a big push or pull may use a pool's threads inside). */
+/* Memory control (the table spec's mem, set per table in the job file):
+ *  - step: every ps_store_push call is one step of the table on this shard (a worker's push
+ *    request in async and ssp jobs; in sync jobs one combined push per global step). With W
+ *    async workers, W steps pass per global step.
+ *  - admit_after N > 1: a key without a row is counted once per push that names it; the push
+ *    that brings its count to N creates the row (initial values) and applies its own gradient;
+ *    the gradients of the N-1 pushes before are dropped. Until then pulls read the initial row.
+ *    Counts are exact: a table of pending keys, 16 bytes each at load 3/8..3/4 (21..43 bytes per
+ *    pending key, in ps_store_bytes). Pending keys are forgotten after expire_after_steps steps
+ *    without a push (when set), else kept until admitted.
+ *  - expire_after_steps E / expire_after_seconds T: a row that E pushes to the table (or T
+ *    seconds) have not touched is expired: pulls, gets and scans read it as absent at once, and
+ *    it is evicted by the next push that names it or by the sweep (each push visits
+ *    256 + 2n row numbers), which frees its place for the next new row. Pulls do not touch.
+ *  - eviction "lru" (ps_store_evict_lru): the oldest-pushed of 8 sampled rows, one at a time, as
+ *    redis's approximated LRU.
+ * An evicted row's weights, accumulators and counts are gone: its key starts over. Memory
+ * held by chunks is reused, not returned: ps_store_bytes does not shrink on eviction. */
 #ifndef PS_STORE_H
 #define PS_STORE_H
 
@@ -52,9 +70,31 @@ ps_status ps_store_put(ps_store *s, uint64_t key, const float *w, const float *a
 ps_status ps_store_sorted_keys(const ps_store *s, uint64_t **keys_out, size_t *n_out,
                                ps_error *err);
 
+/* The clock of expire_after_seconds: *now_ms, milliseconds from any fixed start, borrowed for the
+ * store's life (the server's loop time). NULL (the default): time stands still. */
+void ps_store_set_clock(ps_store *s, const uint64_t *now_ms);
+
+/* Bytes ps_store_bytes could grow by if keys (n, u64 LE) were pushed now: an upper bound (new
+ * chunks, index and pending-table doublings, scratch). O(n) lookups. */
+size_t ps_store_push_growth(const ps_store *s, const uint8_t *keys, size_t n);
+
+/* Evicts up to n rows, least recently pushed first (sampled; see above); returns how many.
+ * 0 unless the table's eviction is "lru" (only those keep the stamps). */
+size_t ps_store_evict_lru(ps_store *s, size_t n);
+
+typedef struct {
+    uint64_t rows;      /* rows held (an expired row counts until it is evicted) */
+    uint64_t bytes;     /* ps_store_bytes */
+    uint64_t row_bytes; /* one row as stored */
+    uint64_t admitted;  /* rows created by pushes (with admit_after: keys that passed) */
+    uint64_t pending;   /* keys counted by admission, not yet admitted */
+    uint64_t evicted;   /* rows evicted: expired or by LRU */
+} ps_store_stats;
+void ps_store_get_stats(const ps_store *s, ps_store_stats *out);
+
 const ps_table_spec *ps_store_spec(const ps_store *s);
 size_t ps_store_state_len(const ps_store *s); /* accumulator floats per row: dim, or 1 rowwise */
-size_t ps_store_rows(const ps_store *s);
+size_t ps_store_rows(const ps_store *s);     /* rows held */
 size_t ps_store_bytes(const ps_store *s);     /* memory held: rows, index and scratch */
 size_t ps_store_row_bytes(const ps_store *s); /* bytes of one row as stored */
 

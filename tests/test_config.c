@@ -486,6 +486,38 @@ ParameterizedTestParameters(config, errors) {
          "--set cluster.servers[0]: no element 0 in servers"},
         {"--set, bad index", "{\"cluster\": {\"servers\": [\"a:1\"]}}", "cluster.servers[x]=b:2",
          "--set cluster.servers[x]: bad index"},
+        {"admit_after, negative", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"admit_after\": -1}]}", "",
+         "job.json: tables[0].admit_after: -1 is out of range [0, 1000000]"},
+        {"admit_after, fraction", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"admit_after\": 1.5}]}", "", "job.json: tables[0].admit_after: must be an integer"},
+        {"expire_after_steps, past 2^31", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"expire_after_steps\": 3000000000}]}", "",
+         "job.json: tables[0].expire_after_steps: 3000000000 is out of range [0, 2147483647]"},
+        {"expire_after_seconds, a string", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"expire_after_seconds\": \"1h\"}]}", "",
+         "job.json: tables[0].expire_after_seconds: must be an integer"},
+        {"eviction, unknown policy", "{\"server\": {\"max_memory_bytes\": 1e9}, "
+         "\"tables\": [{\"name\": \"t\", \"dim\": 1, \"eviction\": \"lfu\"}]}", "",
+         "job.json: tables[0].eviction: \"lfu\" is not one of: none, lru"},
+        {"eviction without a memory limit", "{\"tables\": [{\"name\": \"t\", \"dim\": 1, "
+         "\"eviction\": \"lru\"}]}", "",
+         "job.json: tables[0].eviction: acts only when a push would pass "
+         "server.max_memory_bytes"},
+        {"model input, bad admit_after",
+         "{\"model\": {\"input\": {\"type\": \"sparse\", \"admit_after\": \"x\"}, "
+         "\"layers\": [{\"units\": 1}], \"loss\": \"binary_crossentropy\"},"
+         " \"data\": {\"train\": {\"format\": \"random\"}}}", "",
+         "job.json: model.input.admit_after: must be an integer"},
+        {"model input, lru without a limit",
+         "{\"model\": {\"input\": {\"type\": \"sparse\", \"eviction\": \"lru\"}, "
+         "\"layers\": [{\"units\": 1}], \"loss\": \"binary_crossentropy\"},"
+         " \"data\": {\"train\": {\"format\": \"random\"}}}", "",
+         "job.json: model.input.eviction: acts only when"},
+        {"max_memory_bytes below 1 MiB", "{\"server\": {\"max_memory_bytes\": 1000}}", "",
+         "job.json: server.max_memory_bytes: 1000 is below 1048576"},
+        {"max_memory_bytes negative", "{\"server\": {\"max_memory_bytes\": -1}}", "",
+         "job.json: server.max_memory_bytes: -1 is out of range [0, 1000000000000000]"},
         {"--set, through a number", "{\"seed\": 3}", "seed.low=1",
          "--set seed.low: \"seed\" is not an object"},
     };
@@ -654,6 +686,36 @@ Test(config, load_large_file) {
     unlink(path);
     cr_assert_eq(st, PS_OK, "%s", err.msg);
     cr_assert_str_eq(cfg->job_id, "padded");
+}
+
+Test(config, table_memory_keys) {
+    parse_ok("{\"server\": {\"max_memory_bytes\": 2000000},"
+             " \"tables\": [{\"name\": \"a\", \"dim\": 4, \"admit_after\": 3,"
+             " \"expire_after_steps\": 100, \"expire_after_seconds\": 60,"
+             " \"eviction\": \"lru\"}, {\"name\": \"b\", \"dim\": 2}]}",
+             NULL, 0);
+    cr_assert_eq(cfg->server_max_memory_bytes, 2000000);
+    const ps_table_spec *a = table("a"), *b = table("b");
+    cr_assert_eq(a->mem.admit_after, 3);
+    cr_assert_eq(a->mem.expire_after_steps, 100);
+    cr_assert_eq(a->mem.expire_after_seconds, 60);
+    cr_assert_eq(a->mem.eviction, PS_EVICT_LRU);
+    /* defaults: everything off */
+    cr_assert_eq(b->mem.admit_after, 0);
+    cr_assert_eq(b->mem.expire_after_steps, 0);
+    cr_assert_eq(b->mem.expire_after_seconds, 0);
+    cr_assert_eq(b->mem.eviction, PS_EVICT_NONE);
+    parse_ok("{}", NULL, 0);
+    cr_assert_eq(cfg->server_max_memory_bytes, 0);
+    /* a model's sparse input: the keys sit in model.input and go to its first kernel only */
+    parse_ok("{\"model\": {\"input\": {\"type\": \"sparse\", \"admit_after\": 4,"
+             " \"expire_after_steps\": 9}, \"layers\": [{\"units\": 2}, {\"units\": 1}],"
+             " \"loss\": \"binary_crossentropy\"}, \"data\": {\"train\": {\"format\": \"random\"}}}",
+             NULL, 0);
+    cr_assert_eq(table("dense/kernel")->mem.admit_after, 4);
+    cr_assert_eq(table("dense/kernel")->mem.expire_after_steps, 9);
+    cr_assert_eq(table("dense/bias")->mem.admit_after, 0);
+    cr_assert_eq(table("dense_1/kernel")->mem.admit_after, 0);
 }
 
 Test(config, table_lookup) {

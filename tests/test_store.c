@@ -402,7 +402,7 @@ Test(store, lr_decay_steps_per_row) {
     ps_table_spec t = spec_of(0, 2, uniform_init);
     t.opt.lr_decay = 0.5;
     st = make(&t, SEED);
-    cr_assert_eq(ps_store_row_bytes(st), 8 + 4 * (2 + 2) + 8, "key, w, acc, step, padded to 8");
+    cr_assert_eq(ps_store_row_bytes(st), 8 + 4 * (2 + 2) + 4, "key, w, acc, step");
     const float g[2] = {0.5f, -0.25f};
     const uint64_t a = 1, b = 2;
     push(st, &a, g, 1);
@@ -553,7 +553,7 @@ Test(store, rowwise_table) {
     t.opt.rowwise = true;
     t.opt.initial_accumulator_value = 0.5;
     st = make(&t, SEED);
-    cr_assert_eq(ps_store_row_bytes(st), (8 + 4 * (16 + 1) + 7) / 8 * 8);
+    cr_assert_eq(ps_store_row_bytes(st), 8 + 4 * (16 + 1), "key, w, one accumulator: no padding");
     float g[2 * 16];
     for (int i = 0; i < 32; i++) g[i] = grad_of((uint64_t)i, 1);
     push(st, (const uint64_t[]){3, 4}, g, 2);

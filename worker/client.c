@@ -45,6 +45,7 @@ typedef struct {
     uint32_t dim;
     uint64_t rows, bytes; /* stats */
     uint32_t stats_table;
+    ps_table_stats *stats_out; /* ps_client_stats: (n_shards, n_tables), or NULL */
     /* Scan (export): out gets values; these the rest, at the owed positions (or in order) */
     float *acc;
     uint32_t *steps;
@@ -466,6 +467,15 @@ static void handle_reply(shard_conn *sc, const ps_msg *m) {
         if (live) take_rows(c, sc, &w, m);
         break;
     case ps_Envelope_stats_reply_tag:
+        for (size_t i = 0; live && o->stats_out != NULL && i < c->n_tables &&
+                           i < m->env.stats_reply.tables_count; i++) {
+            const ps_TableStats *t = &m->env.stats_reply.tables[i];
+            ps_table_stats *d = &o->stats_out[sc->index * c->n_tables + i];
+            snprintf(d->name, sizeof(d->name), "%s", t->name);
+            d->rows = t->rows, d->bytes = t->bytes, d->row_bytes = t->row_bytes;
+            d->admitted = t->admitted, d->pending = t->pending, d->evicted = t->evicted;
+            d->refused_gradients = t->refused_gradients;
+        }
         if (live && o->stats_table < m->env.stats_reply.tables_count) {
             o->rows += m->env.stats_reply.tables[o->stats_table].rows;
             o->bytes += m->env.stats_reply.tables[o->stats_table].bytes;
@@ -1247,4 +1257,16 @@ ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, ui
     ps_status st = ps_client_wait(c, op_handle(c, idx), err);
     *rows = o->rows, *bytes = o->bytes;
     return st;
+}
+
+ps_status ps_client_stats(ps_client *c, ps_table_stats *out, ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    memset(out, 0, c->n_shards * c->n_tables * sizeof(*out));
+    uint32_t idx = 0; /* set by op_new */
+    if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
+    c->ops[idx].stats_out = out;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_stats_tag;
+    to_every_shard(c, &env, idx, err);
+    return ps_client_wait(c, op_handle(c, idx), err);
 }

@@ -105,4 +105,14 @@ ps_status ps_client_scan(ps_client *c, uint32_t table, uint32_t shard, bool from
 ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
                                 ps_error *err);
 
+/* One table on one shard as its server counts it (TableStats in ps.proto; server/store.h). */
+typedef struct {
+    char name[PS_TABLE_NAME_MAX];
+    uint64_t rows, bytes, row_bytes, admitted, pending, evicted, refused_gradients;
+} ps_table_stats;
+
+/* Every table on every shard: out (num_servers, num_tables), caller-owned; out[s * num_tables
+ * + t] is table t on shard s. Blocking. */
+ps_status ps_client_stats(ps_client *c, ps_table_stats *out, ps_error *err);
+
 #endif

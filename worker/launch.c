@@ -20,10 +20,12 @@
 #include <uv.h>
 
 #include "cli.h"
+#include "client.h"
 #include "config.h"
 #include "eval_pairs.h"
 #include "metrics.h"
 #include "progress.h"
+#include "stats.h"
 
 #define MAX_LINE (64u << 10)
 #define EPOCH_RING 1024
@@ -68,6 +70,9 @@ struct launcher {
     size_t n_auto_sets;
     bool tty;
     bool evaluate; /* --evaluate: workers score the data once, nothing is trained */
+    bool stats;    /* --stats: print the servers' table figures when training ends */
+    ps_job_config *stats_job; /* the job with the servers' real addresses, for the stats client */
+    ps_client *stats_client;  /* made on first use; blocking calls, a few ms each */
     char bin_dir[PS_PATH_MAX];
     child *servers, *workers;
     child exporter;
@@ -89,6 +94,7 @@ struct launcher {
 };
 
 static void stop_all(launcher *L, int sig, int exit_code);
+static void append_server_stats(launcher *L, uint32_t epoch);
 
 /* --- output ----------------------------------------------------------------------------------- */
 
@@ -190,12 +196,79 @@ static void render(launcher *L) {
         }
         if (L->job.fit.metrics_file[0] && !ps_progress_append_json(L->job.fit.metrics_file, &p))
             fprintf(stderr, "[launch] cannot append to %s\n", L->job.fit.metrics_file);
+        if (L->job.fit.metrics_file[0] && !L->evaluate) append_server_stats(L, e + 1);
         L->total_samples += p.samples;
         for (uint32_t r = 0; r < L->n_workers; r++) *slot(L, e, r) = (worker_epoch){0};
         L->shown++;
         L->announced = false;
         fflush(stdout);
     }
+}
+
+/* --- server stats (--stats, fit.metrics_file) ------------------------------------------------ */
+
+/* Every table on every shard, through an admin client of our own. NULL on failure (said). */
+static ps_table_stats *server_stats(launcher *L) {
+    ps_error err = {0};
+    if (L->stats_client == NULL) {
+        if (L->stats_job == NULL && (L->stats_job = malloc(sizeof(*L->stats_job))) == NULL) {
+            fprintf(stderr, "[launch] server stats: out of memory\n");
+            return NULL;
+        }
+        *L->stats_job = L->job;
+        L->stats_job->servers_auto = false;
+        for (uint32_t i = 0; i < L->n_servers; i++)
+            snprintf(L->stats_job->servers[i], PS_ADDR_MAX, "%s", L->servers[i].addr);
+        ps_client_options o = {.job = L->stats_job, .admin = true,
+                               .log = {.level = PS_LOG_WARN}};
+        snprintf(o.log.prefix, sizeof(o.log.prefix), "stats");
+        if (ps_client_create(&o, &L->stats_client, &err) != PS_OK) {
+            fprintf(stderr, "[launch] server stats: %s\n", err.msg);
+            return NULL;
+        }
+    }
+    ps_table_stats *st = calloc((size_t)L->n_servers * L->job.num_tables + 1, sizeof(*st));
+    if (st == NULL || ps_client_stats(L->stats_client, st, &err) != PS_OK) {
+        fprintf(stderr, "[launch] server stats: %s\n", st ? err.msg : "out of memory");
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Memory control is on somewhere: only then do server figures go to the metrics file (readers
+ * of older files keep their one line per epoch). */
+static bool memory_controlled(const ps_job_config *job) {
+    bool on = job->server_max_memory_bytes != 0;
+    for (size_t t = 0; t < job->num_tables; t++) {
+        const ps_table_memory *m = &job->tables[t].mem;
+        on |= m->admit_after > 1 || m->expire_after_steps || m->expire_after_seconds;
+    }
+    return on;
+}
+
+/* fit.metrics_file, with memory control: one more line per epoch, {"epoch": E, "server_stats":
+ * [...]}, the servers' tables after it. */
+static void append_server_stats(launcher *L, uint32_t epoch) {
+    if (!memory_controlled(&L->job)) return;
+    ps_table_stats *st = server_stats(L);
+    if (st == NULL) return;
+    FILE *f = fopen(L->job.fit.metrics_file, "a");
+    if (f != NULL) {
+        ps_stats_json(f, &L->job, st, epoch);
+        fclose(f);
+    } else {
+        fprintf(stderr, "[launch] cannot append to %s\n", L->job.fit.metrics_file);
+    }
+    free(st);
+}
+
+static void print_server_stats(launcher *L) {
+    ps_table_stats *st = server_stats(L);
+    if (st == NULL) return;
+    ps_stats_print(stdout, &L->job, st);
+    fflush(stdout);
+    free(st);
 }
 
 static double num(const cJSON *o, const char *k) {
@@ -358,6 +431,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
                        s > 0 ? (double)L->total_samples / s : 0.0, L->n_servers,
                        L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
             fflush(stdout);
+            if (L->stats) print_server_stats(L); /* the servers still run */
             if (L->job.fit.export_to[0] == '\0' || L->evaluate)
                 stop_all(L, SIGTERM, 0);
             else if (start_exporter(L) != 0)
@@ -557,7 +631,7 @@ static void remove_pairs_dir(launcher *L) {
 }
 
 static const char usage[] =
-    "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--evaluate] [--verbose]\n"
+    "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--evaluate] [--stats] [--verbose]\n"
     "\n"
     "Runs the job on this machine: cluster.servers servers, then cluster.workers workers, as\n"
     "child processes; prints one Keras-style line per epoch for the whole job.\n"
@@ -565,6 +639,8 @@ static const char usage[] =
     "                   (e.g. --set fit.epochs=5 --set cluster.workers=1)\n"
     "  --evaluate       no training: the workers score data.validation (or data.train) with\n"
     "                   the weights the servers start from (fit.init_from): one line\n"
+    "  --stats          when training ends, print each server's tables: rows, bytes, bytes\n"
+    "                   per row, admitted, pending, evicted (as ps-stats)\n"
     "  --verbose        also print each worker's own line per epoch, and server logs\n"
     "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
     "val_auc (binary models) is over all workers' predictions pooled: the workers leave them in\n"
@@ -581,6 +657,8 @@ int main(int argc, char **argv) {
         if (r == PS_CLI_TAKEN) continue;
         if (strcmp(argv[i], "--evaluate") == 0) {
             L.evaluate = true;
+        } else if (strcmp(argv[i], "--stats") == 0) {
+            L.stats = true;
         } else if (argv[i][0] != '-' && L.cli.config == NULL) {
             L.cli.config = argv[i];
         } else if (argv[i][0] != '-') {
@@ -644,5 +722,7 @@ int main(int argc, char **argv) {
     free(L.servers), free(L.workers), free(L.ring), free(L.steps_of), free(L.servers_set);
     remove_pairs_dir(&L);
     free(L.pairs);
+    ps_client_destroy(L.stats_client);
+    free(L.stats_job);
     return L.exit_code;
 }

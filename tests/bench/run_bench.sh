@@ -6,9 +6,10 @@
 #
 # Runs bench_ps (see its --help), then tests/bench/bench_seed.sh (the seed job, and PyTorch on the
 # same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp),
-# then bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS).
+# then bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS),
+# then bench_memory (bytes per row; admission and expiry on a power-law stream).
 # The machine-parseable lines start with "bench_ps ", "bench_seed ", "torch_seed ",
-# "bench_modes " and "bench_load ".
+# "bench_modes ", "bench_load " and "bench_memory ".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -26,7 +27,7 @@ if [[ $type != Release ]]; then
     echo "run_bench: configuring $build for Release${type:+ (was $type)}"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_ps bench_load ps-server ps-worker ps-launch ps-export \
+cmake --build "$build" --target bench_ps bench_load bench_memory ps-server ps-worker ps-launch ps-export \
     -j "${JOBS:-2}"
 
 out=$build/bench.txt
@@ -41,6 +42,8 @@ out=$build/bench.txt
     bash "$root/tests/bench/bench_modes.sh" "$build" || rc=$?
     echo
     "$build/bench_load" --server "$build/ps-server" || rc=$?
+    echo
+    "$build/bench_memory" || rc=$?
     exit $rc
 } 2>&1 | tee "$out" || { echo "run_bench: a benchmark failed; output in $out"; exit 1; }
 echo "run_bench: saved to $out"
