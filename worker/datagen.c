@@ -8,10 +8,11 @@
  * set (by bisection) so that the mean of p is the base rate; the label is 1 with probability p.
  *
  * Criteo form (PREFIX.train.tsv / PREFIX.test.tsv): `label \t I1..I13 \t C1..C26` as Criteo's
- * display-advertising data. See gen_criteo() for the columns; its hidden model has one weight per
- * feature the criteo reader makes of a line - (categorical column, hex string) and (integer
- * column, bucket b = v > 2 ? floor(ln(v)^2) : v) - and nothing else, so it is a logistic model
- * over exactly what a job sees. tests/ref/datagen_criteo.py implements this form independently.
+ * display-advertising data (its columns: the comment of the Criteo section below); its hidden
+ * model has one weight per feature the criteo reader makes of a line - (categorical column, hex
+ * string) and (integer column, bucket b = v > 2 ? floor(ln(v)^2) : v) - and nothing else, so it
+ * is a logistic model over exactly what a job sees. tests/ref/datagen_criteo.py implements this
+ * form again, independently.
  *
  * Since p is the true probability, no model can do better in expectation than predicting p:
  * the held-out logloss and AUC of p are printed as the Bayes-optimal scores, beside the logloss
