@@ -641,8 +641,8 @@ Test(config, sparse_example_job_files_load) {
         const char *file;
         size_t layers;
         double lr;
-        uint32_t epochs;
-    } ex[] = {{"examples/ctr.json", 3, 0.03, 1}, {"examples/ctr_logreg.json", 1, 0.5, 8}};
+        uint32_t epochs, batch;
+    } ex[] = {{"examples/ctr.json", 3, 0.03, 1, 256}, {"examples/ctr_logreg.json", 1, 0.15, 4, 32}};
     for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s", PS_SOURCE_DIR, ex[i].file);
@@ -654,7 +654,7 @@ Test(config, sparse_example_job_files_load) {
         cr_assert_eq(job.num_workers, 2, "%s", ex[i].file);
         cr_assert_float_eq(job.optimizer.learning_rate, ex[i].lr, 1e-12, "%s", ex[i].file);
         cr_assert_eq(job.fit.epochs, ex[i].epochs, "%s", ex[i].file);
-        cr_assert_eq(job.fit.batch_size, 256, "%s", ex[i].file);
+        cr_assert_eq(job.fit.batch_size, ex[i].batch, "%s", ex[i].file);
         cr_assert_str_eq(job.train.path, "data/ctr.train.svm", "%s", ex[i].file);
         cr_assert_str_eq(job.validation.path, "data/ctr.test.svm", "%s", ex[i].file);
     }
