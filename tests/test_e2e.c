@@ -567,7 +567,7 @@ Test(e2e, datagen_criteo_form_matches_an_independent_implementation) {
 }
 
 /* --format both writes the libsvm form exactly as --format libsvm does, then the Criteo form,
- * each with its machine line; an unknown form is a usage error. */
+ * each with its machine line; an unknown form, or no held-out row, is a usage error. */
 Test(e2e, datagen_both_forms_and_a_bad_format) {
     char p1[128], p2[128], out[128], err[128], a[160], b[160];
     path(p1, sizeof(p1), "b1"), path(p2, sizeof(p2), "b2");
@@ -591,6 +591,10 @@ Test(e2e, datagen_both_forms_and_a_bad_format) {
     cr_assert_eq(tu_wait_exit(tu_spawn(bad, out, err), 30000), 2);
     cr_assert(strstr(tu_slurp(err), "--format: \"parquet\" is not libsvm, criteo or both"),
               "%s", tu_slurp(err));
+    char *tiny[] = {BIN("ps-datagen"), p1, "--format", "criteo", "--rows", "4", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(tiny, out, err), 30000), 2);
+    cr_assert(strstr(tu_slurp(err), "--rows * --holdout must leave a held-out row"), "%s",
+              tu_slurp(err));
 }
 
 /* The seed job with cluster.tls (tests/ref/tls/, test-only keys) through ps-launch: the servers

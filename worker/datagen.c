@@ -489,6 +489,8 @@ static int parse_args(int argc, char **argv, options *o) {
                       : !(o->alpha >= 0 && o->alpha <= 5)      ? "--alpha must be in [0, 5]"
                       : !(o->base_rate > 0 && o->base_rate < 1) ? "--base-rate must be in (0, 1)"
                       : !(o->holdout > 0 && o->holdout < 1)    ? "--holdout must be in (0, 1)"
+                      : (uint64_t)((double)o->rows * o->holdout) < 1
+                          ? "--rows * --holdout must leave a held-out row"
                       : !(o->signal >= 0 && o->signal <= 20)   ? "--signal must be in [0, 20]"
                                                                : NULL;
     if (bad != NULL) {
