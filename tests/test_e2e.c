@@ -1,6 +1,7 @@
 /* test_e2e.c - the real binaries on loopback: the seed Keras job through ps-launch, each row seen
  * once per epoch across workers, failures propagated with the right exit codes, and the CLIs'
  * error messages. Every wait has a deadline; every child is ended by its PID. */
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <math.h>
@@ -428,6 +429,172 @@ Test(e2e, datagen_writes_a_reproducible_power_law_data_set) {
     cr_assert_gt(id1, 10 * id100, "id 1: %ld rows, id 100: %ld", id1, id100);
     cr_assert(auc > 0.6 && auc < 1.0, "AUC %.4f", auc);
     cr_assert(bayes[0] < prior - 0.02, "Bayes logloss %.4f, base rate's %.4f", bayes[0], prior);
+}
+
+/* The Criteo form. Every line must be 40 tab-separated fields: label 0/1, I1..I13 empty or a
+ * decimal integer (negative only in I2), C1..C26 empty or 8 lowercase hex digits. Counts rows,
+ * positives, negative I2 values and empty fields. */
+static void scan_tsv(const char *file, long *rows, long *pos, long *neg_i2, long *empty) {
+    FILE *f = fopen(file, "r");
+    cr_assert_not_null(f, "%s", file);
+    char line[1024];
+    while (fgets(line, sizeof(line), f)) {
+        cr_assert(strchr(line, '\n') != NULL, "%s: line %ld too long", file, *rows + 1);
+        line[strcspn(line, "\n")] = '\0';
+        char *fields[41];
+        int nf = 0;
+        for (char *p = line; nf < 41; p++) {
+            fields[nf++] = p;
+            p = strchr(p, '\t');
+            if (p == NULL) break;
+            *p = '\0';
+        }
+        cr_assert_eq(nf, 40, "%s:%ld: %d fields", file, *rows + 1, nf);
+        cr_assert(strcmp(fields[0], "0") == 0 || strcmp(fields[0], "1") == 0, "%s: label %s",
+                  file, fields[0]);
+        (*rows)++, *pos += fields[0][0] == '1';
+        for (int c = 1; c < 40; c++) {
+            const char *v = fields[c];
+            if (*v == '\0') {
+                (*empty)++;
+                continue;
+            }
+            if (c <= 13) {
+                char *end;
+                long long x = strtoll(v, &end, 10);
+                cr_assert(*end == '\0', "%s:%ld: I%d = \"%s\"", file, *rows, c, v);
+                cr_assert(x >= 0 || c == 2, "%s:%ld: I%d = %lld", file, *rows, c, x);
+                *neg_i2 += x < 0;
+            } else {
+                cr_assert_eq(strlen(v), 8, "%s:%ld: C%d = \"%s\"", file, *rows, c - 13, v);
+                cr_assert_eq(strspn(v, "0123456789abcdef"), 8, "%s:%ld: C%d = \"%s\"", file,
+                             *rows, c - 13, v);
+            }
+        }
+    }
+    fclose(f);
+}
+
+/* 64-bit FNV-1a of a file's bytes, as tests/ref/datagen_criteo.py computes it. */
+static uint64_t fnv1a64_file(const char *file) {
+    FILE *f = fopen(file, "rb");
+    cr_assert_not_null(f, "%s", file);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int ch; (ch = fgetc(f)) != EOF;) h = (h ^ (uint64_t)ch) * 0x100000001b3ULL;
+    fclose(f);
+    return h;
+}
+
+static double golden_num(const cJSON *o, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert(cJSON_IsNumber(it), "golden: %s", key);
+    return it->valuedouble;
+}
+
+/* ps-datagen with the golden's arguments (and this seed) writes DIR/NAME.{train,test}.tsv;
+ * returns its machine line's three scores. */
+static void run_criteo(const cJSON *args, const char *name, long seed, double score[3]) {
+    char prefix[128], out[128], err[128], a[5][32];
+    path(prefix, sizeof(prefix), name);
+    path(out, sizeof(out), "criteo.out"), path(err, sizeof(err), "criteo.err");
+    snprintf(a[0], sizeof(a[0]), "%.0f", golden_num(args, "rows"));
+    snprintf(a[1], sizeof(a[1]), "%.0f", golden_num(args, "ids"));
+    snprintf(a[2], sizeof(a[2]), "%.17g", golden_num(args, "base_rate"));
+    snprintf(a[3], sizeof(a[3]), "%.17g", golden_num(args, "holdout"));
+    snprintf(a[4], sizeof(a[4]), "%ld", seed);
+    char alpha[32], signal[32];
+    snprintf(alpha, sizeof(alpha), "%.17g", golden_num(args, "alpha"));
+    snprintf(signal, sizeof(signal), "%.17g", golden_num(args, "signal"));
+    char *argv[] = {BIN("ps-datagen"), prefix, "--format", "criteo", "--rows", a[0], "--ids",
+                    a[1], "--base-rate", a[2], "--holdout", a[3], "--seed", a[4], "--alpha",
+                    alpha, "--signal", signal, NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(argv, out, err), 30000), 0, "%s", tu_slurp(err));
+    const char *line = strstr(tu_slurp(out), "datagen bayes_logloss=");
+    cr_assert_not_null(line, "%s", tu_slurp(out));
+    cr_assert_eq(sscanf(line, "datagen bayes_logloss=%lf bayes_auc=%lf base_rate_logloss=%lf "
+                              "form=criteo",
+                        &score[0], &score[1], &score[2]), 3, "%s", line);
+}
+
+/* The Criteo form against tests/ref/datagen_criteo.py, a second implementation of its rules:
+ * the same bytes (FNV-1a of each file, first lines) and the same printed Bayes-optimal scores;
+ * and what a reader relies on: the fields, the split, a real signal, the same seed the same
+ * bytes and another seed other bytes. */
+Test(e2e, datagen_criteo_form_matches_an_independent_implementation) {
+    cJSON *golden = cJSON_Parse(tu_slurp(PS_SOURCE_DIR "/tests/ref/datagen_criteo_golden.json"));
+    cr_assert_not_null(golden);
+    const cJSON *args = cJSON_GetObjectItem(golden, "args");
+    const long seed = (long)golden_num(args, "seed");
+    double score[3], again[3], other[3];
+    run_criteo(args, "c1", seed, score);
+    run_criteo(args, "c2", seed, again);
+    run_criteo(args, "c3", seed + 1, other);
+    cr_assert(fabs(score[0] - golden_num(golden, "bayes_logloss")) < 1e-6, "logloss %.6f", score[0]);
+    cr_assert(fabs(score[1] - golden_num(golden, "bayes_auc")) < 1e-6, "AUC %.6f", score[1]);
+    cr_assert(fabs(score[2] - golden_num(golden, "base_rate_logloss")) < 1e-6, "%.6f", score[2]);
+    cr_assert(again[0] == score[0] && again[1] == score[1], "same seed, other scores");
+    cr_assert(other[0] != score[0], "another seed, the same logloss %.6f", other[0]);
+    cr_assert(score[0] < score[2] - 0.05 && score[1] > 0.7, "no signal: %.4f %.4f", score[0],
+              score[1]);
+
+    const char *parts[] = {"train", "test"};
+    long neg_i2 = 0, empty = 0, rows_all = 0;
+    for (int k = 0; k < 2; k++) {
+        const cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(golden, "files"), parts[k]);
+        char file[160], file2[160], file3[160], want[32], first[1024];
+        snprintf(file, sizeof(file), "%s/c1.%s.tsv", dir, parts[k]);
+        snprintf(file2, sizeof(file2), "%s/c2.%s.tsv", dir, parts[k]);
+        snprintf(file3, sizeof(file3), "%s/c3.%s.tsv", dir, parts[k]);
+        const uint64_t h = fnv1a64_file(file);
+        snprintf(want, sizeof(want), "%016llx", (unsigned long long)h);
+        cr_assert_str_eq(want, cJSON_GetObjectItem(g, "fnv1a64")->valuestring, "%s", file);
+        cr_assert_eq(h, fnv1a64_file(file2), "same seed, other bytes: %s", file2);
+        cr_assert_neq(h, fnv1a64_file(file3), "another seed, the same bytes: %s", file3);
+        FILE *f = fopen(file, "r");
+        cr_assert(f != NULL && fgets(first, sizeof(first), f) != NULL);
+        fclose(f);
+        cr_assert_str_eq(first, cJSON_GetObjectItem(g, "first_line")->valuestring);
+        long rows = 0, pos = 0;
+        scan_tsv(file, &rows, &pos, &neg_i2, &empty);
+        cr_assert_eq(rows, (long)golden_num(g, "rows"));
+        cr_assert_eq(pos, (long)golden_num(g, "positives"));
+        rows_all += rows;
+    }
+    cr_assert_eq(rows_all, (long)golden_num(args, "rows"));
+    cr_assert_gt(neg_i2, 0, "no negative I2");
+    cr_assert(empty > rows_all && empty < rows_all * 39 / 4, "%ld empty fields", empty);
+    cJSON_Delete(golden);
+}
+
+/* --format both writes the libsvm form exactly as --format libsvm does, then the Criteo form,
+ * each with its machine line; an unknown form, or no held-out row, is a usage error. */
+Test(e2e, datagen_both_forms_and_a_bad_format) {
+    char p1[128], p2[128], out[128], err[128], a[160], b[160];
+    path(p1, sizeof(p1), "b1"), path(p2, sizeof(p2), "b2");
+    path(out, sizeof(out), "both.out"), path(err, sizeof(err), "both.err");
+    char *both[] = {BIN("ps-datagen"), p1, "--format", "both", "--rows", "500", "--ids", "300",
+                    "--per-row", "5", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(both, out, err), 30000), 0, "%s", tu_slurp(err));
+    const char *text = tu_slurp(out);
+    const char *l1 = strstr(text, "datagen bayes_logloss="), *l2 = strstr(text, " form=criteo\n");
+    cr_assert(l1 && strstr(l1, " form=libsvm\n") && l2 && l2 > l1, "%s", text);
+    char *svm[] = {BIN("ps-datagen"), p2, "--rows", "500", "--ids", "300", "--per-row", "5", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(svm, out, err), 30000), 0, "%s", tu_slurp(err));
+    for (int k = 0; k < 2; k++) {
+        snprintf(a, sizeof(a), "%s.%s.svm", p1, k ? "test" : "train");
+        snprintf(b, sizeof(b), "%s.%s.svm", p2, k ? "test" : "train");
+        cr_assert_eq(fnv1a64_file(a), fnv1a64_file(b), "%s differs from %s", a, b);
+        snprintf(a, sizeof(a), "%s.%s.tsv", p1, k ? "test" : "train");
+        cr_assert_eq(access(a, R_OK), 0, "%s", a);
+    }
+    char *bad[] = {BIN("ps-datagen"), p1, "--format", "parquet", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(bad, out, err), 30000), 2);
+    cr_assert(strstr(tu_slurp(err), "--format: \"parquet\" is not libsvm, criteo or both"),
+              "%s", tu_slurp(err));
+    char *tiny[] = {BIN("ps-datagen"), p1, "--format", "criteo", "--rows", "4", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(tiny, out, err), 30000), 2);
+    cr_assert(strstr(tu_slurp(err), "--rows * --holdout must leave a held-out row"), "%s",
+              tu_slurp(err));
 }
 
 /* The seed job with cluster.tls (tests/ref/tls/, test-only keys) through ps-launch: the servers
