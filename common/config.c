@@ -482,7 +482,8 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const input_keys[] = {"type", "num_ids", "init", "admit_after",
                                              "expire_after_steps", "expire_after_seconds",
                                              "eviction", NULL};
-    static const char *const layer_keys[] = {"units", "activation", NULL};
+    static const char *const layer_keys[] = {"units", "activation", "kernel_initializer",
+                                             "bias_initializer", NULL};
     static const char *const input_types[] = {"dense", "sparse", NULL};
     ps_model_config *m = &cfg->model;
     TRY(check_keys(c, o, "model", keys));
@@ -542,9 +543,19 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
         ps_init_spec kinit = {.kind = PS_INIT_GLOROT_UNIFORM,
                               .fan_in = l == 0 ? 0 : m->units[l - 1], .fan_out = m->units[l]};
         if (l == 0) kinit = first_init;
-        ps_init_spec zeros = {.kind = PS_INIT_ZEROS};
+        ps_init_spec binit = {.kind = PS_INIT_ZEROS};
+        /* Keras's Dense(kernel_initializer=, bias_initializer=), in this file's init form */
+        const cJSON *layer = cJSON_GetArrayItem(layers, (int)l);
+        char path[64];
+        snprintf(path, sizeof(path), "model.layers[%zu].kernel_initializer", l);
+        if (l == 0 && in != NULL && item(in, "init") != NULL &&
+            item(layer, "kernel_initializer") != NULL)
+            return FAIL(c, path, "the first kernel's init is already model.input.init");
+        TRY(read_init(c, item(layer, "kernel_initializer"), path, &kinit));
+        snprintf(path, sizeof(path), "model.layers[%zu].bias_initializer", l);
+        TRY(read_init(c, item(layer, "bias_initializer"), path, &binit));
         TRY(add_table(c, cfg, "model.layers", kname, m->units[l], &kinit, &m->kernel_table[l]));
-        TRY(add_table(c, cfg, "model.layers", bname, m->units[l], &zeros, &m->bias_table[l]));
+        TRY(add_table(c, cfg, "model.layers", bname, m->units[l], &binit, &m->bias_table[l]));
     }
     /* the first kernel is the big table of a sparse input: its memory control sits by it */
     if (in != NULL) {

@@ -306,6 +306,43 @@ Test(config, model_tables) {
     cr_assert_eq(k0->opt.learning_rate, 0.01);
 }
 
+/* Keras's per-layer initializers; the first kernel's may come from model.input.init, not both. */
+Test(config, layer_initializers) {
+    parse_ok("{\"model\": {\"input_dim\": 4, \"layers\": ["
+             " {\"units\": 3, \"kernel_initializer\": {\"type\": \"uniform\", \"minval\": -0.5,"
+             " \"maxval\": 0.5}, \"bias_initializer\": {\"type\": \"constant\", \"value\": 0.25}},"
+             " {\"units\": 1, \"bias_initializer\": {\"type\": \"normal\", \"stddev\": 0.1}}],"
+             " \"loss\": \"binary_crossentropy\"},"
+             " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 4}}}",
+             NULL, 0);
+    const ps_table_spec *k0 = table("dense/kernel"), *b0 = table("dense/bias");
+    cr_assert_eq(k0->init.kind, PS_INIT_UNIFORM);
+    cr_assert_eq(k0->init.a, -0.5);
+    cr_assert_eq(k0->init.b, 0.5);
+    cr_assert_eq(b0->init.kind, PS_INIT_CONSTANT);
+    cr_assert_eq(b0->init.a, 0.25);
+    const ps_table_spec *k1 = table("dense_1/kernel"), *b1 = table("dense_1/bias");
+    cr_assert_eq(k1->init.kind, PS_INIT_GLOROT_UNIFORM, "unset: Keras's default");
+    cr_assert_eq(k1->init.fan_in, 3);
+    cr_assert_eq(k1->init.fan_out, 1);
+    cr_assert_eq(b1->init.kind, PS_INIT_NORMAL);
+    cr_assert_eq(b1->init.stddev, 0.1);
+
+    ps_status st = ps_config_parse(
+        "{\"model\": {\"input\": {\"type\": \"sparse\", \"init\": {\"type\": \"zeros\"}},"
+        " \"layers\": [{\"units\": 1, \"kernel_initializer\": {\"type\": \"zeros\"}}],"
+        " \"loss\": \"binary_crossentropy\"}}", "job.json", NULL, 0, cfg, &err);
+    cr_assert_eq(st, PS_CONFIG);
+    cr_assert_str_eq(err.msg, "job.json: model.layers[0].kernel_initializer: the first kernel's "
+                              "init is already model.input.init");
+    st = ps_config_parse("{\"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1,"
+                         " \"bias_initializer\": {\"type\": \"uniform\", \"minval\": 1,"
+                         " \"maxval\": 0}}], \"loss\": \"binary_crossentropy\"}}",
+                         "job.json", NULL, 0, cfg, &err);
+    cr_assert_eq(st, PS_CONFIG);
+    cr_assert_str_eq(err.msg, "job.json: model.layers[0].bias_initializer: maxval 0 < minval 1");
+}
+
 Test(config, sparse_model_input) {
     parse_ok("{\"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": 1000000,"
              " \"init\": {\"type\": \"normal\", \"stddev\": 0.001}},"
