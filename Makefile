@@ -12,7 +12,8 @@ CMAKE_BUILD_TYPE ?= RelWithDebInfo
 FUZZ_SECONDS ?= 60
 
 DEBS := cmake make gcc pkg-config libuv1-dev nanopb libnanopb-dev libcjson-dev \
-        libcriterion-dev zlib1g-dev libopenblas-dev libsodium-dev libssl-dev
+        libcriterion-dev zlib1g-dev libopenblas-dev libsodium-dev libssl-dev \
+        dataset-fashion-mnist
 
 FUZZ_DEBS := clang libclang-rt-14-dev
 

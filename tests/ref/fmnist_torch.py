@@ -10,7 +10,7 @@ Data: Fashion-MNIST's IDX files as Debian's dataset-fashion-mnist installs them
 training loop and of the whole process (reading included).
 
     /usr/bin/python3 tests/ref/fmnist_torch.py [--dir /usr/share/datasets/fashion-mnist]
-        [--epochs 10] [--threads 1] [--json tests/ref/examples/fmnist_torch.json]
+        [--epochs 10] [--threads 1] [--init glorot|torch] [--json tests/ref/examples/fmnist_torch.json]
 
 Prints one line per epoch and, last,
     fmnist_torch best_epoch=<n> test_accuracy=<x> final_test_accuracy=<y>
@@ -51,6 +51,9 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--init", choices=["glorot", "torch"], default="glorot",
+                    help="glorot: Glorot-uniform kernels, zero biases (ps's defaults); torch: "
+                         "nn.Linear's own, U(+-1/sqrt(fan_in)) for kernels and biases")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -65,7 +68,7 @@ def main():
     print(f"data: {n} training and {xt.shape[0]} test images of {x.shape[1]} pixels", flush=True)
 
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    for m in model:
+    for m in model if a.init == "glorot" else []:
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
@@ -99,7 +102,8 @@ def main():
     summary = {
         "script": "tests/ref/fmnist_torch.py", "data": a.dir, "torch": torch.__version__,
         "threads": a.threads, "machine": platform.machine(),
-        "model": "784-256 relu, 256-10 softmax", "init": "glorot_uniform kernels, zero biases",
+        "model": "784-256 relu, 256-10 softmax", "init": ("glorot_uniform kernels, zero biases" if a.init == "glorot"
+                 else "torch default: U(+-1/sqrt(fan_in)) kernels and biases"),
         "optimizer": "torch.optim.Adagrad", "lr": a.lr, "batch_size": a.batch, "seed": a.seed,
         "epochs": epochs, "best": {"epoch": best["epoch"], "val_accuracy": best["val_accuracy"]},
         "samples_per_sec_training_loop": a.epochs * n / train_s,
