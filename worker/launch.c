@@ -64,7 +64,8 @@ struct launcher {
     uv_timer_t timer;
     ps_job_config job;
     ps_cli cli; /* the job file (positional or --config), --set, --verbose */
-    char auto_sets[2][64]; /* busy_poll_us: -1 resolved for this machine (after the user's) */
+    char auto_sets[3][64]; /* busy_poll_us -1, fit.threads 0: resolved for this machine
+                              (after the user's --set) */
     size_t n_auto_sets;
     bool tty;
     bool evaluate; /* --evaluate: workers score the data once, nothing is trained */
@@ -418,6 +419,16 @@ static void resolve_busy_poll(launcher *L) {
                  "cluster.busy_poll_us=%d", client_us);
 }
 
+/* fit.threads 0 (auto): each worker gets an equal share of the CPUs the servers leave (one
+ * each), at least 1. A second thread prepares batches ahead (train.c); the rest go to BLAS. */
+static void resolve_threads(launcher *L) {
+    if (L->job.fit.threads != 0) return;
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long share = L->n_workers ? (cpus - (long)L->n_servers) / (long)L->n_workers : 1;
+    if (share < 1) share = 1;
+    snprintf(L->auto_sets[L->n_auto_sets++], sizeof(L->auto_sets[0]), "fit.threads=%ld", share);
+}
+
 /* argv: BIN --config JOB [extra...] --set ... NULL; strings live in the launcher or static. */
 static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, uint32_t index,
                       const char *listen, const char *servers_set) {
@@ -613,10 +624,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     resolve_busy_poll(&L);
+    resolve_threads(&L); /* each worker sets its BLAS threads from fit.threads (ps-worker) */
     if (L.job.has_model) make_pairs_dir(&L);
     signal(SIGPIPE, SIG_IGN);
-    /* Children inherit it: one BLAS thread per worker process (see ps-worker). */
-    setenv("OPENBLAS_NUM_THREADS", "1", 0);
     uv_signal_init(L.loop, &L.sigint);
     uv_signal_init(L.loop, &L.sigterm);
     L.sigint.data = L.sigterm.data = &L;
