@@ -56,6 +56,7 @@ typedef struct {
     ps_progress p;
     bool has_pairs; /* its pairs of this epoch wait in pairs_dir */
     uint64_t pairs;
+    ps_step_times times; /* where its steps' time went ("times" in its epoch event) */
 } worker_epoch;
 
 struct launcher {
@@ -189,6 +190,16 @@ static void render(launcher *L) {
             ps_progress_format(&p, true, line, sizeof(line));
             printf(L->tty ? "\r%s\033[K\n" : "%s\n", line);
         }
+        if (L->cli.verbose && !L->evaluate) { /* every worker's steps together */
+            ps_step_times t = {0};
+            for (uint32_t r = 0; r < L->n_workers; r++) {
+                const ps_step_times *w = &slot(L, e, r)->times;
+                t.data += w->data, t.wait += w->wait, t.compute += w->compute;
+                t.send += w->send, t.other += w->other, t.prep += w->prep;
+            }
+            ps_progress_format_times(&t, p.step, line, sizeof(line));
+            printf("%s\n", line);
+        }
         if (L->job.fit.metrics_file[0] && !ps_progress_append_json(L->job.fit.metrics_file, &p))
             fprintf(stderr, "[launch] cannot append to %s\n", L->job.fit.metrics_file);
         L->total_samples += p.samples;
@@ -241,6 +252,13 @@ static void on_event(launcher *L, child *c, const char *json) {
         const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(o, "pairs");
         w->has_pairs = w->done && L->pairs_dir[0] != '\0' && cJSON_IsNumber(pairs);
         w->pairs = (uint64_t)num(o, "pairs");
+        const cJSON *tm = cJSON_GetObjectItemCaseSensitive(o, "times");
+        double *part[6] = {&w->times.data, &w->times.wait, &w->times.compute, &w->times.send,
+                           &w->times.other, &w->times.prep};
+        for (int i = 0; i < 6; i++) {
+            const cJSON *x = cJSON_GetArrayItem(tm, i); /* NULL-safe; absent reads as 0 */
+            *part[i] = cJSON_IsNumber(x) ? x->valuedouble : 0.0;
+        }
         if (L->cli.verbose && w->done) {
             char line[512];
             ps_progress_format(p, true, line, sizeof(line));
@@ -576,7 +594,8 @@ static const char usage[] =
     "                   (e.g. --set fit.epochs=5 --set cluster.workers=1)\n"
     "  --evaluate       no training: the workers score data.validation (or data.train) with\n"
     "                   the weights the servers start from (fit.init_from): one line\n"
-    "  --verbose        also print each worker's own line per epoch, and server logs\n"
+    "  --verbose        also print each worker's own line per epoch, server logs, and after\n"
+    "                   each epoch's line where its steps' time went (all workers' steps)\n"
     "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
     "val_auc (binary models) is over all workers' predictions pooled: the workers leave them in\n"
     "a private directory under $TMPDIR, deleted epoch by epoch.\n"
