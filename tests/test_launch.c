@@ -187,12 +187,13 @@ Test(launch, verbose_prints_where_the_workers_steps_went) {
     free(text);
 }
 
-/* auto: each worker gets (CPUs - servers) / workers threads, at least 1; a job's own value is
- * passed as it is, with no second setting after it. */
+/* auto: each worker gets (CPUs - servers) / workers threads for BLAS, at least 1, plus the prep
+ * thread when there are 2 CPUs; a job's own value is passed as it is, with nothing after it. */
 Test(launch, fit_threads_auto_shares_the_cpus_the_servers_leave) {
-    long share = (sysconf(_SC_NPROCESSORS_ONLN) - 1) / 2;
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long share = (cpus - 1) / 2;
     char auto_set[64];
-    snprintf(auto_set, sizeof(auto_set), "fit.threads=%ld\n", share < 1 ? 1 : share);
+    snprintf(auto_set, sizeof(auto_set), "fit.threads=%ld\n", (share < 1 ? 1 : share) + (cpus > 1));
     char *text = launch_times(NULL);
     const char *a = strstr(text, auto_set);
     cr_assert_not_null(a, "no \"%s\" in:\n%s", auto_set, text);

@@ -75,10 +75,11 @@ int main(int argc, char **argv) {
                 config, job.num_servers);
         return 2;
     }
-    /* fit.threads: one of them prepares batches (train.c), the rest are BLAS's; auto (0) is
-     * resolved by ps-launch from the CPUs its processes leave free, a worker started alone
-     * takes 1 (it cannot know what shares the machine). OPENBLAS_NUM_THREADS still wins. */
-    if (job.fit.threads == 0) job.fit.threads = 1;
+    /* fit.threads: with 2 or more one prepares batches (train.c), the rest are BLAS's; auto
+     * (0) is resolved by ps-launch from the CPUs its processes leave free. A worker started
+     * alone cannot know what shares the machine: BLAS gets 1, plus the prep thread (which adds
+     * no work) when there are 2 CPUs. OPENBLAS_NUM_THREADS still wins. */
+    if (job.fit.threads == 0) job.fit.threads = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
     if (getenv("OPENBLAS_NUM_THREADS") == NULL)
         openblas_set_num_threads(job.fit.threads > 1 ? (int)job.fit.threads - 1 : 1);
     struct sigaction sa = {.sa_handler = on_signal};
