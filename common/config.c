@@ -571,7 +571,7 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
 static ps_status read_fit(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"epochs", "batch_size", "shuffle", "seed",
                                        "shuffle_buffer", "verbose", "metrics_file", "overlap",
-                                       "init_from", "export_to", NULL};
+                                       "init_from", "export_to", "threads", NULL};
     ps_fit_config *f = &cfg->fit;
     if (o != NULL) TRY(check_keys(c, o, "fit", keys));
     TRY(get_u32(c, o, "fit", "epochs", 1, 1e7, 1, &f->epochs));
@@ -584,6 +584,7 @@ static ps_status read_fit(ctx *c, const cJSON *o, ps_job_config *cfg) {
     f->verbose = (int)v;
     TRY(get_str(c, o, "fit", "metrics_file", "", f->metrics_file, sizeof(f->metrics_file)));
     TRY(get_bool(c, o, "fit", "overlap", true, &f->overlap));
+    TRY(get_u32(c, o, "fit", "threads", 0, 64, 0, &f->threads));
     TRY(get_str(c, o, "fit", "init_from", "", f->init_from, sizeof(f->init_from)));
     TRY(get_str(c, o, "fit", "export_to", "", f->export_to, sizeof(f->export_to)));
     return PS_OK;

@@ -51,6 +51,8 @@ typedef struct {
     int verbose;              /* 0 silent, 1 progress bar, 2 one line per epoch */
     char metrics_file[PS_PATH_MAX];
     bool overlap;             /* prefetch the next batch's rows while computing */
+    uint32_t threads;         /* a worker's threads: >= 2 adds a batch-prep thread, BLAS gets
+                                 the rest; 0 auto (ps-launch resolves it, see launch.c) */
     char init_from[PS_PATH_MAX]; /* saved-weights directory the servers start from ("": none) */
     char export_to[PS_PATH_MAX]; /* saved-weights directory written when the job ends */
 } ps_fit_config;

@@ -42,7 +42,7 @@ static const char full_job[] =
     "            \"loss\": \"binary_crossentropy\"},\n"
     "  \"fit\": {\"epochs\": 3, \"batch_size\": 64, \"shuffle\": false, \"seed\": 7,\n"
     "          \"shuffle_buffer\": 500, \"verbose\": 2, \"metrics_file\": \"/tmp/m.jsonl\",\n"
-    "          \"overlap\": false},\n"
+    "          \"overlap\": false, \"threads\": 3},\n"
     "  \"data\": {\"train\": {\"path\": \"/data/train.csv\", \"format\": \"csv\",\n"
     "                      \"label_column\": -1, \"label_name\": \"y\", \"one_based\": false,\n"
     "                      \"skip_bad_lines\": true},\n"
@@ -180,6 +180,7 @@ Test(config, full_job) {
     cr_assert_eq(f->verbose, 2);
     cr_assert_str_eq(f->metrics_file, "/tmp/m.jsonl");
     cr_assert_eq(f->overlap, false);
+    cr_assert_eq(f->threads, 3);
 
     cr_assert_eq(cfg->has_train, true);
     cr_assert_str_eq(cfg->train.format, "csv");
@@ -226,6 +227,7 @@ Test(config, defaults_of_an_empty_job) {
     cr_assert_eq(cfg->fit.verbose, 1);
     cr_assert_str_eq(cfg->fit.metrics_file, "");
     cr_assert_eq(cfg->fit.overlap, true);
+    cr_assert_eq(cfg->fit.threads, 0, "auto");
 }
 
 Test(config, servers_as_a_count) {
@@ -414,6 +416,10 @@ ParameterizedTestParameters(config, errors) {
         {"wrong type, tables", "{\"tables\": {}}", "", "job.json: tables: must be a list"},
         {"out of range, integer", "{\"server\": {\"threads\": 0}}", "",
          "job.json: server.threads: 0 is out of range [1, 64]"},
+        {"fit.threads past 64", "{\"fit\": {\"threads\": 65}}", "",
+         "job.json: fit.threads: 65 is out of range [0, 64]"},
+        {"fit.threads not an integer", "{}", "fit.threads=1.5",
+         "job.json: fit.threads: must be an integer"},
         {"busy poll below auto", "{\"server\": {\"busy_poll_us\": -2}}", "",
          "job.json: server.busy_poll_us: -2 is out of range [-1, 1e+06]"},
         {"busy poll fraction", "{\"cluster\": {\"busy_poll_us\": 2.5}}", "",

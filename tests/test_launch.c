@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -130,6 +131,78 @@ Test(launch, combines_workers_weighted_by_samples) {
         cJSON_Delete(o);
     }
     cr_assert_eq(line, 2, "%d metrics lines, want 2", line);
+    free(text);
+}
+
+/* --- fit.threads auto and the --verbose time line ------------------------------------------------ */
+
+/* A fake worker that prints the fit.threads it was given, then one epoch whose "times" are
+ *   rank 0: data 0.1, wait 0.2, compute 0.6, send 0.1, other 0, prep 0     (2 steps)
+ *   rank 1: data 0.3, wait 0,   compute 0,   send 0.1, other 0, prep 0.05  (2 steps)
+ * together 1.4 s over 4 steps: 350 ms/step = data 100 (0.4/1.4 = 29%) + pull wait 50 (14%) +
+ * compute 150 (43%) + push 50 (14%) + other 0; prep thread 12.5 ms. */
+static const char times_sh[] =
+    "#!/bin/sh\n"
+    "rank=\n"
+    "while [ $# -gt 0 ]; do\n"
+    "  case \"$1\" in --rank) rank=$2 ;; fit.threads=*) echo \"$1\" ;; esac\n"
+    "  shift\n"
+    "done\n"
+    "if [ \"$rank\" = 0 ]; then t='0.1, 0.2, 0.6, 0.1, 0, 0'; else t='0.3, 0, 0, 0.1, 0, 0.05'; fi\n"
+    "echo \"@ps {\\\"ev\\\": \\\"epoch\\\", \\\"rank\\\": $rank, \\\"epoch\\\": 1, \\\"epochs\\\": 1, "
+    "\\\"step\\\": 2, \\\"steps\\\": 2, \\\"samples\\\": 4, \\\"loss_sum\\\": 1, \\\"correct\\\": 2, "
+    "\\\"seconds\\\": 1, \\\"times\\\": [$t]}\"\n";
+
+/* stdout of ps-launch on a 1-server, 2-worker job with the fake worker, plus extra args. */
+static char *launch_times(const char *extra) {
+    char job[128], worker[128], out[128], err[128];
+    path(job, sizeof(job), "job.json"), path(worker, sizeof(worker), "times-worker.sh");
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    tu_write_file(worker, times_sh, 0755);
+    tu_write_file(job,
+                  "{\"job_id\": \"launch-times\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
+                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
+                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
+                  0644);
+    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
+    char *argv[] = {BIN("ps-launch"), job, "--verbose", "--set", (char *)extra, NULL};
+    if (extra == NULL) argv[3] = NULL;
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
+    char *text = strdup(tu_slurp(out));
+    cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
+    return text;
+}
+
+Test(launch, verbose_prints_where_the_workers_steps_went) {
+    char *text = launch_times(NULL);
+    const char *e = strstr(text, "4/4 [");
+    cr_assert_not_null(e, "no epoch line in:\n%s", text);
+    const char *line = "\ntime/step: 350.000ms = data 100.000ms (29%) + pull wait 50.000ms (14%) "
+                       "+ compute 150.000ms (43%) + push 50.000ms (14%) + other 0.000ms (0%); "
+                       "prep thread 12.500ms\n";
+    const char *t = strstr(text, line);
+    cr_assert(t != NULL && t == strchr(e, '\n'), "want right after the epoch line:%s\nin:\n%s",
+              line, text);
+    free(text);
+}
+
+/* auto: each worker gets (CPUs - servers) / workers threads for BLAS, at least 1, plus the prep
+ * thread when there are 2 CPUs; a job's own value is passed as it is, with nothing after it. */
+Test(launch, fit_threads_auto_shares_the_cpus_the_servers_leave) {
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long share = (cpus - 1) / 2;
+    char auto_set[64];
+    snprintf(auto_set, sizeof(auto_set), "fit.threads=%ld\n", (share < 1 ? 1 : share) + (cpus > 1));
+    char *text = launch_times(NULL);
+    const char *a = strstr(text, auto_set);
+    cr_assert_not_null(a, "no \"%s\" in:\n%s", auto_set, text);
+    cr_assert_not_null(strstr(a + 1, auto_set), "one line per worker:\n%s", text);
+    free(text);
+    text = launch_times("fit.threads=3");
+    const char *three = strstr(text, "fit.threads=3\n");
+    cr_assert_not_null(three, "%s", text);
+    cr_assert_null(strstr(text, "fit.threads=1\n"), "%s", text);
     free(text);
 }
 

@@ -745,3 +745,172 @@ Test(train, pulls_that_could_only_wait_forever_are_refused) {
     }
     tu_server_free(s);
 }
+
+/* --- fit.threads: the prep thread; the per-step time breakdown --------------------------------- */
+
+/* One async worker on 1 server (deterministic: nobody else pushes) trains 2 shuffled epochs of
+ * dir/train.svm with fit.threads and fit.overlap as given; epoch events into dir/NAME.events,
+ * every weight into w. input: the job's model input (sparse ids or a dense input_dim). */
+static size_t train_threads(const char *input, bool overlap, int threads, const char *name,
+                            float *w, size_t cap) {
+    char json[2048], events[128], train[128];
+    snprintf(train, sizeof(train), "%s/train.svm", dir);
+    snprintf(events, sizeof(events), "%s/%s.events", dir, name);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"th\", \"seed\": 5, \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"model\": {%s, \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
+             " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": 2, \"batch_size\": 32, \"overlap\": %s, \"threads\": %d},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             input, overlap ? "true" : "false", threads, train);
+    ps_job_config job;
+    tu_job(json, &job);
+    cr_assert_eq(job.fit.threads, (uint32_t)threads);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    FILE *out = fopen(events, "w");
+    ps_train_options o = {.job = &job, .events = true, .out = out, .log = {.level = PS_LOG_ERROR}};
+    ps_error err = {0};
+    cr_assert_eq(ps_train_run(&o, &err), PS_OK, "%s", err.msg);
+    fclose(out);
+    size_t n = pull_all(&job, GEN_IDS, w, cap);
+    tu_server_free(s);
+    return n;
+}
+
+/* The epoch events of a run with their "seconds" and "times" cut off (the rest must match). */
+static void epoch_events(const char *name, char lines[2][512]) {
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s.events", dir, name);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int n = 0;
+    for (char line[2048]; fgets(line, sizeof(line), f) != NULL;) {
+        if (strstr(line, "\"ev\": \"epoch\"") == NULL) continue;
+        cr_assert_lt(n, 2);
+        char *sec = strstr(line, ", \"seconds\"");
+        const char *rest = strstr(line, ", \"rows_hash\"");
+        cr_assert(sec != NULL && rest != NULL, "%s", line);
+        const char *tm = strstr(rest, ", \"times\"");
+        cr_assert_not_null(tm, "%s", line);
+        snprintf(lines[n++], 512, "%.*s%.*s", (int)(sec - line), line, (int)(tm - rest), rest);
+    }
+    fclose(f);
+    cr_assert_eq(n, 2, "%s: %d epoch events", name, n);
+}
+
+/* A prep thread reads, parses and maps the same batches in the same order: the same weights to
+ * the bit, the same losses, and the same rows (rows_hash) per epoch, for a sparse and a dense
+ * input, sequential and overlapped. */
+Test(train, a_prep_thread_trains_exactly_as_one_thread_does) {
+    static float one[GEN_IDS * 8 + 64], two[GEN_IDS * 8 + 64];
+    char train[128], val[128], input[96];
+    generated_data_set(31, 1500, 8, 9, train, val);
+    for (int dense = 0; dense < 2; dense++) {
+        if (dense) snprintf(input, sizeof(input), "\"input_dim\": %d", GEN_IDS + 1);
+        else snprintf(input, sizeof(input), "\"input\": {\"type\": \"sparse\", \"num_ids\": %d}",
+                      GEN_IDS + 1);
+        for (int overlap = 0; overlap < 2; overlap++) {
+            size_t n1 = train_threads(input, overlap, 1, "one", one, sizeof(one) / 4);
+            size_t n2 = train_threads(input, overlap, 2, "two", two, sizeof(two) / 4);
+            cr_assert_eq(n1, n2);
+            size_t moved = 0;
+            for (size_t i = 0; i < n1; i++) {
+                cr_assert_eq(memcmp(&one[i], &two[i], 4), 0, "dense %d overlap %d: weight %zu: "
+                             "%.9g vs %.9g", dense, overlap, i, (double)one[i], (double)two[i]);
+                moved += one[i] != 0.0f;
+            }
+            cr_assert(moved > n1 / 2, "only %zu of %zu weights moved", moved, n1);
+            char a[2][512], b[2][512];
+            epoch_events("one", a);
+            epoch_events("two", b);
+            for (int e = 0; e < 2; e++)
+                cr_assert_str_eq(a[e], b[e], "dense %d overlap %d epoch %d", dense, overlap, e);
+        }
+    }
+}
+
+/* The epoch event's "times" (data, wait, compute, send, other, prep) add up to its "seconds";
+ * prep is the prep thread's own time, > 0 only when there is one. Structure, not speed. */
+Test(train, epoch_events_say_where_the_time_went) {
+    static float w[GEN_IDS * 8 + 64];
+    char train[128], val[128];
+    const char *input = "\"input\": {\"type\": \"sparse\", \"num_ids\": 1001}";
+    generated_data_set(32, 1000, 8, 9, train, val);
+    for (int threads = 1; threads <= 2; threads++) {
+        train_threads(input, true, threads, "t", w, sizeof(w) / 4);
+        char path[128], line[2048];
+        snprintf(path, sizeof(path), "%s/t.events", dir);
+        FILE *f = fopen(path, "r");
+        int epochs = 0;
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strstr(line, "\"ev\": \"epoch\"") == NULL) {
+                cr_assert_null(strstr(line, "\"times\""), "a step event: %s", line);
+                continue;
+            }
+            epochs++;
+            double s = strtod(strstr(line, "\"seconds\": ") + 11, NULL), t[6];
+            const char *p = strstr(line, "\"times\": [");
+            cr_assert_not_null(p, "%s", line);
+            cr_assert_eq(sscanf(p, "\"times\": [%lf, %lf, %lf, %lf, %lf, %lf]", &t[0], &t[1], &t[2],
+                                &t[3], &t[4], &t[5]), 6, "%s", p);
+            double sum = 0;
+            for (int i = 0; i < 6; i++) cr_assert_geq(t[i], 0.0, "%s", p);
+            for (int i = 0; i < 5; i++) sum += t[i];
+            /* six figures rounded to 1e-6 s each */
+            cr_assert(fabs(sum - s) <= 4e-6, "parts %.6f, seconds %.6f: %s", sum, s, line);
+            cr_assert_gt(t[2], 0.0, "no compute time: %s", p);
+            cr_assert_gt(t[1] + t[3], 0.0, "no exchange time: %s", p);
+            cr_assert_eq(t[5] > 0, threads == 2, "threads %d: prep %.6f", threads, t[5]);
+        }
+        fclose(f);
+        cr_assert_eq(epochs, 2);
+    }
+}
+
+/* --verbose (opt.times): one "time/step" line after each epoch's Keras line, its parts adding
+ * up to its total; without it, none. */
+Test(train, verbose_prints_a_time_line_after_each_epoch_line) {
+    char train[128], val[128], json[2048], path[128];
+    generated_data_set(33, 600, 8, 9, train, val);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"vb\", \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": 1001},"
+             " \"layers\": [{\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": "
+             "\"binary_crossentropy\"}, \"fit\": {\"epochs\": 3, \"batch_size\": 32, \"verbose\": 2,"
+             " \"threads\": 2}, \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s\"}}}",
+             train);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    for (int times = 0; times < 2; times++) {
+        snprintf(path, sizeof(path), "%s/out%d", dir, times);
+        FILE *out = fopen(path, "w");
+        ps_train_options o = {.job = &job, .out = out, .times = times,
+                              .log = {.level = PS_LOG_ERROR}};
+        ps_error err = {0};
+        cr_assert_eq(ps_train_run(&o, &err), PS_OK, "%s", err.msg);
+        fclose(out);
+        char *text = tu_slurp(path); /* a static buffer */
+        int n = 0;
+        const char *prev = NULL;
+        for (char *line = strtok(text, "\n"); line != NULL; prev = line, line = strtok(NULL, "\n")) {
+            if (strncmp(line, "time/step: ", 11) != 0) continue;
+            n++;
+            cr_assert(prev != NULL && strstr(prev, "19/19 [") == prev, "after: %s", prev);
+            double tot, part[5], pct[5];
+            cr_assert_eq(sscanf(line, "time/step: %lfms = data %lfms (%lf%%) + pull wait %lfms "
+                                "(%lf%%) + compute %lfms (%lf%%) + push %lfms (%lf%%) + other "
+                                "%lfms (%lf%%); prep thread",
+                                &tot, &part[0], &pct[0], &part[1], &pct[1], &part[2], &pct[2],
+                                &part[3], &pct[3], &part[4], &pct[4]), 11, "%s", line);
+            double sum = 0, psum = 0;
+            for (int i = 0; i < 5; i++) sum += part[i], psum += pct[i];
+            cr_assert(fabs(sum - tot) <= 0.003, "parts %.3f, total %.3f: %s", sum, tot, line);
+            cr_assert(fabs(psum - 100) <= 2.5, "shares %.0f%%: %s", psum, line);
+            cr_assert_not_null(strstr(line, "; prep thread "), "%s", line);
+        }
+        cr_assert_eq(n, times ? 3 : 0, "times %d: %d time lines", times, n);
+    }
+    tu_server_free(s);
+}

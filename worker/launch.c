@@ -58,6 +58,7 @@ typedef struct {
     ps_progress p;
     bool has_pairs; /* its pairs of this epoch wait in pairs_dir */
     uint64_t pairs;
+    ps_step_times times; /* where its steps' time went ("times" in its epoch event) */
 } worker_epoch;
 
 struct launcher {
@@ -66,7 +67,8 @@ struct launcher {
     uv_timer_t timer;
     ps_job_config job;
     ps_cli cli; /* the job file (positional or --config), --set, --verbose */
-    char auto_sets[2][64]; /* busy_poll_us: -1 resolved for this machine (after the user's) */
+    char auto_sets[3][64]; /* busy_poll_us -1, fit.threads 0: resolved for this machine
+                              (after the user's --set) */
     size_t n_auto_sets;
     bool tty;
     bool evaluate; /* --evaluate: workers score the data once, nothing is trained */
@@ -194,6 +196,16 @@ static void render(launcher *L) {
             ps_progress_format(&p, true, line, sizeof(line));
             printf(L->tty ? "\r%s\033[K\n" : "%s\n", line);
         }
+        if (L->cli.verbose && !L->evaluate) { /* every worker's steps together */
+            ps_step_times t = {0};
+            for (uint32_t r = 0; r < L->n_workers; r++) {
+                const ps_step_times *w = &slot(L, e, r)->times;
+                t.data += w->data, t.wait += w->wait, t.compute += w->compute;
+                t.send += w->send, t.other += w->other, t.prep += w->prep;
+            }
+            ps_progress_format_times(&t, p.step, line, sizeof(line));
+            printf("%s\n", line);
+        }
         if (L->job.fit.metrics_file[0] && !ps_progress_append_json(L->job.fit.metrics_file, &p))
             fprintf(stderr, "[launch] cannot append to %s\n", L->job.fit.metrics_file);
         if (L->job.fit.metrics_file[0] && !L->evaluate) append_server_stats(L, e + 1);
@@ -313,6 +325,13 @@ static void on_event(launcher *L, child *c, const char *json) {
         const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(o, "pairs");
         w->has_pairs = w->done && L->pairs_dir[0] != '\0' && cJSON_IsNumber(pairs);
         w->pairs = (uint64_t)num(o, "pairs");
+        const cJSON *tm = cJSON_GetObjectItemCaseSensitive(o, "times");
+        double *part[6] = {&w->times.data, &w->times.wait, &w->times.compute, &w->times.send,
+                           &w->times.other, &w->times.prep};
+        for (int i = 0; i < 6; i++) {
+            const cJSON *x = cJSON_GetArrayItem(tm, i); /* NULL-safe; absent reads as 0 */
+            *part[i] = cJSON_IsNumber(x) ? x->valuedouble : 0.0;
+        }
         if (L->cli.verbose && w->done) {
             char line[512];
             ps_progress_format(p, true, line, sizeof(line));
@@ -478,18 +497,32 @@ static int spawn(launcher *L, child *c, char **args) {
 }
 
 /* busy_poll_us -1 (auto). Polling pays when the poller has a CPU to itself and starves a
- * neighbour when not: workers poll when every process of the job has a CPU, servers when at
- * least one CPU is left for the workers (a server's requests come from all of them). */
+ * neighbour when not: servers and workers poll only when every process of the job has a CPU.
+ * (Servers used to poll whenever one CPU was left for the workers; with 1 server + 2 workers
+ * on 2 CPUs that was slower on the seed, Fashion-MNIST and CTR jobs alike: README.) */
 static void resolve_busy_poll(launcher *L) {
     const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    const int server_us = (long)L->n_servers < cpus ? PS_BUSY_POLL_AUTO_US : 0;
     const int client_us = (long)(L->n_servers + L->n_workers) <= cpus ? PS_BUSY_POLL_AUTO_US : 0;
+    const int server_us = client_us;
     if (L->job.server_busy_poll_us < 0)
         snprintf(L->auto_sets[L->n_auto_sets++], sizeof(L->auto_sets[0]),
                  "server.busy_poll_us=%d", server_us);
     if (L->job.busy_poll_us < 0)
         snprintf(L->auto_sets[L->n_auto_sets++], sizeof(L->auto_sets[0]),
                  "cluster.busy_poll_us=%d", client_us);
+}
+
+/* fit.threads 0 (auto): BLAS threads spin, so a worker gets for BLAS only its equal share of
+ * the CPUs the servers leave (one each), at least 1. The prep thread (train.c) comes on top
+ * whenever there are 2 CPUs: it adds no work, it moves the batch preparation off the step's
+ * path and sleeps otherwise (measured on 2 CPUs with 1 server + 2 workers: README). */
+static void resolve_threads(launcher *L) {
+    if (L->job.fit.threads != 0) return;
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long share = L->n_workers ? (cpus - (long)L->n_servers) / (long)L->n_workers : 1;
+    if (share < 1) share = 1;
+    snprintf(L->auto_sets[L->n_auto_sets++], sizeof(L->auto_sets[0]), "fit.threads=%ld",
+             share + (cpus >= 2));
 }
 
 /* argv: BIN --config JOB [extra...] --set ... NULL; strings live in the launcher or static. */
@@ -641,7 +674,8 @@ static const char usage[] =
     "                   the weights the servers start from (fit.init_from): one line\n"
     "  --stats          when training ends, print each server's tables: rows, bytes, bytes\n"
     "                   per row, admitted, pending, evicted (as ps-stats)\n"
-    "  --verbose        also print each worker's own line per epoch, and server logs\n"
+    "  --verbose        also print each worker's own line per epoch, server logs, and after\n"
+    "                   each epoch's line where its steps' time went (all workers' steps)\n"
     "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
     "val_auc (binary models) is over all workers' predictions pooled: the workers leave them in\n"
     "a private directory under $TMPDIR, deleted epoch by epoch.\n"
@@ -691,10 +725,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     resolve_busy_poll(&L);
+    resolve_threads(&L); /* each worker sets its BLAS threads from fit.threads (ps-worker) */
     if (L.job.has_model) make_pairs_dir(&L);
     signal(SIGPIPE, SIG_IGN);
-    /* Children inherit it: one BLAS thread per worker process (see ps-worker). */
-    setenv("OPENBLAS_NUM_THREADS", "1", 0);
     uv_signal_init(L.loop, &L.sigint);
     uv_signal_init(L.loop, &L.sigterm);
     L.sigint.data = L.sigterm.data = &L;

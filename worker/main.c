@@ -27,7 +27,8 @@ static const char usage[] =
     "  --events           print machine-readable progress lines (used by ps-launch)\n"
     "  --pairs-dir DIR    leave each validation pass's (score, label) pairs in DIR for the\n"
     "                     job-wide AUC (used by ps-launch; alone, a worker prints its own)\n"
-    "  --verbose          log connection attempts\n";
+    "  --verbose          log connection attempts, and after each epoch's line where its\n"
+    "                     steps' time went (data, pull wait, compute, push)\n";
 
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
@@ -74,9 +75,13 @@ int main(int argc, char **argv) {
                 config, job.num_servers);
         return 2;
     }
-    /* A worker's matrices are small (batch x units) and the cores are shared with servers and
-     * other workers: BLAS threads only spin. OPENBLAS_NUM_THREADS still wins when set. */
-    if (getenv("OPENBLAS_NUM_THREADS") == NULL) openblas_set_num_threads(1);
+    /* fit.threads: with 2 or more one prepares batches (train.c), the rest are BLAS's; auto
+     * (0) is resolved by ps-launch from the CPUs its processes leave free. A worker started
+     * alone cannot know what shares the machine: BLAS gets 1, plus the prep thread (which adds
+     * no work) when there are 2 CPUs. OPENBLAS_NUM_THREADS still wins. */
+    if (job.fit.threads == 0) job.fit.threads = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
+    if (getenv("OPENBLAS_NUM_THREADS") == NULL)
+        openblas_set_num_threads(job.fit.threads > 1 ? (int)job.fit.threads - 1 : 1);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -84,7 +89,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     ps_train_options opt = {.job = &job, .rank = (uint32_t)rank, .events = events,
-                            .evaluate = evaluate, .pairs_dir = pairs_dir,
+                            .evaluate = evaluate, .pairs_dir = pairs_dir, .times = verbose,
                             .out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_flag,
                             .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};
     snprintf(opt.log.prefix, sizeof(opt.log.prefix), "worker %ld", rank);

@@ -58,6 +58,20 @@ void ps_progress_format(const ps_progress *p, bool done, char *buf, size_t n) {
     }
 }
 
+void ps_progress_format_times(const ps_step_times *t, uint64_t steps, char *buf, size_t n) {
+    const double parts[5] = {t->data, t->wait, t->compute, t->send, t->other};
+    static const char *const names[5] = {"data", "pull wait", "compute", "push", "other"};
+    const double per = steps ? 1e3 / (double)steps : 0.0; /* seconds -> ms/step */
+    double total = 0;
+    for (int i = 0; i < 5; i++) total += parts[i];
+    int len = snprintf(buf, n, "time/step: %.3fms =", total * per);
+    for (int i = 0; i < 5 && len > 0 && (size_t)len < n; i++)
+        len += snprintf(buf + len, n - (size_t)len, "%s %s %.3fms (%.0f%%)", i ? " +" : "",
+                        names[i], parts[i] * per, total > 0 ? 100.0 * parts[i] / total : 0.0);
+    if (t->prep > 0 && len > 0 && (size_t)len < n)
+        snprintf(buf + len, n - (size_t)len, "; prep thread %.3fms", t->prep * per);
+}
+
 /* ", \"key\": v" with NaN as null (JSON has no NaN). */
 static void put_number(FILE *f, const char *key, double v) {
     if (isnan(v))

@@ -28,6 +28,21 @@ typedef struct {
     double logloss_sum, auc, val_logloss_sum, val_auc;
 } ps_progress;
 
+/* Where an epoch's training steps spent their time, in seconds summed over the steps: data
+ * (waiting for the next batch: read, parse, id dedup, dense fill; with a prep thread only the
+ * wait for it), wait (blocked on the servers' replies), compute (forward + backward), send
+ * (encoding and writing pushes and pulls), other (progress events). The five add up to the
+ * epoch's seconds. prep: time the prep thread spent preparing batches (0 without one), beside
+ * the five rather than among them. */
+typedef struct {
+    double data, wait, compute, send, other;
+    double prep;
+} ps_step_times;
+
+/* "time/step: T = data Xms (P%) + pull wait ... + compute ... + push ... + other ..." with
+ * "; prep thread Xms" when t->prep > 0, per step over steps steps (0: all zero). */
+void ps_progress_format_times(const ps_step_times *t, uint64_t steps, char *buf, size_t n);
+
 /* The line for p, without a newline. done: the epoch's last line (time per step, no ETA).
  * " - auc: A" follows accuracy and " - val_auc: A" val_accuracy when reported ("nan" when
  * undefined); log loss stays out of the line (for binary_crossentropy it is the loss). */

@@ -16,7 +16,11 @@
  * (carrying the step), a Clock to every shard (the step is over), then Pull with min_clock: the
  * servers answer once every live worker has ended step min_clock - 1 (sync: the step the rows
  * are for; ssp: that step minus the staleness). sync cannot overlap (the next rows need this
- * step's update); ssp overlaps when staleness >= 1. */
+ * step's update); ssp overlaps when staleness >= 1.
+ *
+ * With fit.threads >= 2 a prep thread (prefetch.h) reads, parses and maps batch t+1 (or t+2)
+ * into the ring while the loop computes and exchanges t: the same batches in the same order,
+ * so the results do not change. Each slot is released to it once its keys are pushed. */
 #include "train.h"
 
 #include <math.h>
@@ -31,6 +35,7 @@
 #include "eval_pairs.h"
 #include "metrics.h"
 #include "mlp.h"
+#include "prefetch.h"
 #include "progress.h"
 
 #define EVENT_PERIOD_S 0.1 /* at most this often a progress event or redraw */
@@ -76,6 +81,7 @@ typedef struct {
     uint64_t *dense_keys; /* 0..max(units, input_dim): the row keys of dense kernels */
     uint64_t zero_key;
     step_batch batch[3];   /* ring: batch t in batch[t % 3] */
+    ps_prefetch *prep;     /* during an epoch with fit.threads >= 2: fills batch[] */
     step_params params[2]; /* rows for batch t in params[t % 2] */
     bool overlap;          /* fit.overlap where the consistency mode allows it */
     ps_mlp_params grads;
@@ -83,6 +89,7 @@ typedef struct {
     id_map map;
     uint64_t steps_per_epoch; /* 0 until known */
     uint64_t rows_hash;       /* sum of mix64(row index) this epoch: proves rows seen once */
+    ps_step_times times;      /* this epoch's, reported with it */
     /* a binary model's (score, label) per evaluated sample, for the AUC: one pass at a time */
     ps_eval_pair *pairs;
     size_t n_pairs, cap_pairs;
@@ -406,6 +413,11 @@ static void report(trainer *tr, const ps_progress *p, const char *ev, bool done)
         if (p->has_val_auc) put_number(out, "val_auc", p->val_auc);
         if (done && tr->pairs_written)
             fprintf(out, ", \"pairs\": %llu", (unsigned long long)tr->n_pairs);
+        if (done && !tr->opt->evaluate) { /* ps_step_times, in its order */
+            const ps_step_times *t = &tr->times;
+            fprintf(out, ", \"times\": [%.6f, %.6f, %.6f, %.6f, %.6f, %.6f]", t->data, t->wait,
+                    t->compute, t->send, t->other, t->prep);
+        }
         fputs("}\n", out);
         fflush(out);
         return;
@@ -415,6 +427,10 @@ static void report(trainer *tr, const ps_progress *p, const char *ev, bool done)
     char line[512];
     ps_progress_format(p, done, line, sizeof(line));
     fprintf(out, tr->opt->tty ? "\r%s\033[K%s" : "%s%s", line, done ? "\n" : "");
+    if (done && tr->opt->times && !tr->opt->evaluate) {
+        ps_progress_format_times(&tr->times, p->step, line, sizeof(line));
+        fprintf(out, "%s\n", line);
+    }
     fflush(out);
 }
 
@@ -492,20 +508,47 @@ static ps_status evaluate(trainer *tr, uint32_t epoch, ps_progress *p, ps_error 
     }
 }
 
-static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
+/* Seconds since *mark, and *mark moved to now: consecutive laps add up to the whole. */
+static double lap(double *mark) {
+    const double now = now_s(), d = now - *mark;
+    *mark = now;
+    return d;
+}
+
+/* The prep thread's job: the training batches in order, item k into batch[k % 3]. */
+static ps_status fill_train(void *ud, size_t slot, bool *last, ps_error *err) {
+    trainer *tr = ud;
+    ps_status st = next_batch(tr, tr->train, &tr->batch[slot], err);
+    *last = st != PS_OK || tr->batch[slot].B == 0;
+    return st;
+}
+
+/* Training batch k (k-th of the epoch) into batch[k % 3]: from the prep thread, else read now. */
+static ps_status take_train(trainer *tr, size_t k, ps_error *err) {
+    if (tr->prep == NULL) return next_batch(tr, tr->train, &tr->batch[k % 3], err);
+    bool last;
+    return ps_prefetch_take(tr->prep, &last, err);
+}
+
+/* The oldest batch taken is pushed (its keys copied into requests): the prep thread may refill
+ * its slot. */
+static void release_train(trainer *tr) {
+    if (tr->prep != NULL) ps_prefetch_release(tr->prep);
+}
+
+/* The epoch's steps, timed into tr->times (see ps_step_times). */
+static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
     const bool overlap = tr->overlap;
-    if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
-    tr->rows_hash = 0;
-    tr->pairs_written = false;
-    double t0 = now_s(), last_event = t0;
-    *p = (ps_progress){.epoch = epoch + 1, .epochs = tr->job->fit.epochs,
-                       .steps = tr->steps_per_epoch, .has_val = tr->val != NULL};
+    ps_step_times *tm = &tr->times;
+    double t0 = now_s(), mark = t0, last_event = t0;
     /* batch 0 and its rows */
-    if (next_batch(tr, tr->train, &tr->batch[0], err) != PS_OK) return err->code;
+    if (take_train(tr, 0, err) != PS_OK) return err->code;
+    tm->data += lap(&mark);
     if (tr->batch[0].B == 0) return PS_OK;
-    if (exchange(tr, NULL, &tr->batch[0], &tr->params[0], false, err) != PS_OK ||
-        ps_client_wait_all(tr->client, err) != PS_OK)
-        return err->code;
+    if (exchange(tr, NULL, &tr->batch[0], &tr->params[0], false, err) != PS_OK) return err->code;
+    tm->send += lap(&mark);
+    if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+    tm->wait += lap(&mark);
     const step_batch *unpushed = NULL; /* overlap: batch t-1, whose gradients are in tr->grads */
     for (size_t t = 0;; t++) {
         if (tr->opt->stop && *tr->opt->stop)
@@ -513,12 +556,15 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
                                 (unsigned long long)p->step);
         step_batch *sb = &tr->batch[t % 3], *nb = &tr->batch[(t + 1) % 3];
         step_params *sp = &tr->params[t % 2], *np = &tr->params[(t + 1) % 2];
-        if (next_batch(tr, tr->train, nb, err) != PS_OK) return err->code;
+        if (take_train(tr, t + 1, err) != PS_OK) return err->code;
+        tm->data += lap(&mark);
         const step_batch *want = nb->B > 0 ? nb : NULL;
         /* requests copy keys and gradients when made: tr->grads is free again after this */
-        if (overlap && (unpushed || want) &&
-            exchange(tr, unpushed, want, np, true, err) != PS_OK)
-            return err->code;
+        if (overlap && (unpushed || want)) {
+            if (exchange(tr, unpushed, want, np, true, err) != PS_OK) return err->code;
+            if (unpushed != NULL) release_train(tr);
+            tm->send += lap(&mark);
+        }
         ps_mlp_batch mb = model_batch(sb);
         double loss;
         size_t correct;
@@ -531,27 +577,50 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
             PS_OK)
             return err->code;
         p->samples += sb->B, p->loss_sum += loss, p->correct += correct, p->step++;
+        tm->compute += lap(&mark);
         if (overlap) {
-            if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
             unpushed = sb;
-        } else if (exchange(tr, sb, want, np, false, err) != PS_OK ||
-                   ps_client_wait_all(tr->client, err) != PS_OK) {
-            return err->code;
+        } else {
+            if (exchange(tr, sb, want, np, false, err) != PS_OK) return err->code;
+            release_train(tr);
+            tm->send += lap(&mark);
         }
-        double now = now_s();
-        p->seconds = now - t0;
+        if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+        tm->wait += lap(&mark);
+        p->seconds = mark - t0;
         if (want == NULL) break;
-        if (now - last_event >= EVENT_PERIOD_S) {
+        if (mark - last_event >= EVENT_PERIOD_S) {
             report(tr, p, "step", false);
-            last_event = now;
+            last_event = mark;
+            tm->other += lap(&mark);
         }
     }
     if (unpushed != NULL) { /* the epoch's last gradients */
-        if (exchange(tr, unpushed, NULL, NULL, false, err) != PS_OK ||
-            ps_client_wait_all(tr->client, err) != PS_OK)
-            return err->code;
+        if (exchange(tr, unpushed, NULL, NULL, false, err) != PS_OK) return err->code;
+        tm->send += lap(&mark);
+        if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+        tm->wait += lap(&mark);
     }
-    p->seconds = now_s() - t0;
+    p->seconds = mark - t0; /* = the sum of the parts */
+    return PS_OK;
+}
+
+static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
+    if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
+    tr->rows_hash = 0;
+    tr->pairs_written = false;
+    tr->times = (ps_step_times){0};
+    *p = (ps_progress){.epoch = epoch + 1, .epochs = tr->job->fit.epochs,
+                       .steps = tr->steps_per_epoch, .has_val = tr->val != NULL};
+    if (tr->job->fit.threads >= 2 &&
+        ps_prefetch_start(3, fill_train, tr, &tr->prep, err) != PS_OK)
+        return err->code;
+    ps_status st = run_steps(tr, epoch, p, err);
+    if (tr->prep != NULL) tr->times.prep = ps_prefetch_busy_seconds(tr->prep);
+    ps_prefetch_stop(tr->prep); /* joined: the data, id map and rows_hash are ours again */
+    tr->prep = NULL;
+    if (st != PS_OK) return st;
+    if (p->step == 0) return PS_OK; /* an empty shard */
     if (tr->steps_per_epoch == 0) tr->steps_per_epoch = p->step;
     p->steps = tr->steps_per_epoch;
     if (tr->val != NULL && evaluate(tr, epoch + 1, p, err) != PS_OK) return err->code;

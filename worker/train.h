@@ -22,6 +22,8 @@ typedef struct {
     bool tty;                 /* out is a terminal: redraw the progress bar in place */
     const volatile sig_atomic_t *stop; /* set by a signal handler: stop after this step */
     ps_logger log;
+    bool times;               /* after each epoch line, where its steps' time went (--verbose;
+                                 epoch events always carry it as "times") */
     const char *pairs_dir;    /* NULL, or where each evaluation pass of a binary model leaves its
                                  (score, label) pairs for ps-launch (eval_pairs.h; the epoch
                                  event says how many): the job's AUC over all workers */
