@@ -786,29 +786,32 @@ Test(config, shipped_job_files_load) {
     }
 }
 
-/* The sparse examples (examples/make_data.sh writes their data). examples/criteo.json and
- * examples/fashion_mnist.json belong here too once the criteo and idx formats are read. */
-Test(config, sparse_example_job_files_load) {
+/* The examples of the README (examples/make_data.sh writes their data; test_examples runs them):
+ * they load, and are the jobs the README describes: 1 server + 2 workers, the model's shape. */
+Test(config, example_job_files_load) {
     static const struct {
-        const char *file;
+        const char *file, *format;
+        bool sparse;
         size_t layers;
-        double lr;
-        uint32_t epochs, batch;
-    } ex[] = {{"examples/ctr.json", 3, 0.03, 1, 256}, {"examples/ctr_logreg.json", 1, 0.15, 4, 32}};
+        uint32_t units[3];
+    } ex[] = {{"examples/ctr.json", "libsvm", true, 3, {16, 64, 1}},
+              {"examples/ctr_logreg.json", "libsvm", true, 1, {1}},
+              {"examples/criteo.json", "criteo", true, 3, {16, 64, 1}},
+              {"examples/fashion_mnist.json", "idx", false, 2, {256, 10}}};
     for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s", PS_SOURCE_DIR, ex[i].file);
         static ps_job_config job;
         err = (ps_error){0};
         cr_assert_eq(ps_config_load(path, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
-        cr_assert(job.model.sparse && job.model.num_ids == 1000000, "%s", ex[i].file);
-        cr_assert_eq(job.model.num_layers, ex[i].layers, "%s", ex[i].file);
+        cr_assert_eq(job.num_servers, 1, "%s", ex[i].file);
         cr_assert_eq(job.num_workers, 2, "%s", ex[i].file);
-        cr_assert_float_eq(job.optimizer.learning_rate, ex[i].lr, 1e-12, "%s", ex[i].file);
-        cr_assert_eq(job.fit.epochs, ex[i].epochs, "%s", ex[i].file);
-        cr_assert_eq(job.fit.batch_size, ex[i].batch, "%s", ex[i].file);
-        cr_assert_str_eq(job.train.path, "data/ctr.train.svm", "%s", ex[i].file);
-        cr_assert_str_eq(job.validation.path, "data/ctr.test.svm", "%s", ex[i].file);
+        cr_assert_eq(job.model.sparse, ex[i].sparse, "%s", ex[i].file);
+        cr_assert_eq(job.model.num_layers, ex[i].layers, "%s", ex[i].file);
+        for (size_t l = 0; l < ex[i].layers; l++)
+            cr_assert_eq(job.model.units[l], ex[i].units[l], "%s layer %zu", ex[i].file, l);
+        cr_assert_str_eq(job.train.format, ex[i].format, "%s", ex[i].file);
+        cr_assert(job.has_validation, "%s: held-out data", ex[i].file);
     }
 }
 
