@@ -6,10 +6,11 @@
 #
 # Runs bench_ps (see its --help), then tests/bench/bench_seed.sh (the seed job, and PyTorch on the
 # same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp),
-# then bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS),
+# then tests/bench/bench_jobs.sh (Fashion-MNIST and the CTR job against PyTorch), then
+# bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS),
 # then bench_memory (bytes per row; admission and expiry on a power-law stream).
 # The machine-parseable lines start with "bench_ps ", "bench_seed ", "torch_seed ",
-# "bench_modes ", "bench_load " and "bench_memory ".
+# "bench_jobs ", "bench_modes ", "bench_load " and "bench_memory ".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,7 +28,7 @@ if [[ $type != Release ]]; then
     echo "run_bench: configuring $build for Release${type:+ (was $type)}"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_ps bench_load bench_memory ps-server ps-worker ps-launch ps-export \
+cmake --build "$build" --target bench_ps bench_load bench_memory ps-server ps-worker ps-launch ps-export ps-datagen \
     -j "${JOBS:-2}"
 
 out=$build/bench.txt
@@ -38,6 +39,8 @@ out=$build/bench.txt
     "$build/bench_ps" --server "$build/ps-server" "$@" || rc=$?
     echo
     bash "$root/tests/bench/bench_seed.sh" "$build" || rc=$?
+    echo
+    bash "$root/tests/bench/bench_jobs.sh" "$build" || rc=$?
     echo
     bash "$root/tests/bench/bench_modes.sh" "$build" || rc=$?
     echo
