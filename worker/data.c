@@ -293,6 +293,8 @@ static ps_status bad_row(ps_data *d, const char *why, ps_error *err) {
 
 /* ---- parse once ------------------------------------------------------------------------- */
 
+#define note(d, ...) ((d)->log != NULL ? ps_log((d)->log, __VA_ARGS__) : (void)0)
+
 /* The key of the source as it is now: the reader's key with the file's size and mtime. */
 static ps_status source_key(const ps_data *d, ps_cache_key *k, ps_error *err) {
     struct stat st;
@@ -306,7 +308,7 @@ static ps_status source_key(const ps_data *d, ps_cache_key *k, ps_error *err) {
 
 /* The build is given up, with the reason: this reader streams from now on. */
 static void cache_give_up(ps_data *d, const char *why) {
-    ps_log(d->log, PS_LOG_WARN, "%s; streaming %s every epoch", why, d->path);
+    note(d, PS_LOG_WARN, "%s; streaming %s every epoch", why, d->path);
     ps_cache_build_abort(d->build);
     d->build = NULL;
     d->cache_budget = 0;
@@ -341,7 +343,7 @@ static void build_end(ps_data *d) {
         return;
     }
     const char *file = ps_cache_path(d->cache);
-    ps_log(d->log, PS_LOG_INFO, "%s: %" PRIu64 " rows parsed once into %s (%zu bytes)", d->path,
+    note(d, PS_LOG_INFO, "%s: %" PRIu64 " rows parsed once into %s (%zu bytes)", d->path,
            ps_cache_rows(d->cache), file != NULL ? file : "memory", ps_cache_bytes(d->cache));
     src_close(&d->src);
 }
@@ -399,14 +401,14 @@ static ps_status cache_open(ps_data *d, const ps_data_options *o, size_t max_lin
     ps_error e = {0};
     st = ps_cache_load(d->cache_file, k, &d->cache, &e);
     if (st == PS_DATA) {
-        ps_log(d->log, PS_LOG_INFO, "%s; rebuilding it", e.msg);
+        note(d, PS_LOG_INFO, "%s; rebuilding it", e.msg);
         unlink(d->cache_file);
     } else if (st != PS_OK) {
-        ps_log(d->log, PS_LOG_WARN, "%s; parsing %s again", e.msg, d->path);
+        note(d, PS_LOG_WARN, "%s; parsing %s again", e.msg, d->path);
     } else if (d->cache != NULL) {
         const ps_cache_meta *m = ps_cache_meta_of(d->cache);
         d->row_begin = m->row_begin, d->row_end = m->row_end;
-        ps_log(d->log, PS_LOG_INFO, "%s: %" PRIu64 " rows from %s", d->path,
+        note(d, PS_LOG_INFO, "%s: %" PRIu64 " rows from %s", d->path,
                ps_cache_rows(d->cache), d->cache_file);
     }
     return st == PS_NOMEM ? ps_error_set(err, st, "%s", e.msg) : PS_OK;

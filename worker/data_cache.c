@@ -106,7 +106,7 @@ ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache *
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT) return PS_OK;
+        if (errno == ENOENT || errno == ENOTDIR) return PS_OK; /* no file (yet) */
         return ps_error_set(err, PS_IO, "open %s: %s", path, strerror(errno));
     }
     struct stat st;
