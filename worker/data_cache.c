@@ -4,6 +4,7 @@
  * growing buffer until the build passes its budget; then every section moves to its own unlinked
  * temporary file beside the cache file, and the finished file is those sections copied after a
  * header. Rows are read back by offset, so an epoch costs a copy per row and no parsing. */
+#define _GNU_SOURCE /* mremap */
 #include "data_cache.h"
 
 #include <errno.h>
@@ -24,6 +25,8 @@
 #define VERSION 1u
 #define ALIGN 64u
 #define COPY_CHUNK (1u << 20)
+#define SECTION_MIN (64u << 10) /* a section's first mapping */
+#define HUGE_PAGE (2u << 20)    /* past this a section asks for transparent huge pages */
 
 enum { S_OFFSETS, S_IDS, S_VALS, S_LABELS, S_INDEX, N_SECTIONS };
 static const size_t elem_bytes[N_SECTIONS] = {8, 8, 4, 4, 8};
@@ -44,13 +47,18 @@ struct ps_data_cache {
     const uint64_t *offsets, *ids, *index;
     const float *vals, *labels;
     ps_cache_meta meta;
-    void *map; /* the mapped file, or NULL: then mem[] own the arrays */
+    void *map; /* the mapped file, or NULL: then mem[] own the arrays (anonymous mappings) */
     size_t map_len;
     void *mem[N_SECTIONS];
+    size_t mem_len[N_SECTIONS];
     char *path;
 };
 
-typedef struct { /* one section of a build: a buffer, or a temporary file past the budget */
+/* One section of a build: an anonymous mapping grown by mremap, or a temporary file past the
+ * budget. Mappings, not malloc: a first touch costs a page fault, tens of microseconds each on a
+ * paravirtual VM (14 000 of them tripled the parse of a 200k-row file), and huge pages make those
+ * 512 times fewer. */
+typedef struct {
     unsigned char *p;
     size_t len, cap;
     FILE *f;
@@ -173,7 +181,8 @@ ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache *
 void ps_cache_free(ps_data_cache *c) {
     if (c == NULL) return;
     if (c->map != NULL) munmap(c->map, c->map_len);
-    for (int s = 0; s < N_SECTIONS; s++) free(c->mem[s]);
+    for (int s = 0; s < N_SECTIONS; s++)
+        if (c->mem[s] != NULL) munmap(c->mem[s], c->mem_len[s]);
     free(c->path);
     free(c);
 }
@@ -228,7 +237,7 @@ static ps_status spill(ps_cache_builder *b, ps_error *err) {
         if (x->len > 0 && fwrite(x->p, 1, x->len, x->f) != x->len)
             return ps_error_set(err, PS_IO, "write the data cache %s: %s", b->file,
                                 strerror(errno));
-        free(x->p);
+        if (x->p != NULL) munmap(x->p, x->cap);
         x->p = NULL, x->cap = 0;
     }
     return PS_OK;
@@ -244,10 +253,13 @@ static ps_status put(ps_cache_builder *b, int s, const void *p, size_t n, ps_err
         return PS_OK;
     }
     if (x->len + n > x->cap) {
-        size_t cap = x->cap ? x->cap : 4096;
+        size_t cap = x->cap ? x->cap : SECTION_MIN;
         while (cap < x->len + n) cap *= 2;
-        unsigned char *q = realloc(x->p, cap);
-        if (q == NULL) return ps_error_set(err, PS_NOMEM, "data cache: %zu bytes", cap);
+        void *q = x->p == NULL ? mmap(NULL, cap, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                               : mremap(x->p, x->cap, cap, MREMAP_MAYMOVE);
+        if (q == MAP_FAILED) return ps_error_set(err, PS_NOMEM, "data cache: %zu bytes", cap);
+        if (cap >= HUGE_PAGE) madvise(q, cap, MADV_HUGEPAGE); /* a hint: no error if refused */
         x->p = q, x->cap = cap;
     }
     if (n > 0) memcpy(x->p + x->len, p, n);
@@ -292,7 +304,7 @@ ps_status ps_cache_build_add(ps_cache_builder *b, const uint64_t *ids, const flo
 void ps_cache_build_abort(ps_cache_builder *b) {
     if (b == NULL) return;
     for (int s = 0; s < N_SECTIONS; s++) {
-        free(b->s[s].p);
+        if (b->s[s].p != NULL) munmap(b->s[s].p, b->s[s].cap);
         if (b->s[s].f != NULL) fclose(b->s[s].f);
     }
     free(b->file);
@@ -373,7 +385,7 @@ ps_status ps_cache_build_finish(ps_cache_builder *b, const ps_cache_meta *meta,
     }
     c->rows = b->rows, c->meta = *meta;
     for (int s = 0; s < N_SECTIONS; s++) { /* the cache takes the buffers (NULL when empty) */
-        c->mem[s] = b->s[s].p;
+        c->mem[s] = b->s[s].p, c->mem_len[s] = b->s[s].cap;
         b->s[s].p = NULL;
     }
     static const uint64_t none[1];
