@@ -194,7 +194,7 @@ const char *ps_cache_path(const ps_data_cache *c) { return c->path; }
 size_t ps_cache_bytes(const ps_data_cache *c) {
     if (c->map != NULL) return c->map_len;
     uint64_t feats = c->offsets[c->rows];
-    return (size_t)(c->rows * 28 + 8 + feats * 12);
+    return (size_t)(c->rows * 20 + 8 + feats * 12); /* offsets, labels, index; ids, vals */
 }
 
 void ps_cache_row(const ps_data_cache *c, uint64_t i, const uint64_t **ids, const float **vals,
