@@ -1865,3 +1865,30 @@ Test(data, cache_parse_errors_name_file_and_line) {
     rows_free(&r);
     ps_data_destroy(d);
 }
+
+/* validation_split's parts from a cache file: the next run takes the row range from its header
+ * (no counting pass) and gives both parts' rows as the first run did. */
+Test(data, cache_file_keeps_validation_split_parts) {
+    char csv[256], svm[256], tsv[256];
+    write_cache_sources(false, true, csv, svm, tsv);
+    for (int holdout = 0; holdout < 2; holdout++) {
+        ps_data_options o;
+        ps_data_options_init(&o);
+        o.format = PS_DATA_LIBSVM, o.path = svm, o.cache_bytes = 1;
+        o.validation_split = 0.25, o.holdout = holdout, o.shuffle = true, o.seed = 3;
+        rows r[2];
+        for (int run = 0; run < 2; run++) {
+            ps_data *d = open_ok(&o, 1, 2);
+            cr_assert_eq(ps_data_source_of(d), run ? PS_DATA_CACHE_FILE : PS_DATA_STREAM);
+            collect(d, 5, &r[run]);
+            ps_data_destroy(d);
+        }
+        /* 61 rows: int(61 * 0.75) = 45 train on, [45, 61) held out; rank 1 takes odd rows */
+        cr_assert_eq(r[0].n, holdout ? 8 : 22);
+        for (size_t i = 0; i < r[0].n; i++)
+            cr_assert(r[0].index[i] % 2 == 1 && (holdout ? r[0].index[i] >= 45
+                                                         : r[0].index[i] < 45));
+        assert_rows_equal(&r[1], &r[0], holdout ? "held-out part" : "training part");
+        rows_free(&r[0]), rows_free(&r[1]);
+    }
+}
