@@ -1757,14 +1757,15 @@ Test(data, cache_torn_file_rebuilt) {
     snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
     ps_logger log = {.out = fopen(log_path, "w"), .level = PS_LOG_DEBUG};
     cr_assert_not_null(log.out);
-    for (int how = 0; how < 3; how++) {
+    for (int how = 0; how < 4; how++) {
         if (how == 0) {
             cr_assert_eq(truncate(file, size - 8), 0);
         } else {
             int fd = open(file, O_WRONLY);
             cr_assert_geq(fd, 0);
-            /* 1: the header's magic; 2: the last row offset (past the header: checked apart) */
-            off_t at = how == 1 ? 0 : 2304 + 3 * 8;
+            /* 1: the header's magic; 2: the last row offset (past the header: checked apart);
+               3: a byte inside the header (its skipped-line messages), under its crc32 */
+            off_t at = how == 1 ? 0 : how == 2 ? 2304 + 3 * 8 : 1000;
             cr_assert_eq(pwrite(fd, "\x7f\x7f\x7f\x7f", 4, at), 4);
             close(fd);
         }
@@ -1784,6 +1785,7 @@ Test(data, cache_torn_file_rebuilt) {
     cr_assert_not_null(strstr(text, "torn: the file's size differs"), "%s", text);
     cr_assert_not_null(strstr(text, "torn: not a data cache file"), "%s", text);
     cr_assert_not_null(strstr(text, "torn: row offsets"), "%s", text);
+    cr_assert_not_null(strstr(text, "torn: header checksum"), "%s", text);
     rows_free(&a);
 }
 
@@ -1891,4 +1893,36 @@ Test(data, cache_file_keeps_validation_split_parts) {
         assert_rows_equal(&r[1], &r[0], holdout ? "held-out part" : "training part");
         rows_free(&r[0]), rows_free(&r[1]);
     }
+}
+
+/* A source that changes while the first epoch reads it leaves no cache: a warning, and every
+ * later epoch parses the text, as streaming does. */
+Test(data, cache_source_changed_during_the_first_epoch) {
+    char path[256], log_path[300], text[4096] = {0};
+    write_file("m.svm", "1 1:0.5\n0 2:3\n1 3:1\n", 0, path);
+    snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
+    ps_logger log = {.out = fopen(log_path, "w"), .level = PS_LOG_WARN};
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = 1 << 20, o.log = &log;
+    ps_data *d = open_ok(&o, 0, 1);
+    ps_data_batch b;
+    cr_assert_eq(ps_data_next(d, 1, &b, NULL), PS_OK);
+    struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = 1000000000}};
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+    rows r;
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 2);
+    rows_free(&r);
+    cr_assert_eq(ps_data_rewind(d, 1, NULL), PS_OK);
+    cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 3);
+    rows_free(&r);
+    ps_data_destroy(d);
+    fclose(log.out);
+    FILE *f = fopen(log_path, "r");
+    cr_assert_eq(fread(text, 1, sizeof(text) - 1, f) > 0, true);
+    fclose(f);
+    cr_assert_not_null(strstr(text, "m.svm changed while read; streaming"), "%s", text);
 }
