@@ -635,7 +635,8 @@ static ps_status read_data(ctx *c, const cJSON *o, const char *path, uint64_t se
 static ps_status read_job(ctx *c, const cJSON *root, ps_job_config *cfg) {
     static const char *const keys[] = {"job_id", "seed", "cluster", "limits", "server",
                                        "optimizer", "tables", "model", "fit", "data", NULL};
-    static const char *const data_keys[] = {"train", "validation", "validation_split", NULL};
+    static const char *const data_keys[] = {"train",       "validation", "validation_split",
+                                            "cache_bytes", "cache_dir",  NULL};
     TRY(check_keys(c, root, "", keys));
     TRY(get_str(c, root, "", "job_id", "ps-job", cfg->job_id, sizeof(cfg->job_id)));
     TRY(get_u64(c, root, "", "seed", 0, 9007199254740992.0, 0, &cfg->seed));
@@ -672,6 +673,9 @@ static ps_status read_job(ctx *c, const cJSON *root, ps_job_config *cfg) {
         if (item(data, "validation_split") != NULL && !cfg->has_train)
             return FAIL(c, "data.validation_split", "needs data.train to split");
     }
+    /* parse once: text data held parsed up to cache_bytes, past it in a cache file (data.h) */
+    TRY(get_size(c, data, "data", "cache_bytes", 0, 1e15, (size_t)1 << 30, &cfg->data_cache_bytes));
+    TRY(get_str(c, data, "data", "cache_dir", "", cfg->data_cache_dir, sizeof(cfg->data_cache_dir)));
     if (cfg->has_model && !cfg->has_train)
         return FAIL(c, "data.train", "a job with a model needs training data");
     for (size_t t = 0; t < cfg->num_tables; t++) /* a request or reply carries whole rows */

@@ -118,6 +118,8 @@ typedef struct {
     bool has_train, has_validation;
     ps_data_config train, validation;
     double validation_split; /* data.validation_split: the last fraction of train held out */
+    size_t data_cache_bytes; /* data.cache_bytes: parsed text kept in memory up to this; 0: off */
+    char data_cache_dir[PS_PATH_MAX]; /* data.cache_dir: cache files here ("": beside the data) */
 } ps_job_config;
 
 /* Reads and validates a job file, applying `--set KEY=VALUE` overrides (dotted paths, array

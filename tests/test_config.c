@@ -379,6 +379,17 @@ Test(config, data_formats_criteo_idx_and_validation_split) {
     cr_assert_eq(cfg->validation_split, 0.0, "no split by default");
 }
 
+Test(config, data_cache_bytes_and_dir) {
+    parse_ok("{}", NULL, 0);
+    cr_assert_eq(cfg->data_cache_bytes, (size_t)1073741824, "1 GiB by default");
+    cr_assert_str_eq(cfg->data_cache_dir, "");
+    parse_ok("{\"data\": {\"train\": {\"format\": \"csv\", \"path\": \"a.csv\"}, "
+             "\"cache_bytes\": 0, \"cache_dir\": \"/var/cache/ps\"}}",
+             NULL, 0);
+    cr_assert_eq(cfg->data_cache_bytes, 0);
+    cr_assert_str_eq(cfg->data_cache_dir, "/var/cache/ps");
+}
+
 /* --- errors: the message names the file and the dotted key --------------------------------- */
 
 typedef struct {
@@ -455,6 +466,12 @@ ParameterizedTestParameters(config, errors) {
          "{\"data\": {\"train\": {\"format\": \"criteo\", \"path\": \"a\", "
          "\"integers\": \"log\"}}}",
          "", "job.json: data.train.integers: \"log\" is not one of: bucket, dense"},
+        {"cache_bytes negative", "{\"data\": {\"cache_bytes\": -1}}", "",
+         "job.json: data.cache_bytes: -1 is out of range [0, "},
+        {"cache_bytes fraction", "{\"data\": {\"cache_bytes\": 1.5}}", "",
+         "job.json: data.cache_bytes: must be an integer"},
+        {"cache_dir number", "{\"data\": {\"cache_dir\": 3}}", "",
+         "job.json: data.cache_dir: must be a string"},
         {"validation_split 1",
          "{\"data\": {\"train\": {\"format\": \"random\"}, \"validation_split\": 1}}", "",
          "job.json: data.validation_split: 1 is out of range [0, 1)"},

@@ -3,11 +3,13 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1545,4 +1547,382 @@ Test(data, validation_split_bad_options) {
     cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_CONFIG);
     cr_assert_str_eq(err.msg, "holdout needs a validation_split above 0");
     cr_assert_null(d);
+}
+
+/* ---- parse once: the cache ---------------------------------------------------------------- */
+
+static void assert_rows_equal(const rows *a, const rows *b, const char *what) {
+    cr_assert_eq(a->n, b->n, "%s: %zu rows, want %zu", what, a->n, b->n);
+    cr_assert_eq(a->nf, b->nf, "%s: %zu features, want %zu", what, a->nf, b->nf);
+    for (size_t i = 0; i < a->n; i++) {
+        cr_assert_eq(a->index[i], b->index[i], "%s: row %zu index", what, i);
+        cr_assert_eq(a->label[i], b->label[i], "%s: row %zu label", what, i);
+        cr_assert_eq(a->off[i + 1], b->off[i + 1], "%s: row %zu offset", what, i);
+    }
+    if (a->nf > 0) {
+        cr_assert_eq(memcmp(a->ids, b->ids, a->nf * sizeof(uint64_t)), 0, "%s: ids", what);
+        cr_assert_eq(memcmp(a->vals, b->vals, a->nf * sizeof(float)), 0, "%s: vals", what);
+    }
+}
+
+/* Text files of each format: 61 rows with blank/comment lines, rows of no features (libsvm),
+ * empty fields (criteo) and, with bad, one malformed row (for skip_bad_lines). */
+static void write_cache_sources(bool bad, bool gz, char *csv, char *svm, char *tsv) {
+    size_t cap = 1 << 16;
+    char *c = malloc(cap), *s = malloc(cap), *t = malloc(cap);
+    char *pc = c, *ps = s, *pt = t;
+    pc += sprintf(pc, "y,a,b,c\n");
+    ps += sprintf(ps, "# rows\n");
+    for (int i = 0; i < 61; i++) {
+        if (i % 9 == 4) pc += sprintf(pc, "\n"), ps += sprintf(ps, "\n"), pt += sprintf(pt, "\n");
+        if (bad && i == 17) {
+            pc += sprintf(pc, "1,x,2,3\n"), ps += sprintf(ps, "1 3:z\n");
+            pt += sprintf(pt, "0\tnot-an-int" TABS38 "\n");
+            continue;
+        }
+        pc += sprintf(pc, "%d,%d.%d,%d,-%d.25\n", i % 2, i, i % 7, i * 3, i);
+        ps += sprintf(ps, "%s", i % 2 ? "1" : "-1");
+        for (int k = 0; k < i % 5; k++) ps += sprintf(ps, " %d:%d.5", 1 + k * 7 + i, k);
+        ps += sprintf(ps, "\n");
+        pt += sprintf(pt, "%d", i % 2);
+        for (int k = 1; k <= 39; k++)
+            pt += (k + i) % 4 == 0 ? sprintf(pt, "\t") : k <= 13 ? sprintf(pt, "\t%d", i * k - 5)
+                                                                  : sprintf(pt, "\t%x", i * 31 + k);
+        pt += sprintf(pt, "\n");
+    }
+    write_file(gz ? "c.csv.gz" : "c.csv", c, 0, csv);
+    write_file(gz ? "s.svm.gz" : "s.svm", s, 0, svm);
+    write_file(gz ? "t.tsv.gz" : "t.tsv", t, 0, tsv);
+    free(c), free(s), free(t);
+}
+
+/* Three epochs of streamed and cached (in memory, and in a file) readers give the same batches,
+ * for each text format, plain and gzip, shuffled fully, through a small buffer, or not at all,
+ * sharded, with validation_split's two parts, and with skip_bad_lines. */
+Test(data, cache_gives_the_streamed_rows_every_epoch) {
+    char csv[256], svm[256], tsv[256];
+    for (int variant = 0; variant < 4; variant++) {
+        bool gz = variant & 1, bad = variant & 2;
+        write_cache_sources(bad, gz, csv, svm, tsv);
+        const char *paths[] = {csv, svm, tsv};
+        const ps_data_format fmts[] = {PS_DATA_CSV, PS_DATA_LIBSVM, PS_DATA_CRITEO};
+        for (int f = 0; f < 3; f++)
+            for (int mode = 0; mode < 5; mode++) {
+                ps_data_options o;
+                ps_data_options_init(&o);
+                o.format = fmts[f], o.path = paths[f], o.seed = 7, o.skip_bad_lines = bad;
+                o.shuffle = mode != 0;
+                o.shuffle_buffer = mode == 2 ? 5 : 0;
+                uint32_t world = mode >= 3 ? 2 : 1, rank = mode == 4 ? 1 : 0;
+                if (mode >= 3) o.validation_split = 0.3, o.holdout = mode == 4;
+                ps_data *d[3];
+                d[0] = open_ok(&o, rank, world);
+                o.cache_bytes = 1 << 20;
+                d[1] = open_ok(&o, rank, world);
+                o.cache_bytes = 1; /* past the budget at once: a cache file */
+                d[2] = open_ok(&o, rank, world);
+                for (uint32_t epoch = 0; epoch < 3; epoch++) {
+                    rows r[3];
+                    for (int k = 0; k < 3; k++) {
+                        cr_assert_eq(ps_data_rewind(d[k], epoch, NULL), PS_OK);
+                        cr_assert_eq(ps_data_source_of(d[k]),
+                                     k == 0 || epoch == 0 ? PS_DATA_STREAM
+                                     : k == 1             ? PS_DATA_CACHE_MEMORY
+                                                          : PS_DATA_CACHE_FILE,
+                                     "variant %d format %d mode %d reader %d epoch %u", variant,
+                                     f, mode, k, epoch);
+                        collect(d[k], 4, &r[k]);
+                    }
+                    cr_assert_gt(r[0].n, 5);
+                    char what[96];
+                    for (int k = 1; k < 3; k++) {
+                        snprintf(what, sizeof(what), "variant %d format %d mode %d reader %d "
+                                 "epoch %u", variant, f, mode, k, epoch);
+                        assert_rows_equal(&r[k], &r[0], what);
+                        cr_assert_eq(ps_data_skipped(d[k]), ps_data_skipped(d[0]), "%s", what);
+                        if (ps_data_skipped(d[0]) > 0)
+                            cr_assert_str_eq(ps_data_skipped_message(d[k], 0),
+                                             ps_data_skipped_message(d[0], 0), "%s", what);
+                    }
+                    if (bad && mode < 3) /* row 17: rank 1 of 2 when sharded */
+                        cr_assert_eq(ps_data_skipped(d[0]), 1);
+                    for (int k = 0; k < 3; k++) rows_free(&r[k]);
+                }
+                /* the next mode differs in options the cache leaves out (shuffle): it would
+                   find this file and read from it from epoch 0 */
+                cr_assert_eq(unlink(ps_data_cache_file(d[2])), 0);
+                for (int k = 0; k < 3; k++) ps_data_destroy(d[k]);
+            }
+    }
+}
+
+/* One epoch of a fresh reader of path (libsvm, budget 1: a cache file), and where it came from. */
+static ps_data_source read_cached(const char *path, const ps_logger *log, const char *dir,
+                                  rows *r, char *file) {
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = 1, o.cache_dir = dir, o.log = log;
+    ps_data *d = open_ok(&o, 0, 1);
+    ps_data_source src = ps_data_source_of(d);
+    collect(d, 2, r);
+    if (file != NULL) strcpy(file, ps_data_cache_file(d));
+    ps_data_destroy(d);
+    return src;
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* The file a run leaves is read by the next from epoch 0, without looking at the text: a source
+ * rewritten with the same size and mtime still gives the old rows. A new mtime rebuilds it. */
+Test(data, cache_file_reused_while_size_and_mtime_hold) {
+    char path[256], file[512];
+    write_file("r.svm", "1 1:0.5 2:1\n0 3:2\n", 0, path);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    rows a, b, c;
+    cr_assert_eq(read_cached(path, NULL, NULL, &a, file), PS_DATA_STREAM);
+    char want[512];
+    snprintf(want, sizeof(want), "%s/r.svm.", tmpdir);
+    cr_assert_eq(strncmp(file, want, strlen(want)), 0, "%s beside the data", file);
+    cr_assert_str_eq(file + strlen(file) - 8, ".pscache");
+    cr_assert_gt(file_size(file), 0, "the first run wrote %s", file);
+    assert_row(&a, 0, 1.0f, 2, U64S(0, 1), FLTS(0.5f, 1.0f));
+
+    write_file("r.svm", "0 1:0.7 2:1\n1 3:4\n", 0, path); /* same size */
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+    cr_assert_eq(read_cached(path, NULL, NULL, &b, NULL), PS_DATA_CACHE_FILE);
+    assert_rows_equal(&b, &a, "reused cache");
+
+    times[1].tv_sec += 10; /* the source changed: rebuilt from the new text */
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+    rows_free(&b);
+    cr_assert_eq(read_cached(path, NULL, NULL, &b, NULL), PS_DATA_STREAM);
+    assert_row(&b, 0, 0.0f, 2, U64S(0, 1), FLTS(0.7f, 1.0f));
+    assert_row(&b, 1, 1.0f, 1, U64S(2), FLTS(4.0f));
+    cr_assert_eq(read_cached(path, NULL, NULL, &c, NULL), PS_DATA_CACHE_FILE);
+    assert_rows_equal(&c, &b, "rebuilt cache");
+
+    /* options that change the rows have a file of their own */
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = 1, o.one_based = false;
+    ps_data *d = open_ok(&o, 0, 1);
+    cr_assert_str_neq(ps_data_cache_file(d), file);
+    cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
+    ps_data_destroy(d);
+    rows_free(&a), rows_free(&b), rows_free(&c);
+}
+
+/* The file's layout, by hand: a 2304-byte header (2248 rounded to 64), then offsets (3 x u64),
+ * ids (3 x u64), vals (3 x f32), labels (2 x f32), index (2 x u64), each from a 64-byte
+ * boundary: 2304, 2368, 2432, 2496, 2560, ending at 2624. */
+Test(data, cache_file_layout) {
+    char path[256], file[512];
+    write_file("l.svm", "1 1:0.5 2:1\n\n-1 3:2\n", 0, path);
+    rows r;
+    read_cached(path, NULL, NULL, &r, file);
+    rows_free(&r);
+    FILE *f = fopen(file, "rb");
+    cr_assert_not_null(f);
+    unsigned char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    cr_assert_eq(n, 2624);
+    cr_assert_eq(memcmp(buf, "PSDCACHE", 8), 0);
+    uint64_t u[3];
+    float v[3];
+    memcpy(u, buf + 2304, 24);
+    cr_assert(u[0] == 0 && u[1] == 2 && u[2] == 3, "offsets");
+    memcpy(u, buf + 2368, 24);
+    cr_assert(u[0] == 0 && u[1] == 1 && u[2] == 2, "ids");
+    memcpy(v, buf + 2432, 12);
+    cr_assert(v[0] == 0.5f && v[1] == 1.0f && v[2] == 2.0f, "vals");
+    memcpy(v, buf + 2496, 8);
+    cr_assert(v[0] == 1.0f && v[1] == 0.0f, "labels");
+    memcpy(u, buf + 2560, 16);
+    cr_assert(u[0] == 0 && u[1] == 1, "row index");
+}
+
+/* A torn or garbled file is not read: the text is parsed again and the file rebuilt. */
+Test(data, cache_torn_file_rebuilt) {
+    char path[256], file[512], log_path[300];
+    write_file("t.svm", "1 1:0.5 2:1\n0 3:2\n1\n", 0, path);
+    rows a, b;
+    read_cached(path, NULL, NULL, &a, file);
+    long size = file_size(file);
+    snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
+    ps_logger log = {.out = fopen(log_path, "w"), .level = PS_LOG_DEBUG};
+    cr_assert_not_null(log.out);
+    for (int how = 0; how < 4; how++) {
+        if (how == 0) {
+            cr_assert_eq(truncate(file, size - 8), 0);
+        } else {
+            int fd = open(file, O_WRONLY);
+            cr_assert_geq(fd, 0);
+            /* 1: the header's magic; 2: the last row offset (past the header: checked apart);
+               3: a byte inside the header (its skipped-line messages), under its crc32 */
+            off_t at = how == 1 ? 0 : how == 2 ? 2304 + 3 * 8 : 1000;
+            cr_assert_eq(pwrite(fd, "\x7f\x7f\x7f\x7f", 4, at), 4);
+            close(fd);
+        }
+        cr_assert_eq(read_cached(path, &log, NULL, &b, NULL), PS_DATA_STREAM, "how %d", how);
+        assert_rows_equal(&b, &a, "parsed again");
+        cr_assert_eq(file_size(file), size, "how %d: rebuilt", how);
+        rows_free(&b);
+        cr_assert_eq(read_cached(path, &log, NULL, &b, NULL), PS_DATA_CACHE_FILE);
+        assert_rows_equal(&b, &a, "rebuilt");
+        rows_free(&b);
+    }
+    fclose(log.out);
+    char text[4096] = {0};
+    FILE *f = fopen(log_path, "r");
+    cr_assert_eq(fread(text, 1, sizeof(text) - 1, f) > 0, true);
+    fclose(f);
+    cr_assert_not_null(strstr(text, "torn: the file's size differs"), "%s", text);
+    cr_assert_not_null(strstr(text, "torn: not a data cache file"), "%s", text);
+    cr_assert_not_null(strstr(text, "torn: row offsets"), "%s", text);
+    cr_assert_not_null(strstr(text, "torn: header checksum"), "%s", text);
+    rows_free(&a);
+}
+
+/* A cache dir that cannot take a file: a warning, and the reader streams every epoch. */
+Test(data, cache_unwritable_dir_streams_with_a_warning) {
+    char path[256], log_path[300], dirs[2][300], text[4096];
+    write_file("w.svm", "1 1:0.5 2:1\n0 3:2\n", 0, path);
+    write_file("plain-file", "x", 0, dirs[1]);
+    snprintf(dirs[0], sizeof(dirs[0]), "%s/no/such/dir", tmpdir);
+    snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
+    for (int k = 0; k < 2; k++) {
+        ps_logger log = {.out = fopen(log_path, "w"), .level = PS_LOG_WARN};
+        ps_data_options o;
+        ps_data_options_init(&o);
+        o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = 1, o.cache_dir = dirs[k];
+        o.log = &log;
+        ps_data *d = open_ok(&o, 0, 1);
+        for (uint32_t epoch = 0; epoch < 2; epoch++) {
+            rows r;
+            cr_assert_eq(ps_data_rewind(d, epoch, NULL), PS_OK);
+            collect(d, 2, &r);
+            cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
+            assert_row(&r, 1, 0.0f, 1, U64S(2), FLTS(2.0f));
+            rows_free(&r);
+        }
+        ps_data_destroy(d);
+        fclose(log.out);
+        memset(text, 0, sizeof(text));
+        FILE *f = fopen(log_path, "r");
+        cr_assert_eq(fread(text, 1, sizeof(text) - 1, f) > 0, true);
+        fclose(f);
+        cr_assert_not_null(strstr(text, "warn: cannot write the data cache"), "%s", text);
+        cr_assert_not_null(strstr(text, dirs[k]), "%s", text);
+        cr_assert_not_null(strstr(text, "streaming"), "%s", text);
+        cr_assert_null(strstr(text + 1, "warn:"), "warned once: %s", text);
+    }
+}
+
+/* Parse errors come from the first epoch's parse, named file:line, with or without a cache; an
+ * epoch that fails or is cut short leaves no cache behind. */
+Test(data, cache_parse_errors_name_file_and_line) {
+    char path[256];
+    write_file("e.svm", "1 1:0.5\n\n0 2:x\n1 3:1\n", 0, path);
+    for (size_t budget = 1; budget <= (1 << 20); budget <<= 20) {
+        ps_data_options o;
+        ps_data_options_init(&o);
+        o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = budget;
+        ps_data *d = open_ok(&o, 0, 1);
+        for (uint32_t epoch = 0; epoch < 2; epoch++) {
+            ps_data_batch b;
+            ps_error err = {0};
+            cr_assert_eq(ps_data_rewind(d, epoch, NULL), PS_OK);
+            cr_assert_eq(ps_data_next(d, 8, &b, &err), PS_DATA);
+            char want[300];
+            snprintf(want, sizeof(want), "%s:3: ", path);
+            cr_assert_eq(strncmp(err.msg, want, strlen(want)), 0, "%s", err.msg);
+            cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
+        }
+        cr_assert_eq(access(ps_data_cache_file(d), F_OK), -1, "no file from a failed epoch");
+        ps_data_destroy(d);
+    }
+    write_file("e.svm", "1 1:0.5\n\n0 2:3\n1 3:1\n", 0, path);
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = 1 << 20;
+    ps_data *d = open_ok(&o, 0, 1);
+    ps_data_batch b;
+    cr_assert_eq(ps_data_next(d, 1, &b, NULL), PS_OK); /* epoch 0 cut short */
+    rows r;
+    cr_assert_eq(ps_data_rewind(d, 1, NULL), PS_OK);
+    cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 3);
+    rows_free(&r);
+    cr_assert_eq(ps_data_rewind(d, 2, NULL), PS_OK);
+    cr_assert_eq(ps_data_source_of(d), PS_DATA_CACHE_MEMORY);
+    collect(d, 2, &r);
+    assert_row(&r, 1, 0.0f, 1, U64S(1), FLTS(3.0f));
+    rows_free(&r);
+    ps_data_destroy(d);
+}
+
+/* validation_split's parts from a cache file: the next run takes the row range from its header
+ * (no counting pass) and gives both parts' rows as the first run did. */
+Test(data, cache_file_keeps_validation_split_parts) {
+    char csv[256], svm[256], tsv[256];
+    write_cache_sources(false, true, csv, svm, tsv);
+    for (int holdout = 0; holdout < 2; holdout++) {
+        ps_data_options o;
+        ps_data_options_init(&o);
+        o.format = PS_DATA_LIBSVM, o.path = svm, o.cache_bytes = 1;
+        o.validation_split = 0.25, o.holdout = holdout, o.shuffle = true, o.seed = 3;
+        rows r[2];
+        for (int run = 0; run < 2; run++) {
+            ps_data *d = open_ok(&o, 1, 2);
+            cr_assert_eq(ps_data_source_of(d), run ? PS_DATA_CACHE_FILE : PS_DATA_STREAM);
+            collect(d, 5, &r[run]);
+            ps_data_destroy(d);
+        }
+        /* 61 rows: int(61 * 0.75) = 45 train on, [45, 61) held out; rank 1 takes odd rows */
+        cr_assert_eq(r[0].n, holdout ? 8 : 22);
+        for (size_t i = 0; i < r[0].n; i++)
+            cr_assert(r[0].index[i] % 2 == 1 && (holdout ? r[0].index[i] >= 45
+                                                         : r[0].index[i] < 45));
+        assert_rows_equal(&r[1], &r[0], holdout ? "held-out part" : "training part");
+        rows_free(&r[0]), rows_free(&r[1]);
+    }
+}
+
+/* A source that changes while the first epoch reads it leaves no cache: a warning, and every
+ * later epoch parses the text, as streaming does. */
+Test(data, cache_source_changed_during_the_first_epoch) {
+    char path[256], log_path[300], text[4096] = {0};
+    write_file("m.svm", "1 1:0.5\n0 2:3\n1 3:1\n", 0, path);
+    snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
+    ps_logger log = {.out = fopen(log_path, "w"), .level = PS_LOG_WARN};
+    ps_data_options o;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_LIBSVM, o.path = path, o.cache_bytes = 1 << 20, o.log = &log;
+    ps_data *d = open_ok(&o, 0, 1);
+    ps_data_batch b;
+    cr_assert_eq(ps_data_next(d, 1, &b, NULL), PS_OK);
+    struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = 1000000000}};
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+    rows r;
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 2);
+    rows_free(&r);
+    cr_assert_eq(ps_data_rewind(d, 1, NULL), PS_OK);
+    cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 3);
+    rows_free(&r);
+    ps_data_destroy(d);
+    fclose(log.out);
+    FILE *f = fopen(log_path, "r");
+    cr_assert_eq(fread(text, 1, sizeof(text) - 1, f) > 0, true);
+    fclose(f);
+    cr_assert_not_null(strstr(text, "m.svm changed while read; streaming"), "%s", text);
 }

@@ -1,5 +1,7 @@
 /* data.c - what every format shares: the line source over stdio or zlib, row numbering and
- * sharding, validation_split's row range, a tf.data-style shuffle buffer and CSR batch assembly.
+ * sharding, validation_split's row range, a tf.data-style shuffle buffer and CSR batch assembly,
+ * and for text formats the parse-once cache (data_cache.c): the rows next_row() hands out come
+ * from the text or from the cache, and everything after it (shuffle, batches) is the same code.
  * Each format parses its rows in its own file, behind data_format.h. */
 #include "data.h"
 
@@ -10,8 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "data_cache.h"
 #include "data_format.h"
 
 #define READ_CHUNK (64u * 1024u)
@@ -82,6 +87,16 @@ struct ps_data {
     /* skip_bad_lines */
     size_t skipped;
     char skip_msg[PS_DATA_SKIP_MESSAGES][sizeof(((ps_error *)0)->msg)];
+
+    /* parse once (text formats, cache_bytes > 0): an epoch streamed to its end with `build`
+     * becomes `cache`; later epochs read rows cache_pos = 0, 1, ... from it */
+    size_t cache_budget;     /* 0: stream every epoch */
+    char *cache_file;        /* where the form goes past the budget */
+    ps_cache_key cache_key;
+    ps_cache_builder *build; /* this epoch's rows so far */
+    ps_data_cache *cache;
+    uint64_t cache_pos;
+    const ps_logger *log;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -276,11 +291,135 @@ static ps_status bad_row(ps_data *d, const char *why, ps_error *err) {
     return PS_OK;
 }
 
+/* ---- parse once ------------------------------------------------------------------------- */
+
+#define note(d, ...) ((d)->log != NULL ? ps_log((d)->log, __VA_ARGS__) : (void)0)
+
+/* The key of the source as it is now: the reader's key with the file's size and mtime. */
+static ps_status source_key(const ps_data *d, ps_cache_key *k, ps_error *err) {
+    struct stat st;
+    if (stat(d->path, &st) != 0)
+        return ps_error_set(err, PS_IO, "stat %s: %s", d->path, strerror(errno));
+    *k = d->cache_key;
+    k->src_size = (uint64_t)st.st_size;
+    k->src_mtime_sec = (int64_t)st.st_mtim.tv_sec, k->src_mtime_nsec = (int64_t)st.st_mtim.tv_nsec;
+    return PS_OK;
+}
+
+/* The build is given up, with the reason: this reader streams from now on. */
+static void cache_give_up(ps_data *d, const char *why) {
+    note(d, PS_LOG_WARN, "%s; streaming %s every epoch", why, d->path);
+    ps_cache_build_abort(d->build);
+    d->build = NULL;
+    d->cache_budget = 0;
+}
+
+static void build_add(ps_data *d, const ps_fvec *fv, size_t mark, float label, uint64_t row) {
+    ps_error e = {0};
+    size_t n = fv->n - mark;
+    if (ps_cache_build_add(d->build, n ? fv->ids + mark : NULL, n ? fv->vals + mark : NULL, n,
+                           label, row, &e) != PS_OK)
+        cache_give_up(d, e.msg);
+}
+
+/* The epoch streamed to its end: its rows become the cache, unless the source changed meanwhile. */
+static void build_end(ps_data *d) {
+    if (d->build == NULL) return;
+    ps_cache_builder *b = d->build;
+    d->build = NULL;
+    ps_error e = {0};
+    ps_cache_key now;
+    if (source_key(d, &now, &e) != PS_OK || memcmp(&now, &d->cache_key, sizeof(now)) != 0) {
+        ps_cache_build_abort(b);
+        if (e.msg[0] == '\0') snprintf(e.msg, sizeof(e.msg), "%s changed while read", d->path);
+        cache_give_up(d, e.msg);
+        return;
+    }
+    ps_cache_meta meta = {.row_begin = d->row_begin, .row_end = d->row_end, .skipped = d->skipped};
+    for (size_t i = 0; i < d->skipped && i < PS_DATA_SKIP_MESSAGES; i++)
+        memcpy(meta.msgs[i], d->skip_msg[i], PS_CACHE_MSG_BYTES);
+    if (ps_cache_build_finish(b, &meta, &d->cache, &e) != PS_OK) {
+        cache_give_up(d, e.msg);
+        return;
+    }
+    const char *file = ps_cache_path(d->cache);
+    note(d, PS_LOG_INFO, "%s: %" PRIu64 " rows parsed once into %s (%zu bytes)", d->path,
+           ps_cache_rows(d->cache), file != NULL ? file : "memory", ps_cache_bytes(d->cache));
+    src_close(&d->src);
+}
+
+/* The next row of the cache: the rows the epoch would have streamed, in the same order. */
+static ps_status cache_next(ps_data *d, ps_fvec *fv, float *label, uint64_t *index, bool *got,
+                            ps_error *err) {
+    if (d->cache_pos == ps_cache_rows(d->cache)) {
+        d->done = true;
+        return PS_OK;
+    }
+    const uint64_t *ids;
+    const float *vals;
+    size_t n;
+    ps_cache_row(d->cache, d->cache_pos++, &ids, &vals, &n, label, index);
+    if (!ps_fvec_reserve(fv, fv->n + n))
+        return ps_error_set(err, PS_NOMEM, "row of %zu features", fv->n + n);
+    if (n > 0) {
+        memcpy(fv->ids + fv->n, ids, n * sizeof(*ids));
+        memcpy(fv->vals + fv->n, vals, n * sizeof(*vals));
+    }
+    fv->n += n;
+    *got = true;
+    return PS_OK;
+}
+
+/* At open: the key of this reader's rows, the cache file's name, and that file if it is current.
+ * A stale or torn file is removed (its name is this reader's: the next build replaces it). */
+static ps_status cache_open(ps_data *d, const ps_data_options *o, size_t max_line,
+                            ps_error *err) {
+    ps_cache_key *k = &d->cache_key;
+    memset(k, 0, sizeof(*k));
+    k->num_ids = o->format == PS_DATA_LIBSVM ? o->num_ids : 0;
+    k->max_line = max_line;
+    if (o->format == PS_DATA_CSV && o->label_name != NULL) {
+        size_t n = strlen(o->label_name);
+        k->label_name_hash =
+            ps_mix64((uint64_t)crc32(0L, (const Bytef *)o->label_name, (uInt)n) ^ n << 32) | 1;
+    }
+    k->validation_split = o->validation_split;
+    k->label_column = o->format == PS_DATA_CSV ? o->label_column : 0;
+    k->format = (uint32_t)o->format;
+    k->integers = o->format == PS_DATA_CRITEO ? (uint32_t)o->integers : 0;
+    k->one_based = o->format == PS_DATA_LIBSVM && o->one_based;
+    k->skip_bad = o->skip_bad_lines, k->holdout = o->holdout;
+    k->rank = d->rank, k->world = d->world;
+    ps_status st = source_key(d, k, err);
+    if (st != PS_OK) return st;
+    size_t n = (o->cache_dir ? strlen(o->cache_dir) : 0) + strlen(d->path) + 32;
+    if ((d->cache_file = malloc(n)) == NULL)
+        return ps_error_set(err, PS_NOMEM, "ps_data_open: cache file name");
+    ps_cache_file_name(o->cache_dir, d->path, k, d->cache_file, n);
+    d->cache_budget = o->cache_bytes;
+
+    ps_error e = {0};
+    st = ps_cache_load(d->cache_file, k, &d->cache, &e);
+    if (st == PS_DATA) {
+        note(d, PS_LOG_INFO, "%s; rebuilding it", e.msg);
+        unlink(d->cache_file);
+    } else if (st != PS_OK) {
+        note(d, PS_LOG_WARN, "%s; parsing %s again", e.msg, d->path);
+    } else if (d->cache != NULL) {
+        const ps_cache_meta *m = ps_cache_meta_of(d->cache);
+        d->row_begin = m->row_begin, d->row_end = m->row_end;
+        note(d, PS_LOG_INFO, "%s: %" PRIu64 " rows from %s", d->path,
+               ps_cache_rows(d->cache), d->cache_file);
+    }
+    return st == PS_NOMEM ? ps_error_set(err, st, "%s", e.msg) : PS_OK;
+}
+
 /* Appends this shard's next row to fv; *got = false at the end of the epoch. */
 static ps_status next_row(ps_data *d, ps_fvec *fv, float *label, uint64_t *index, bool *got,
                           ps_error *err) {
     *got = false;
     if (d->done) return PS_OK;
+    if (d->cache != NULL) return cache_next(d, fv, label, index, got, err);
     if (!d->ops->text) {
         if (d->next_row >= d->row_end) {
             d->done = true;
@@ -302,6 +441,7 @@ static ps_status next_row(ps_data *d, ps_fvec *fv, float *label, uint64_t *index
         if (st != PS_OK) return st;
         if (kind == PS_LINE_EOF) {
             d->done = true;
+            build_end(d);
             return PS_OK;
         }
         if (!line_is_row(d, kind, s, len)) continue;
@@ -310,6 +450,7 @@ static ps_status next_row(ps_data *d, ps_fvec *fv, float *label, uint64_t *index
         if (++d->phase == d->world) d->phase = 0;
         if (row >= d->row_end) {
             d->done = true;
+            build_end(d);
             return PS_OK;
         }
         if (!mine || row < d->row_begin) continue;
@@ -324,6 +465,7 @@ static ps_status next_row(ps_data *d, ps_fvec *fv, float *label, uint64_t *index
             st = d->ops->parse(d->fs, s, len, fv, label, why);
             if (st == PS_OK) {
                 *index = row, *got = true;
+                if (d->build != NULL) build_add(d, fv, mark, *label, row);
                 return PS_OK;
             }
             fv->n = mark;
@@ -382,7 +524,23 @@ static ps_status rewind_impl(ps_data *d, uint32_t epoch, ps_error *err) {
         d->next_row = d->row_begin + (d->rank + d->world - d->row_begin % d->world) % d->world;
         return PS_OK;
     }
+    if (d->cache != NULL) { /* the epoch's skipped lines were counted when it was parsed */
+        const ps_cache_meta *m = ps_cache_meta_of(d->cache);
+        d->cache_pos = 0;
+        d->skipped = (size_t)m->skipped;
+        for (size_t i = 0; i < d->skipped && i < PS_DATA_SKIP_MESSAGES; i++)
+            memcpy(d->skip_msg[i], m->msgs[i], sizeof(d->skip_msg[i]));
+        return PS_OK;
+    }
     d->next_row = 0;
+    if (d->cache_budget > 0) { /* an epoch cut short left a partial build: start again */
+        ps_cache_build_abort(d->build);
+        d->build = NULL;
+        ps_error e = {0};
+        if (ps_cache_build_begin(&d->cache_key, d->cache_budget, d->cache_file, &d->build, &e) !=
+            PS_OK)
+            cache_give_up(d, e.msg);
+    }
     return text_restart(d, err);
 }
 
@@ -465,8 +623,11 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     }
     if ((st = ops->open(&a, &d->fs, err)) != PS_OK) goto fail;
     if (ops->header_lines != NULL) d->header_lines = ops->header_lines(d->fs);
+    d->log = o->log;
+    if (ops->text && o->cache_bytes > 0 && (st = cache_open(d, o, max_line, err)) != PS_OK)
+        goto fail;
     uint64_t n_rows = ops->text ? UINT64_MAX : ops->num_rows(d->fs);
-    if (o->validation_split > 0.0) { /* Keras: split_at = int(n * (1 - f)) */
+    if (o->validation_split > 0.0 && d->cache == NULL) { /* Keras: split_at = int(n * (1 - f)) */
         if (ops->text && (st = count_rows(d, &n_rows, err)) != PS_OK) goto fail;
         uint64_t at = (uint64_t)((double)n_rows * (1.0 - o->validation_split));
         if (o->holdout)
@@ -476,6 +637,7 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     }
     if (d->row_end > n_rows) d->row_end = n_rows;
     if ((st = rewind_impl(d, 0, err)) != PS_OK) goto fail;
+    if (d->cache != NULL) src_close(&d->src);
     *out = d;
     return PS_OK;
 fail_nomem:
@@ -488,6 +650,9 @@ fail:
 void ps_data_destroy(ps_data *d) {
     if (d == NULL) return;
     src_close(&d->src);
+    ps_cache_build_abort(d->build);
+    ps_cache_free(d->cache);
+    free(d->cache_file);
     if (d->ops->destroy != NULL) d->ops->destroy(d->fs);
     for (size_t i = 0; i < d->slots_alloc; i++) ps_fvec_free(&d->slots[i].fv);
     free(d->slots);
@@ -643,6 +808,13 @@ const char *ps_data_skipped_message(const ps_data *d, size_t i) {
     if (d == NULL || i >= d->skipped || i >= PS_DATA_SKIP_MESSAGES) return NULL;
     return d->skip_msg[i];
 }
+
+ps_data_source ps_data_source_of(const ps_data *d) {
+    if (d == NULL || d->cache == NULL) return PS_DATA_STREAM;
+    return ps_cache_path(d->cache) != NULL ? PS_DATA_CACHE_FILE : PS_DATA_CACHE_MEMORY;
+}
+
+const char *ps_data_cache_file(const ps_data *d) { return d != NULL ? d->cache_file : NULL; }
 
 uint32_t ps_data_num_features_hint(const ps_data *d) {
     if (d == NULL) return 0;

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "ps_status.h"
 
 #define PS_DATA_DEFAULT_SHUFFLE_BUFFER 10000u   /* rows */
@@ -41,6 +42,7 @@
 #define PS_DATA_MAX_BATCH (1u << 24)            /* largest max_b for ps_data_next */
 #define PS_DATA_MAX_RANDOM_COLS (1u << 24)
 #define PS_DATA_SKIP_MESSAGES 8                 /* skipped-line messages kept per epoch */
+#define PS_DATA_DEFAULT_CACHE_BYTES (1ull << 30) /* data.cache_bytes' default (the reader's is 0) */
 
 typedef enum {
     PS_DATA_CSV,
@@ -123,6 +125,24 @@ typedef struct {
     bool shuffle;
     size_t shuffle_buffer;
     uint64_t seed;           /* shuffle and random */
+
+    /* csv/libsvm/criteo: parse once. The first epoch that runs to its end keeps this reader's
+     * rows in a compact binary form (CSR: offsets, ids, values, labels, row indexes) and later
+     * epochs read them from it, with no text parsing; rows, order and errors are those of
+     * streaming. cache_bytes 0 (the default here): stream every epoch. Up to cache_bytes the
+     * form is held in memory; past it, it goes to the cache file
+     *     DIR/BASENAME.HASH.pscache
+     * (DIR: cache_dir if set, else the source's directory; HASH: of the reader options that
+     * change the rows: format, label column/name, one_based, num_ids, integers, max_line_bytes,
+     * skip_bad_lines, validation_split, holdout, rank and world), written under a temporary name,
+     * fsynced, renamed, and memory-mapped. A later open that finds that file with the source's
+     * size and mtime and those options recorded in its header reads from it from epoch 0 (no
+     * parse, no validation_split counting pass); a stale or torn file is removed and rebuilt.
+     * When the file cannot be written the reader warns through log and streams. */
+    size_t cache_bytes;
+    const char *cache_dir;   /* borrowed until open returns; NULL or "": the source's directory */
+    const ps_logger *log;    /* the cache's warnings and notes; NULL: none. Borrowed: must
+                                outlive the reader */
 } ps_data_options;
 
 typedef struct ps_data ps_data;
@@ -168,11 +188,23 @@ ps_status ps_data_rewind(ps_data *d, uint32_t epoch, ps_error *err);
  * that call are dropped and the error is sticky until ps_data_rewind. */
 ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *err);
 
-/* Malformed rows skipped so far in this epoch (skip_bad_lines), and the messages of the first
+/* Malformed rows skipped so far in this epoch (skip_bad_lines; read from a cache: the whole
+ * epoch's count, from its start), and the messages of the first
  * PS_DATA_SKIP_MESSAGES of them ("path:LINE: what"), i < min(skipped, PS_DATA_SKIP_MESSAGES);
  * NULL otherwise. The string lives until the next rewind or destroy. */
 size_t ps_data_skipped(const ps_data *d);
 const char *ps_data_skipped_message(const ps_data *d, size_t i);
+
+/* Where this reader's rows come from now: streamed text (no cache, or a build in progress that
+ * becomes the cache at the end of the epoch), or the parsed form in memory or in a mapped file. */
+typedef enum {
+    PS_DATA_STREAM,
+    PS_DATA_CACHE_MEMORY,
+    PS_DATA_CACHE_FILE,
+} ps_data_source;
+ps_data_source ps_data_source_of(const ps_data *d);
+/* The cache file's name for this reader (whether or not it exists); NULL without a cache. */
+const char *ps_data_cache_file(const ps_data *d);
 
 /* Feature-space size when the format fixes it: csv and random d (columns without the label),
  * idx rows*cols; libsvm and criteo 0 (unknown). */

@@ -271,7 +271,8 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
 
 /* holdout: with data.validation_split, the held-out rows of data.train (else its other rows) */
 static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, uint32_t rank,
-                           bool shuffle, bool holdout, ps_data **out, ps_error *err) {
+                           bool shuffle, bool holdout, const ps_logger *log, ps_data **out,
+                           ps_error *err) {
     ps_data_options o;
     ps_data_options_init(&o);
     if (ps_data_format_parse(dc->format, &o.format, err) != PS_OK) return err->code;
@@ -291,6 +292,7 @@ static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, u
     o.shuffle_buffer = job->fit.shuffle_buffer;
     /* Generated data draws rows and their order from data.*.seed; files shuffle by fit.seed. */
     o.seed = dc->format[0] == 'r' ? dc->seed : job->fit.seed;
+    o.cache_bytes = job->data_cache_bytes, o.cache_dir = job->data_cache_dir, o.log = log;
     return ps_data_open(&o, rank, job->num_workers, out, err);
 }
 
@@ -315,13 +317,14 @@ static ps_status setup(trainer *tr, ps_error *err) {
     if (ps_mlp_create(&spec, job->fit.batch_size, &tr->mlp, err) != PS_OK) return err->code;
 
     const bool split = job->validation_split > 0;
-    if (open_data(job, &job->train, tr->opt->rank, job->fit.shuffle, false, &tr->train, err) !=
-        PS_OK)
+    if (open_data(job, &job->train, tr->opt->rank, job->fit.shuffle, false, &tr->opt->log,
+                  &tr->train, err) != PS_OK)
         return err->code;
     const ps_data_config *val = job->has_validation          ? &job->validation
                                 : split || tr->opt->evaluate ? &job->train
                                                              : NULL;
-    if (val != NULL && open_data(job, val, tr->opt->rank, false, split, &tr->val, err) != PS_OK)
+    if (val != NULL &&
+        open_data(job, val, tr->opt->rank, false, split, &tr->opt->log, &tr->val, err) != PS_OK)
         return err->code;
     uint32_t hint = ps_data_num_features_hint(tr->train);
     if (!m->sparse && hint != 0 && hint != m->input_dim)
