@@ -1131,9 +1131,22 @@ ps_status ps_client_wait(ps_client *c, ps_op op, ps_error *err) {
     if (idx >= c->ops_cap || !c->ops[idx].in_use || c->ops[idx].gen != gen)
         return ps_error_set(err, PS_INVALID_ARG, "wait: unknown or finished op");
     if (!run_until(c, op_done, &idx, c->job->request_timeout_ms)) {
+        /* name the servers still owing this op: on a cluster, which host went quiet matters */
+        char who[300] = "";
+        for (uint32_t s = 0; s < c->n_shards; s++) {
+            const shard_conn *sc = &c->shards[s];
+            for (size_t i = 0; i < sc->q_len; i++) {
+                const owed *w = &sc->q[(sc->q_head + i) % sc->q_cap];
+                if (w->op != idx || w->op_gen != gen) continue;
+                size_t at = strlen(who);
+                snprintf(who + at, sizeof(who) - at, "%sserver %u (%s)", at ? ", " : " from ",
+                         sc->index, sc->addr);
+                break;
+            }
+        }
         char msg[400];
-        snprintf(msg, sizeof(msg), "no reply within %u ms (cluster.request_timeout_ms)",
-                 c->job->request_timeout_ms);
+        snprintf(msg, sizeof(msg), "no reply within %u ms (cluster.request_timeout_ms)%s",
+                 c->job->request_timeout_ms, who);
         break_client(c, PS_TIMEOUT, msg);
     }
     op_slot *o = &c->ops[idx];
