@@ -176,6 +176,8 @@ ps_status ps_parse_hostport(const char *s, char *host, size_t host_len, uint16_t
     const char *h = s;
     size_t hl = (size_t)(colon - s);
     if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') h++, hl -= 2;
+    else if (memchr(h, ':', hl) != NULL) /* "::1:80": which colon ends the host? */
+        return ps_error_set(err, PS_CONFIG, "\"%s\": an IPv6 host needs brackets ([::1]:7070)", s);
     if (hl == 0 || hl >= host_len) return ps_error_set(err, PS_CONFIG, "\"%s\": bad host", s);
     char *end;
     errno = 0;

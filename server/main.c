@@ -12,27 +12,35 @@
 #include "server.h"
 
 static const char usage[] =
-    "usage: ps-server --config JOB.json --shard I [--listen HOST:PORT] [--set KEY=VALUE ...]\n"
+    "usage: ps-server --config JOB.json --shard I [--bind HOST:PORT] [--advertise HOST:PORT]\n"
+    "                 [--set KEY=VALUE ...]\n"
     "\n"
     "Serves shard I of the job's parameter tables until SIGINT/SIGTERM.\n"
     "  --config JOB.json   the job file every server and worker of the job reads\n"
     "  --shard I           this server's index in cluster.servers (0-based)\n"
-    "  --listen HOST:PORT  listen here instead of cluster.servers[I]; port 0 picks a free port\n"
+    "  --bind HOST:PORT    listen here instead of cluster.servers[I] (--listen: the same);\n"
+    "                      port 0 picks a free port, \"[::]:7070\" every interface. Default: the\n"
+    "                      entry's address if it is an IP, else every interface at its port\n"
+    "  --advertise HOST:PORT  the address peers dial, printed below and logged (default: the\n"
+    "                      entry if it is a name, else the bound address)\n"
     "  --set KEY=VALUE     override a job key by its dotted path (e.g. limits.max_frame_bytes=1e6)\n"
     "  --verbose           log every connection\n"
-    "Prints \"listening on HOST:PORT\" on stdout once it accepts connections.\n";
+    "Prints \"listening on HOST:PORT\" (the advertised address) on stdout once it accepts\n"
+    "connections.\n";
 
 int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-server", usage, "--shard");
-    const char *listen = NULL;
+    const char *listen = NULL, *advertise = NULL;
     for (int i = 1; i < argc; i++) {
         int code;
         ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
         if (r == PS_CLI_EXIT) return code;
         if (r == PS_CLI_TAKEN) continue;
-        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+        if ((strcmp(argv[i], "--bind") == 0 || strcmp(argv[i], "--listen") == 0) && i + 1 < argc) {
             listen = argv[++i];
+        } else if (strcmp(argv[i], "--advertise") == 0 && i + 1 < argc) {
+            advertise = argv[++i];
         } else {
             fprintf(stderr, "ps-server: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
@@ -58,7 +66,7 @@ int main(int argc, char **argv) {
     const bool verbose = cli.verbose;
     ps_error err = {0};
     ps_server_options opt = {.job = &job, .shard = (uint32_t)shard, .listen = listen,
-                             .handle_signals = true,
+                             .advertise = advertise, .handle_signals = true,
                              .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};
     snprintf(opt.log.prefix, sizeof(opt.log.prefix), "server %ld", shard);
     ps_server *srv;
@@ -67,11 +75,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ps-server: %s\n", err.msg);
         return st == PS_CONFIG ? 2 : 1;
     }
-    char host[256];
-    uint16_t port;
-    ps_parse_hostport(listen ? listen : job.servers[shard], host, sizeof(host), &port, NULL);
-    printf("ps-server: shard %ld listening on %s%s%s:%d\n", shard, strchr(host, ':') ? "[" : "",
-           host, strchr(host, ':') ? "]" : "", ps_server_port(srv));
+    /* "listening on" ends the line: ps-launch reads the address from there */
+    if (strcmp(ps_server_bound(srv), ps_server_advertised(srv)) != 0)
+        printf("ps-server: shard %ld bound to %s, listening on %s\n", shard, ps_server_bound(srv),
+               ps_server_advertised(srv));
+    else
+        printf("ps-server: shard %ld listening on %s\n", shard, ps_server_advertised(srv));
     fflush(stdout);
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
         nofile.rlim_cur < (rlim_t)job.max_connections + 64)

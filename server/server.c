@@ -122,25 +122,106 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
 
-static ps_status bind_listener(ps_server *srv, const char *addr, ps_error *err) {
-    char host[256];
-    uint16_t port;
-    if (ps_parse_hostport(addr, host, sizeof(host), &port, err) != PS_OK)
-        return ps_error_prefix(err, PS_CONFIG, "listen address");
+/* host:port -> a socket address: an IP literal as given, else a name resolved (sync: once, at
+ * start, from a private loop). */
+static ps_status resolve_bind(const char *what, const char *addr, struct sockaddr_storage *ss,
+                              char *host, size_t host_len, uint16_t *port, ps_error *err) {
+    if (ps_parse_hostport(addr, host, host_len, port, err) != PS_OK)
+        return ps_error_prefix(err, PS_CONFIG, "%s", what);
+    if (uv_ip4_addr(host, *port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(host, *port, (struct sockaddr_in6 *)ss) == 0)
+        return PS_OK;
+    uv_loop_t loop; /* uv_getaddrinfo without a callback runs synchronously */
+    if (uv_loop_init(&loop) != 0) return ps_error_set(err, PS_IO, "%s: uv_loop_init", what);
+    char service[8];
+    snprintf(service, sizeof(service), "%u", *port);
+    uv_getaddrinfo_t gai;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    int rc = uv_getaddrinfo(&loop, &gai, NULL, host, service, &hints);
+    if (rc == 0) {
+        memcpy(ss, gai.addrinfo->ai_addr, gai.addrinfo->ai_addrlen);
+        uv_freeaddrinfo(gai.addrinfo);
+    }
+    uv_loop_close(&loop);
+    if (rc != 0)
+        return ps_error_set(err, PS_CONFIG, "%s \"%s\": cannot resolve \"%s\": %s", what, addr,
+                            host, uv_strerror(rc));
+    return PS_OK;
+}
+
+static bool is_ip_literal(const char *host) {
     struct sockaddr_storage ss;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
-        return ps_error_set(err, PS_CONFIG, "listen address \"%s\": not an IPv4/IPv6 address",
-                            addr);
+    return uv_ip4_addr(host, 0, (struct sockaddr_in *)&ss) == 0 ||
+           uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&ss) == 0;
+}
+
+/* "host:port" with brackets around an IPv6 host. */
+static void format_addr(char *out, size_t len, const char *host, int port) {
+    const bool v6 = strchr(host, ':') != NULL;
+    snprintf(out, len, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
+}
+
+/* Where the shard listens and what it tells others. An explicit bind (--bind) is taken as given.
+ * Without one the job's own entry is bound when its host is an IP literal; a DNS name (a
+ * Kubernetes or Compose service name) may resolve to an address this host does not own, so then
+ * every interface at the entry's port: "[::]" (dual-stack), or "0.0.0.0" without IPv6. The
+ * advertised address is --advertise, else the entry for a name, else the bound address. */
+static ps_status bind_listener(ps_server *srv, ps_error *err) {
+    const ps_server_options *opt = &srv->opt;
+    const char *entry = srv->job->servers[opt->shard];
+    char host[256], ehost[256];
+    uint16_t port, eport;
+    struct sockaddr_storage ss;
+    bool wildcard = false;
+    ps_status st;
+    if (opt->listen != NULL) {
+        st = resolve_bind("bind address", opt->listen, &ss, host, sizeof(host), &port, err);
+    } else {
+        char what[64];
+        snprintf(what, sizeof(what), "%s: cluster.servers[%u]", srv->job->file, opt->shard);
+        st = ps_parse_hostport(entry, ehost, sizeof(ehost), &eport, err);
+        if (st != PS_OK) return ps_error_prefix(err, PS_CONFIG, "%s", what);
+        wildcard = !is_ip_literal(ehost);
+        st = resolve_bind(what, wildcard ? "[::]:0" : entry, &ss, host, sizeof(host), &port, err);
+        if (wildcard) {
+            port = eport;
+            ((struct sockaddr_in6 *)&ss)->sin6_port = htons(eport);
+        }
+    }
+    if (st != PS_OK) return st;
+    if (opt->advertise != NULL) { /* checked before anything listens */
+        char ah[256];
+        uint16_t ap;
+        if (ps_parse_hostport(opt->advertise, ah, sizeof(ah), &ap, err) != PS_OK)
+            return ps_error_prefix(err, PS_CONFIG, "advertise address");
+    }
     int rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    if (wildcard && (rc == UV_EAFNOSUPPORT || rc == UV_EADDRNOTAVAIL)) { /* a host without IPv6 */
+        snprintf(host, sizeof(host), "0.0.0.0");
+        uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+        rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    }
     if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
-    if (rc != 0) return ps_error_set(err, PS_IO, "listen on %s: %s", addr, uv_strerror(rc));
+    if (rc != 0) {
+        char want[PS_ADDR_MAX];
+        format_addr(want, sizeof(want), host, port);
+        return ps_error_set(err, PS_IO, "listen on %s: %s", want, uv_strerror(rc));
+    }
     int len = sizeof(ss);
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
     srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                : ((struct sockaddr_in *)&ss)->sin_port);
-    snprintf(srv->addr, sizeof(srv->addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
-             strchr(host, ':') ? "]" : "", srv->port);
+    char ip[64]; /* the address itself: a --bind name shows what it resolved to */
+    if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+    else uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+    format_addr(srv->addr, sizeof(srv->addr), ip, srv->port);
+    if (opt->advertise != NULL)
+        snprintf(srv->advertise, sizeof(srv->advertise), "%s", opt->advertise);
+    else if (wildcard)
+        format_addr(srv->advertise, sizeof(srv->advertise), ehost, srv->port);
+    else
+        snprintf(srv->advertise, sizeof(srv->advertise), "%s", srv->addr);
     return PS_OK;
 }
 
@@ -210,7 +291,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         uv_signal_start(&srv->sigint, on_signal, SIGINT);
         uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     }
-    st = bind_listener(srv, opt->listen ? opt->listen : job->servers[opt->shard], err);
+    st = bind_listener(srv, err);
     if (st != PS_OK) {
         begin_stop(srv);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
@@ -230,9 +311,13 @@ fail:
 
 int ps_server_port(const ps_server *s) { return s->port; }
 
+const char *ps_server_bound(const ps_server *s) { return s->addr; }
+
+const char *ps_server_advertised(const ps_server *s) { return s->advertise; }
+
 ps_status ps_server_run(ps_server *srv, ps_error *err) {
-    ps_log(&srv->opt.log, PS_LOG_INFO, "shard %u of %u serving %zu tables on %s", srv->opt.shard,
-           srv->job->num_servers, srv->job->num_tables, srv->addr);
+    ps_log(&srv->opt.log, PS_LOG_INFO, "shard %u of %u serving %zu tables on %s (bound to %s)",
+           srv->opt.shard, srv->job->num_servers, srv->job->num_tables, srv->advertise, srv->addr);
     /* Within busy_poll_us of the last read the loop polls instead of sleeping: the next request
      * of a training step is usually that close, and waking from sleep costs more (see config.h). */
     const uint64_t poll_ns =

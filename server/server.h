@@ -16,7 +16,11 @@ typedef struct ps_server ps_server;
 typedef struct {
     const ps_job_config *job; /* borrowed until ps_server_destroy */
     uint32_t shard;           /* this server's index in job->servers */
-    const char *listen;       /* "host:port" (port 0 = any free port); NULL: job->servers[shard] */
+    /* --bind: "host:port" to listen on (port 0 = any free port; a name is resolved once). NULL:
+     * job->servers[shard] when its host is an IP literal, else every interface at its port. */
+    const char *listen;
+    const char *advertise;    /* --advertise: what logs and ps-server's banner give peers; NULL:
+                               * the job's entry (a name) or the bound address */
     bool handle_signals;      /* stop cleanly on SIGINT/SIGTERM */
     ps_logger log;
 } ps_server_options;
@@ -27,6 +31,12 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
 
 /* The bound port (useful with port 0). */
 int ps_server_port(const ps_server *s);
+
+/* "host:port" the listener is bound to, real port included ("[::]:7070", "127.0.0.1:40123"). */
+const char *ps_server_bound(const ps_server *s);
+
+/* "host:port" peers are told to dial (see ps_server_options.advertise). */
+const char *ps_server_advertised(const ps_server *s);
 
 /* Serves until ps_server_stop or a signal. Returns PS_OK on a clean stop. */
 ps_status ps_server_run(ps_server *s, ps_error *err);

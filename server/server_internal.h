@@ -55,7 +55,8 @@ struct ps_server {
     uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */
     uint64_t now_ms;       /* uv_now at the frame being handled: the stores' clock (expiry) */
     int port;
-    char addr[PS_ADDR_MAX];
+    char addr[PS_ADDR_MAX];      /* where the listener is bound, with the real port */
+    char advertise[PS_ADDR_MAX]; /* what peers dial: --advertise, the job's entry, or addr */
 };
 
 struct ps_conn {

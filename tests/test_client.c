@@ -224,6 +224,9 @@ Test(client, silent_server_times_out_on_request_timeout_ms) {
         double took = now_s() - t0;
         const char *what = op == 0 ? "push" : "pull";
         cr_assert_eq(st, PS_TIMEOUT, "%s: %s (%s)", what, ps_status_str(st), err.msg);
+        char who[64]; /* the message names the server that went quiet */
+        snprintf(who, sizeof(who), "from server 0 (127.0.0.1:%d)", ntohs(a.sin_port));
+        cr_assert_not_null(strstr(err.msg, who), "%s: %s", what, err.msg);
         cr_assert_lt(took, 5.0, "%s: returned after %.2f s", what, took);
         cr_assert_geq(took, 0.15, "%s: returned after %.3f s, before the timeout", what, took);
         ps_client_destroy(c); /* closes the connection: the fake server's read ends */

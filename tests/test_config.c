@@ -670,6 +670,8 @@ ParameterizedTestParameters(config, hostport) {
         {"h:65536", 0, "", 0},
         {"h:-1", 0, "", 0},
         {"[]:80", 0, "", 0},
+        {"::1:80", 0, "", 0},
+        {"fe80::1:7000", 0, "", 0},
         {"a-very-long-host-name-that-does-not-fit:1", 0, "", 0},
     };
     return cr_make_param_array(hostport_case, cases, sizeof(cases) / sizeof(cases[0]));

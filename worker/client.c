@@ -684,52 +684,125 @@ static void on_connect(uv_connect_t *req, int status) {
     sc->connect_done = true;
 }
 
-/* One connection attempt; resolves host names (Docker service names) each time. */
-static int try_connect(ps_client *c, shard_conn *sc, uint64_t timeout_ms) {
+/* A name lookup run on libuv's threadpool so that it keeps the connect deadline. A lookup that
+ * outlives its wait is orphaned: its callback frees it (getaddrinfo itself cannot be stopped). */
+typedef struct {
+    uv_getaddrinfo_t req;
+    bool done, orphan;
+    int status;
+    struct addrinfo *res;
+} lookup;
+
+static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
+    lookup *q = r->data;
+    if (q->orphan) {
+        uv_freeaddrinfo(res);
+        free(q);
+        return;
+    }
+    q->done = true, q->status = status, q->res = res;
+}
+
+static bool lookup_done(ps_client *c, void *arg) {
+    (void)c;
+    return ((lookup *)arg)->done;
+}
+
+/* host -> its addresses (caller frees with uv_freeaddrinfo), within timeout_ms. */
+static int resolve(ps_client *c, const char *host, uint16_t port, uint64_t timeout_ms,
+                   struct addrinfo **out) {
+    char service[8];
+    snprintf(service, sizeof(service), "%u", port);
+    lookup *q = calloc(1, sizeof(*q));
+    if (q == NULL) return UV_ENOMEM;
+    q->req.data = q;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(&c->loop, &q->req, on_resolved, host, service, &hints);
+    if (rc != 0) {
+        free(q);
+        return rc;
+    }
+    if (!run_until(c, lookup_done, q, timeout_ms)) {
+        uv_cancel((uv_req_t *)&q->req); /* the callback still runs, with UV_EAI_CANCELED */
+        q->orphan = true;
+        return UV_ETIMEDOUT;
+    }
+    rc = q->status;
+    *out = q->res;
+    free(q);
+    return rc;
+}
+
+/* One connection attempt: resolves the host (a Docker or Kubernetes name) each time, then tries
+ * its addresses in order ("localhost" may give ::1 first to a server bound to 127.0.0.1).
+ * *resolving: the failure was the lookup. */
+static int try_connect(ps_client *c, shard_conn *sc, uint64_t timeout_ms, bool *resolving) {
     char host[256];
     uint16_t port;
     if (ps_parse_hostport(sc->addr, host, sizeof(host), &port, NULL) != PS_OK) return UV_EINVAL;
-    char service[8];
-    snprintf(service, sizeof(service), "%u", port);
-    uv_getaddrinfo_t gai;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(&c->loop, &gai, NULL, host, service, &hints);
+    uv_update_time(&c->loop);
+    const uint64_t until = uv_now(&c->loop) + timeout_ms;
+    struct addrinfo *res = NULL;
+    *resolving = true;
+    int rc = resolve(c, host, port, timeout_ms, &res);
     if (rc != 0) return rc;
-    uv_tcp_init(&c->loop, &sc->tcp);
-    uv_connect_t req;
-    req.data = sc;
-    sc->connect_done = false;
-    rc = uv_tcp_connect(&req, &sc->tcp, gai.addrinfo->ai_addr, on_connect);
-    uv_freeaddrinfo(gai.addrinfo);
-    if (rc == 0) {
-        if (!run_until(c, connect_done, sc, timeout_ms)) rc = UV_ETIMEDOUT;
-        else rc = sc->connect_status;
-    }
-    if (rc != 0) {
+    *resolving = false;
+    rc = UV_EADDRNOTAVAIL;
+    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        uv_update_time(&c->loop);
+        const uint64_t now = uv_now(&c->loop);
+        if (now >= until) {
+            rc = UV_ETIMEDOUT;
+            break;
+        }
+        uv_tcp_init(&c->loop, &sc->tcp);
+        uv_connect_t req;
+        req.data = sc;
+        sc->connect_done = false;
+        rc = uv_tcp_connect(&req, &sc->tcp, ai->ai_addr, on_connect);
+        const bool issued = rc == 0; /* else no callback will come */
+        if (issued) {
+            if (!run_until(c, connect_done, sc, until - now)) rc = UV_ETIMEDOUT;
+            else rc = sc->connect_status;
+        }
+        if (rc == 0) break;
         uv_close((uv_handle_t *)&sc->tcp, close_cb_noop);
-        while (!sc->connect_done && rc != 0) uv_run(&c->loop, UV_RUN_ONCE); /* cancel lands */
+        while (issued && !sc->connect_done) uv_run(&c->loop, UV_RUN_ONCE); /* cancel lands */
         uv_run(&c->loop, UV_RUN_NOWAIT);
     }
+    uv_freeaddrinfo(res);
     return rc;
 }
 
 static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, ps_error *err) {
     uint64_t backoff = 50;
     int rc;
+    bool resolving = false;
     for (;;) {
         uint64_t now = uv_now(&c->loop);
         uint64_t left = deadline > now ? deadline - now : 0;
-        rc = try_connect(c, sc, left > 5000 ? 5000 : (left ? left : 1));
+        rc = try_connect(c, sc, left > 5000 ? 5000 : (left ? left : 1), &resolving);
         if (rc == 0) break;
         uv_update_time(&c->loop);
         now = uv_now(&c->loop);
+        if (now >= deadline && resolving) {
+            char host[256];
+            uint16_t port;
+            ps_parse_hostport(sc->addr, host, sizeof(host), &port, NULL);
+            return ps_error_set(err, PS_TIMEOUT,
+                                "cannot resolve \"%s\" (server %u at %s): %s (gave up after %u "
+                                "ms, cluster.connect_timeout_ms)",
+                                host, sc->index, sc->addr, uv_strerror(rc),
+                                c->job->connect_timeout_ms);
+        }
         if (now >= deadline)
             return ps_error_set(err, PS_TIMEOUT,
                                 "cannot reach server %u at %s: %s (gave up after %u ms, "
                                 "cluster.connect_timeout_ms)",
                                 sc->index, sc->addr, uv_strerror(rc), c->job->connect_timeout_ms);
-        ps_log(&c->opt.log, PS_LOG_DEBUG, "server %u at %s: %s; retrying in %llu ms", sc->index,
-               sc->addr, uv_strerror(rc), (unsigned long long)backoff);
+        ps_log(&c->opt.log, PS_LOG_DEBUG, "server %u at %s: %s%s; retrying in %llu ms", sc->index,
+               sc->addr, resolving ? "lookup: " : "", uv_strerror(rc),
+               (unsigned long long)backoff);
         uint64_t nap = backoff < deadline - now ? backoff : deadline - now;
         uv_sleep((unsigned)nap);
         uv_update_time(&c->loop);
@@ -1058,9 +1131,22 @@ ps_status ps_client_wait(ps_client *c, ps_op op, ps_error *err) {
     if (idx >= c->ops_cap || !c->ops[idx].in_use || c->ops[idx].gen != gen)
         return ps_error_set(err, PS_INVALID_ARG, "wait: unknown or finished op");
     if (!run_until(c, op_done, &idx, c->job->request_timeout_ms)) {
+        /* name the servers still owing this op: on a cluster, which host went quiet matters */
+        char who[300] = "";
+        for (uint32_t s = 0; s < c->n_shards; s++) {
+            const shard_conn *sc = &c->shards[s];
+            for (size_t i = 0; i < sc->q_len; i++) {
+                const owed *w = &sc->q[(sc->q_head + i) % sc->q_cap];
+                if (w->op != idx || w->op_gen != gen) continue;
+                size_t at = strlen(who);
+                snprintf(who + at, sizeof(who) - at, "%sserver %u (%s)", at ? ", " : " from ",
+                         sc->index, sc->addr);
+                break;
+            }
+        }
         char msg[400];
-        snprintf(msg, sizeof(msg), "no reply within %u ms (cluster.request_timeout_ms)",
-                 c->job->request_timeout_ms);
+        snprintf(msg, sizeof(msg), "no reply within %u ms (cluster.request_timeout_ms)%s",
+                 c->job->request_timeout_ms, who);
         break_client(c, PS_TIMEOUT, msg);
     }
     op_slot *o = &c->ops[idx];
