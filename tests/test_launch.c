@@ -68,12 +68,15 @@ static double field(const cJSON *o, const char *k, int line) {
     return it->valuedouble;
 }
 
-Test(launch, combines_workers_weighted_by_samples) {
-    char job[128], worker[128], metrics[128], out[128], err[128];
+/* A 2-worker, 2-epoch job whose workers are the shell script `script` (PS_WORKER_BIN), run by
+ * ps-launch to a clean exit; its stdout (malloc'd), with the metrics file and stderr named in
+ * metrics and err. */
+static char *launch_fake_job(const char *script, char metrics[128], char err[128]) {
+    char job[128], worker[128], out[128];
     path(job, sizeof(job), "job.json"), path(worker, sizeof(worker), "fake-worker.sh");
-    path(metrics, sizeof(metrics), "metrics.jsonl");
-    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
-    tu_write_file(worker, worker_sh, 0755);
+    path(metrics, 128, "metrics.jsonl");
+    path(out, sizeof(out), "out"), path(err, 128, "err");
+    tu_write_file(worker, script, 0755);
     char json[1024];
     snprintf(json, sizeof(json),
              "{\"job_id\": \"launch-test\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
@@ -85,11 +88,16 @@ Test(launch, combines_workers_weighted_by_samples) {
              metrics);
     tu_write_file(job, json, 0644);
     cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
-
     char *argv[] = {BIN("ps-launch"), job, NULL};
     int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
     char *text = strdup(tu_slurp(out));
     cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
+    return text;
+}
+
+Test(launch, combines_workers_weighted_by_samples) {
+    char metrics[128], err[128];
+    char *text = launch_fake_job(worker_sh, metrics, err);
 
     /* the job's line per epoch: "... - loss: 2.0000 - accuracy: 0.7500 - val_loss: ..." */
     const char *at = text;
@@ -351,27 +359,9 @@ static const char auc_worker_sh[] =
     "ev 2 2.5 null ', \"pairs\": 2'\n";       /* epoch 2: pairs announced, never written */
 
 Test(launch, no_pooled_pairs_means_no_job_auc) {
-    char job[128], worker[128], metrics[128], out[128], err[128];
-    path(job, sizeof(job), "job.json"), path(worker, sizeof(worker), "fake-worker.sh");
-    path(metrics, sizeof(metrics), "metrics.jsonl");
-    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
-    tu_write_file(worker, auc_worker_sh, 0755);
-    char json[1024];
-    snprintf(json, sizeof(json),
-             "{\"job_id\": \"launch-test\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
-             " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
-             "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
-             " \"fit\": {\"epochs\": 2, \"verbose\": 2, \"metrics_file\": \"%s\"},"
-             " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2},"
-             "          \"validation\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
-             metrics);
-    tu_write_file(job, json, 0644);
-    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
+    char metrics[128], err[128];
     cr_assert_eq(setenv("TMPDIR", dir, 1), 0);
-    char *argv[] = {BIN("ps-launch"), job, NULL};
-    int code = tu_wait_exit(tu_spawn(argv, out, err), 30000);
-    char *text = strdup(tu_slurp(out));
-    cr_assert_eq(code, 0, "ps-launch exit %d\nstdout:\n%s\nstderr:\n%s", code, text, tu_slurp(err));
+    char *text = launch_fake_job(auc_worker_sh, metrics, err);
     cr_assert_null(strstr(text, "val_auc"), "a job AUC without pooled pairs:\n%s", text);
     free(text);
     cr_assert_not_null(strstr(tu_slurp(err), "epoch 2: no AUC: "), "%s", tu_slurp(err));
