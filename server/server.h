@@ -19,6 +19,17 @@ typedef struct {
     const char *listen;       /* "host:port" (port 0 = any free port); NULL: job->servers[shard] */
     bool handle_signals;      /* stop cleanly on SIGINT/SIGTERM */
     ps_logger log;
+    /* The end of the job (ps-server sets these; zero: serve until stopped, as tests and
+     * ps-launch's servers do). end_with_job: once every worker rank 0..W-1 has said it finished
+     * (a Clock with finished), run returns PS_OK - at once, or with hold_for_end on an EndJob
+     * from an admin peer (the exporter's "the weights are written"); an EndJob also ends it
+     * early. If cluster.job_deadline_s passes first, run returns PS_TIMEOUT naming the ranks
+     * that never finished (a worker that died is not finished). */
+    bool end_with_job;
+    bool hold_for_end;
+    /* With end_with_job: called once, on the loop thread, when every worker has finished. */
+    void (*on_workers_done)(ps_server *srv, void *ud);
+    void *ud;
 } ps_server_options;
 
 /* Binds the listen address (so the port is known before run). The process must ignore SIGPIPE
@@ -30,6 +41,9 @@ int ps_server_port(const ps_server *s);
 
 /* Serves until ps_server_stop or a signal. Returns PS_OK on a clean stop. */
 ps_status ps_server_run(ps_server *s, ps_error *err);
+
+/* The job file the server was made with (its shard's stores follow it). */
+const ps_job_config *ps_server_job(const ps_server *s);
 
 /* Asks a running server to stop; safe from any thread. */
 void ps_server_stop(ps_server *s);

@@ -576,9 +576,9 @@ static ps_status run_evaluation(trainer *tr, ps_progress *p, ps_error *err) {
     return PS_OK;
 }
 
-/* sync/ssp: leave the barrier, so the other workers stop waiting for this one's steps. */
+/* Tells every server this worker is done: sync/ssp, it leaves the barrier (the other workers stop
+ * waiting for its steps); in every mode, a server that ends with its job counts it. */
 static ps_status finish(trainer *tr, ps_error *err) {
-    if (tr->job->consistency == PS_ASYNC) return PS_OK;
     ps_op op;
     if (ps_client_clock_async(tr->client, true, &op, err) != PS_OK) return err->code;
     return ps_client_wait(tr->client, op, err);
