@@ -119,13 +119,20 @@ static void begin_stop(ps_server *srv) {
 
 static void on_end_timer(uv_timer_t *t) { begin_stop(t->data); }
 
-/* Stops on the next loop iteration: the replies of this one (the last worker's Ack, the EndJob's
- * Ack) are handed to the socket first. Replaces the deadline. */
+/* The job is over, but peers may still read: a worker's prefetched pull that the last worker's
+ * "finished" just released, the final Acks. Stop once every peer has hung up (workers and the
+ * exporter do when they are done), or after PS_END_GRACE_MS. Replaces the deadline. */
+#define PS_END_GRACE_MS 5000
 static void schedule_end(ps_server *srv, const char *why) {
     if (srv->ending || srv->stopping) return;
     srv->ending = true;
     ps_log(&srv->opt.log, PS_LOG_INFO, "%s: the job is over, shutting down", why);
-    uv_timer_start(&srv->end_timer, on_end_timer, 0, 0);
+    uv_timer_start(&srv->end_timer, on_end_timer, srv->n_conns == 0 ? 0 : PS_END_GRACE_MS, 0);
+}
+
+void ps_server_conn_closed(ps_server *srv) {
+    if (srv->ending && !srv->stopping && srv->n_conns == 0)
+        uv_timer_start(&srv->end_timer, on_end_timer, 0, 0);
 }
 
 /* cluster.job_deadline_s passed: name who is missing, then stop; run returns PS_TIMEOUT. */

@@ -55,7 +55,7 @@ struct ps_server {
     /* the end of the job (ps_server_options.end_with_job) */
     uint8_t *finished;      /* (W) a worker rank said it finished */
     uint32_t n_finished;
-    uv_timer_t end_timer;   /* stops the loop after the current replies left; the deadline */
+    uv_timer_t end_timer;   /* the deadline; once the job is over, the grace for peers */
     bool ending;            /* a stop is scheduled */
     bool end_failed;        /* the deadline passed: run returns PS_TIMEOUT with end_msg */
     char end_msg[256];
@@ -143,6 +143,8 @@ void ps_server_wake(ps_server *srv);
 void ps_server_parked(ps_server *srv);
 /* A worker rank said it finished (Clock with finished, any consistency). */
 void ps_server_worker_finished(ps_server *srv, uint32_t rank);
+/* A connection is gone: when the job is over and it was the last, stop now. */
+void ps_server_conn_closed(ps_server *srv);
 /* An admin peer's EndJob: PS_INVALID_ARG when the server serves until stopped. */
 ps_status ps_server_end_job(ps_server *srv, ps_error *err);
 /* A Hello from ip carried a bad token. */
