@@ -317,6 +317,17 @@ static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
     return st;
 }
 
+/* A worker's epoch figures, for the job's combined line (server.h on_epoch_stats). */
+static ps_status on_epoch_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
+    if (!c->is_worker)
+        return ps_error_set(err, PS_INVALID_ARG, "EpochStats from an admin peer: only workers "
+                            "have epochs");
+    ps_status st = send_ack(c, m->env.request_id, 0, err);
+    if (st == PS_OK && c->srv->opt.on_epoch_stats != NULL)
+        c->srv->opt.on_epoch_stats(c->srv->opt.ud, c->rank, &m->env.epoch_stats);
+    return st;
+}
+
 /* The job is over: only an admin peer (the exporter, an operator) may say so. */
 static ps_status on_end_job(ps_conn *c, const ps_msg *m, ps_error *err) {
     if (c->is_worker)
@@ -455,6 +466,8 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         return on_clock(c, m, err);
     case ps_Envelope_end_job_tag:
         return on_end_job(c, m, err);
+    case ps_Envelope_epoch_stats_tag:
+        return on_epoch_stats(c, m, err);
     case ps_Envelope_scan_tag:
         return on_scan(c, m, err);
     case ps_Envelope_hello_tag:

@@ -8,19 +8,66 @@
 
 #include "client.h"
 #include "export.h"
+#include "progress.h"
 
 struct ps_job_end {
     const ps_job_config *job;
+    FILE *out;
+    ps_progress *sums;   /* (fit.epochs) the workers' figures so far */
+    uint32_t *heard;     /* (fit.epochs) ranks that reported the epoch */
+    uint8_t *reported;   /* (fit.epochs, W) */
+    uint32_t shown;      /* epochs printed */
     pthread_t thread;
     bool started;
     ps_status st;
     ps_error err;
 };
 
-ps_job_end *ps_job_end_new(const ps_job_config *job) {
+static void job_end_free(ps_job_end *je) {
+    free(je->sums), free(je->heard), free(je->reported);
+    free(je);
+}
+
+ps_job_end *ps_job_end_new(const ps_job_config *job, FILE *out) {
     ps_job_end *je = calloc(1, sizeof(*je));
-    if (je != NULL) je->job = job;
+    if (je == NULL) return NULL;
+    const size_t E = job->fit.epochs ? job->fit.epochs : 1;
+    je->job = job, je->out = out;
+    je->sums = calloc(E, sizeof(*je->sums));
+    je->heard = calloc(E, sizeof(*je->heard));
+    je->reported = calloc(E * job->num_workers, 1);
+    if (je->sums == NULL || je->heard == NULL || je->reported == NULL) {
+        job_end_free(je);
+        return NULL;
+    }
     return je;
+}
+
+void ps_job_end_epoch(void *ud, uint32_t rank, const ps_EpochStats *s) {
+    ps_job_end *je = ud;
+    const uint32_t E = je->job->fit.epochs, W = je->job->num_workers;
+    if (s->epoch == 0 || s->epoch > E || rank >= W) return;
+    uint8_t *seen = &je->reported[(size_t)(s->epoch - 1) * W + rank];
+    if (*seen) return;
+    *seen = 1;
+    ps_progress *p = &je->sums[s->epoch - 1];
+    p->epoch = s->epoch, p->epochs = E;
+    p->steps += s->steps, p->step += s->steps;
+    p->samples += s->samples, p->loss_sum += s->loss_sum, p->correct += s->correct;
+    if (s->seconds > p->seconds) p->seconds = s->seconds;
+    p->has_val |= s->has_val;
+    p->val_samples += s->val_samples, p->val_loss_sum += s->val_loss_sum;
+    p->val_correct += s->val_correct;
+    je->heard[s->epoch - 1]++;
+    while (je->shown < E && je->heard[je->shown] == W) {
+        if (je->job->fit.verbose > 0) {
+            char line[512];
+            ps_progress_format(&je->sums[je->shown], true, line, sizeof(line));
+            fprintf(je->out, "Epoch %u/%u\n%s\n", je->shown + 1, E, line);
+            fflush(je->out);
+        }
+        je->shown++;
+    }
 }
 
 static void *run_export(void *arg) {
@@ -66,6 +113,6 @@ ps_status ps_job_end_join(ps_job_end *je, ps_error *err) {
     if (je->started) pthread_join(je->thread, NULL);
     ps_status st = je->st;
     if (st != PS_OK) ps_error_set(err, st, "%s", je->err.msg);
-    free(je);
+    job_end_free(je);
     return st;
 }

@@ -74,17 +74,19 @@ int main(int argc, char **argv) {
     if (!until_stopped) {
         opt.end_with_job = true;
         opt.hold_for_end = job.fit.export_to[0] != '\0';
-        if (opt.hold_for_end && shard == 0) {
-            if (job.servers_auto) { /* the exporter must reach every shard by its address */
-                fprintf(stderr, "ps-server: %s: fit.export_to needs cluster.servers as a list of "
-                        "\"host:port\" (or --until-stopped and ps-export)\n", job.file);
-                return 2;
-            }
-            if ((je = ps_job_end_new(&job)) == NULL) {
+        if (opt.hold_for_end && shard == 0 && job.servers_auto) {
+            /* the exporter must reach every shard by its address */
+            fprintf(stderr, "ps-server: %s: fit.export_to needs cluster.servers as a list of "
+                    "\"host:port\" (or --until-stopped and ps-export)\n", job.file);
+            return 2;
+        }
+        if (shard == 0) { /* the job's epoch lines; the export */
+            if ((je = ps_job_end_new(&job, stdout)) == NULL) {
                 fprintf(stderr, "ps-server: out of memory\n");
                 return 1;
             }
-            opt.on_workers_done = ps_job_end_start, opt.ud = je;
+            opt.on_epoch_stats = ps_job_end_epoch, opt.ud = je;
+            if (opt.hold_for_end) opt.on_workers_done = ps_job_end_start;
         }
     }
     ps_server *srv;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "ps.pb.h"
 #include "log.h"
 #include "ps_status.h"
 #include "store.h"
@@ -29,6 +30,8 @@ typedef struct {
     bool hold_for_end;
     /* With end_with_job: called once, on the loop thread, when every worker has finished. */
     void (*on_workers_done)(ps_server *srv, void *ud);
+    /* Each worker's EpochStats, on the loop thread (NULL: acked and dropped). */
+    void (*on_epoch_stats)(void *ud, uint32_t rank, const ps_EpochStats *s);
     void *ud;
 } ps_server_options;
 

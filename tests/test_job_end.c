@@ -151,7 +151,7 @@ Test(job_end, shards_export_then_exit_when_every_worker_finished) {
 
     ps_job_config job;
     make_job(&job, "async", ended);
-    ps_job_end *je = ps_job_end_new(&job);
+    ps_job_end *je = ps_job_end_new(&job, stdout);
     cr_assert_not_null(je);
     ending_server s[2];
     start_ending(&s[0], &job, 0, je);
@@ -305,4 +305,44 @@ Test(job_end, ps_server_exits_0_when_the_job_ends) { server_process(2, 0, NULL);
 Test(job_end, ps_server_exits_1_at_the_deadline_naming_the_missing_rank) {
     server_process(1, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank 1 never "
                          "finished (1 of 2 did)");
+}
+
+/* --- the job's epoch line on shard 0 ------------------------------------------------------------ */
+
+/* Sums, not means of means: rank 0 has 3 samples (loss 1.5, 2 right), rank 1 has 1 (loss 0.9, 1
+ * right): loss 2.4 / 4 = 0.6000 (the mean of the means would be 0.7), accuracy 3 / 4 = 0.7500
+ * (not 0.8333). Epoch 2 complete before epoch 1 waits for it; a rank's second report of an epoch
+ * and an epoch past fit.epochs are ignored. */
+Test(job_end, the_epoch_line_sums_every_workers_figures) {
+    ps_job_config job;
+    make_job(&job, "async", NULL);
+    job.fit.epochs = 2, job.fit.verbose = 2;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/lines", dir);
+    FILE *out = fopen(path, "w");
+    cr_assert_not_null(out);
+    ps_job_end *je = ps_job_end_new(&job, out);
+    const ps_EpochStats r0e1 = {.epoch = 1, .steps = 2, .samples = 3, .loss_sum = 1.5,
+                                .correct = 2, .seconds = 0.5};
+    const ps_EpochStats r1e1 = {.epoch = 1, .steps = 1, .samples = 1, .loss_sum = 0.9,
+                                .correct = 1, .seconds = 0.25};
+    const ps_EpochStats e2 = {.epoch = 2, .steps = 1, .samples = 2, .loss_sum = 0.2,
+                              .correct = 2, .seconds = 0.1};
+    const ps_EpochStats e3 = {.epoch = 3, .steps = 1, .samples = 2, .loss_sum = 0.2};
+    ps_job_end_epoch(je, 0, &r0e1);
+    ps_job_end_epoch(je, 0, &r1e1); /* rank 0 again: ignored */
+    ps_job_end_epoch(je, 0, &e2);
+    ps_job_end_epoch(je, 1, &e2);
+    ps_job_end_epoch(je, 1, &e3);
+    fflush(out);
+    cr_assert_str_eq(tu_slurp(path), "", "printed before epoch 1 was complete");
+    ps_job_end_epoch(je, 1, &r1e1);
+    fclose(out);
+    cr_assert_eq(ps_job_end_join(je, NULL), PS_OK);
+    const char *text = tu_slurp(path);
+    const char *l1 = strstr(text, "Epoch 1/2\n3/3 ["), *l2 = strstr(text, "Epoch 2/2\n2/2 [");
+    cr_assert(l1 && l2 && l1 < l2, "%s", text);
+    cr_assert(strstr(l1, "loss: 0.6000 - accuracy: 0.7500\n") < l2, "%s", text);
+    cr_assert(strstr(l2, "loss: 0.1000 - accuracy: 1.0000\n"), "%s", text);
+    cr_assert_null(strstr(text, "Epoch 3"), "%s", text);
 }

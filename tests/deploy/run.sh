@@ -90,7 +90,9 @@ for r in 0 1; do
     grep -Eq "worker-$r[_ ].*Epoch 50/50" "$work/up.log" ||
         { say "FAIL: worker-$r did not reach epoch 50/50"; fail=1; }
 done
-grep -E "Epoch 50/50|Exported|job is over" "$work/up.log" | head -8 || true
+grep -Eq "server-0[_ ].*Epoch 50/50" "$work/up.log" ||
+    { say "FAIL: server-0 did not print the job's line for epoch 50/50"; fail=1; }
+grep -E "Epoch 50/50|Exported|job is over" -A1 "$work/up.log" | head -12 || true
 
 vol=$("$DOCKER" volume inspect -f '{{.Mountpoint}}' "${project}_export")
 exported="$vol/keras-seed"
