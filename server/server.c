@@ -324,8 +324,6 @@ ps_status ps_server_run(ps_server *srv, ps_error *err) {
     return PS_OK;
 }
 
-const ps_job_config *ps_server_job(const ps_server *s) { return s->job; }
-
 void ps_server_stop(ps_server *s) { uv_async_send(&s->stop_async); }
 
 void ps_server_destroy(ps_server *srv) {

@@ -45,9 +45,6 @@ int ps_server_port(const ps_server *s);
 /* Serves until ps_server_stop or a signal. Returns PS_OK on a clean stop. */
 ps_status ps_server_run(ps_server *s, ps_error *err);
 
-/* The job file the server was made with (its shard's stores follow it). */
-const ps_job_config *ps_server_job(const ps_server *s);
-
 /* Asks a running server to stop; safe from any thread. */
 void ps_server_stop(ps_server *s);
 
