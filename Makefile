@@ -2,6 +2,8 @@
 #   make run    install what is missing (as root), build, train the seed's Keras job locally
 #   make test   install what is missing (as root), build, run the whole suite through ctest
 #   make fuzz   the same with clang, then each libFuzzer target for FUZZ_SECONDS (tests/fuzz)
+#   make deploy-test  (root) the Docker Compose cluster end to end: engine, images, a 2+2 job
+#                     (tests/deploy/run.sh; skips where Docker cannot run)
 # Variables: BUILD (build dir), PS_WERROR=ON, PS_SANITIZE=address,undefined, JOBS.
 
 BUILD       ?= build
@@ -17,7 +19,7 @@ DEBS := cmake make gcc pkg-config libuv1-dev nanopb libnanopb-dev libcjson-dev \
 
 FUZZ_DEBS := clang libclang-rt-14-dev
 
-.PHONY: all deps build run test bench fuzz clean
+.PHONY: all deps build run test bench fuzz deploy-test clean
 
 all: build
 
@@ -58,6 +60,9 @@ fuzz:
 	  -DPS_BUILD_BENCH=OFF >/dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target fuzz_all
 	bash tests/fuzz/run_fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+deploy-test:
+	bash tests/deploy/run.sh
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-release

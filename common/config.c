@@ -225,7 +225,7 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
                                        "request_timeout_ms", "token",   "busy_poll_us",
                                        "consistency", "staleness", "barrier_timeout_ms",
-                                       "token_file", "tls", NULL};
+                                       "token_file", "tls", "job_deadline_s", NULL};
     static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
@@ -289,6 +289,8 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
                     "%u must be below cluster.request_timeout_ms (%u): the servers drop a "
                     "stalled worker before the others give up waiting",
                     cfg->barrier_timeout_ms, cfg->request_timeout_ms);
+    /* a server that ends with its job gives up on unfinished workers then (0: never) */
+    TRY(get_u32(c, o, "cluster", "job_deadline_s", 0, 30 * 86400, 0, &cfg->job_deadline_s));
     if (item(o, "tls") != NULL) TRY(read_tls(c, item(o, "tls"), &cfg->tls));
     return PS_OK;
 }

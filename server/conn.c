@@ -68,6 +68,7 @@ static void on_close(uv_handle_t *h) {
     free(c->cork);
     free(c->rbuf);
     free(c);
+    ps_server_conn_closed(srv);
 }
 
 void ps_conn_close(ps_conn *c) {

@@ -300,8 +300,12 @@ static ps_status check_barrier_peer(const ps_conn *c, const char *what, ps_error
 
 static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
-    if (srv->barrier == NULL) /* async: clocks mean nothing */
-        return send_ack(c, m->env.request_id, 0, err);
+    if (srv->barrier == NULL) { /* async: only "finished" means something (the job's end) */
+        ps_status st = send_ack(c, m->env.request_id, 0, err);
+        if (st == PS_OK && m->env.clock.finished && c->is_worker)
+            ps_server_worker_finished(srv, c->rank);
+        return st;
+    }
     if (check_barrier_peer(c, "Clock", err) != PS_OK) return err->code;
     bool advanced;
     if (ps_barrier_clock(srv->barrier, c->rank, m->env.clock.clock, m->env.clock.finished,
@@ -309,7 +313,28 @@ static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
         return err->code;
     ps_status st = send_ack(c, m->env.request_id, 0, err);
     if (advanced) ps_server_wake(srv);
+    if (st == PS_OK && m->env.clock.finished) ps_server_worker_finished(srv, c->rank);
     return st;
+}
+
+/* A worker's epoch figures, for the job's combined line (server.h on_epoch_stats). */
+static ps_status on_epoch_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
+    if (!c->is_worker)
+        return ps_error_set(err, PS_INVALID_ARG, "EpochStats from an admin peer: only workers "
+                            "have epochs");
+    ps_status st = send_ack(c, m->env.request_id, 0, err);
+    if (st == PS_OK && c->srv->opt.on_epoch_stats != NULL)
+        c->srv->opt.on_epoch_stats(c->srv->opt.ud, c->rank, &m->env.epoch_stats);
+    return st;
+}
+
+/* The job is over: only an admin peer (the exporter, an operator) may say so. */
+static ps_status on_end_job(ps_conn *c, const ps_msg *m, ps_error *err) {
+    if (c->is_worker)
+        return ps_error_set(err, PS_INVALID_ARG, "EndJob from worker rank %u: only an admin "
+                            "peer ends the job (a worker says finished with its Clock)", c->rank);
+    if (ps_server_end_job(c->srv, err) != PS_OK) return err->code;
+    return send_ack(c, m->env.request_id, 0, err);
 }
 
 void ps_handle_disconnect(ps_conn *c) {
@@ -439,6 +464,10 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         return on_stats(c, m, err);
     case ps_Envelope_clock_tag:
         return on_clock(c, m, err);
+    case ps_Envelope_end_job_tag:
+        return on_end_job(c, m, err);
+    case ps_Envelope_epoch_stats_tag:
+        return on_epoch_stats(c, m, err);
     case ps_Envelope_scan_tag:
         return on_scan(c, m, err);
     case ps_Envelope_hello_tag:

@@ -1,5 +1,6 @@
 /* main.c - ps-server: argv -> job file -> one shard. The only place that exits.
- * Exit codes: 0 clean stop (SIGINT/SIGTERM), 1 runtime failure, 2 usage or config error. */
+ * Exit codes: 0 the job ended (or a clean stop on SIGINT/SIGTERM), 1 runtime failure (the job's
+ * deadline passed, the export failed), 2 usage or config error. */
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,13 +10,16 @@
 
 #include "cli.h"
 #include "config.h"
+#include "job_end.h"
 #include "server.h"
 
 static const char usage[] =
     "usage: ps-server --config JOB.json --shard I [--bind HOST:PORT] [--advertise HOST:PORT]\n"
-    "                 [--set KEY=VALUE ...]\n"
+    "                 [--until-stopped] [--set KEY=VALUE ...]\n"
     "\n"
-    "Serves shard I of the job's parameter tables until SIGINT/SIGTERM.\n"
+    "Serves shard I of the job's parameter tables until every worker has finished, then exits 0;\n"
+    "with fit.export_to, shard 0 first writes the weights there (all shards) and ends the job.\n"
+    "Workers not finished by cluster.job_deadline_s: exit 1, naming their ranks.\n"
     "  --config JOB.json   the job file every server and worker of the job reads\n"
     "  --shard I           this server's index in cluster.servers (0-based)\n"
     "  --bind HOST:PORT    listen here instead of cluster.servers[I] (--listen: the same);\n"
@@ -24,6 +28,7 @@ static const char usage[] =
     "  --advertise HOST:PORT  the address peers dial, printed below and logged (default: the\n"
     "                      entry if it is a name, else the bound address)\n"
     "  --set KEY=VALUE     override a job key by its dotted path (e.g. limits.max_frame_bytes=1e6)\n"
+    "  --until-stopped     serve until SIGINT/SIGTERM whatever the workers do (ps-launch)\n"
     "  --verbose           log every connection\n"
     "Prints \"listening on HOST:PORT\" (the advertised address) on stdout once it accepts\n"
     "connections.\n";
@@ -32,6 +37,7 @@ int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-server", usage, "--shard");
     const char *listen = NULL, *advertise = NULL;
+    bool until_stopped = false;
     for (int i = 1; i < argc; i++) {
         int code;
         ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
@@ -41,6 +47,8 @@ int main(int argc, char **argv) {
             listen = argv[++i];
         } else if (strcmp(argv[i], "--advertise") == 0 && i + 1 < argc) {
             advertise = argv[++i];
+        } else if (strcmp(argv[i], "--until-stopped") == 0) {
+            until_stopped = true;
         } else {
             fprintf(stderr, "ps-server: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
@@ -69,10 +77,30 @@ int main(int argc, char **argv) {
                              .advertise = advertise, .handle_signals = true,
                              .log = {.level = verbose ? PS_LOG_DEBUG : PS_LOG_INFO}};
     snprintf(opt.log.prefix, sizeof(opt.log.prefix), "server %ld", shard);
+    ps_job_end *je = NULL;
+    if (!until_stopped) {
+        opt.end_with_job = true;
+        opt.hold_for_end = job.fit.export_to[0] != '\0';
+        if (opt.hold_for_end && shard == 0 && job.servers_auto) {
+            /* the exporter must reach every shard by its address */
+            fprintf(stderr, "ps-server: %s: fit.export_to needs cluster.servers as a list of "
+                    "\"host:port\" (or --until-stopped and ps-export)\n", job.file);
+            return 2;
+        }
+        if (shard == 0) { /* the job's epoch lines; the export */
+            if ((je = ps_job_end_new(&job, stdout)) == NULL) {
+                fprintf(stderr, "ps-server: out of memory\n");
+                return 1;
+            }
+            opt.on_epoch_stats = ps_job_end_epoch, opt.ud = je;
+            if (opt.hold_for_end) opt.on_workers_done = ps_job_end_start;
+        }
+    }
     ps_server *srv;
     ps_status st = ps_server_create(&opt, &srv, &err);
     if (st != PS_OK) {
         fprintf(stderr, "ps-server: %s\n", err.msg);
+        ps_job_end_join(je, NULL);
         return st == PS_CONFIG ? 2 : 1;
     }
     /* "listening on" ends the line: ps-launch reads the address from there */
@@ -89,9 +117,9 @@ int main(int argc, char **argv) {
                 (unsigned long long)nofile.rlim_cur, job.max_connections);
     st = ps_server_run(srv, &err);
     ps_server_destroy(srv);
-    if (st != PS_OK) {
-        fprintf(stderr, "ps-server: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+    ps_error end_err = {0};
+    ps_status end_st = ps_job_end_join(je, &end_err); /* the export, when this shard ran it */
+    if (st != PS_OK) fprintf(stderr, "ps-server: %s\n", err.msg);
+    if (end_st != PS_OK) fprintf(stderr, "ps-server: %s\n", end_err.msg);
+    return st == PS_OK && end_st == PS_OK ? 0 : 1;
 }

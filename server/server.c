@@ -108,10 +108,81 @@ static void begin_stop(ps_server *srv) {
     uv_close((uv_handle_t *)&srv->stop_async, close_cb_noop);
     uv_close((uv_handle_t *)&srv->barrier_timer, close_cb_noop);
     uv_close((uv_handle_t *)&srv->sweep_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->end_timer, close_cb_noop);
     if (srv->opt.handle_signals) {
         uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
         uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
     }
+}
+
+/* --- the end of the job ----------------------------------------------------------------------- */
+
+static void on_end_timer(uv_timer_t *t) { begin_stop(t->data); }
+
+/* The job is over, but peers may still read: a worker's prefetched pull that the last worker's
+ * "finished" just released, the final Acks. Stop once every peer has hung up (workers and the
+ * exporter do when they are done), or after PS_END_GRACE_MS. Replaces the deadline. */
+#define PS_END_GRACE_MS 5000
+static void schedule_end(ps_server *srv, const char *why) {
+    if (srv->ending || srv->stopping) return;
+    srv->ending = true;
+    ps_log(&srv->opt.log, PS_LOG_INFO, "%s: the job is over, shutting down", why);
+    uv_timer_start(&srv->end_timer, on_end_timer, srv->n_conns == 0 ? 0 : PS_END_GRACE_MS, 0);
+}
+
+void ps_server_conn_closed(ps_server *srv) {
+    if (srv->ending && !srv->stopping && srv->n_conns == 0)
+        uv_timer_start(&srv->end_timer, on_end_timer, 0, 0);
+}
+
+/* cluster.job_deadline_s passed: name who is missing, then stop; run returns PS_TIMEOUT. */
+static void on_deadline(uv_timer_t *t) {
+    ps_server *srv = t->data;
+    const uint32_t W = srv->job->num_workers;
+    if (srv->n_finished == W) {
+        snprintf(srv->end_msg, sizeof(srv->end_msg),
+                 "cluster.job_deadline_s (%u s) passed: every worker finished, but the job did "
+                 "not end (no EndJob from the exporter)", srv->job->job_deadline_s);
+    } else {
+        char ranks[160] = "";
+        size_t len = 0;
+        for (uint32_t r = 0; r < W && len < sizeof(ranks); r++) {
+            if (srv->finished[r]) continue;
+            int k = snprintf(ranks + len, sizeof(ranks) - len, "%s%u", len ? ", " : "", r);
+            len += k > 0 ? (size_t)k : 0;
+        }
+        if (len >= sizeof(ranks)) snprintf(ranks + sizeof(ranks) - 5, 5, "...");
+        snprintf(srv->end_msg, sizeof(srv->end_msg),
+                 "cluster.job_deadline_s (%u s) passed: worker rank%s %s never finished (%u of "
+                 "%u did)", srv->job->job_deadline_s, W - srv->n_finished == 1 ? "" : "s", ranks,
+                 srv->n_finished, W);
+    }
+    srv->end_failed = true;
+    ps_log(&srv->opt.log, PS_LOG_ERROR, "%s", srv->end_msg);
+    begin_stop(srv);
+}
+
+void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
+    if (rank >= srv->job->num_workers || srv->finished[rank]) return;
+    srv->finished[rank] = 1;
+    if (++srv->n_finished < srv->job->num_workers || !srv->opt.end_with_job) return;
+    if (srv->opt.on_workers_done != NULL) srv->opt.on_workers_done(srv, srv->opt.ud);
+    if (srv->opt.hold_for_end)
+        ps_log(&srv->opt.log, PS_LOG_INFO,
+               "every worker (%u) finished: serving the export until it ends the job",
+               srv->n_finished);
+    else
+        schedule_end(srv, "every worker finished");
+}
+
+ps_status ps_server_end_job(ps_server *srv, ps_error *err) {
+    if (!srv->opt.end_with_job)
+        return ps_error_set(err, PS_INVALID_ARG,
+                            "EndJob: this server serves until it is stopped (--until-stopped)");
+    schedule_end(srv, srv->n_finished == srv->job->num_workers
+                          ? "EndJob after every worker finished"
+                          : "EndJob before every worker finished");
+    return PS_OK;
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -268,7 +339,11 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     }
     if (st == PS_OK && job->consistency != PS_ASYNC)
         st = ps_barrier_create(job, srv->stores, &srv->barrier, err);
+    if (st == PS_OK && (srv->finished = calloc(job->num_workers, 1)) == NULL)
+        st = ps_error_set(err, PS_NOMEM, "server: out of memory");
     if (st != PS_OK) goto fail;
+    uv_timer_init(&srv->loop, &srv->end_timer);
+    srv->end_timer.data = srv;
     uv_timer_init(&srv->loop, &srv->barrier_timer);
     srv->barrier_timer.data = srv;
     uv_timer_init(&srv->loop, &srv->sweep_timer);
@@ -300,6 +375,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     *out = srv;
     return PS_OK;
 fail:
+    free(srv->finished);
     ps_barrier_destroy(srv->barrier);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
@@ -322,11 +398,14 @@ ps_status ps_server_run(ps_server *srv, ps_error *err) {
      * of a training step is usually that close, and waking from sleep costs more (see config.h). */
     const uint64_t poll_ns =
         srv->job->server_busy_poll_us > 0 ? (uint64_t)srv->job->server_busy_poll_us * 1000 : 0;
+    if (srv->opt.end_with_job && srv->job->job_deadline_s > 0 && !srv->stopping)
+        uv_timer_start(&srv->end_timer, on_deadline, (uint64_t)srv->job->job_deadline_s * 1000,
+                       0);
     for (;;) {
         bool hot = poll_ns > 0 && uv_hrtime() - srv->last_read_ns < poll_ns;
         if (uv_run(&srv->loop, hot ? UV_RUN_NOWAIT : UV_RUN_ONCE) == 0) break;
     }
-    (void)err;
+    if (srv->end_failed) return ps_error_set(err, PS_TIMEOUT, "%s", srv->end_msg);
     return PS_OK;
 }
 
@@ -338,6 +417,7 @@ void ps_server_destroy(ps_server *srv) {
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
     ps_barrier_destroy(srv->barrier);
+    free(srv->finished);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     ps_frame_cache_clear(&srv->fcache);

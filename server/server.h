@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "ps.pb.h"
 #include "log.h"
 #include "ps_status.h"
 #include "store.h"
@@ -23,6 +24,19 @@ typedef struct {
                                * the job's entry (a name) or the bound address */
     bool handle_signals;      /* stop cleanly on SIGINT/SIGTERM */
     ps_logger log;
+    /* The end of the job (ps-server sets these; zero: serve until stopped, as tests and
+     * ps-launch's servers do). end_with_job: once every worker rank 0..W-1 has said it finished
+     * (a Clock with finished), run returns PS_OK - at once, or with hold_for_end on an EndJob
+     * from an admin peer (the exporter's "the weights are written"); an EndJob also ends it
+     * early. If cluster.job_deadline_s passes first, run returns PS_TIMEOUT naming the ranks
+     * that never finished (a worker that died is not finished). */
+    bool end_with_job;
+    bool hold_for_end;
+    /* With end_with_job: called once, on the loop thread, when every worker has finished. */
+    void (*on_workers_done)(ps_server *srv, void *ud);
+    /* Each worker's EpochStats, on the loop thread (NULL: acked and dropped). */
+    void (*on_epoch_stats)(void *ud, uint32_t rank, const ps_EpochStats *s);
+    void *ud;
 } ps_server_options;
 
 /* Binds the listen address (so the port is known before run). The process must ignore SIGPIPE

@@ -52,6 +52,13 @@ struct ps_server {
     bool paused_for_total;     /* some peers stopped reading because of queued_total */
     bool waking, wake_again;   /* ps_server_wake is running / must run once more */
     bool stopping;
+    /* the end of the job (ps_server_options.end_with_job) */
+    uint8_t *finished;      /* (W) a worker rank said it finished */
+    uint32_t n_finished;
+    uv_timer_t end_timer;   /* the deadline; once the job is over, the grace for peers */
+    bool ending;            /* a stop is scheduled */
+    bool end_failed;        /* the deadline passed: run returns PS_TIMEOUT with end_msg */
+    char end_msg[256];
     uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */
     uint64_t now_ms;       /* uv_now at the frame being handled: the stores' clock (expiry) */
     int port;
@@ -135,6 +142,12 @@ bool ps_conn_parked(const ps_conn *c);
 void ps_server_wake(ps_server *srv);
 /* a connection parked: start the stall timer if it is not running */
 void ps_server_parked(ps_server *srv);
+/* A worker rank said it finished (Clock with finished, any consistency). */
+void ps_server_worker_finished(ps_server *srv, uint32_t rank);
+/* A connection is gone: when the job is over and it was the last, stop now. */
+void ps_server_conn_closed(ps_server *srv);
+/* An admin peer's EndJob: PS_INVALID_ARG when the server serves until stopped. */
+ps_status ps_server_end_job(ps_server *srv, ps_error *err);
 /* A Hello from ip carried a bad token. */
 void ps_server_auth_failed(ps_server *srv, const char *ip);
 /* ms until ip may try again, or 0 when it is not locked out. */

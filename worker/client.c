@@ -1327,6 +1327,35 @@ ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error
     return st;
 }
 
+ps_status ps_client_end_job(ps_client *c, ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    uint32_t idx = 0; /* set by op_new */
+    if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_end_job_tag;
+    ps_status st = to_every_shard(c, &env, idx, err);
+    if (st != PS_OK && c->ops[idx].pending == 0) {
+        c->ops[idx].in_use = false;
+        return st;
+    }
+    return ps_client_wait(c, op_handle(c, idx), err);
+}
+
+ps_status ps_client_epoch_stats(ps_client *c, const ps_EpochStats *s, ps_error *err) {
+    if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
+    uint32_t idx = 0; /* set by op_new */
+    if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_epoch_stats_tag;
+    env.epoch_stats = *s;
+    ps_status st = to_every_shard(c, &env, idx, err);
+    if (st != PS_OK && c->ops[idx].pending == 0) {
+        c->ops[idx].in_use = false;
+        return st;
+    }
+    return ps_client_wait(c, op_handle(c, idx), err);
+}
+
 uint64_t ps_client_clock(const ps_client *c) { return c->clock; }
 void ps_client_set_min_clock(ps_client *c, uint64_t min_clock) { c->min_clock = min_clock; }
 

@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "ps.pb.h"
 #include "ps_status.h"
 #include "table_spec.h"
 
@@ -85,6 +86,11 @@ ps_status ps_client_pushpull(ps_client *c, uint32_t table, const uint64_t *push_
  * the step's combined update is applied by then). Both are 0 at start; async servers ignore them. */
 ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error *err);
 uint64_t ps_client_clock(const ps_client *c);
+/* Admin clients: tells every shard the job is over (EndJob); servers that end with their job ack
+ * and exit, the others answer PS_INVALID_ARG. Blocking. */
+ps_status ps_client_end_job(ps_client *c, ps_error *err);
+/* Workers: this worker's figures for one epoch, to every shard (EpochStats). Blocking. */
+ps_status ps_client_epoch_stats(ps_client *c, const ps_EpochStats *s, ps_error *err);
 void ps_client_set_min_clock(ps_client *c, uint64_t min_clock);
 
 /* Export. Rows with their AdaGrad state: for keys (n), values (n, dim), acc (n, state_len) and,

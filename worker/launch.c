@@ -544,6 +544,8 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     args[n++] = (char *)L->cli.config;
     if (flag) args[n++] = (char *)flag, args[n++] = idx; /* ps-export has no index */
     if (listen) args[n++] = "--listen", args[n++] = (char *)listen;
+    /* the launcher ends the job itself (ps-export, then SIGTERM): servers wait for it */
+    if (!c->is_worker && !c->is_exporter) args[n++] = "--until-stopped";
     if (c->is_worker) args[n++] = "--events";
     if (c->is_worker && L->evaluate) args[n++] = "--evaluate";
     if (c->is_worker && L->pairs_dir[0]) args[n++] = "--pairs-dir", args[n++] = L->pairs_dir;

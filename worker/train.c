@@ -648,9 +648,18 @@ static ps_status run_evaluation(trainer *tr, ps_progress *p, ps_error *err) {
     return PS_OK;
 }
 
-/* sync/ssp: leave the barrier, so the other workers stop waiting for this one's steps. */
+/* This epoch's sums to the servers: a ps-server's shard 0 prints the job's line from them. */
+static ps_status send_epoch_stats(trainer *tr, const ps_progress *p, ps_error *err) {
+    ps_EpochStats s = {.epoch = p->epoch, .steps = p->steps, .samples = p->samples,
+                       .loss_sum = p->loss_sum, .correct = p->correct, .seconds = p->seconds,
+                       .has_val = p->has_val, .val_samples = p->val_samples,
+                       .val_loss_sum = p->val_loss_sum, .val_correct = p->val_correct};
+    return ps_client_epoch_stats(tr->client, &s, err);
+}
+
+/* Tells every server this worker is done: sync/ssp, it leaves the barrier (the other workers stop
+ * waiting for its steps); in every mode, a server that ends with its job counts it. */
 static ps_status finish(trainer *tr, ps_error *err) {
-    if (tr->job->consistency == PS_ASYNC) return PS_OK;
     ps_op op;
     if (ps_client_clock_async(tr->client, true, &op, err) != PS_OK) return err->code;
     return ps_client_wait(tr->client, op, err);
@@ -678,6 +687,7 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
             fflush(opt->out);
         }
         st = run_epoch(&tr, e, &p, err);
+        if (st == PS_OK) st = send_epoch_stats(&tr, &p, err);
         if (st == PS_OK && e + 1 == fit->epochs) st = finish(&tr, err);
         if (st != PS_OK) break;
         total += p.samples;

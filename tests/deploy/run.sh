@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# tests/deploy/run.sh - the Docker Compose deployment, end to end, on a bare Debian 12 as root:
+# packages (docker.io, docker-compose, mmdebstrap), a dockerd of our own, the base image from the
+# apt archive (deploy/make-base-image.sh), the project image (its build runs the suite), then a
+# 2-server + 2-worker cluster (deploy/compose.sh 2 2) training deploy/job.json - the seed job -
+# to its last epoch. Checks: every container exits 0, both workers reached the last epoch, the
+# export volume holds the weights (manifest.json and the model's .npy files), `down` leaves no
+# container, network or volume. The dockerd we started is stopped by its PID, also on failure.
+# Skips (exit 0, saying why) when not root or when dockerd cannot run here.
+# Usage: tests/deploy/run.sh        (make deploy-test)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+DOCKER=/usr/bin/docker  # Debian's client, matching its engine (another may come first in PATH)
+project=psdeploytest
+t0=$(date +%s)
+say() { echo "[deploy-test +$(($(date +%s) - t0))s] $*"; }
+skip() { say "SKIP: $*"; exit 0; }
+
+[ "$(id -u)" = 0 ] || skip "needs root (packages, dockerd)"
+
+missing=""
+for p in docker.io docker-compose mmdebstrap; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    say "installing:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+work=$(mktemp -d /tmp/ps-deploy-test.XXXXXX)
+dockerd_pid=""
+compose_up=false
+compose() { docker-compose -p "$project" -f "$work/docker-compose.yml" "$@"; }
+cleanup() {
+    local rc=$?
+    if $compose_up; then compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
+    if [ -n "$dockerd_pid" ]; then
+        kill "$dockerd_pid" 2>/dev/null || true
+        for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
+        say "dockerd ($dockerd_pid) stopped"
+    fi
+    rm -rf "$work"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if "$DOCKER" info >/dev/null 2>&1; then
+    say "using the dockerd that is already running (left running)"
+else
+    # No systemd: our own engine. These flags leave the host's firewall, ip_forward and links as
+    # they were; compose networks still resolve service names.
+    dockerd --iptables=false --ip-forward=false --bridge=none >"$work/dockerd.log" 2>&1 &
+    dockerd_pid=$!
+    for _ in $(seq 1 30); do "$DOCKER" info >/dev/null 2>&1 && break; sleep 1; done
+    if ! "$DOCKER" info >/dev/null 2>&1; then
+        tail -5 "$work/dockerd.log" >&2
+        skip "dockerd does not start on this machine (log above)"
+    fi
+    say "dockerd started (pid $dockerd_pid)"
+fi
+
+DOCKER=$DOCKER deploy/make-base-image.sh local/debian:12
+say "base image ready"
+"$DOCKER" build -q --network host --build-arg BASE=local/debian:12 -f deploy/Dockerfile \
+    -t ps:latest . >/dev/null
+say "project image built (its build ran the suite)"
+
+cp deploy/job.json "$work/job.json"
+mkdir "$work/data"
+deploy/compose.sh 2 2 > "$work/docker-compose.yml"
+sed -i "s|context: \.\.|context: $root|" "$work/docker-compose.yml"
+compose_up=true
+say "docker-compose up: 2 servers, 2 workers"
+timeout 600 docker-compose -p "$project" -f "$work/docker-compose.yml" up --no-build \
+    --no-color >"$work/up.log" 2>&1 || { cat "$work/up.log"; say "FAIL: docker-compose up"; exit 1; }
+say "docker-compose up returned"
+
+fail=0
+n=0
+for id in $(compose ps -q); do
+    read -r name code < <("$DOCKER" inspect -f '{{.Name}} {{.State.ExitCode}}' "$id")
+    n=$((n + 1))
+    echo "  ${name#/} exited $code"
+    [ "$code" = 0 ] || fail=1
+done
+[ "$n" = 4 ] || { say "FAIL: $n containers, expected 4"; fail=1; }
+for r in 0 1; do
+    grep -Eq "worker-$r[_ ].*Epoch 50/50" "$work/up.log" ||
+        { say "FAIL: worker-$r did not reach epoch 50/50"; fail=1; }
+done
+grep -Eq "server-0[_ ].*Epoch 50/50" "$work/up.log" ||
+    { say "FAIL: server-0 did not print the job's line for epoch 50/50"; fail=1; }
+grep -E "Epoch 50/50|Exported|job is over" -A1 "$work/up.log" | head -12 || true
+
+vol=$("$DOCKER" volume inspect -f '{{.Mountpoint}}' "${project}_export")
+exported="$vol/keras-seed"
+[ -f "$exported/manifest.json" ] || { say "FAIL: no $exported/manifest.json"; fail=1; }
+npy=$(find "$exported" -name '*.npy' | wc -l)
+[ "$npy" = 8 ] || { say "FAIL: $npy .npy files in the export, expected 8 (2 layers x kernel, bias x values, accumulators)"; fail=1; }
+say "export: manifest.json and $npy .npy files"
+
+if [ "$fail" != 0 ]; then cat "$work/up.log"; exit 1; fi
+
+compose down -v --remove-orphans >/dev/null 2>&1
+compose_up=false
+left=$("$DOCKER" ps -aq --filter "label=com.docker.compose.project=$project")
+nets=$("$DOCKER" network ls -q --filter "label=com.docker.compose.project=$project")
+vols=$("$DOCKER" volume ls -q --filter "label=com.docker.compose.project=$project")
+[ -z "$left$nets$vols" ] || { say "FAIL: down left containers [$left] networks [$nets] volumes [$vols]"; exit 1; }
+say "PASS: down left no container, network or volume"
