@@ -10,6 +10,7 @@
  * then goes through its session (no reads into place: ciphertext is decrypted first). */
 #include "client.h"
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -713,10 +714,15 @@ static int resolve(ps_client *c, const char *host, uint16_t port, uint64_t timeo
                    struct addrinfo **out) {
     char service[8];
     snprintf(service, sizeof(service), "%u", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    /* An IP literal needs no lookup: without a trip through the thread pool a loaded machine
+     * cannot make it outlast a short deadline (and call 127.0.0.1 unresolvable). */
+    struct addrinfo numeric = hints;
+    numeric.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(host, service, &numeric, out) == 0) return 0;
     lookup *q = calloc(1, sizeof(*q));
     if (q == NULL) return UV_ENOMEM;
     q->req.data = q;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc = uv_getaddrinfo(&c->loop, &q->req, on_resolved, host, service, &hints);
     if (rc != 0) {
         free(q);

@@ -10,7 +10,7 @@ Data: Fashion-MNIST's IDX files as Debian's dataset-fashion-mnist installs them
 training loop and of the whole process (reading included).
 
     /usr/bin/python3 tests/ref/fmnist_torch.py [--dir /usr/share/datasets/fashion-mnist]
-        [--epochs 10] [--threads 1] [--init glorot|torch] [--json tests/ref/examples/fmnist_torch.json]
+        [--epochs 10] [--threads 1] [--init glorot|torch] [--g0 0.001] [--json tests/ref/examples/fmnist_torch.json]
 
 Prints one line per epoch and, last,
     fmnist_torch best_epoch=<n> test_accuracy=<x> final_test_accuracy=<y>
@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--g0", type=float, default=0.0,
+                    help="Adagrad's initial_accumulator_value (the job file's G0)")
     ap.add_argument("--init", choices=["glorot", "torch"], default="glorot",
                     help="glorot: Glorot-uniform kernels, zero biases (ps's defaults); torch: "
                          "nn.Linear's own, U(+-1/sqrt(fan_in)) for kernels and biases")
@@ -72,7 +74,7 @@ def main():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
-    opt = torch.optim.Adagrad(model.parameters(), lr=a.lr)
+    opt = torch.optim.Adagrad(model.parameters(), lr=a.lr, initial_accumulator_value=a.g0)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(a.seed)
     epochs, train_s = [], 0.0
@@ -104,7 +106,7 @@ def main():
         "threads": a.threads, "machine": platform.machine(),
         "model": "784-256 relu, 256-10 softmax", "init": ("glorot_uniform kernels, zero biases" if a.init == "glorot"
                  else "torch default: U(+-1/sqrt(fan_in)) kernels and biases"),
-        "optimizer": "torch.optim.Adagrad", "lr": a.lr, "batch_size": a.batch, "seed": a.seed,
+        "optimizer": "torch.optim.Adagrad", "lr": a.lr, "initial_accumulator_value": a.g0, "batch_size": a.batch, "seed": a.seed,
         "epochs": epochs, "best": {"epoch": best["epoch"], "val_accuracy": best["val_accuracy"]},
         "samples_per_sec_training_loop": a.epochs * n / train_s,
         "samples_per_sec_whole_process": a.epochs * n / total_s,
