@@ -54,7 +54,7 @@ static ps_status idx_header(idx_file *f, uint32_t magic, const char *what, uint3
                             errno ? strerror(errno) : "out of memory");
     const size_t ndims = magic & 0xff, want = 4 + 4 * ndims;
     uint8_t h[16];
-    size_t got;
+    size_t got = 0;
     ps_status st = idx_read(f, h, want, &got, err);
     if (st != PS_OK) return st;
     if (got >= 4 && be32(h) != magic) {
@@ -83,7 +83,7 @@ static ps_status idx_body(idx_file *f, uint32_t n, size_t rec, uint32_t rank, ui
     ps_status st = PS_OK;
     if (buf == NULL) return ps_error_set(err, PS_NOMEM, "%s: out of memory", f->path);
     for (uint32_t i = 0; i < n && st == PS_OK; i++) {
-        size_t got;
+        size_t got = 0;
         if ((st = idx_read(f, buf, rec, &got, err)) != PS_OK) break;
         if (got < rec) {
             st = ps_error_set(err, PS_DATA,
@@ -105,7 +105,7 @@ static ps_status idx_body(idx_file *f, uint32_t n, size_t rec, uint32_t rank, ui
         memcpy(keep + own++ * rec, buf, rec);
     }
     if (st == PS_OK) {
-        size_t got;
+        size_t got = 0;
         uint8_t extra;
         if ((st = idx_read(f, &extra, 1, &got, err)) == PS_OK && got != 0)
             st = ps_error_set(err, PS_DATA,
