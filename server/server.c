@@ -1,9 +1,13 @@
 /* server.c - the shard's lifecycle: stores, listener, signals, stop. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "checkpoint.h"
 #include "server_internal.h"
 #include "weights.h"
 
@@ -99,6 +103,117 @@ void ps_server_parked(ps_server *srv) {
         uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
 }
 
+/* --- checkpoints (server.checkpoint_dir, checkpoint.h) --------------------------------------
+ * A fork()ed child writes the stores as they were at the fork: a consistent cut between two
+ * frames (every push wholly in or out), while the parent serves on; copy-on-write costs the
+ * parent a page copy per page it first touches, and up to the tables' size in memory. */
+
+/* The child's end: logs it and counts it. status as from waitpid. */
+static void checkpoint_reaped(ps_server *srv, int status) {
+    const double s = (double)(uv_hrtime() - srv->ckpt_started_ns) / 1e9;
+    srv->ckpt_pid = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        ps_log(&srv->opt.log, PS_LOG_INFO, "checkpoint generation %llu written to %s in %.2f s",
+               (unsigned long long)srv->ckpt_gen, srv->job->checkpoint_dir, s);
+        srv->ckpt_done++;
+    } else {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "checkpoint generation %llu failed; the previous "
+               "generation in %s is kept, serving on", (unsigned long long)srv->ckpt_gen,
+               srv->job->checkpoint_dir);
+        srv->ckpt_failed++;
+    }
+}
+
+static void on_ckpt_poll(uv_timer_t *t) {
+    ps_server *srv = t->data;
+    int status;
+    pid_t r = waitpid(srv->ckpt_pid, &status, WNOHANG);
+    if (r == 0) return;
+    uv_timer_stop(t);
+    checkpoint_reaped(srv, r == srv->ckpt_pid ? status : 1 << 8);
+}
+
+/* Writes generation ++ckpt_gen here (child: true) and logs what was written. */
+static ps_status write_checkpoint(ps_server *srv) {
+    ps_error err = {0};
+    ps_ckpt_info info;
+    ps_status st = ps_checkpoint_write(srv->job, srv->opt.shard, srv->job->num_servers,
+                                       srv->stores, srv->job->checkpoint_dir, srv->ckpt_gen,
+                                       &info, &err);
+    if (st != PS_OK)
+        ps_log(&srv->opt.log, PS_LOG_ERROR, "checkpoint: %s", err.msg);
+    else
+        ps_log(&srv->opt.log, PS_LOG_DEBUG, "checkpoint: %llu rows, %.1f MB",
+               (unsigned long long)info.rows, (double)info.bytes / 1e6);
+    return st;
+}
+
+static void start_checkpoint(ps_server *srv) {
+    if (srv->job->checkpoint_dir[0] == '\0' || srv->stopping) return;
+    if (srv->ckpt_pid != 0) {
+        ps_log(&srv->opt.log, PS_LOG_DEBUG, "checkpoint: one is being written already");
+        return;
+    }
+    srv->ckpt_gen++;
+    srv->ckpt_started_ns = uv_hrtime();
+    pid_t pid = fork();
+    if (pid < 0) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "checkpoint: fork: %s; serving on", strerror(errno));
+        srv->ckpt_failed++;
+        return;
+    }
+    if (pid == 0) _exit(write_checkpoint(srv) == PS_OK ? 0 : 1); /* no atexit, no loop */
+    srv->ckpt_pid = pid;
+    uv_timer_start(&srv->ckpt_poll, on_ckpt_poll, 10, 10);
+}
+
+/* On SIGTERM/SIGINT: the last generation, on this thread (the loop serves no one any more). */
+static void final_checkpoint(ps_server *srv) {
+    if (srv->job->checkpoint_dir[0] == '\0') return;
+    int status;
+    if (srv->ckpt_pid != 0 && waitpid(srv->ckpt_pid, &status, 0) == srv->ckpt_pid)
+        checkpoint_reaped(srv, status);
+    srv->ckpt_pid = 0;
+    srv->ckpt_gen++;
+    srv->ckpt_started_ns = uv_hrtime();
+    checkpoint_reaped(srv, write_checkpoint(srv) == PS_OK ? 0 : 1 << 8);
+}
+
+static void on_ckpt_timer(uv_timer_t *t) { start_checkpoint(t->data); }
+static void on_ckpt_async(uv_async_t *a) { start_checkpoint(a->data); }
+
+void ps_server_checkpoint(ps_server *s) { uv_async_send(&s->ckpt_async); }
+
+uint64_t ps_server_checkpoints(const ps_server *s, uint64_t *failed) {
+    if (failed != NULL) *failed = s->ckpt_failed;
+    return s->ckpt_done;
+}
+
+/* Restore on start: the newest good checkpoint of the job in server.checkpoint_dir, if any. */
+static ps_status restore_checkpoint(ps_server *srv, bool *restored, ps_error *err) {
+    const ps_job_config *job = srv->job;
+    *restored = false;
+    if (job->checkpoint_dir[0] == '\0') return PS_OK;
+    ps_status st = ps_checkpoint_last_generation(job->checkpoint_dir, &srv->ckpt_gen, err);
+    ps_ckpt_info info;
+    const uint64_t t0 = uv_hrtime();
+    if (st == PS_OK)
+        st = ps_checkpoint_restore(job, srv->opt.shard, job->num_servers, srv->stores,
+                                   job->checkpoint_dir, &srv->opt.log, &info, err);
+    if (st == PS_NOT_FOUND) {
+        ps_log(&srv->opt.log, PS_LOG_INFO, "no checkpoint in %s: starting fresh",
+               job->checkpoint_dir);
+        return PS_OK;
+    }
+    if (st != PS_OK) return ps_error_prefix(err, st, "%s: server.checkpoint_dir", job->file);
+    ps_log(&srv->opt.log, PS_LOG_INFO, "restored %llu rows from %s (generation %llu of %u shards, "
+           "%.1f MB read) in %.2f s", (unsigned long long)info.rows, job->checkpoint_dir,
+           (unsigned long long)info.generation, info.from_shards, (double)info.bytes / 1e6,
+           (double)(uv_hrtime() - t0) / 1e9);
+    *restored = true;
+    return PS_OK;
+}
+
 /* Stops accepting, closes every peer and our own handles; the loop then runs dry. */
 static void begin_stop(ps_server *srv) {
     if (srv->stopping) return;
@@ -108,16 +223,26 @@ static void begin_stop(ps_server *srv) {
     uv_close((uv_handle_t *)&srv->stop_async, close_cb_noop);
     uv_close((uv_handle_t *)&srv->barrier_timer, close_cb_noop);
     uv_close((uv_handle_t *)&srv->sweep_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->ckpt_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->ckpt_poll, close_cb_noop);
+    uv_close((uv_handle_t *)&srv->ckpt_async, close_cb_noop);
     if (srv->opt.handle_signals) {
         uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
         uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
+        uv_close((uv_handle_t *)&srv->sigusr1, close_cb_noop);
     }
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
     ps_server *srv = h->data;
+    if (signum == SIGUSR1) {
+        start_checkpoint(srv);
+        return;
+    }
     ps_log(&srv->opt.log, PS_LOG_INFO, "signal %d: shutting down", signum);
+    bool was_stopping = srv->stopping;
     begin_stop(srv);
+    if (!was_stopping) final_checkpoint(srv);
 }
 
 static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
@@ -175,7 +300,9 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         if (st == PS_OK) st = ps_store_set_pool(srv->stores[i], srv->pool, err);
         if (st == PS_OK) ps_store_set_clock(srv->stores[i], &srv->now_ms);
     }
-    if (st == PS_OK && job->fit.init_from[0] != '\0') {
+    bool restored = false;
+    if (st == PS_OK) st = restore_checkpoint(srv, &restored, err);
+    if (st == PS_OK && !restored && job->fit.init_from[0] != '\0') {
         size_t rows = 0;
         st = ps_weights_load(job->fit.init_from, job, opt->shard, job->num_servers, srv->stores,
                              &rows, err);
@@ -209,6 +336,18 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         srv->sigint.data = srv->sigterm.data = srv;
         uv_signal_start(&srv->sigint, on_signal, SIGINT);
         uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+        uv_signal_init(&srv->loop, &srv->sigusr1);
+        srv->sigusr1.data = srv;
+        uv_signal_start(&srv->sigusr1, on_signal, SIGUSR1);
+    }
+    uv_timer_init(&srv->loop, &srv->ckpt_timer);
+    uv_timer_init(&srv->loop, &srv->ckpt_poll);
+    uv_async_init(&srv->loop, &srv->ckpt_async, on_ckpt_async);
+    srv->ckpt_timer.data = srv->ckpt_poll.data = srv->ckpt_async.data = srv;
+    if (job->checkpoint_every_s > 0) {
+        const uint64_t ms = (uint64_t)job->checkpoint_every_s * 1000;
+        uv_timer_start(&srv->ckpt_timer, on_ckpt_timer, ms, ms);
+        uv_unref((uv_handle_t *)&srv->ckpt_timer);
     }
     st = bind_listener(srv, opt->listen ? opt->listen : job->servers[opt->shard], err);
     if (st != PS_OK) {
@@ -252,6 +391,9 @@ void ps_server_destroy(ps_server *srv) {
     if (!srv->stopping) begin_stop(srv);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
+    int status;
+    if (srv->ckpt_pid != 0 && waitpid(srv->ckpt_pid, &status, 0) == srv->ckpt_pid)
+        checkpoint_reaped(srv, status); /* a generation still being written completes */
     ps_barrier_destroy(srv->barrier);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
