@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,112 +161,267 @@ static void sync_dir(const char *dir) {
     close(fd);
 }
 
-/* --- writing -------------------------------------------------------------------------------- */
+/* --- writing: the loop thread copies rows into blocks, a thread writes them ------------------ */
+
+#define NBUF 4 /* blocks in flight: ~2 MiB at dim 16 */
+
+struct ps_ckpt_writer {
+    char path[PS_PATH_MAX + 64], tmp[PS_PATH_MAX + 64], dir[PS_PATH_MAX];
+    uint32_t shard, num_shards;
+    int fd;
+    header h;
+    ps_ckpt_notify notify;
+    void *ud;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a buffer came free, a block was queued, or the thread ended */
+    uint8_t *buf[NBUF];
+    size_t len[NBUF];
+    bool is_end[NBUF];
+    int free_[NBUF], n_free; /* buffers the loop thread may fill */
+    int queue[NBUF], q_head, q_n; /* filled buffers, in order */
+    bool abort, finished;
+    ps_status st; /* the thread's */
+    ps_error err;
+    uint64_t bytes;
+    /* the loop thread's scan position; the rows it queued per table */
+    uint32_t table;
+    size_t next_row;
+    bool queued_end;
+    uint64_t counts[PS_MAX_TABLES];
+};
 
 typedef struct {
-    int fd;
-    const char *path;
-    uint8_t *buf; /* the block being filled: [table u32][rows u32][rows...], room for its crc */
-    size_t len;
-    uint32_t table, n;
-    size_t wb, ab; /* weight and accumulator bytes of a row of the table being written */
-    uint64_t bytes;
-    ps_status st;
-    ps_error *err;
-} writer;
+    uint8_t *p;
+    size_t wb, ab;
+} row_sink;
 
-static ps_status write_all(writer *w, const uint8_t *p, size_t n) {
+static bool on_row(void *ud, uint64_t key, const float *wt, const float *acc, uint32_t step) {
+    row_sink *k = ud;
+    k->p = put(k->p, &key, 8), k->p = put(k->p, wt, k->wb), k->p = put(k->p, acc, k->ab);
+    k->p = put(k->p, &step, 4);
+    return true;
+}
+
+static ps_status write_all(ps_ckpt_writer *w, const uint8_t *p, size_t n, off_t at) {
     while (n > 0) {
-        ssize_t k = write(w->fd, p, n);
+        ssize_t k = at >= 0 ? pwrite(w->fd, p, n, at) : write(w->fd, p, n);
         if (k < 0 && errno == EINTR) continue;
-        if (k < 0)
-            return w->st = ps_error_set(w->err, PS_IO, "%s: write: %s", w->path, strerror(errno));
-        p += k, n -= (size_t)k, w->bytes += (uint64_t)k;
+        if (k < 0) return ps_error_set(&w->err, PS_IO, "%s: write: %s", w->tmp, strerror(errno));
+        p += k, n -= (size_t)k;
+        if (at >= 0) at += k; else w->bytes += (uint64_t)k;
     }
     return PS_OK;
 }
 
-static ps_status flush_block(writer *w) {
-    memcpy(w->buf, &w->table, 4);
-    memcpy(w->buf + 4, &w->n, 4);
-    uint32_t crc = (uint32_t)crc32(0L, w->buf, (uInt)w->len);
-    memcpy(w->buf + w->len, &crc, 4);
-    ps_status st = write_all(w, w->buf, w->len + 4);
-    w->len = 8, w->n = 0;
+/* The end: the header with the row counts over its placeholder, fsync, rename, fsync the dir,
+ * and the generations before the one before go. */
+static ps_status seal(ps_ckpt_writer *w) {
+    uint8_t *hb = malloc(header_bytes(w->h.num_tables) + 4);
+    if (hb == NULL) return ps_error_set(&w->err, PS_NOMEM, "%s: out of memory", w->tmp);
+    ps_status st = write_all(w, hb, encode_header(&w->h, hb), 0);
+    free(hb);
+    if (st != PS_OK) return st;
+    if (fsync(w->fd) != 0) /* where a full disk often shows first */
+        return ps_error_set(&w->err, PS_IO, "%s: fsync: %s", w->tmp, strerror(errno));
+    const int fd = w->fd;
+    w->fd = -1;
+    if (close(fd) != 0 || rename(w->tmp, w->path) != 0)
+        return ps_error_set(&w->err, PS_IO, "%s: %s", w->path, strerror(errno));
+    sync_dir(w->dir);
+    prune(w->dir, w->shard, w->num_shards, w->h.generation);
+    return PS_OK;
+}
+
+static void *writer_main(void *arg) {
+    ps_ckpt_writer *w = arg;
+    ps_status st = PS_OK;
+    for (bool end = false; !end && st == PS_OK;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->abort && w->q_n == 0) pthread_cond_wait(&w->cv, &w->mu);
+        if (w->abort) {
+            pthread_mutex_unlock(&w->mu);
+            st = ps_error_set(&w->err, PS_CLOSED, "%s: abandoned", w->tmp);
+            break;
+        }
+        const int b = w->queue[w->q_head];
+        end = w->is_end[b];
+        pthread_mutex_unlock(&w->mu);
+        st = write_all(w, w->buf[b], w->len[b], -1);
+        if (st == PS_OK && end) st = seal(w);
+        pthread_mutex_lock(&w->mu);
+        w->q_head = (w->q_head + 1) % NBUF, w->q_n--;
+        w->free_[w->n_free++] = b;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        if (!end && st == PS_OK && w->notify) w->notify(w->ud);
+    }
+    if (w->fd >= 0) close(w->fd), w->fd = -1;
+    if (st != PS_OK) unlink(w->tmp);
+    pthread_mutex_lock(&w->mu);
+    w->st = st, w->finished = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->notify) w->notify(w->ud);
+    return NULL;
+}
+
+ps_status ps_ckpt_writer_open(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
+                              const char *dir, uint64_t gen, ps_ckpt_notify notify, void *ud,
+                              ps_ckpt_writer **out, ps_error *err) {
+    ps_ckpt_writer *w = calloc(1, sizeof(*w));
+    if (w == NULL) return ps_error_set(err, PS_NOMEM, "checkpoint: out of memory");
+    snprintf(w->dir, sizeof(w->dir), "%s", dir);
+    snprintf(w->path, sizeof(w->path), "%s/shard-%u-of-%u.gen-%" PRIu64 ".ckpt", dir, shard,
+             num_shards, gen);
+    snprintf(w->tmp, sizeof(w->tmp), "%s/.shard-%u-of-%u.gen-%" PRIu64 ".tmp", dir, shard,
+             num_shards, gen);
+    w->shard = shard, w->num_shards = num_shards, w->notify = notify, w->ud = ud, w->fd = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    header *h = &w->h;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    h->version = PS_CKPT_VERSION, h->generation = gen, h->shard = shard;
+    h->num_shards = num_shards, h->num_tables = (uint32_t)job->num_tables;
+    h->created_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    snprintf(h->job_id, sizeof(h->job_id), "%s", job->job_id);
+    size_t max_rb = 0;
+    for (uint32_t i = 0; i < h->num_tables; i++) {
+        table_of(&job->tables[i], &h->t[i]);
+        size_t rb = 12 + 4 * (size_t)(h->t[i].dim + h->t[i].state_len);
+        if (rb > max_rb) max_rb = rb;
+    }
+    size_t cap = 8 + BLOCK_ROWS * max_rb + 4;
+    if (cap < header_bytes(PS_MAX_TABLES) + 4) cap = header_bytes(PS_MAX_TABLES) + 4;
+    ps_status st = PS_OK;
+    for (int b = 0; b < NBUF; b++) {
+        if ((w->buf[b] = malloc(cap)) == NULL) st = PS_NOMEM;
+        w->free_[w->n_free++] = b;
+    }
+    if (st != PS_OK) {
+        ps_error_set(err, st, "%s: out of memory", w->path);
+        goto fail;
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        st = ps_error_set(err, PS_IO, "%s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        st = ps_error_set(err, PS_IO, "%s: %s", w->tmp, strerror(errno));
+        goto fail;
+    }
+    /* the header's place: rewritten with the row counts at the end */
+    if ((st = write_all(w, w->buf[0], encode_header(h, w->buf[0]), -1)) != PS_OK) {
+        ps_error_set(err, st, "%s", w->err.msg);
+        goto fail;
+    }
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        st = ps_error_set(err, PS_IO, "checkpoint: cannot start a thread");
+        goto fail;
+    }
+    w->started = true;
+    *out = w;
+    return PS_OK;
+fail:
+    if (w->fd >= 0) close(w->fd), unlink(w->tmp);
+    w->fd = -1;
+    ps_ckpt_writer_close(w, true, NULL, NULL);
     return st;
 }
 
-static bool on_row(void *ud, uint64_t key, const float *wt, const float *acc, uint32_t step) {
-    writer *w = ud;
-    uint8_t *p = w->buf + w->len;
-    p = put(p, &key, 8), p = put(p, wt, w->wb), p = put(p, acc, w->ab), put(p, &step, 4);
-    w->len += 12 + w->wb + w->ab;
-    return ++w->n < BLOCK_ROWS || flush_block(w) == PS_OK;
+ps_status ps_ckpt_writer_fill(ps_ckpt_writer *w, ps_store *const *stores, bool wait, bool *done,
+                              ps_error *err) {
+    *done = w->queued_end;
+    while (!w->queued_end) {
+        pthread_mutex_lock(&w->mu);
+        while (wait && w->n_free == 0 && !w->finished) pthread_cond_wait(&w->cv, &w->mu);
+        if (w->finished || w->n_free == 0) {
+            const bool failed = w->finished;
+            pthread_mutex_unlock(&w->mu);
+            return failed ? ps_error_set(err, w->st, "%s", w->err.msg) : PS_OK;
+        }
+        const int b = w->free_[--w->n_free];
+        pthread_mutex_unlock(&w->mu);
+        uint32_t n = 0, table = END_TABLE;
+        while (w->table < w->h.num_tables) { /* the next rows, or the next table's */
+            const table_rec *t = &w->h.t[w->table];
+            row_sink k = {.p = w->buf[b] + 8, .wb = 4 * (size_t)t->dim,
+                          .ab = 4 * (size_t)t->state_len};
+            n = (uint32_t)ps_store_scan_from(stores[w->table], &w->next_row, BLOCK_ROWS, on_row,
+                                             &k);
+            if (n > 0) {
+                table = w->table;
+                w->counts[table] += n;
+                w->len[b] = (size_t)(k.p - w->buf[b]);
+                break;
+            }
+            w->table++, w->next_row = 0;
+        }
+        if (table == END_TABLE) {
+            w->len[b] = 8, w->queued_end = true;
+            for (uint32_t i = 0; i < w->h.num_tables; i++) w->h.t[i].rows = w->counts[i];
+        }
+        memcpy(w->buf[b], &table, 4);
+        memcpy(w->buf[b] + 4, &n, 4);
+        uint32_t crc = (uint32_t)crc32(0L, w->buf[b], (uInt)w->len[b]);
+        memcpy(w->buf[b] + w->len[b], &crc, 4);
+        w->len[b] += 4;
+        pthread_mutex_lock(&w->mu);
+        w->is_end[b] = table == END_TABLE;
+        w->queue[(w->q_head + w->q_n) % NBUF] = b, w->q_n++;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    *done = true;
+    return PS_OK;
+}
+
+bool ps_ckpt_writer_finished(ps_ckpt_writer *w) {
+    pthread_mutex_lock(&w->mu);
+    const bool f = w->finished;
+    pthread_mutex_unlock(&w->mu);
+    return f;
+}
+
+ps_status ps_ckpt_writer_close(ps_ckpt_writer *w, bool abort, ps_ckpt_info *info,
+                               ps_error *err) {
+    if (w == NULL) return PS_OK;
+    ps_status st = PS_CLOSED;
+    if (w->started) {
+        pthread_mutex_lock(&w->mu);
+        if (abort || !w->queued_end) w->abort = true; /* a half-queued file cannot complete */
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        st = w->st;
+        if (st != PS_OK) ps_error_set(err, st, "%s", w->err.msg);
+    }
+    if (st == PS_OK && info != NULL) {
+        uint64_t rows = 0;
+        for (uint32_t i = 0; i < w->h.num_tables; i++) rows += w->counts[i];
+        *info = (ps_ckpt_info){.rows = rows, .bytes = w->bytes, .generation = w->h.generation,
+                               .from_shards = w->num_shards};
+    }
+    for (int b = 0; b < NBUF; b++) free(w->buf[b]);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+    return st;
 }
 
 ps_status ps_checkpoint_write(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
                               ps_store *const *stores, const char *dir, uint64_t gen,
                               ps_ckpt_info *info, ps_error *err) {
-    char path[PS_PATH_MAX + 64], tmp[PS_PATH_MAX + 64];
-    snprintf(path, sizeof(path), "%s/shard-%u-of-%u.gen-%" PRIu64 ".ckpt", dir, shard, num_shards,
-             gen);
-    snprintf(tmp, sizeof(tmp), "%s/.shard-%u-of-%u.gen-%" PRIu64 ".tmp", dir, shard, num_shards,
-             gen);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return ps_error_set(err, PS_IO, "%s: %s", dir, strerror(errno));
-    header h = {0}; /* ~9 KiB with every table: fine on any thread's stack */
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    h.version = PS_CKPT_VERSION, h.generation = gen, h.shard = shard, h.num_shards = num_shards;
-    h.created_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    h.num_tables = (uint32_t)job->num_tables;
-    snprintf(h.job_id, sizeof(h.job_id), "%s", job->job_id);
-    size_t max_rb = 0;
-    for (uint32_t i = 0; i < h.num_tables; i++) {
-        table_of(&job->tables[i], &h.t[i]);
-        h.t[i].rows = ps_store_scan(stores[i], NULL, NULL);
-        size_t rb = 12 + 4 * (size_t)(h.t[i].dim + h.t[i].state_len);
-        if (rb > max_rb) max_rb = rb;
-    }
-    writer w = {.fd = -1, .path = tmp, .err = err, .len = 8};
-    size_t cap = 8 + BLOCK_ROWS * max_rb + 4;
-    if (cap < header_bytes(PS_MAX_TABLES) + 4) cap = header_bytes(PS_MAX_TABLES) + 4;
-    w.buf = malloc(cap);
-    if (w.buf == NULL) return ps_error_set(err, PS_NOMEM, "%s: out of memory", path);
-    w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w.fd < 0) {
-        w.st = ps_error_set(err, PS_IO, "%s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (write_all(&w, w.buf, encode_header(&h, w.buf)) != PS_OK) goto done;
-    uint64_t rows = 0;
-    for (uint32_t i = 0; i < h.num_tables; i++) {
-        w.table = i, w.wb = 4 * (size_t)h.t[i].dim, w.ab = 4 * (size_t)h.t[i].state_len;
-        ps_store_scan(stores[i], on_row, &w);
-        if (w.st != PS_OK || (w.n > 0 && flush_block(&w) != PS_OK)) goto done;
-        rows += h.t[i].rows;
-    }
-    w.table = END_TABLE;
-    if (flush_block(&w) != PS_OK) goto done;
-    if (fsync(w.fd) != 0) { /* where a full disk often shows first */
-        w.st = ps_error_set(err, PS_IO, "%s: fsync: %s", tmp, strerror(errno));
-        goto done;
-    }
-    int fd = w.fd;
-    w.fd = -1;
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        w.st = ps_error_set(err, PS_IO, "%s: %s", path, strerror(errno));
-        goto done;
-    }
-    sync_dir(dir);
-    prune(dir, shard, num_shards, gen);
-    if (info != NULL) *info = (ps_ckpt_info){.rows = rows, .bytes = w.bytes, .generation = gen,
-                                             .from_shards = num_shards};
-done:
-    if (w.fd >= 0) close(w.fd);
-    if (w.st != PS_OK) unlink(tmp);
-    free(w.buf);
-    return w.st;
+    ps_ckpt_writer *w;
+    ps_status st = ps_ckpt_writer_open(job, shard, num_shards, dir, gen, NULL, NULL, &w, err);
+    if (st != PS_OK) return st;
+    bool done;
+    st = ps_ckpt_writer_fill(w, stores, true, &done, err);
+    ps_status cst = ps_ckpt_writer_close(w, st != PS_OK, info, st == PS_OK ? err : NULL);
+    return st != PS_OK ? st : cst;
 }
 
 /* --- reading -------------------------------------------------------------------------------- */

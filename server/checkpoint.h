@@ -12,6 +12,7 @@
 #ifndef PS_CHECKPOINT_H
 #define PS_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -28,9 +29,32 @@ typedef struct {
     uint32_t from_shards; /* restore: the shard count of the files read */
 } ps_ckpt_info;
 
-/* Writes stores[0..job->num_tables) as generation gen of shard of num_shards into dir. On any
- * error the temporary file is removed and the previous generations are untouched. The stores
- * must not change during the call (a fork()ed child's copy, or the loop thread itself). */
+/* A checkpoint being written: the owner's thread copies rows into blocks (ps_ckpt_writer_fill,
+ * a few blocks at a time, between other work), a thread of the writer's own writes them, then
+ * seals the file (header with the row counts, fsync, rename, fsync of dir, old generations
+ * removed). On any error the temporary file is removed and older generations are untouched. */
+typedef struct ps_ckpt_writer ps_ckpt_writer;
+/* Called from the writer's thread when a block buffer came free or the writer finished. */
+typedef void (*ps_ckpt_notify)(void *ud);
+
+/* Creates dir if missing and the temporary file; starts the thread. notify may be NULL. */
+ps_status ps_ckpt_writer_open(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
+                              const char *dir, uint64_t gen, ps_ckpt_notify notify, void *ud,
+                              ps_ckpt_writer **out, ps_error *err);
+/* Copies the next rows of stores (borrowed: the same every call, not changed during a call)
+ * into free buffers: at most NBUF blocks of 4096 rows, or with wait every row, blocking on the
+ * thread. *done: every row and the end block are queued. An error: the thread's (the file is
+ * gone already). */
+ps_status ps_ckpt_writer_fill(ps_ckpt_writer *w, ps_store *const *stores, bool wait, bool *done,
+                              ps_error *err);
+/* The thread ended: sealed, or failed. */
+bool ps_ckpt_writer_finished(ps_ckpt_writer *w);
+/* Waits for the thread and frees w (NULL-safe). abort, or rows not all queued: the file is
+ * abandoned (PS_CLOSED). PS_OK with info when the generation is on disk. */
+ps_status ps_ckpt_writer_close(ps_ckpt_writer *w, bool abort, ps_ckpt_info *info, ps_error *err);
+
+/* The whole of it at once on the caller's thread (fill with wait): SIGTERM's last checkpoint,
+ * tests and the benchmark. */
 ps_status ps_checkpoint_write(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
                               ps_store *const *stores, const char *dir, uint64_t gen,
                               ps_ckpt_info *info, ps_error *err);

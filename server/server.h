@@ -37,8 +37,9 @@ void ps_server_stop(ps_server *s);
 /* NULL-safe. Only after run returned (or if it never ran). */
 void ps_server_destroy(ps_server *s);
 
-/* Asks for a checkpoint (server.checkpoint_dir; ignored without one); safe from any thread. A
- * fork()ed child writes it, so serving goes on; one already running is not doubled. */
+/* Asks for a checkpoint (server.checkpoint_dir; ignored without one); safe from any thread. The
+ * loop copies rows between frames and a thread writes them, so serving goes on; one already
+ * running is not doubled. Stopping abandons one being written (SIGTERM then writes its own). */
 void ps_server_checkpoint(ps_server *s);
 
 /* Checkpoints completed so far (*failed: those that failed; may be NULL); any thread. */

@@ -56,12 +56,12 @@ struct ps_server {
     uint64_t now_ms;       /* uv_now at the frame being handled: the stores' clock (expiry) */
     int port;
     char addr[PS_ADDR_MAX];
-    /* server.checkpoint_dir (server.c): a fork()ed child writes each generation */
+    /* server.checkpoint_dir (server.c): rows copied between frames, written by a thread */
     uv_timer_t ckpt_timer;  /* every server.checkpoint_every_s */
-    uv_timer_t ckpt_poll;   /* reaps the child while one runs */
+    uv_async_t ckpt_wake;   /* the writer has a free buffer, or finished */
     uv_async_t ckpt_async;  /* ps_server_checkpoint from any thread */
     uv_signal_t sigusr1;    /* with handle_signals: a checkpoint on request */
-    int ckpt_pid;           /* the writing child; 0: none */
+    struct ps_ckpt_writer *ckpt; /* the one being written; NULL: none */
     uint64_t ckpt_gen;      /* the last generation started (continues the directory's) */
     uint64_t ckpt_started_ns;
     _Atomic uint64_t ckpt_done, ckpt_failed;

@@ -77,6 +77,12 @@ typedef bool (*ps_store_row_cb)(void *ud, uint64_t key, const float *w, const fl
 /* Visits every stored row (expired ones skipped) in row-number order, no allocation, no sort:
  * a checkpoint's stream. cb NULL: only counts. Returns the rows visited. */
 size_t ps_store_scan(const ps_store *s, ps_store_row_cb cb, void *ud);
+/* The same a piece at a time: from row number *next on, until max rows were visited (or cb
+ * stopped); *next is where the next call goes on. Rows made meanwhile come after (row numbers
+ * grow), and an evicted row's number may come back with another key: a fuzzy scan. Returns the
+ * rows visited; 0 once *next passed the last row. */
+size_t ps_store_scan_from(const ps_store *s, size_t *next, size_t max, ps_store_row_cb cb,
+                          void *ud);
 
 /* The clock of expire_after_seconds: *now_ms, milliseconds from any fixed start, borrowed for the
  * store's life (the server's loop time). NULL (the default): time stands still. */
