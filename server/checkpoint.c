@@ -177,7 +177,7 @@ struct ps_ckpt_writer {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* a buffer came free, a block was queued, or the thread ended */
     uint8_t *buf[NBUF];
-    size_t len[NBUF];
+    size_t len[NBUF]; /* bytes before the crc32 */
     bool is_end[NBUF];
     int free_[NBUF], n_free; /* buffers the loop thread may fill */
     int queue[NBUF], q_head, q_n; /* filled buffers, in order */
@@ -248,7 +248,9 @@ static void *writer_main(void *arg) {
         const int b = w->queue[w->q_head];
         end = w->is_end[b];
         pthread_mutex_unlock(&w->mu);
-        st = write_all(w, w->buf[b], w->len[b], -1);
+        const uint32_t crc = (uint32_t)crc32(0L, w->buf[b], (uInt)w->len[b]);
+        memcpy(w->buf[b] + w->len[b], &crc, 4);
+        st = write_all(w, w->buf[b], w->len[b] + 4, -1);
         if (st == PS_OK && end) st = seal(w);
         pthread_mutex_lock(&w->mu);
         w->q_head = (w->q_head + 1) % NBUF, w->q_n--;
@@ -365,10 +367,7 @@ ps_status ps_ckpt_writer_fill(ps_ckpt_writer *w, ps_store *const *stores, bool w
             for (uint32_t i = 0; i < w->h.num_tables; i++) w->h.t[i].rows = w->counts[i];
         }
         memcpy(w->buf[b], &table, 4);
-        memcpy(w->buf[b] + 4, &n, 4);
-        uint32_t crc = (uint32_t)crc32(0L, w->buf[b], (uInt)w->len[b]);
-        memcpy(w->buf[b] + w->len[b], &crc, 4);
-        w->len[b] += 4;
+        memcpy(w->buf[b] + 4, &n, 4); /* the thread adds the crc32: not the loop's time */
         pthread_mutex_lock(&w->mu);
         w->is_end[b] = table == END_TABLE;
         w->queue[(w->q_head + w->q_n) % NBUF] = b, w->q_n++;

@@ -529,6 +529,26 @@ Test(checkpoint, round_trip_through_real_server) {
     tu_server_free(b);
 }
 
+/* server.checkpoint_every_s: generations come on their own (waited for, not timed). */
+Test(checkpoint, every_s_writes_on_its_own) {
+    ps_job_config job;
+    make_job(&job, "every", 1, 4, dir);
+    job.checkpoint_every_s = 1;
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c = tu_client(&job, 0);
+    push_some(&job, c, 100);
+    wait_checkpoints(tu_server(a), 2);
+    uint64_t failed;
+    cr_assert_geq(ps_server_checkpoints(tu_server(a), &failed), 2u);
+    cr_assert_eq(failed, 0u);
+    ps_client_destroy(c);
+    tu_server_free(a);
+    uint64_t last;
+    cr_assert_eq(ps_checkpoint_last_generation(dir, &last, NULL), PS_OK);
+    cr_assert_geq(last, 2u);
+}
+
 /* Disk full while a server checkpoints: the child fails, the server counts it and keeps serving,
  * the previous generation stays. */
 Test(checkpoint, disk_full_server_keeps_serving) {
