@@ -153,6 +153,26 @@ static void prune(const char *dir, uint32_t shard, uint32_t count, uint64_t keep
     free(v);
 }
 
+/* Removes the temporary files of shard-of-count that a killed writer left (each as big as a
+ * checkpoint); one writer per shard at a time, so none of them is in use. */
+static void remove_stale_tmp(const char *dir, uint32_t shard, uint32_t count) {
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint32_t i, n;
+        uint64_t g;
+        int end = 0;
+        if (sscanf(de->d_name, ".shard-%" SCNu32 "-of-%" SCNu32 ".gen-%" SCNu64 ".tmp%n", &i, &n,
+                   &g, &end) != 3 || end == 0 || de->d_name[end] != '\0' || i != shard ||
+            n != count)
+            continue;
+        char path[PS_PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
 /* The rename is atomic already; syncing the directory makes it survive a power loss too. */
 static void sync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -310,6 +330,7 @@ ps_status ps_ckpt_writer_open(const ps_job_config *job, uint32_t shard, uint32_t
         st = ps_error_set(err, PS_IO, "%s: %s", dir, strerror(errno));
         goto fail;
     }
+    remove_stale_tmp(dir, shard, num_shards);
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         st = ps_error_set(err, PS_IO, "%s: %s", w->tmp, strerror(errno));

@@ -243,6 +243,24 @@ Test(checkpoint, keeps_two_generations) {
     free_stores(&job, st);
 }
 
+/* A writer killed mid-file leaves its temporary file: the next write of that shard removes it
+ * (another shard's stays). */
+Test(checkpoint, stale_temporary_files_removed) {
+    ps_job_config job;
+    make_job(&job, "stale", 1, 4, dir);
+    char mine[256], other[256];
+    snprintf(mine, sizeof(mine), "%s/.shard-0-of-1.gen-7.tmp", dir);
+    snprintf(other, sizeof(other), "%s/.shard-1-of-2.gen-7.tmp", dir);
+    tu_write_file(mine, "torn", 0644);
+    tu_write_file(other, "torn", 0644);
+    ps_store *st[2];
+    make_stores(&job, st);
+    write_gen(&job, st, 0, 1, 8);
+    free_stores(&job, st);
+    cr_assert_neq(access(mine, F_OK), 0, "stale temporary file left");
+    cr_assert_eq(access(other, F_OK), 0, "another shard's file removed");
+}
+
 /* Generation 1 holds values A, generation 2 values B (w[0] + 1); damage generation 2. */
 static void two_gens(ps_job_config *job) {
     make_job(job, "dmg", 1, 4, dir);
