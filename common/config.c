@@ -319,7 +319,8 @@ static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
 }
 
 static ps_status read_server(ctx *c, const cJSON *o, ps_job_config *cfg) {
-    static const char *const keys[] = {"threads", "busy_poll_us", "max_memory_bytes", NULL};
+    static const char *const keys[] = {"threads", "busy_poll_us", "max_memory_bytes",
+                                       "checkpoint_dir", "checkpoint_every_s", NULL};
     if (o != NULL) TRY(check_keys(c, o, "server", keys));
     TRY(get_u32(c, o, "server", "threads", 1, 64, 2, &cfg->server_threads));
     TRY(get_busy_poll(c, o, "server", &cfg->server_busy_poll_us));
@@ -328,6 +329,11 @@ static ps_status read_server(ctx *c, const cJSON *o, ps_job_config *cfg) {
     if (cfg->server_max_memory_bytes != 0 && cfg->server_max_memory_bytes < (1u << 20))
         return FAIL(c, "server.max_memory_bytes", "%llu is below 1048576 (1 MiB); 0 means no "
                     "limit", (unsigned long long)cfg->server_max_memory_bytes);
+    TRY(get_str(c, o, "server", "checkpoint_dir", "", cfg->checkpoint_dir,
+                sizeof(cfg->checkpoint_dir)));
+    TRY(get_u32(c, o, "server", "checkpoint_every_s", 0, 864e5, 0, &cfg->checkpoint_every_s));
+    if (cfg->checkpoint_every_s != 0 && cfg->checkpoint_dir[0] == '\0')
+        return FAIL(c, "server.checkpoint_every_s", "needs server.checkpoint_dir");
     return PS_OK;
 }
 

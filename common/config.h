@@ -109,6 +109,8 @@ typedef struct {
     uint32_t server_threads;
     int32_t server_busy_poll_us; /* the server polls this long after a read; -1 auto, as above */
     uint64_t server_max_memory_bytes; /* all tables of one server; 0: no limit (store.h) */
+    char checkpoint_dir[PS_PATH_MAX]; /* server.checkpoint_dir: "" none (server/checkpoint.h) */
+    uint32_t checkpoint_every_s;      /* server.checkpoint_every_s: 0 only on SIGTERM/SIGUSR1 */
 
     ps_adagrad_config optimizer; /* the job's default; tables may override */
     size_t num_tables;

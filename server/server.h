@@ -61,6 +61,14 @@ void ps_server_stop(ps_server *s);
 /* NULL-safe. Only after run returned (or if it never ran). */
 void ps_server_destroy(ps_server *s);
 
+/* Asks for a checkpoint (server.checkpoint_dir; ignored without one); safe from any thread. The
+ * loop copies rows between frames and a thread writes them, so serving goes on; one already
+ * running is not doubled. Stopping abandons one being written (SIGTERM then writes its own). */
+void ps_server_checkpoint(ps_server *s);
+
+/* Checkpoints completed so far (*failed: those that failed; may be NULL); any thread. */
+uint64_t ps_server_checkpoints(const ps_server *s, uint64_t *failed);
+
 /* The table's store, for tests and stats; only while the loop is not running. */
 ps_store *ps_server_store(ps_server *s, uint32_t table);
 

@@ -64,6 +64,15 @@ struct ps_server {
     int port;
     char addr[PS_ADDR_MAX];      /* where the listener is bound, with the real port */
     char advertise[PS_ADDR_MAX]; /* what peers dial: --advertise, the job's entry, or addr */
+    /* server.checkpoint_dir (server.c): rows copied between frames, written by a thread */
+    uv_timer_t ckpt_timer;  /* every server.checkpoint_every_s */
+    uv_async_t ckpt_wake;   /* the writer has a free buffer, or finished */
+    uv_async_t ckpt_async;  /* ps_server_checkpoint from any thread */
+    uv_signal_t sigusr1;    /* with handle_signals: a checkpoint on request */
+    struct ps_ckpt_writer *ckpt; /* the one being written; NULL: none */
+    uint64_t ckpt_gen;      /* the last generation started (continues the directory's) */
+    uint64_t ckpt_started_ns;
+    _Atomic uint64_t ckpt_done, ckpt_failed;
 };
 
 struct ps_conn {

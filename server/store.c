@@ -757,6 +757,27 @@ ps_status ps_store_sorted_keys(const ps_store *s, uint64_t **keys_out, size_t *n
     return PS_OK;
 }
 
+size_t ps_store_scan_from(const ps_store *s, size_t *next, size_t max, ps_store_row_cb cb,
+                          void *ud) {
+    size_t n = 0, r = *next;
+    while (r < s->rows && n < max) {
+        uint8_t *row = row_at(s, (uint32_t)r++);
+        if (!is_live(s, (uint32_t)(r - 1)) || (s->expires && expired(s, row))) continue;
+        n++;
+        if (cb != NULL && !cb(ud, row_key(row), row_w(row), row_acc(s, row),
+                              s->has_step ? *row_step(s, row) : 0))
+            break;
+    }
+    *next = r;
+    return n;
+}
+
+size_t ps_store_scan(const ps_store *s, ps_store_row_cb cb, void *ud) {
+    if (cb == NULL && !s->expires) return s->n_live;
+    size_t next = 0;
+    return ps_store_scan_from(s, &next, SIZE_MAX, cb, ud);
+}
+
 const ps_table_spec *ps_store_spec(const ps_store *s) { return &s->spec; }
 size_t ps_store_state_len(const ps_store *s) { return s->state_len; }
 size_t ps_store_rows(const ps_store *s) { return s->n_live; }

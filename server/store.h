@@ -70,6 +70,20 @@ ps_status ps_store_put(ps_store *s, uint64_t key, const float *w, const float *a
 ps_status ps_store_sorted_keys(const ps_store *s, uint64_t **keys_out, size_t *n_out,
                                ps_error *err);
 
+/* Called once per row by ps_store_scan: w (dim), acc (state_len) point into the store, valid for
+ * the call only; step is 0 when the store counts none. Returns false to stop the scan. */
+typedef bool (*ps_store_row_cb)(void *ud, uint64_t key, const float *w, const float *acc,
+                                uint32_t step);
+/* Visits every stored row (expired ones skipped) in row-number order, no allocation, no sort:
+ * a checkpoint's stream. cb NULL: only counts. Returns the rows visited. */
+size_t ps_store_scan(const ps_store *s, ps_store_row_cb cb, void *ud);
+/* The same a piece at a time: from row number *next on, until max rows were visited (or cb
+ * stopped); *next is where the next call goes on. Rows made meanwhile come after (row numbers
+ * grow), and an evicted row's number may come back with another key: a fuzzy scan. Returns the
+ * rows visited; 0 once *next passed the last row. */
+size_t ps_store_scan_from(const ps_store *s, size_t *next, size_t max, ps_store_row_cb cb,
+                          void *ud);
+
 /* The clock of expire_after_seconds: *now_ms, milliseconds from any fixed start, borrowed for the
  * store's life (the server's loop time). NULL (the default): time stands still. */
 void ps_store_set_clock(ps_store *s, const uint64_t *now_ms);

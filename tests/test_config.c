@@ -578,6 +578,13 @@ ParameterizedTestParameters(config, errors) {
          "job.json: server.max_memory_bytes: 1000 is below 1048576"},
         {"max_memory_bytes negative", "{\"server\": {\"max_memory_bytes\": -1}}", "",
          "job.json: server.max_memory_bytes: -1 is out of range [0, 1000000000000000]"},
+        {"checkpoint_every_s without a dir", "{\"server\": {\"checkpoint_every_s\": 60}}", "",
+         "job.json: server.checkpoint_every_s: needs server.checkpoint_dir"},
+        {"checkpoint_every_s negative", "{\"server\": {\"checkpoint_dir\": \"/c\", "
+         "\"checkpoint_every_s\": -1}}", "",
+         "job.json: server.checkpoint_every_s: -1 is out of range [0, 86400000]"},
+        {"checkpoint_dir, a number", "{\"server\": {\"checkpoint_dir\": 3}}", "",
+         "job.json: server.checkpoint_dir: must be a string"},
         {"--set, through a number", "{\"seed\": 3}", "seed.low=1",
          "--set seed.low: \"seed\" is not an object"},
     };
@@ -593,6 +600,17 @@ ParameterizedTest(error_case *c, config, errors) {
                        err.msg, c->want);
     if (c->want[0] == 'j') /* file errors start with the file */
         cr_assert_eq(strncmp(err.msg, "job.json", 8), 0, "%s: %s", c->name, err.msg);
+}
+
+Test(config, checkpoint_keys) {
+    cr_assert_eq(ps_config_parse("{}", "job.json", NULL, 0, cfg, &err), PS_OK, "%s", err.msg);
+    cr_assert_str_eq(cfg->checkpoint_dir, "");
+    cr_assert_eq(cfg->checkpoint_every_s, 0u);
+    cr_assert_eq(ps_config_parse("{\"server\": {\"checkpoint_dir\": \"/var/ps\", "
+                                 "\"checkpoint_every_s\": 300}}", "job.json", NULL, 0, cfg, &err),
+                 PS_OK, "%s", err.msg);
+    cr_assert_str_eq(cfg->checkpoint_dir, "/var/ps");
+    cr_assert_eq(cfg->checkpoint_every_s, 300u);
 }
 
 /* --- --set ---------------------------------------------------------------------------------- */

@@ -86,19 +86,19 @@ static void train_rank(ps_job_config *job, uint32_t rank) {
     cr_assert_eq(w.st, PS_OK, "worker %u: %s", rank, w.err.msg);
 }
 
-static const char *const seed_job =
+#define SEED_JOB \
     "{\"job_id\": \"end\", \"seed\": 42, \"cluster\": {\"servers\": %d, \"workers\": 2,"
     " \"consistency\": \"%s\"%s},"
     " \"model\": {\"input_dim\": 20, \"layers\": [{\"units\": 16, \"activation\": \"relu\"},"
     " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
     " \"optimizer\": {\"name\": \"adagrad\", \"form\": \"keras\", \"learning_rate\": 0.01},"
     " \"fit\": {\"epochs\": 3, \"batch_size\": 32, \"verbose\": 0%s%s%s},"
-    " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 400, \"cols\": 20}}}";
+    " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 400, \"cols\": 20}}}"
 
 /* The job's text: servers shards, more cluster keys (", \"k\": v" or ""), maybe export_to. */
 static void job_text(char *json, size_t cap, int servers, const char *mode, const char *cluster,
                      const char *export_to) {
-    snprintf(json, cap, seed_job, servers, mode, cluster,
+    snprintf(json, cap, SEED_JOB, servers, mode, cluster,
              export_to ? ", \"export_to\": \"" : "", export_to ? export_to : "",
              export_to ? "\"" : "");
 }

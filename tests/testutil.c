@@ -61,6 +61,7 @@ test_server *tu_server_start(const ps_job_config *job, uint32_t shard) {
 }
 
 const char *tu_server_addr(const test_server *t) { return t->addr; }
+ps_server *tu_server(test_server *t) { return t->srv; }
 int tu_server_port(const test_server *t) { return ps_server_port(t->srv); }
 
 ps_server *tu_server_stop(test_server *t) {

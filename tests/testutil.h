@@ -21,6 +21,8 @@ void tu_job(const char *json, ps_job_config *cfg);
 test_server *tu_server_start(const ps_job_config *job, uint32_t shard);
 const char *tu_server_addr(const test_server *t); /* "127.0.0.1:PORT" */
 int tu_server_port(const test_server *t);
+/* The running server, for its thread-safe calls (ps_server_stop, ps_server_checkpoint). */
+ps_server *tu_server(test_server *t);
 /* Stops the loop and joins the thread; the stores stay readable until tu_server_free. */
 ps_server *tu_server_stop(test_server *t);
 void tu_server_free(test_server *t);

@@ -8,9 +8,11 @@
 # same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp),
 # then tests/bench/bench_jobs.sh (Fashion-MNIST and the CTR job against PyTorch), then
 # bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS),
-# then bench_memory (bytes per row; admission and expiry on a power-law stream).
+# then bench_memory (bytes per row; admission and expiry on a power-law stream), then
+# bench_checkpoint (10 M rows written and restored against dd; pushes during a checkpoint; it
+# needs ~3 GB free in /tmp and removes its files).
 # The machine-parseable lines start with "bench_ps ", "bench_seed ", "torch_seed ",
-# "bench_jobs ", "bench_modes ", "bench_load " and "bench_memory ".
+# "bench_jobs ", "bench_modes ", "bench_load ", "bench_memory " and "bench_checkpoint ".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,7 +30,7 @@ if [[ $type != Release ]]; then
     echo "run_bench: configuring $build for Release${type:+ (was $type)}"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_ps bench_load bench_memory ps-server ps-worker ps-launch ps-export ps-datagen \
+cmake --build "$build" --target bench_ps bench_load bench_memory bench_checkpoint ps-server ps-worker ps-launch ps-export ps-datagen \
     -j "${JOBS:-2}"
 
 out=$build/bench.txt
@@ -47,6 +49,8 @@ out=$build/bench.txt
     "$build/bench_load" --server "$build/ps-server" || rc=$?
     echo
     "$build/bench_memory" || rc=$?
+    echo
+    "$build/bench_checkpoint" || rc=$?
     exit $rc
 } 2>&1 | tee "$out" || { echo "run_bench: a benchmark failed; output in $out"; exit 1; }
 echo "run_bench: saved to $out"

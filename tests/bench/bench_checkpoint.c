@@ -1,0 +1,209 @@
+/* bench_checkpoint.c - checkpoint write and restore of one server's table (server/checkpoint.h),
+ * in-process on ps_store, against the disk measured in the same run:
+ *   (a) dd if=/dev/zero bs=1M conv=fsync of the checkpoint's size: the disk's sequential write
+ *   (b) ps_checkpoint_write of --rows rows x dim 16, full AdaGrad state (8 + 64 + 64 bytes a
+ *       row): seconds and MB/s, goal >= 50% of (a)
+ *   (c) ps_checkpoint_restore of that file into an empty store (crc pass, then the rows)
+ *   (d) pushes/s of 4096-key batches on the table while a checkpoint is written as ps-server
+ *       writes it (rows copied between batches, a thread writing), against pushes/s
+ *       undisturbed for as long: goal >= 80%
+ * Medians of --runs. The files are removed at the end. Lines to parse start "bench_checkpoint ".
+ * usage: bench_checkpoint [--rows N] [--runs R] [--dir DIR] */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "store.h"
+
+#define DIM 16
+#define BATCH 4096
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n);
+    if (p == NULL) {
+        fprintf(stderr, "bench_checkpoint: out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void make_job(ps_job_config *job) {
+    memset(job, 0, sizeof(*job));
+    snprintf(job->job_id, sizeof(job->job_id), "bench");
+    job->num_servers = 1, job->num_tables = 1;
+    ps_table_spec *t = &job->tables[0];
+    snprintf(t->name, sizeof(t->name), "emb");
+    t->dim = DIM;
+    t->init = (ps_init_spec){.kind = PS_INIT_UNIFORM, .a = -0.05, .b = 0.05};
+    t->opt = (ps_adagrad_config){.form = PS_ADAGRAD_PYTORCH, .learning_rate = 0.05,
+                                 .epsilon = 1e-10};
+}
+
+static ps_store *new_store(const ps_job_config *job) {
+    ps_store *s;
+    ps_error err = {0};
+    if (ps_store_create(&job->tables[0], 1, &s, &err) != PS_OK) {
+        fprintf(stderr, "bench_checkpoint: %s\n", err.msg);
+        exit(1);
+    }
+    return s;
+}
+
+/* Pushes random batches of existing keys until the writer w has finished (w NULL: for seconds),
+ * feeding w between batches: returns keys pushed per second. */
+static double push_rate(ps_store *s, uint64_t rows, ps_ckpt_writer *w, double seconds,
+                        uint64_t *seed) {
+    uint64_t *keys = xmalloc(BATCH * 8);
+    float *g = xmalloc(BATCH * DIM * sizeof(float));
+    bench_fill_grads(g, BATCH * DIM, 3);
+    const double t0 = bench_now_s();
+    uint64_t pushed = 0;
+    for (;;) {
+        for (int i = 0; i < BATCH; i++) keys[i] = bench_splitmix64(seed) % rows;
+        ps_store_push(s, (const uint8_t *)keys, (const uint8_t *)g, BATCH, NULL);
+        pushed += BATCH;
+        if (w != NULL) { /* between two frames, as ps-server's loop: copy what the writer takes */
+            bool done;
+            if (ps_ckpt_writer_fill(w, &s, false, &done, NULL) != PS_OK ||
+                ps_ckpt_writer_finished(w))
+                break;
+        } else if (bench_now_s() - t0 >= seconds) {
+            break;
+        }
+    }
+    const double dt = bench_now_s() - t0;
+    free(keys), free(g);
+    return (double)pushed / dt;
+}
+
+int main(int argc, char **argv) {
+    uint64_t rows = 10000000;
+    int runs = 3;
+    const char *base = "/tmp";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc) rows = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) base = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_checkpoint [--rows N] [--runs R] [--dir DIR]\n");
+            return 2;
+        }
+    }
+    if (runs < 1 || runs > 9 || rows == 0) return 2;
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/bench_checkpoint.XXXXXX", base);
+    if (mkdtemp(dir) == NULL) {
+        perror("bench_checkpoint: mkdtemp");
+        return 1;
+    }
+    ps_job_config *job = xmalloc(sizeof(*job));
+    make_job(job);
+
+    /* the table: rows with accumulators that are not all equal */
+    ps_store *s = new_store(job);
+    float wv[DIM], acc[DIM];
+    uint64_t seed = 42;
+    double t0 = bench_now_s();
+    for (uint64_t k = 0; k < rows; k++) {
+        for (int i = 0; i < DIM; i++) {
+            wv[i] = (float)(bench_splitmix64(&seed) >> 40) * 1e-8f;
+            acc[i] = wv[i] * wv[i];
+        }
+        if (ps_store_put(s, k, wv, acc, 0, NULL) != PS_OK) {
+            fprintf(stderr, "bench_checkpoint: out of memory at %" PRIu64 " rows\n", k);
+            return 1;
+        }
+    }
+    fprintf(stderr, "bench_checkpoint: %" PRIu64 " rows made in %.1f s\n", rows,
+            bench_now_s() - t0);
+
+    double dd_s[9], wr_s[9], rd_s[9], free_rate[9], ck_rate[9];
+    uint64_t bytes = 0;
+    char cmd[512], ddf[300];
+    snprintf(ddf, sizeof(ddf), "%s/dd.bin", dir);
+    ps_error err = {0};
+    ps_ckpt_info info = {0};
+    for (int r = 0; r < runs; r++) {
+        t0 = bench_now_s();
+        if (ps_checkpoint_write(job, 0, 1, &s, dir, (uint64_t)r + 1, &info, &err) != PS_OK) {
+            fprintf(stderr, "bench_checkpoint: %s\n", err.msg);
+            return 1;
+        }
+        wr_s[r] = bench_now_s() - t0;
+        bytes = info.bytes;
+        const uint64_t mb = (bytes + (1 << 20) - 1) >> 20;
+        snprintf(cmd, sizeof(cmd), "dd if=/dev/zero of=%s bs=1M count=%" PRIu64
+                 " conv=fsync status=none", ddf, mb);
+        t0 = bench_now_s();
+        if (system(cmd) != 0) {
+            fprintf(stderr, "bench_checkpoint: %s failed\n", cmd);
+            return 1;
+        }
+        dd_s[r] = (bench_now_s() - t0) * (double)bytes / (double)(mb << 20);
+        unlink(ddf);
+    }
+    /* pushes while a checkpoint is written, then undisturbed for as long */
+    double ck_s[9];
+    for (int r = 0; r < runs; r++) {
+        t0 = bench_now_s();
+        ps_ckpt_writer *w;
+        if (ps_ckpt_writer_open(job, 0, 1, dir, 100 + (uint64_t)r, NULL, NULL, &w, &err) !=
+            PS_OK) {
+            fprintf(stderr, "bench_checkpoint: %s\n", err.msg);
+            return 1;
+        }
+        ck_rate[r] = push_rate(s, rows, w, 0, &seed);
+        if (ps_ckpt_writer_close(w, false, NULL, &err) != PS_OK) {
+            fprintf(stderr, "bench_checkpoint: during pushes: %s\n", err.msg);
+            return 1;
+        }
+        ck_s[r] = bench_now_s() - t0;
+        free_rate[r] = push_rate(s, rows, NULL, ck_s[r], &seed);
+    }
+    ps_store_destroy(s);
+    for (int r = 0; r < runs; r++) {
+        s = new_store(job);
+        t0 = bench_now_s();
+        if (ps_checkpoint_restore(job, 0, 1, &s, dir, NULL, &info, &err) != PS_OK) {
+            fprintf(stderr, "bench_checkpoint: restore: %s\n", err.msg);
+            return 1;
+        }
+        rd_s[r] = bench_now_s() - t0;
+        if (info.rows != rows)
+            fprintf(stderr, "bench_checkpoint: restored %" PRIu64 " rows of %" PRIu64 "\n",
+                    info.rows, rows);
+        ps_store_destroy(s);
+    }
+    /* the files go: ~1.4 GB each at 10 M rows */
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "bench_checkpoint: could not remove %s\n", dir);
+
+    const double mbytes = (double)bytes / 1e6;
+    const double dd = median(dd_s, runs), wr = median(wr_s, runs), rd = median(rd_s, runs);
+    const double fr = median(free_rate, runs), cr = median(ck_rate, runs);
+    printf("bench_checkpoint rows=%" PRIu64 " dim=%d bytes=%" PRIu64 " runs=%d\n", rows, DIM,
+           bytes, runs);
+    printf("bench_checkpoint dd_fsync s=%.2f MB/s=%.0f\n", dd, mbytes / dd);
+    printf("bench_checkpoint write s=%.2f MB/s=%.0f of_dd=%.0f%%\n", wr, mbytes / wr,
+           100 * dd / wr);
+    printf("bench_checkpoint restore s=%.2f MB/s=%.0f (crc pass + rows)\n", rd, mbytes / rd);
+    printf("bench_checkpoint push keys/s undisturbed=%.0f during_checkpoint=%.0f ratio=%.0f%% "
+           "(checkpoint under pushes s=%.2f)\n", fr, cr, 100 * cr / fr, median(ck_s, runs));
+    free(job);
+    return 0;
+}

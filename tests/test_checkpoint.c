@@ -1,0 +1,651 @@
+/* test_checkpoint.c - server.checkpoint_dir: the file's layout read by hand, round trips through
+ * real servers (in-process and a ps-server process on SIGTERM), two generations kept, a torn or
+ * corrupted newest file passed over for the one before, restore onto other shard counts with
+ * every row on its new owner, another job's or other tables' files refused, a full disk. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "checkpoint.h"
+#include "hash.h"
+#include "testutil.h"
+
+/* emb: dim 4 with lr_decay (the store keeps per-row steps); row: dim 3, one accumulator per row */
+#define JOB_FMT                                                                                    \
+    "{\"job_id\": \"%s\", \"seed\": 7,"                                                            \
+    " \"cluster\": {\"servers\": %u, \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000}," \
+    " \"server\": {\"checkpoint_dir\": \"%s\"},"                                                   \
+    " \"tables\": [{\"name\": \"emb\", \"dim\": %u, \"init\": {\"type\": \"uniform\"},"            \
+    "               \"optimizer\": {\"lr_decay\": 0.01}},"                                         \
+    "              {\"name\": \"row\", \"dim\": 3, \"optimizer\": {\"rowwise\": true}}]}"
+
+static char dir[64];
+static void setup(void) { tu_tmpdir(dir, "ckpt"); }
+static void teardown(void) {
+    if (geteuid() == 0) umount2(dir, MNT_DETACH); /* disk_full's tmpfs, if a test failed in it */
+    tu_rmtree(dir);
+}
+TestSuite(checkpoint, .init = setup, .fini = teardown, .timeout = 60);
+
+static void make_job(ps_job_config *job, const char *job_id, uint32_t servers, uint32_t dim,
+                     const char *d) {
+    char json[2048];
+    snprintf(json, sizeof(json), JOB_FMT, job_id, servers, d, dim);
+    tu_job(json, job);
+}
+
+/* Hand-made row values of key k: w[i] = k + i/8, acc[i] = k/4 + i, step = k % 7. */
+static void row_of(uint64_t k, uint32_t n, float *w, float *acc, uint32_t sl) {
+    for (uint32_t i = 0; i < n; i++) w[i] = (float)k + (float)i / 8;
+    for (uint32_t i = 0; i < sl; i++) acc[i] = (float)k / 4 + (float)i;
+}
+
+static void make_stores(const ps_job_config *job, ps_store **st) {
+    ps_error err = {0};
+    for (size_t t = 0; t < job->num_tables; t++)
+        cr_assert_eq(ps_store_create(&job->tables[t], job->seed, &st[t], &err), PS_OK, "%s",
+                     err.msg);
+}
+static void free_stores(const ps_job_config *job, ps_store **st) {
+    for (size_t t = 0; t < job->num_tables; t++) ps_store_destroy(st[t]), st[t] = NULL;
+}
+
+/* Puts the hand-made rows of keys [0, n) that shard of count owns (delta added to w). */
+static void fill(const ps_job_config *job, ps_store **st, uint64_t n, uint32_t shard,
+                 uint32_t count, float delta) {
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        const ps_table_spec *sp = &job->tables[t];
+        float w[8], acc[8];
+        for (uint64_t k = 0; k < n; k++) {
+            if (ps_shard_of(t, k, count) != shard) continue;
+            row_of(k, sp->dim, w, acc, ps_table_state_len(sp));
+            w[0] += delta;
+            cr_assert_eq(ps_store_put(st[t], k, w, acc, (uint32_t)(k % 7), NULL), PS_OK);
+        }
+    }
+}
+
+/* Every key of [0, n) is in st iff shard of count owns it, with the hand-made values. */
+static void expect_rows(const ps_job_config *job, ps_store **st, uint64_t n, uint32_t shard,
+                        uint32_t count, float delta) {
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        const ps_table_spec *sp = &job->tables[t];
+        const uint32_t sl = ps_table_state_len(sp);
+        size_t owned = 0;
+        for (uint64_t k = 0; k < n; k++) {
+            float w[8] = {0}, acc[8] = {0}, gw[8], gacc[8];
+            uint32_t step = 99;
+            bool have = ps_store_get_row(st[t], k, gw, gacc, &step);
+            if (ps_shard_of(t, k, count) != shard) {
+                cr_assert(!have, "table %u key %llu on shard %u of %u: not its owner", t,
+                          (unsigned long long)k, shard, count);
+                continue;
+            }
+            owned++;
+            cr_assert(have, "table %u key %llu missing on shard %u of %u", t,
+                      (unsigned long long)k, shard, count);
+            row_of(k, sp->dim, w, acc, sl);
+            w[0] += delta;
+            cr_assert_eq(memcmp(w, gw, 4 * sp->dim), 0, "table %u key %llu weights", t,
+                         (unsigned long long)k);
+            cr_assert_eq(memcmp(acc, gacc, 4 * sl), 0, "table %u key %llu accumulators", t,
+                         (unsigned long long)k);
+            /* steps are kept only where the store counts them (lr_decay: table emb) */
+            cr_assert_eq(step, t == 0 ? (uint32_t)(k % 7) : 0u, "table %u key %llu step", t,
+                         (unsigned long long)k);
+        }
+        cr_assert_eq(ps_store_rows(st[t]), owned, "table %u: %zu rows, %zu owned", t,
+                     ps_store_rows(st[t]), owned);
+    }
+}
+
+static void write_gen(const ps_job_config *job, ps_store **st, uint32_t shard, uint32_t count,
+                      uint64_t gen) {
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, dir, gen, &info, &err), PS_OK, "%s",
+                 err.msg);
+    cr_assert_eq(info.generation, gen);
+}
+
+static char *path_of(uint32_t shard, uint32_t count, uint64_t gen) {
+    static char p[256];
+    snprintf(p, sizeof(p), "%s/shard-%u-of-%u.gen-%llu.ckpt", dir, shard, count,
+             (unsigned long long)gen);
+    return p;
+}
+
+static uint8_t *slurp_bin(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    uint8_t *b = malloc(*n ? *n : 1);
+    cr_assert_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+static void spit_bin(const char *path, const uint8_t *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* A restore of shard of count from dir into fresh stores; the log goes to *log_text. */
+static ps_status restore(const ps_job_config *job, ps_store **st, uint32_t shard, uint32_t count,
+                         ps_ckpt_info *info, ps_error *err, char *log_text, size_t cap) {
+    FILE *lf = tmpfile();
+    cr_assert_not_null(lf);
+    ps_logger log = {.out = lf, .level = PS_LOG_DEBUG};
+    make_stores(job, st);
+    ps_status s = ps_checkpoint_restore(job, shard, count, st, dir, &log, info, err);
+    rewind(lf);
+    size_t got = fread(log_text, 1, cap - 1, lf);
+    log_text[got] = '\0';
+    fclose(lf);
+    return s;
+}
+
+/* The layout by hand (README "Checkpoints"): offsets, the header's crc32 and the first block's,
+ * computed with zlib here. */
+Test(checkpoint, layout_by_hand) {
+    ps_job_config job;
+    make_job(&job, "layout", 1, 4, dir);
+    ps_store *st[2];
+    make_stores(&job, st);
+    fill(&job, st, 3, 0, 1, 0); /* keys 0, 1, 2 in both tables */
+    write_gen(&job, st, 0, 1, 5);
+    size_t n;
+    uint8_t *b = slurp_bin(path_of(0, 1, 5), &n);
+    cr_assert_eq(memcmp(b, "PSCKPT\0\0", 8), 0, "magic");
+    uint32_t u32;
+    uint64_t u64;
+    memcpy(&u32, b + 8, 4); cr_assert_eq(u32, 1u, "version");
+    cr_assert_str_eq((char *)b + 12, "layout");
+    memcpy(&u64, b + 76, 8); cr_assert_eq(u64, 5u, "generation");
+    memcpy(&u32, b + 92, 4); cr_assert_eq(u32, 0u, "shard");
+    memcpy(&u32, b + 96, 4); cr_assert_eq(u32, 1u, "shard count");
+    memcpy(&u32, b + 100, 4); cr_assert_eq(u32, 2u, "tables");
+    const size_t t0 = 104, trec = 64 + 16 + 40 + 8;
+    cr_assert_str_eq((char *)b + t0, "emb");
+    memcpy(&u32, b + t0 + 64, 4); cr_assert_eq(u32, 4u, "emb dim");
+    memcpy(&u32, b + t0 + 68, 4); cr_assert_eq(u32, 4u, "emb accumulators");
+    memcpy(&u32, b + t0 + trec + 68, 4); cr_assert_eq(u32, 1u, "row: rowwise, 1 accumulator");
+    memcpy(&u64, b + t0 + 120, 8); cr_assert_eq(u64, 3u, "emb rows");
+    const size_t hend = t0 + 2 * trec;
+    memcpy(&u32, b + hend, 4);
+    cr_assert_eq(u32, (uint32_t)crc32(0, b, (uInt)hend), "header crc32");
+    /* block 0: table 0, 3 rows of 8 + 16 + 16 + 4 bytes, then its crc32 */
+    const uint8_t *blk = b + hend + 4;
+    memcpy(&u32, blk, 4); cr_assert_eq(u32, 0u, "block table");
+    memcpy(&u32, blk + 4, 4); cr_assert_eq(u32, 3u, "block rows");
+    const size_t plen = 8 + 3 * 44;
+    memcpy(&u32, blk + plen, 4);
+    cr_assert_eq(u32, (uint32_t)crc32(0, blk, (uInt)plen), "block crc32");
+    /* rows in creation order: key 0's weights [0, .125, .25, .375], step 0; key 2's step 2 */
+    float w[4];
+    memcpy(&u64, blk + 8, 8), memcpy(w, blk + 16, 16);
+    cr_assert_eq(u64, 0u);
+    cr_assert(w[1] == 0.125f && w[3] == 0.375f);
+    memcpy(&u32, blk + 8 + 2 * 44 + 40, 4); cr_assert_eq(u32, 2u, "key 2's step");
+    /* then table 1's block (3 rows of 8 + 12 + 4 + 4), then the end block {ffffffff, 0, crc} */
+    const uint8_t *end = blk + plen + 4 + 8 + 3 * 28 + 4;
+    memcpy(&u32, end, 4); cr_assert_eq(u32, 0xffffffffu, "end block");
+    cr_assert_eq((size_t)(end + 12 - b), n, "file ends after the end block");
+    free(b);
+    free_stores(&job, st);
+}
+
+/* Restore of shard 0 of 1 gives back every row exactly, steps included. */
+Test(checkpoint, round_trip_exact) {
+    ps_job_config job;
+    make_job(&job, "rt", 1, 4, dir);
+    ps_store *st[2];
+    make_stores(&job, st);
+    fill(&job, st, 10000, 0, 1, 0);
+    write_gen(&job, st, 0, 1, 1);
+    free_stores(&job, st);
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.rows, 20000u);
+    cr_assert_eq(info.from_shards, 1u);
+    expect_rows(&job, st, 10000, 0, 1, 0);
+    free_stores(&job, st);
+}
+
+/* Three generations written: the two newest are kept. */
+Test(checkpoint, keeps_two_generations) {
+    ps_job_config job;
+    make_job(&job, "gens", 1, 4, dir);
+    ps_store *st[2];
+    make_stores(&job, st);
+    fill(&job, st, 10, 0, 1, 0);
+    for (uint64_t g = 1; g <= 3; g++) write_gen(&job, st, 0, 1, g);
+    cr_assert_neq(access(path_of(0, 1, 1), F_OK), 0, "generation 1 should be gone");
+    cr_assert_eq(access(path_of(0, 1, 2), F_OK), 0, "generation 2 kept");
+    cr_assert_eq(access(path_of(0, 1, 3), F_OK), 0, "generation 3 kept");
+    uint64_t last;
+    cr_assert_eq(ps_checkpoint_last_generation(dir, &last, NULL), PS_OK);
+    cr_assert_eq(last, 3u);
+    free_stores(&job, st);
+}
+
+/* A writer killed mid-file leaves its temporary file: the next write of that shard removes it
+ * (another shard's stays). */
+Test(checkpoint, stale_temporary_files_removed) {
+    ps_job_config job;
+    make_job(&job, "stale", 1, 4, dir);
+    char mine[256], other[256];
+    snprintf(mine, sizeof(mine), "%s/.shard-0-of-1.gen-7.tmp", dir);
+    snprintf(other, sizeof(other), "%s/.shard-1-of-2.gen-7.tmp", dir);
+    tu_write_file(mine, "torn", 0644);
+    tu_write_file(other, "torn", 0644);
+    ps_store *st[2];
+    make_stores(&job, st);
+    write_gen(&job, st, 0, 1, 8);
+    free_stores(&job, st);
+    cr_assert_neq(access(mine, F_OK), 0, "stale temporary file left");
+    cr_assert_eq(access(other, F_OK), 0, "another shard's file removed");
+}
+
+/* Generation 1 holds values A, generation 2 values B (w[0] + 1); damage generation 2. */
+static void two_gens(ps_job_config *job) {
+    make_job(job, "dmg", 1, 4, dir);
+    ps_store *st[2];
+    make_stores(job, st);
+    fill(job, st, 5000, 0, 1, 0);
+    write_gen(job, st, 0, 1, 1);
+    fill(job, st, 5000, 0, 1, 1);
+    write_gen(job, st, 0, 1, 2);
+    free_stores(job, st);
+}
+
+Test(checkpoint, torn_file_uses_previous_generation) {
+    ps_job_config job;
+    two_gens(&job);
+    size_t n;
+    uint8_t *b = slurp_bin(path_of(0, 1, 2), &n);
+    spit_bin(path_of(0, 1, 2), b, n / 2); /* a crash half way (as if rename came early) */
+    free(b);
+    ps_store *st[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.generation, 1u);
+    expect_rows(&job, st, 5000, 0, 1, 0);
+    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt"), "log: %s", log);
+    cr_assert_not_null(strstr(log, "torn"), "log: %s", log);
+    free_stores(&job, st);
+}
+
+Test(checkpoint, corrupted_block_named_and_previous_generation_used) {
+    ps_job_config job;
+    two_gens(&job);
+    size_t n;
+    uint8_t *b = slurp_bin(path_of(0, 1, 2), &n);
+    /* block 0 starts after the header (104 + 2 * 128 + 4 bytes); flip a bit in block 1's rows:
+     * blocks of table 0 hold 4096 rows of 44 bytes (+ 8 + 4) */
+    const size_t blk1 = 364 + 8 + 4096 * 44 + 4;
+    b[blk1 + 8 + 100] ^= 0x10;
+    spit_bin(path_of(0, 1, 2), b, n);
+    free(b);
+    ps_store *st[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.generation, 1u);
+    expect_rows(&job, st, 5000, 0, 1, 0);
+    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt: block 1: crc32 mismatch"), "log: %s",
+                       log);
+    free_stores(&job, st);
+}
+
+Test(checkpoint, every_generation_bad_is_an_error) {
+    ps_job_config job;
+    two_gens(&job);
+    for (uint64_t g = 1; g <= 2; g++) {
+        size_t n;
+        uint8_t *b = slurp_bin(path_of(0, 1, g), &n);
+        b[20] ^= 1; /* inside job_id: the header's crc32 */
+        spit_bin(path_of(0, 1, g), b, n);
+        free(b);
+    }
+    ps_store *st[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_DATA);
+    cr_assert_not_null(strstr(err.msg, "no shard count has a good checkpoint"), "%s", err.msg);
+    cr_assert_not_null(strstr(log, "header: crc32 mismatch"), "log: %s", log);
+    free_stores(&job, st);
+}
+
+Test(checkpoint, empty_dir_is_not_found) {
+    ps_job_config job;
+    make_job(&job, "none", 1, 4, dir);
+    ps_store *st[2];
+    char log[512];
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 0, 1, &info, NULL, log, sizeof(log)), PS_NOT_FOUND);
+    cr_assert_eq(ps_store_rows(st[0]), 0u);
+    free_stores(&job, st);
+}
+
+/* 2 shards -> 3 -> 1: every row on its new owner (ps_shard_of), none lost, none doubled. */
+Test(checkpoint, reshard_2_to_3_to_1) {
+    const uint64_t n = 20000;
+    ps_job_config job2, job3, job1;
+    make_job(&job2, "re", 2, 4, dir);
+    make_job(&job3, "re", 3, 4, dir);
+    make_job(&job1, "re", 1, 4, dir);
+    ps_store *st[3][2];
+    for (uint32_t s = 0; s < 2; s++) {
+        make_stores(&job2, st[s]);
+        fill(&job2, st[s], n, s, 2, 0);
+        write_gen(&job2, st[s], s, 2, 1);
+        free_stores(&job2, st[s]);
+    }
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    uint64_t total = 0;
+    for (uint32_t s = 0; s < 3; s++) {
+        cr_assert_eq(restore(&job3, st[s], s, 3, &info, &err, log, sizeof(log)), PS_OK, "%s",
+                     err.msg);
+        cr_assert_eq(info.from_shards, 2u);
+        expect_rows(&job3, st[s], n, s, 3, 0);
+        total += info.rows;
+    }
+    cr_assert_eq(total, 2 * n, "rows kept by the 3 shards");
+    for (uint32_t s = 0; s < 3; s++) {
+        write_gen(&job3, st[s], s, 3, 2); /* the newest set now: 3 shards */
+        free_stores(&job3, st[s]);
+    }
+    cr_assert_eq(restore(&job1, st[0], 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s",
+                 err.msg);
+    cr_assert_eq(info.from_shards, 3u);
+    cr_assert_eq(info.generation, 2u);
+    expect_rows(&job1, st[0], n, 0, 1, 0);
+    free_stores(&job1, st[0]);
+}
+
+/* A newer set missing a shard is passed over for the older complete one. */
+Test(checkpoint, incomplete_newer_set_is_passed_over) {
+    const uint64_t n = 3000;
+    ps_job_config job2, job3;
+    make_job(&job2, "inc", 2, 4, dir);
+    make_job(&job3, "inc", 3, 4, dir);
+    ps_store *st[2];
+    for (uint32_t s = 0; s < 2; s++) {
+        make_stores(&job2, st);
+        fill(&job2, st, n, s, 2, 0);
+        write_gen(&job2, st, s, 2, 1);
+        free_stores(&job2, st);
+    }
+    make_stores(&job3, st); /* only shard 0 of 3 wrote before the crash */
+    fill(&job3, st, n, 0, 3, 5);
+    write_gen(&job3, st, 0, 3, 2);
+    free_stores(&job3, st);
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job3, st, 1, 3, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.from_shards, 2u);
+    expect_rows(&job3, st, n, 1, 3, 0);
+    cr_assert_not_null(strstr(log, "checkpoints of 3 shards: shard 1 has no good file"), "%s", log);
+    free_stores(&job3, st);
+}
+
+Test(checkpoint, other_job_or_tables_refused) {
+    ps_job_config job, other_id, other_dim;
+    make_job(&job, "mine", 1, 4, dir);
+    make_job(&other_id, "theirs", 1, 4, dir);
+    make_job(&other_dim, "mine", 1, 8, dir);
+    ps_store *st[2];
+    make_stores(&job, st);
+    fill(&job, st, 100, 0, 1, 0);
+    write_gen(&job, st, 0, 1, 1);
+    free_stores(&job, st);
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&other_id, st, 0, 1, &info, &err, log, sizeof(log)), PS_MISMATCH);
+    cr_assert_not_null(strstr(err.msg, "shard-0-of-1.gen-1.ckpt: written by job_id \"mine\", "
+                                       "this job is \"theirs\""), "%s", err.msg);
+    cr_assert_eq(ps_store_rows(st[0]), 0u);
+    free_stores(&other_id, st);
+    cr_assert_eq(restore(&other_dim, st, 0, 1, &info, &err, log, sizeof(log)), PS_MISMATCH);
+    cr_assert_not_null(strstr(err.msg, "table 0 is \"emb\" dim 4 (accumulators 4), the job's is "
+                                       "\"emb\" dim 8 (accumulators 8)"), "%s", err.msg);
+    free_stores(&other_dim, st);
+}
+
+/* Disk full (a 256 KiB tmpfs): the write fails with the reason, no temporary file is left, and
+ * the generation before is intact. */
+Test(checkpoint, disk_full_keeps_previous) {
+    if (geteuid() != 0) cr_skip_test("disk full: needs root to mount a small tmpfs");
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=256k") != 0)
+        cr_skip_test("disk full: mount tmpfs: %s", strerror(errno));
+    ps_job_config job;
+    make_job(&job, "full", 1, 4, dir);
+    ps_store *st[2];
+    make_stores(&job, st);
+    fill(&job, st, 1000, 0, 1, 0); /* 1000 x (44 + 28) bytes: fits */
+    write_gen(&job, st, 0, 1, 1);
+    fill(&job, st, 10000, 0, 1, 0); /* 720 KB: does not */
+    ps_error err = {0};
+    ps_status s = ps_checkpoint_write(&job, 0, 1, st, dir, 2, NULL, &err);
+    free_stores(&job, st);
+    cr_assert_eq(s, PS_IO);
+    cr_assert_not_null(strstr(err.msg, strerror(ENOSPC)), "%s", err.msg);
+    cr_assert_neq(access(path_of(0, 1, 2), F_OK), 0, "no generation 2");
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s/.shard-0-of-1.gen-2.tmp", dir);
+    cr_assert_neq(access(tmp, F_OK), 0, "temporary file left behind");
+    char log[4096];
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    expect_rows(&job, st, 1000, 0, 1, 0);
+    free_stores(&job, st);
+    umount(dir);
+}
+
+/* --- through real servers ------------------------------------------------------------------- */
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits (bounded) for the server's done + failed checkpoints to reach want. */
+static void wait_checkpoints(ps_server *srv, uint64_t want) {
+    for (int i = 0; i < 1000; i++) {
+        uint64_t failed, done = ps_server_checkpoints(srv, &failed);
+        if (done + failed >= want) return;
+        sleep_ms(10);
+    }
+    cr_assert_fail("checkpoint %llu never finished", (unsigned long long)want);
+}
+
+/* Pushes gradients of 500 keys (key k pushed 1 + k % 3 times) to both tables. */
+static void push_some(const ps_job_config *job, ps_client *c, uint64_t n) {
+    ps_error err = {0};
+    uint64_t keys[500];
+    float g[500 * 4];
+    for (int round = 0; round < 3; round++) {
+        size_t m = 0;
+        for (uint64_t k = 0; k < n; k++)
+            if (k % 3 >= (uint64_t)round) keys[m++] = k;
+        for (uint32_t t = 0; t < job->num_tables; t++) {
+            for (size_t i = 0; i < m * job->tables[t].dim; i++) g[i] = 0.01f * (float)(i % 17) - 0.05f;
+            cr_assert_eq(ps_client_push(c, t, keys, m, g, &err), PS_OK, "%s", err.msg);
+        }
+    }
+}
+
+/* Every row of b equals a's, bit for bit (weights, accumulators, steps); as many rows. */
+static void same_stores(const ps_job_config *job, ps_server *a, ps_server *b) {
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        ps_store *x = ps_server_store(a, t), *y = ps_server_store(b, t);
+        cr_assert_eq(ps_store_rows(x), ps_store_rows(y), "table %u rows", t);
+        uint64_t *keys;
+        size_t n;
+        cr_assert_eq(ps_store_sorted_keys(x, &keys, &n, NULL), PS_OK);
+        for (size_t i = 0; i < n; i++) {
+            float w1[8], a1[8], w2[8], a2[8];
+            uint32_t s1, s2;
+            cr_assert(ps_store_get_row(x, keys[i], w1, a1, &s1));
+            cr_assert(ps_store_get_row(y, keys[i], w2, a2, &s2), "key %llu lost",
+                      (unsigned long long)keys[i]);
+            cr_assert_eq(memcmp(w1, w2, 4 * job->tables[t].dim), 0);
+            cr_assert_eq(memcmp(a1, a2, 4 * ps_table_state_len(&job->tables[t])), 0);
+            cr_assert_eq(s1, s2);
+            /* hand count: key k was pushed 1 + k % 3 times (steps kept with lr_decay: emb) */
+            cr_assert_eq(s2, t == 0 ? 1 + (uint32_t)(keys[i] % 3) : 0u);
+        }
+        free(keys);
+    }
+}
+
+/* Pushes through a client, a checkpoint on request (the fork()ed child), a new server on the
+ * same dir: every row of both tables back bit for bit, steps included. */
+Test(checkpoint, round_trip_through_real_server) {
+    ps_job_config job;
+    make_job(&job, "real", 1, 4, dir);
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c = tu_client(&job, 0);
+    push_some(&job, c, 500);
+    ps_server_checkpoint(tu_server(a));
+    wait_checkpoints(tu_server(a), 1);
+    uint64_t failed;
+    cr_assert_eq(ps_server_checkpoints(tu_server(a), &failed), 1u);
+    cr_assert_eq(failed, 0u);
+    cr_assert_eq(access(path_of(0, 1, 1), F_OK), 0, "generation 1");
+    ps_client_destroy(c);
+    tu_server_stop(a);
+    cr_assert_eq(ps_store_rows(ps_server_store(tu_server(a), 0)), 500u);
+    test_server *b = tu_server_start(&job, 0);
+    tu_server_stop(b);
+    same_stores(&job, tu_server(a), tu_server(b));
+    tu_server_free(a);
+    tu_server_free(b);
+}
+
+/* server.checkpoint_every_s: generations come on their own (waited for, not timed). */
+Test(checkpoint, every_s_writes_on_its_own) {
+    ps_job_config job;
+    make_job(&job, "every", 1, 4, dir);
+    job.checkpoint_every_s = 1;
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c = tu_client(&job, 0);
+    push_some(&job, c, 100);
+    wait_checkpoints(tu_server(a), 2);
+    uint64_t failed;
+    cr_assert_geq(ps_server_checkpoints(tu_server(a), &failed), 2u);
+    cr_assert_eq(failed, 0u);
+    ps_client_destroy(c);
+    tu_server_free(a);
+    uint64_t last;
+    cr_assert_eq(ps_checkpoint_last_generation(dir, &last, NULL), PS_OK);
+    cr_assert_geq(last, 2u);
+}
+
+/* Disk full while a server checkpoints: the child fails, the server counts it and keeps serving,
+ * the previous generation stays. */
+Test(checkpoint, disk_full_server_keeps_serving) {
+    if (geteuid() != 0) cr_skip_test("disk full: needs root to mount a small tmpfs");
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=256k") != 0)
+        cr_skip_test("disk full: mount tmpfs: %s", strerror(errno));
+    ps_job_config job;
+    make_job(&job, "fullsrv", 1, 4, dir);
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c = tu_client(&job, 0);
+    push_some(&job, c, 500); /* 500 x 72 bytes: fits */
+    ps_server_checkpoint(tu_server(a));
+    wait_checkpoints(tu_server(a), 1);
+    uint64_t keys[500];
+    float g[500 * 4] = {0};
+    ps_error err = {0};
+    for (uint64_t base = 1000; base < 8000; base += 500) { /* 7000 more rows: ~ 500 KB */
+        for (int i = 0; i < 500; i++) keys[i] = base + (uint64_t)i;
+        cr_assert_eq(ps_client_push(c, 0, keys, 500, g, &err), PS_OK, "%s", err.msg);
+    }
+    ps_server_checkpoint(tu_server(a));
+    wait_checkpoints(tu_server(a), 2);
+    uint64_t failed;
+    cr_assert_eq(ps_server_checkpoints(tu_server(a), &failed), 1u);
+    cr_assert_eq(failed, 1u, "the second checkpoint should fail on a full disk");
+    float w[4];
+    cr_assert_eq(ps_client_pull(c, 0, keys, 1, w, &err), PS_OK, "still serving: %s", err.msg);
+    ps_client_destroy(c);
+    tu_server_stop(a);
+    cr_assert_eq(access(path_of(0, 1, 1), F_OK), 0, "generation 1 survives");
+    test_server *b = tu_server_start(&job, 0); /* restores generation 1: the first 500 rows */
+    tu_server_stop(b);
+    cr_assert_eq(ps_store_rows(ps_server_store(tu_server(b), 0)), 500u);
+    tu_server_free(a);
+    tu_server_free(b);
+    umount(dir);
+}
+
+static void wait_for(const char *file, const char *needle) {
+    for (int t = 0; t < 10000; t += 20) {
+        if (strstr(tu_slurp(file), needle)) return;
+        sleep_ms(20);
+    }
+    cr_assert_fail("\"%s\" never appeared in %s: %s", needle, file, tu_slurp(file));
+}
+
+/* A ps-server process: SIGUSR1 writes a generation while it serves, SIGTERM the last one before
+ * it exits 0; started again it restores them and says so. */
+Test(checkpoint, ps_server_sigusr1_sigterm_and_restart) {
+    char jobf[128], out[128], errf[128], json[2048];
+    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir), snprintf(errf, sizeof(errf), "%s/err", dir);
+    char ck[128];
+    snprintf(ck, sizeof(ck), "%s/ck", dir);
+    snprintf(json, sizeof(json), JOB_FMT, "proc", 1u, ck, 4u);
+    tu_write_file(jobf, json, 0644);
+    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", jobf, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    int pid = tu_spawn(argv, out, errf);
+    wait_for(out, "listening on 127.0.0.1:");
+    int port = 0;
+    sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d", &port);
+    ps_job_config job;
+    tu_job(json, &job);
+    snprintf(job.servers[0], sizeof(job.servers[0]), "127.0.0.1:%d", port);
+    ps_client *c = tu_client(&job, 0);
+    push_some(&job, c, 300);
+    kill(pid, SIGUSR1);
+    wait_for(errf, "checkpoint generation 1 written");
+    push_some(&job, c, 400);
+    ps_client_destroy(c);
+    kill(pid, SIGTERM);
+    cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
+    cr_assert_not_null(strstr(tu_slurp(errf), "checkpoint generation 2 written"), "%s",
+                       tu_slurp(errf));
+    pid = tu_spawn(argv, out, errf);
+    wait_for(errf, "restored 800 rows from"); /* 400 keys in each of the 2 tables */
+    cr_assert_not_null(strstr(tu_slurp(errf), "(generation 2 of 1 shards"), "%s", tu_slurp(errf));
+    kill(pid, SIGTERM);
+    cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
+}
