@@ -87,12 +87,12 @@ static void train_rank(ps_job_config *job, uint32_t rank) {
 }
 
 #define SEED_JOB \
-    "{\"job_id\": \"end\", \"seed\": 42, \"cluster\": {\"servers\": %d, \"workers\": 2,"
-    " \"consistency\": \"%s\"%s},"
-    " \"model\": {\"input_dim\": 20, \"layers\": [{\"units\": 16, \"activation\": \"relu\"},"
-    " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
-    " \"optimizer\": {\"name\": \"adagrad\", \"form\": \"keras\", \"learning_rate\": 0.01},"
-    " \"fit\": {\"epochs\": 3, \"batch_size\": 32, \"verbose\": 0%s%s%s},"
+    "{\"job_id\": \"end\", \"seed\": 42, \"cluster\": {\"servers\": %d, \"workers\": 2," \
+    " \"consistency\": \"%s\"%s}," \
+    " \"model\": {\"input_dim\": 20, \"layers\": [{\"units\": 16, \"activation\": \"relu\"}," \
+    " {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"}," \
+    " \"optimizer\": {\"name\": \"adagrad\", \"form\": \"keras\", \"learning_rate\": 0.01}," \
+    " \"fit\": {\"epochs\": 3, \"batch_size\": 32, \"verbose\": 0%s%s%s}," \
     " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 400, \"cols\": 20}}}"
 
 /* The job's text: servers shards, more cluster keys (", \"k\": v" or ""), maybe export_to. */
