@@ -93,8 +93,11 @@ static int start_server(const char *jobfile, const char *const *extra, const cha
     char out[128], err[128];
     path(out, sizeof(out), "server.out");
     path(err, sizeof(err), "server.err");
-    char *argv[16] = {BIN("ps-server"), "--config", (char *)jobfile, "--shard", "0"};
-    int n = 5;
+    /* --until-stopped: the test stops it (a server that ends with its job may be on its way out
+     * when SIGTERM comes) */
+    char *argv[16] = {BIN("ps-server"), "--config", (char *)jobfile, "--shard", "0",
+                      "--until-stopped"};
+    int n = 6;
     for (; extra != NULL && *extra != NULL && n < 15; extra++) argv[n++] = (char *)*extra;
     argv[n] = NULL;
     int pid = tu_spawn(argv, out, err);
