@@ -1292,6 +1292,68 @@ Test(data, idx_plain_and_gzip_by_magic) {
     }
 }
 
+/* A shuffled idx reader holds only row numbers in its buffer and reads each row when it is
+ * emitted. Its order must be the one every format has: the full-shuffle order pinned from the
+ * Python implementation (see full_shuffle_is_one_permutation_of_seed_and_epoch_for_any_world),
+ * and, through a buffer smaller than the shard, the order a libsvm file of the same rows takes;
+ * each row keeps its own pixels and label. 300 images of 2 pixels: i % 256, i / 256; label i % 10. */
+Test(data, idx_shuffle_reads_rows_in_the_common_order) {
+    enum { N = 300 };
+    uint8_t px[2 * N], lab[N];
+    char text[16384], *p = text, images[256], labels[256], svm[256];
+    for (int i = 0; i < N; i++) {
+        px[2 * i] = (uint8_t)(i % 256), px[2 * i + 1] = (uint8_t)(i / 256), lab[i] = (uint8_t)(i % 10);
+        p += sprintf(p, "1 1:%d\n", i);
+    }
+    write_idx("shuf-images", 0x803, (const uint32_t[]){N, 1, 2}, 3, px, sizeof(px), false, images);
+    write_idx("shuf-labels", 0x801, (const uint32_t[]){N}, 1, lab, sizeof(lab), true, labels);
+    write_file("shuf.svm", text, (size_t)(p - text), svm);
+    ps_data_options o, t;
+    ps_data_options_init(&o);
+    o.format = PS_DATA_IDX, o.path = images, o.labels = labels, o.shuffle = true, o.seed = 7;
+    static const uint64_t first[2][10] = {{156, 177, 92, 124, 31, 204, 107, 83, 167, 267},
+                                          {240, 162, 27, 61, 17, 106, 40, 238, 249, 274}};
+    for (uint32_t epoch = 0; epoch < 2; epoch++) {
+        ps_data *d = open_ok(&o, 0, 1);
+        cr_assert_eq(ps_data_rewind(d, epoch, NULL), PS_OK);
+        rows r;
+        collect(d, 7, &r);
+        cr_assert_eq(r.n, N);
+        cr_assert_eq(memcmp(r.index, first[epoch], sizeof(first[epoch])), 0,
+                     "epoch %u starts %llu %llu %llu", epoch, (unsigned long long)r.index[0],
+                     (unsigned long long)r.index[1], (unsigned long long)r.index[2]);
+        rows_free(&r);
+        ps_data_destroy(d);
+    }
+    o.shuffle_buffer = 16; /* smaller than every shard: the bounded buffer's random draws */
+    t = o, t.format = PS_DATA_LIBSVM, t.path = svm, t.labels = NULL;
+    for (uint32_t rank = 0; rank < 3; rank++) {
+        rows r, want;
+        ps_data *d = open_ok(&o, rank, 3), *e = open_ok(&t, rank, 3);
+        cr_assert_eq(ps_data_rewind(d, 1, NULL), PS_OK);
+        cr_assert_eq(ps_data_rewind(e, 1, NULL), PS_OK);
+        collect(d, 5, &r);
+        collect(e, 5, &want);
+        cr_assert_eq(r.n, N / 3);
+        cr_assert_eq(want.n, N / 3);
+        size_t moved = 0;
+        for (size_t i = 0; i < r.n; i++) {
+            const uint64_t k = r.index[i];
+            cr_assert_eq(k, want.index[i], "rank %u row %zu: %llu, libsvm's order has %llu", rank,
+                         i, (unsigned long long)k, (unsigned long long)want.index[i]);
+            cr_assert_eq(r.off[i + 1] - r.off[i], 2);
+            cr_assert_eq(r.vals[r.off[i]], (float)(k % 256) / 255.0f, "row %llu's pixels",
+                         (unsigned long long)k);
+            cr_assert_eq(r.vals[r.off[i] + 1], (float)(k / 256) / 255.0f);
+            cr_assert_eq(r.label[i], (float)(k % 10));
+            moved += i > 0 && k < r.index[i - 1];
+        }
+        cr_assert_gt(moved, 0, "rank %u: rows in file order, not shuffled", rank);
+        rows_free(&r), rows_free(&want);
+        ps_data_destroy(d), ps_data_destroy(e);
+    }
+}
+
 typedef enum { IDX_OK, IDX_BAD_IMAGES_MAGIC, IDX_SWAPPED, IDX_N_MISMATCH, IDX_SHORT_IMAGES,
                IDX_LONG_LABELS, IDX_SHORT_HEADER, IDX_NO_PIXELS, IDX_SHORT_GZIP,
                IDX_BAD_LABELS_MAGIC, IDX_CORRUPT_GZIP } idx_fault;

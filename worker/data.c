@@ -692,10 +692,24 @@ static ps_status batch_reserve(ps_data *d, size_t max_b, ps_error *err) {
 }
 
 /* Reads the next row of the shard into slot i (reusing its arrays); *got as next_row. */
+/* A binary format reads any row by its index (ops->row), so its slots hold only the index and
+ * the row is read once, straight into the batch: no copy of every row through the buffer (12
+ * bytes per pixel of an image, twice) and no buffer of whole rows. The rows and their order are
+ * those of the text formats' path. */
+static bool lazy_rows(const ps_data *d) { return !d->ops->text && d->cache == NULL; }
+
 static ps_status slot_load(ps_data *d, size_t i, bool *got, ps_error *err) {
     row_buf *r = &d->slots[i];
     r->fv.n = 0;
-    return next_row(d, &r->fv, &r->label, &r->index, got, err);
+    if (!lazy_rows(d)) return next_row(d, &r->fv, &r->label, &r->index, got, err);
+    *got = false;
+    if (d->done || d->next_row >= d->row_end) {
+        d->done = true;
+        return PS_OK;
+    }
+    r->index = d->next_row, *got = true;
+    d->next_row = d->row_end - d->next_row > d->world ? d->next_row + d->world : d->row_end;
+    return PS_OK;
 }
 
 /* The rank of row `index` in the epoch's order (see data.h: shuffle). */
@@ -736,6 +750,12 @@ static ps_status shuffle_fill(ps_data *d, ps_error *err) {
 
 /* Appends a buffered row to the batch as its row b. */
 static ps_status take_slot(ps_data *d, const row_buf *r, size_t b, ps_error *err) {
+    if (lazy_rows(d)) {
+        ps_status st = d->ops->row(d->fs, r->index, &d->fv, &d->labels[b]);
+        if (st != PS_OK) return ps_error_set(err, st, "%s row %" PRIu64, d->path, r->index);
+        d->row_index[b] = r->index;
+        return PS_OK;
+    }
     if (!ps_fvec_reserve(&d->fv, d->fv.n + r->fv.n))
         return ps_error_set(err, PS_NOMEM, "batch of %zu features", d->fv.n + r->fv.n);
     if (r->fv.n > 0) { /* a row without features may have no arrays at all (F6) */
