@@ -3,7 +3,7 @@
 # (start to exit: reading the data, every epoch's training and validation), medians of RUNS runs
 # interleaved with PyTorch's so both see the same machine, and what each reached.
 #   fmnist: examples/fashion_mnist.json (1 server + 2 workers) against tests/ref/fmnist_torch.py
-#           (batch 128, the same steps), EPOCHS epochs (default 10) of 60 000 images
+#           --g0 0.001 (batch 128: the same steps and G0), EPOCHS epochs (default 10) of 60 000 images
 #   ctr:    examples/ctr.json (1 server + 2 workers) on ps-datagen's defaults against
 #           tests/ref/ctr_torch.py --lr 0.03 --epochs 1 (its best), 160 000 training rows
 #   tests/bench/bench_jobs.sh [BUILD_DIR] [RUNS] [EPOCHS]
@@ -37,7 +37,7 @@ for _ in $(seq "$runs"); do
     rate $((epochs * 60000)) "$t0" "$t1" >>"$tmp/fmnist.ps"
     grep -o 'val_accuracy: [0-9.]*' "$tmp/ps.out" | tail -1 | sed 's/.* //' >>"$tmp/fmnist.ps_acc"
     t0=$(now)
-    /usr/bin/python3 tests/ref/fmnist_torch.py --dir "$fmnist" --epochs "$epochs" >"$tmp/t.out"
+    /usr/bin/python3 tests/ref/fmnist_torch.py --dir "$fmnist" --epochs "$epochs" --g0 0.001 >"$tmp/t.out"
     t1=$(now)
     rate $((epochs * 60000)) "$t0" "$t1" >>"$tmp/fmnist.torch"
     sed -n 's/.*final_test_accuracy=//p' "$tmp/t.out" >>"$tmp/fmnist.torch_acc"
