@@ -41,7 +41,7 @@ struct ps_lines { /* buf holds cap bytes + 1 for a terminating NUL; [start, end)
     uint64_t line_no; /* lines consumed so far = 1-based number of the last line */
 };
 
-typedef struct { /* one row held by the shuffle buffer */
+typedef struct { /* one row held by the shuffle buffer (a binary format: its index only) */
     ps_fvec fv;
     float label;
     uint64_t index;
