@@ -1296,13 +1296,15 @@ Test(data, idx_plain_and_gzip_by_magic) {
  * emitted. Its order must be the one every format has: the full-shuffle order pinned from the
  * Python implementation (see full_shuffle_is_one_permutation_of_seed_and_epoch_for_any_world),
  * and, through a buffer smaller than the shard, the order a libsvm file of the same rows takes;
- * each row keeps its own pixels and label. 300 images of 2 pixels: i % 256, i / 256; label i % 10. */
+ * each row keeps its own pixels and label. 300 images of 2 pixels, i % 256 and i / 256;
+ * label i % 10. */
 Test(data, idx_shuffle_reads_rows_in_the_common_order) {
     enum { N = 300 };
     uint8_t px[2 * N], lab[N];
     char text[16384], *p = text, images[256], labels[256], svm[256];
     for (int i = 0; i < N; i++) {
-        px[2 * i] = (uint8_t)(i % 256), px[2 * i + 1] = (uint8_t)(i / 256), lab[i] = (uint8_t)(i % 10);
+        px[2 * i] = (uint8_t)(i % 256), px[2 * i + 1] = (uint8_t)(i / 256);
+        lab[i] = (uint8_t)(i % 10);
         p += sprintf(p, "1 1:%d\n", i);
     }
     write_idx("shuf-images", 0x803, (const uint32_t[]){N, 1, 2}, 3, px, sizeof(px), false, images);
