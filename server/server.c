@@ -7,6 +7,7 @@
 
 #include "checkpoint.h"
 #include "server_internal.h"
+#include "signals.h"
 #include "weights.h"
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -232,11 +233,8 @@ static void begin_stop(ps_server *srv) {
     uv_close((uv_handle_t *)&srv->ckpt_timer, close_cb_noop);
     uv_close((uv_handle_t *)&srv->ckpt_wake, close_cb_noop);
     uv_close((uv_handle_t *)&srv->ckpt_async, close_cb_noop);
-    if (srv->opt.handle_signals) {
-        uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
-        uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
-        uv_close((uv_handle_t *)&srv->sigusr1, close_cb_noop);
-    }
+    /* only the watch: the handlers stay (signals.h), and a signal from now on is not heard */
+    if (srv->opt.handle_signals) uv_close((uv_handle_t *)&srv->sig_poll, close_cb_noop);
 }
 
 /* --- the end of the job ----------------------------------------------------------------------- */
@@ -309,8 +307,7 @@ ps_status ps_server_end_job(ps_server *srv, ps_error *err) {
     return PS_OK;
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-    ps_server *srv = h->data;
+static void on_signal(ps_server *srv, int signum) {
     if (signum == SIGUSR1) {
         start_checkpoint(srv);
         return;
@@ -319,6 +316,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     bool was_stopping = srv->stopping;
     begin_stop(srv);
     if (!was_stopping) final_checkpoint(srv);
+}
+
+static void on_signals_readable(uv_poll_t *p, int status, int events) {
+    ps_server *srv = p->data;
+    (void)status, (void)events;
+    for (int sig; !srv->stopping && (sig = ps_signals_next(srv->sig_fd)) != 0;)
+        on_signal(srv, sig);
 }
 
 static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
@@ -492,14 +496,15 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     uv_async_init(&srv->loop, &srv->stop_async, on_stop_async);
     srv->stop_async.data = srv;
     if (opt->handle_signals) {
-        uv_signal_init(&srv->loop, &srv->sigint);
-        uv_signal_init(&srv->loop, &srv->sigterm);
-        srv->sigint.data = srv->sigterm.data = srv;
-        uv_signal_start(&srv->sigint, on_signal, SIGINT);
-        uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
-        uv_signal_init(&srv->loop, &srv->sigusr1);
-        srv->sigusr1.data = srv;
-        uv_signal_start(&srv->sigusr1, on_signal, SIGUSR1);
+        st = ps_signals_catch((const int[]){SIGINT, SIGTERM, SIGUSR1}, 3, &srv->sig_fd, err);
+        if (st == PS_OK) rc = uv_poll_init(&srv->loop, &srv->sig_poll, srv->sig_fd);
+        if (st == PS_OK && rc == 0) {
+            srv->sig_poll.data = srv;
+            uv_poll_start(&srv->sig_poll, UV_READABLE, on_signals_readable);
+        } else {
+            if (st == PS_OK) st = ps_error_set(err, PS_IO, "signals: %s", uv_strerror(rc));
+            srv->opt.handle_signals = false; /* nothing to close */
+        }
     }
     uv_timer_init(&srv->loop, &srv->ckpt_timer);
     uv_async_init(&srv->loop, &srv->ckpt_wake, on_ckpt_wake);
@@ -510,7 +515,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         uv_timer_start(&srv->ckpt_timer, on_ckpt_timer, ms, ms);
         uv_unref((uv_handle_t *)&srv->ckpt_timer);
     }
-    st = bind_listener(srv, err);
+    if (st == PS_OK) st = bind_listener(srv, err);
     if (st != PS_OK) {
         begin_stop(srv);
         uv_run(&srv->loop, UV_RUN_DEFAULT);

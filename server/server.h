@@ -22,7 +22,9 @@ typedef struct {
     const char *listen;
     const char *advertise;    /* --advertise: what logs and ps-server's banner give peers; NULL:
                                * the job's entry (a name) or the bound address */
-    bool handle_signals;      /* stop cleanly on SIGINT/SIGTERM */
+    /* Stop cleanly on SIGINT/SIGTERM, checkpoint on SIGUSR1. The process's handlers stay until
+     * it exits (signals.h): a signal once the server is stopping changes nothing. */
+    bool handle_signals;
     ps_logger log;
     /* The end of the job (ps-server sets these; zero: serve until stopped, as tests and
      * ps-launch's servers do). end_with_job: once every worker rank 0..W-1 has said it finished

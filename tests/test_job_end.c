@@ -6,9 +6,11 @@
  * by servers that serve until stopped. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "export.h"
@@ -345,4 +347,48 @@ Test(job_end, the_epoch_line_sums_every_workers_figures) {
     cr_assert(strstr(l1, "loss: 0.6000 - accuracy: 0.7500\n") < l2, "%s", text);
     cr_assert(strstr(l2, "loss: 0.1000 - accuracy: 1.0000\n"), "%s", text);
     cr_assert_null(strstr(text, "Epoch 3"), "%s", text);
+}
+
+/* --- a signal while the job is ending -------------------------------------------------------- */
+
+/* Every worker finished, but a peer (an admin client here) keeps its connection: the shard waits
+ * up to its grace for peers to hang up. A SIGTERM then ends the grace early; more SIGTERMs, one
+ * every 0.1 ms until the process is gone, land while it closes its handles, frees its tables
+ * and exits (where libuv's handlers, once closed, put back the default action: it died of them).
+ * It exits as documented, 0 for a clean stop, never by a signal. */
+Test(job_end, sigterms_while_the_job_ends_are_a_clean_stop) {
+    char jobfile[128], out[128], errf[128], json[2048];
+    snprintf(jobfile, sizeof(jobfile), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    snprintf(errf, sizeof(errf), "%s/server.err", dir);
+    job_text(json, sizeof(json), 1, "async", "", NULL);
+    tu_write_file(jobfile, json, 0644);
+    ps_job_config job;
+    ps_error err = {0};
+    cr_assert_eq(ps_config_load(jobfile, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
+    int pid;
+    int port = spawn_server(jobfile, out, errf, &pid);
+    snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", port);
+    ps_client *held = tu_admin_client(&job);
+    train_rank(&job, 0);
+    train_rank(&job, 1);
+    bool ending = false;
+    for (int i = 0; i < 300 && !ending; i++) { /* at most 3 s for the server to say so */
+        ending = strstr(tu_slurp(errf), "every worker finished: the job is over") != NULL;
+        if (!ending) usleep(10000);
+    }
+    cr_assert(ending, "%s", tu_slurp(errf));
+    int status = 0;
+    pid_t r = 0;
+    for (int i = 0; i < 100000 && r == 0; i++) { /* at most ~10 s */
+        kill(pid, SIGTERM);
+        usleep(100);
+        r = waitpid(pid, &status, WNOHANG);
+    }
+    if (r == 0) kill(pid, SIGKILL), waitpid(pid, &status, 0);
+    ps_client_destroy(held);
+    cr_assert_eq(r, pid, "ps-server did not exit");
+    cr_assert(WIFEXITED(status), "ps-server died of signal %d", WTERMSIG(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "%s", tu_slurp(errf));
+    cr_assert(strstr(tu_slurp(errf), "signal 15: shutting down"), "%s", tu_slurp(errf));
 }
