@@ -281,7 +281,16 @@ static void on_deadline(uv_timer_t *t) {
     }
     srv->end_failed = true;
     ps_log(&srv->opt.log, PS_LOG_ERROR, "%s", srv->end_msg);
-    begin_stop(srv);
+    if (!srv->opt.hold_for_end || srv->n_finished == srv->job->num_workers) {
+        begin_stop(srv);
+        return;
+    }
+    /* fit.export_to: the weights trained so far are written all the same (shard 0's exporter,
+     * which then sends EndJob). Serve it; should it never come, stop after another deadline. */
+    ps_log(&srv->opt.log, PS_LOG_INFO, "serving the export of the weights trained so far until "
+           "it ends the job (at most %u s more)", srv->job->job_deadline_s);
+    uv_timer_start(&srv->end_timer, on_end_timer, (uint64_t)srv->job->job_deadline_s * 1000, 0);
+    if (srv->opt.on_deadline != NULL) srv->opt.on_deadline(srv, srv->opt.ud, srv->end_msg);
 }
 
 void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
@@ -297,10 +306,15 @@ void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
         schedule_end(srv, "every worker finished");
 }
 
-ps_status ps_server_end_job(ps_server *srv, ps_error *err) {
+ps_status ps_server_end_job(ps_server *srv, const char *failure, ps_error *err) {
     if (!srv->opt.end_with_job)
         return ps_error_set(err, PS_INVALID_ARG,
                             "EndJob: this server serves until it is stopped (--until-stopped)");
+    if (failure != NULL && failure[0] != '\0' && !srv->end_failed) { /* the exporter's verdict */
+        srv->end_failed = true;
+        snprintf(srv->end_msg, sizeof(srv->end_msg), "%s", failure);
+        ps_log(&srv->opt.log, PS_LOG_ERROR, "EndJob: %s", failure);
+    }
     schedule_end(srv, srv->n_finished == srv->job->num_workers
                           ? "EndJob after every worker finished"
                           : "EndJob before every worker finished");

@@ -155,8 +155,9 @@ void ps_server_parked(ps_server *srv);
 void ps_server_worker_finished(ps_server *srv, uint32_t rank);
 /* A connection is gone: when the job is over and it was the last, stop now. */
 void ps_server_conn_closed(ps_server *srv);
-/* An admin peer's EndJob: PS_INVALID_ARG when the server serves until stopped. */
-ps_status ps_server_end_job(ps_server *srv, ps_error *err);
+/* An admin peer's EndJob: PS_INVALID_ARG when the server serves until stopped. failure ("" or
+ * NULL: none) makes run return PS_TIMEOUT with it, unless the server has its own reason. */
+ps_status ps_server_end_job(ps_server *srv, const char *failure, ps_error *err);
 /* A Hello from ip carried a bad token. */
 void ps_server_auth_failed(ps_server *srv, const char *ip);
 /* ms until ip may try again, or 0 when it is not locked out. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,7 +46,8 @@ static void start_ending(ending_server *s, const ps_job_config *job, uint32_t sh
     ps_server_options opt = {.job = job, .shard = shard, .listen = "127.0.0.1:0",
                              .end_with_job = true,
                              .hold_for_end = job->fit.export_to[0] != '\0',
-                             .on_workers_done = je ? ps_job_end_start : NULL, .ud = je,
+                             .on_workers_done = je ? ps_job_end_start : NULL,
+                             .on_deadline = je ? ps_job_end_deadline : NULL, .ud = je,
                              .log = {.level = PS_LOG_ERROR}};
     ps_error err = {0};
     *s = (ending_server){0};
@@ -226,6 +228,65 @@ Test(job_end, the_deadline_names_the_ranks_that_never_finished) {
                               "finished (1 of 2 did)");
 }
 
+/* Rank 1 never comes, but the job exports: at the deadline shard 0 writes the weights rank 0
+ * trained (the files ps-export writes after the same training, from shards that keep serving),
+ * then ends the job with the deadline's verdict: both shards fail naming rank 1. */
+Test(job_end, the_deadline_exports_what_was_trained_then_fails_naming_the_ranks) {
+    char ended[128], reference[128];
+    snprintf(ended, sizeof(ended), "%s/ended", dir);
+    snprintf(reference, sizeof(reference), "%s/reference", dir);
+    ps_job_config job;
+    make_job(&job, "async", ended);
+    job.job_deadline_s = 1;
+    ps_job_end *je = ps_job_end_new(&job, stdout);
+    cr_assert_not_null(je);
+    ending_server s[2];
+    start_ending(&s[0], &job, 0, je);
+    start_ending(&s[1], &job, 1, NULL);
+    for (uint32_t i = 0; i < 2; i++)
+        snprintf(job.servers[i], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s[i].srv));
+    run_ending(&s[0]);
+    run_ending(&s[1]);
+    train_rank(&job, 0);
+    ps_error err = {0};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(join_ending(&s[i], &err), PS_TIMEOUT, "shard %d: %s", i, err.msg);
+        cr_assert_str_eq(err.msg, "cluster.job_deadline_s (1 s) passed: worker rank 1 never "
+                                  "finished (1 of 2 did)", "shard %d", i);
+    }
+    cr_assert_eq(ps_job_end_join(je, &err), PS_OK, "export: %s", err.msg);
+
+    ps_job_config ref;
+    make_job(&ref, "async", NULL);
+    test_server *t[2] = {tu_server_start(&ref, 0), tu_server_start(&ref, 1)};
+    tu_job_use(&ref, t, 2);
+    train_rank(&ref, 0);
+    ps_client *c = tu_admin_client(&ref);
+    cr_assert_eq(ps_export(c, &ref, reference, NULL, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    tu_server_free(t[0]);
+    tu_server_free(t[1]);
+    same_npy_files(ended, reference);
+}
+
+/* An EndJob with a failure: a shard whose own deadline has not passed fails with the sender's
+ * reason; one without (an operator's EndJob) ends well. */
+Test(job_end, an_end_job_with_a_failure_fails_the_shard) {
+    ps_job_config job;
+    make_job(&job, "async", NULL);
+    job.num_servers = 1;
+    ending_server s;
+    start_ending(&s, &job, 0, NULL);
+    snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s.srv));
+    run_ending(&s);
+    ps_error err = {0};
+    ps_client *admin = tu_admin_client(&job);
+    cr_assert_eq(ps_client_fail_job(admin, "ranks 3, 4 lost", &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(admin);
+    cr_assert_eq(join_ending(&s, &err), PS_TIMEOUT);
+    cr_assert_str_eq(err.msg, "ranks 3, 4 lost");
+}
+
 /* EndJob: only from an admin peer, and only to a server that ends with its job. */
 Test(job_end, end_job_is_refused_from_workers_and_by_servers_that_serve_until_stopped) {
     ps_job_config job;
@@ -269,10 +330,13 @@ Test(job_end, job_deadline_s_is_checked) {
 
 /* --- ps-server, the process: its exit code ------------------------------------------------------ */
 
-/* Starts ps-server for jobfile's shard 0 on a free port; the port it printed. */
-static int spawn_server(const char *jobfile, const char *out, const char *errf, int *pid) {
+/* Starts ps-server for jobfile's shard 0 on port (0: a free one); the port it printed. */
+static int spawn_server_on(const char *jobfile, int port, const char *out, const char *errf,
+                           int *pid) {
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", (char *)jobfile, "--shard", "0",
-                    "--listen", "127.0.0.1:0", NULL};
+                    "--listen", listen, NULL};
     *pid = tu_spawn(argv, out, errf);
     cr_assert(*pid > 0);
     for (int i = 0; i < 500; i++) { /* at most 5 s for "listening on 127.0.0.1:PORT" */
@@ -284,29 +348,61 @@ static int spawn_server(const char *jobfile, const char *out, const char *errf, 
     return 0;
 }
 
-static void server_process(int trained, int want_code, const char *want_err) {
+static int spawn_server(const char *jobfile, const char *out, const char *errf, int *pid) {
+    return spawn_server_on(jobfile, 0, out, errf, pid);
+}
+
+/* ps-server, shard 0 of 1 with a 2 s deadline (and export_to, may be NULL), after `trained`
+ * ranks of 2 trained: its exit code, and want_err in its stderr. */
+static void server_process(int trained, const char *export_to, int want_code,
+                           const char *want_err) {
     char jobfile[128], out[128], errf[128], json[2048];
     snprintf(jobfile, sizeof(jobfile), "%s/job.json", dir);
     snprintf(out, sizeof(out), "%s/server.out", dir);
     snprintf(errf, sizeof(errf), "%s/server.err", dir);
-    job_text(json, sizeof(json), 1, "async", ", \"job_deadline_s\": 2", NULL);
+    /* the exporter dials shard 0 at its entry: a list of one address, not a count */
+    const int fixed = export_to ? tu_free_port(AF_INET) : 0;
+    char servers[32];
+    snprintf(servers, sizeof(servers), "[\"127.0.0.1:%d\"]", fixed);
+    char json_export[2048];
+    job_text(json, sizeof(json), 1, "async", ", \"job_deadline_s\": 2", export_to);
+    if (export_to) {
+        char *at = strstr(json, "\"servers\": 1,");
+        cr_assert_not_null(at);
+        snprintf(json_export, sizeof(json_export), "%.*s\"servers\": %s,%s", (int)(at - json),
+                 json, servers, at + strlen("\"servers\": 1,"));
+        snprintf(json, sizeof(json), "%s", json_export);
+    }
     tu_write_file(jobfile, json, 0644);
     ps_job_config job;
     ps_error err = {0};
     cr_assert_eq(ps_config_load(jobfile, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
     int pid;
-    int port = spawn_server(jobfile, out, errf, &pid);
+    int port = spawn_server_on(jobfile, fixed, out, errf, &pid);
     snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", port);
     for (int r = 0; r < trained; r++) train_rank(&job, (uint32_t)r);
     cr_assert_eq(tu_wait_exit(pid, 20000), want_code, "%s", tu_slurp(errf));
     if (want_err) cr_assert(strstr(tu_slurp(errf), want_err), "%s", tu_slurp(errf));
 }
 
-Test(job_end, ps_server_exits_0_when_the_job_ends) { server_process(2, 0, NULL); }
+Test(job_end, ps_server_exits_0_when_the_job_ends) { server_process(2, NULL, 0, NULL); }
 
 Test(job_end, ps_server_exits_1_at_the_deadline_naming_the_missing_rank) {
-    server_process(1, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank 1 never "
-                         "finished (1 of 2 did)");
+    server_process(1, NULL, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank 1 "
+                               "never finished (1 of 2 did)");
+}
+
+/* With fit.export_to the deadline writes the weights trained so far first: the manifest is
+ * there, stdout says so, and the exit is 1 naming the missing rank all the same. */
+Test(job_end, ps_server_exports_at_the_deadline_then_exits_1) {
+    char exported[128], manifest[160], out[128];
+    snprintf(exported, sizeof(exported), "%s/exported", dir);
+    snprintf(manifest, sizeof(manifest), "%s/manifest.json", exported);
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    server_process(1, exported, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank "
+                                   "1 never finished (1 of 2 did)");
+    cr_assert_eq(access(manifest, R_OK), 0, "no %s", manifest);
+    cr_assert(strstr(tu_slurp(out), "Exported 4 tables"), "%s", tu_slurp(out));
 }
 
 /* --- the job's epoch line on shard 0 ------------------------------------------------------------ */

@@ -35,6 +35,8 @@ ps_client *tu_admin_client(const ps_job_config *job);
 /* Points job->servers at running test servers. */
 void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n);
 
+/* A port free a moment ago on the loopback of family (AF_INET, AF_INET6). */
+int tu_free_port(int family);
 /* Blocking loopback socket with a 5 s receive timeout; -1 on failure. The server's Challenge is
  * read (its nonce kept for tu_hello_env); a refusal sent instead stays to be read. */
 int tu_connect(int port);
