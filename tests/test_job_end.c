@@ -145,6 +145,36 @@ static void same_npy_files(const char *a, const char *b) {
     }
 }
 
+/* The export of an async job's weights after ranks 0..ranks-1 trained one after the other, from
+ * servers that serve until stopped (ps_export through an admin client), into out. */
+static void export_reference(uint32_t ranks, const char *out) {
+    ps_job_config ref;
+    make_job(&ref, "async", NULL);
+    test_server *t[2] = {tu_server_start(&ref, 0), tu_server_start(&ref, 1)};
+    tu_job_use(&ref, t, 2);
+    for (uint32_t r = 0; r < ranks; r++) train_rank(&ref, r);
+    ps_client *c = tu_admin_client(&ref);
+    ps_error err = {0};
+    cr_assert_eq(ps_export(c, &ref, out, NULL, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    tu_server_free(t[0]);
+    tu_server_free(t[1]);
+}
+
+/* Both shards of job, ending with it, serving on threads; shard 0 exports (the ps_job_end
+ * returned). job's servers become their addresses. */
+static ps_job_end *run_two_ending(ps_job_config *job, ending_server s[2]) {
+    ps_job_end *je = ps_job_end_new(job, stdout);
+    cr_assert_not_null(je);
+    start_ending(&s[0], job, 0, je);
+    start_ending(&s[1], job, 1, NULL);
+    for (uint32_t i = 0; i < 2; i++)
+        snprintf(job->servers[i], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s[i].srv));
+    run_ending(&s[0]);
+    run_ending(&s[1]);
+    return je;
+}
+
 /* Two async workers, one after the other (deterministic): the shards end by themselves once
  * both finished, shard 0 having exported. The files are those ps-export writes from shards
  * that keep serving, after the same training. */
@@ -155,15 +185,8 @@ Test(job_end, shards_export_then_exit_when_every_worker_finished) {
 
     ps_job_config job;
     make_job(&job, "async", ended);
-    ps_job_end *je = ps_job_end_new(&job, stdout);
-    cr_assert_not_null(je);
     ending_server s[2];
-    start_ending(&s[0], &job, 0, je);
-    start_ending(&s[1], &job, 1, NULL);
-    for (uint32_t i = 0; i < 2; i++)
-        snprintf(job.servers[i], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s[i].srv));
-    run_ending(&s[0]);
-    run_ending(&s[1]);
+    ps_job_end *je = run_two_ending(&job, s);
     train_rank(&job, 0);
     train_rank(&job, 1);
     ps_error err = {0};
@@ -175,17 +198,7 @@ Test(job_end, shards_export_then_exit_when_every_worker_finished) {
     cr_assert_eq(access(manifest, R_OK), 0, "no %s", manifest);
 
     /* the reference: servers that serve until stopped, ps_export through an admin client */
-    ps_job_config ref;
-    make_job(&ref, "async", NULL);
-    test_server *t[2] = {tu_server_start(&ref, 0), tu_server_start(&ref, 1)};
-    tu_job_use(&ref, t, 2);
-    train_rank(&ref, 0);
-    train_rank(&ref, 1);
-    ps_client *c = tu_admin_client(&ref);
-    cr_assert_eq(ps_export(c, &ref, reference, NULL, &err), PS_OK, "%s", err.msg);
-    ps_client_destroy(c);
-    tu_server_free(t[0]);
-    tu_server_free(t[1]);
+    export_reference(2, reference);
     same_npy_files(ended, reference);
 }
 
@@ -238,15 +251,8 @@ Test(job_end, the_deadline_exports_what_was_trained_then_fails_naming_the_ranks)
     ps_job_config job;
     make_job(&job, "async", ended);
     job.job_deadline_s = 1;
-    ps_job_end *je = ps_job_end_new(&job, stdout);
-    cr_assert_not_null(je);
     ending_server s[2];
-    start_ending(&s[0], &job, 0, je);
-    start_ending(&s[1], &job, 1, NULL);
-    for (uint32_t i = 0; i < 2; i++)
-        snprintf(job.servers[i], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s[i].srv));
-    run_ending(&s[0]);
-    run_ending(&s[1]);
+    ps_job_end *je = run_two_ending(&job, s);
     train_rank(&job, 0);
     ps_error err = {0};
     for (int i = 0; i < 2; i++) {
@@ -256,16 +262,7 @@ Test(job_end, the_deadline_exports_what_was_trained_then_fails_naming_the_ranks)
     }
     cr_assert_eq(ps_job_end_join(je, &err), PS_OK, "export: %s", err.msg);
 
-    ps_job_config ref;
-    make_job(&ref, "async", NULL);
-    test_server *t[2] = {tu_server_start(&ref, 0), tu_server_start(&ref, 1)};
-    tu_job_use(&ref, t, 2);
-    train_rank(&ref, 0);
-    ps_client *c = tu_admin_client(&ref);
-    cr_assert_eq(ps_export(c, &ref, reference, NULL, &err), PS_OK, "%s", err.msg);
-    ps_client_destroy(c);
-    tu_server_free(t[0]);
-    tu_server_free(t[1]);
+    export_reference(1, reference);
     same_npy_files(ended, reference);
 }
 
@@ -475,15 +472,9 @@ Test(job_end, sigterms_while_the_job_ends_are_a_clean_stop) {
     }
     cr_assert(ending, "%s", tu_slurp(errf));
     int status = 0;
-    pid_t r = 0;
-    for (int i = 0; i < 100000 && r == 0; i++) { /* at most ~10 s */
-        kill(pid, SIGTERM);
-        usleep(100);
-        r = waitpid(pid, &status, WNOHANG);
-    }
-    if (r == 0) kill(pid, SIGKILL), waitpid(pid, &status, 0);
+    const bool exited = tu_sigterm_until_exit(pid, &status);
     ps_client_destroy(held);
-    cr_assert_eq(r, pid, "ps-server did not exit");
+    cr_assert(exited, "ps-server did not exit");
     cr_assert(WIFEXITED(status), "ps-server died of signal %d", WTERMSIG(status));
     cr_assert_eq(WEXITSTATUS(status), 0, "%s", tu_slurp(errf));
     cr_assert(strstr(tu_slurp(errf), "signal 15: shutting down"), "%s", tu_slurp(errf));

@@ -400,15 +400,9 @@ Test(launch, sigterms_after_the_job_finished_change_nothing) {
         if (!trained) usleep(10000);
     }
     int status = 0;
-    pid_t r = 0;
-    for (int i = 0; i < 100000 && r == 0; i++) { /* at most ~10 s */
-        kill(pid, SIGTERM);
-        usleep(100);
-        r = waitpid(pid, &status, WNOHANG);
-    }
-    if (r == 0) kill(pid, SIGKILL), waitpid(pid, &status, 0);
+    const bool exited = tu_sigterm_until_exit(pid, &status);
     cr_assert(trained, "stdout:\n%s\nstderr:\n%s", tu_slurp(out), tu_slurp(err));
-    cr_assert_eq(r, pid, "ps-launch did not exit");
+    cr_assert(exited, "ps-launch did not exit");
     cr_assert(WIFEXITED(status), "ps-launch died of signal %d", WTERMSIG(status));
     cr_assert_eq(WEXITSTATUS(status), 0, "stderr:\n%s", tu_slurp(err));
 }

@@ -313,6 +313,17 @@ int tu_wait_exit(int pid, int timeout_ms) {
     return -1;
 }
 
+bool tu_sigterm_until_exit(int pid, int *status) {
+    for (int i = 0; i < 100000; i++) {
+        kill(pid, SIGTERM);
+        usleep(100);
+        if (waitpid(pid, status, WNOHANG) == pid) return true;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return false;
+}
+
 static void *read_npy(const char *path, ps_npy_dtype dtype, uint64_t *n) {
     ps_npy_reader *r;
     ps_error err = {0};
