@@ -406,7 +406,9 @@ Test(job_end, ps_server_exports_at_the_deadline_then_exits_1) {
 
 /* Sums, not means of means: rank 0 has 3 samples (loss 1.5, 2 right), rank 1 has 1 (loss 0.9, 1
  * right): loss 2.4 / 4 = 0.6000 (the mean of the means would be 0.7), accuracy 3 / 4 = 0.7500
- * (not 0.8333). Epoch 2 complete before epoch 1 waits for it; a rank's second report of an epoch
+ * (not 0.8333); validation 2 samples (loss 1.0, 2 right) and 6 (loss 9.0, 1 right): val_loss
+ * 10 / 8 = 1.2500 (not 2.0), val_accuracy 3 / 8 = 0.3750 (not 0.5833). No AUC: it does not add
+ * up (README, Validation metrics). Epoch 2 complete before epoch 1 waits for it; a rank's second report of an epoch
  * and an epoch past fit.epochs are ignored. */
 Test(job_end, the_epoch_line_sums_every_workers_figures) {
     ps_job_config job;
@@ -418,9 +420,11 @@ Test(job_end, the_epoch_line_sums_every_workers_figures) {
     cr_assert_not_null(out);
     ps_job_end *je = ps_job_end_new(&job, out);
     const ps_EpochStats r0e1 = {.epoch = 1, .steps = 2, .samples = 3, .loss_sum = 1.5,
-                                .correct = 2, .seconds = 0.5};
+                                .correct = 2, .seconds = 0.5, .has_val = true,
+                                .val_samples = 2, .val_loss_sum = 1.0, .val_correct = 2};
     const ps_EpochStats r1e1 = {.epoch = 1, .steps = 1, .samples = 1, .loss_sum = 0.9,
-                                .correct = 1, .seconds = 0.25};
+                                .correct = 1, .seconds = 0.25, .has_val = true,
+                                .val_samples = 6, .val_loss_sum = 9.0, .val_correct = 1};
     const ps_EpochStats e2 = {.epoch = 2, .steps = 1, .samples = 2, .loss_sum = 0.2,
                               .correct = 2, .seconds = 0.1};
     const ps_EpochStats e3 = {.epoch = 3, .steps = 1, .samples = 2, .loss_sum = 0.2};
@@ -437,8 +441,10 @@ Test(job_end, the_epoch_line_sums_every_workers_figures) {
     const char *text = tu_slurp(path);
     const char *l1 = strstr(text, "Epoch 1/2\n3/3 ["), *l2 = strstr(text, "Epoch 2/2\n2/2 [");
     cr_assert(l1 && l2 && l1 < l2, "%s", text);
-    cr_assert(strstr(l1, "loss: 0.6000 - accuracy: 0.7500\n") < l2, "%s", text);
+    cr_assert(strstr(l1, "loss: 0.6000 - accuracy: 0.7500 - val_loss: 1.2500 - "
+                         "val_accuracy: 0.3750\n") < l2, "%s", text);
     cr_assert(strstr(l2, "loss: 0.1000 - accuracy: 1.0000\n"), "%s", text);
+    cr_assert_null(strstr(text, "auc"), "%s", text);
     cr_assert_null(strstr(text, "Epoch 3"), "%s", text);
 }
 
