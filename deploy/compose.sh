@@ -1,15 +1,57 @@
 #!/bin/sh
-# compose.sh - writes a Docker Compose file for S servers and W workers of one job:
-#   deploy/compose.sh 2 2 > deploy/docker-compose.yml && cd deploy && docker-compose up
+# compose.sh - writes a Docker Compose file for S servers and W workers of one job, and runs it
+# with an exit status that says whether every process succeeded:
+#   deploy/compose.sh 2 2 > deploy/docker-compose.yml
+#   cd deploy && ./compose.sh up [-p PROJECT] [-f FILE] [UP_ARGS ...]
 # Every process reads the same job file (deploy/job.json, mounted read-only); the generator sets
 # the cluster's shape on the command line (cluster.servers = server-0..S-1:7070,
 # cluster.workers = W), so one job file serves any S and W. Data: deploy/data, read-only at
 # /data. Exports: the volume "export" at /export (shard 0 writes fit.export_to there). The
 # cluster's network is internal: it reaches nothing but itself.
 # Servers exit 0 once every worker has finished (and the export is written), so `up` returns
-# when training ends; each container's exit code says how its process ended.
+# when training ends. docker-compose 1.29's `up` returns 0 even when a container failed
+# (--exit-code-from would stop the cluster when the first worker ends): `compose.sh up` runs
+# `docker-compose [-p PROJECT] [-f FILE] up UP_ARGS`, then reads every container's exit code,
+# prints one line per container and returns 1 naming each one that did not exit 0 (or up's own
+# status if up failed; 1 if there is no container). DOCKER: the docker client (default docker).
 set -eu
-usage() { echo "usage: compose.sh SERVERS WORKERS [JOB_FILE (default ./job.json)]" >&2; exit 2; }
+usage() {
+    echo "usage: compose.sh SERVERS WORKERS [JOB_FILE (default ./job.json)]" >&2
+    echo "       compose.sh up [-p PROJECT] [-f FILE] [UP_ARGS ...]" >&2
+    exit 2
+}
+
+if [ "${1:-}" = up ]; then
+    shift
+    project="" file=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -p|--project-name) [ $# -ge 2 ] || usage; project=$2; shift 2 ;;
+            -f|--file) [ $# -ge 2 ] || usage; file=$2; shift 2 ;;
+            *) break ;;
+        esac
+    done
+    dc() { docker-compose ${project:+-p "$project"} ${file:+-f "$file"} "$@"; }
+    rc=0
+    dc up "$@" || rc=$?
+    [ "$rc" = 0 ] || { echo "compose.sh: docker-compose up failed (status $rc)" >&2; exit "$rc"; }
+    ids=$(dc ps -q)
+    [ -n "$ids" ] || { echo "compose.sh: no container to check" >&2; exit 1; }
+    failed=""
+    for id in $ids; do
+        # service, state, exit code: e.g. "worker-1 exited 2"
+        info=$(${DOCKER:-docker} inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}}' "$id") ||
+            info="$id uninspectable ?"
+        set -- $info
+        echo "compose.sh: $1 $2, exit code $3"
+        if [ "$2" != exited ] || [ "$3" != 0 ]; then
+            failed="$failed${failed:+, }$1 ($2, exit code $3)"
+        fi
+    done
+    [ -z "$failed" ] || { echo "compose.sh: failed: $failed" >&2; exit 1; }
+    exit 0
+fi
+
 [ $# -ge 2 ] && [ $# -le 3 ] || usage
 S=$1 W=$2 JOB=${3:-./job.json}
 case "$S$W" in *[!0-9]*|'') usage ;; esac

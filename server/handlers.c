@@ -336,7 +336,7 @@ static ps_status on_end_job(ps_conn *c, const ps_msg *m, ps_error *err) {
     if (c->is_worker)
         return ps_error_set(err, PS_INVALID_ARG, "EndJob from worker rank %u: only an admin "
                             "peer ends the job (a worker says finished with its Clock)", c->rank);
-    if (ps_server_end_job(c->srv, err) != PS_OK) return err->code;
+    if (ps_server_end_job(c->srv, m->env.end_job.failure, err) != PS_OK) return err->code;
     return send_ack(c, m->env.request_id, 0, err);
 }
 

@@ -17,6 +17,7 @@ struct ps_job_end {
     uint32_t *heard;     /* (fit.epochs) ranks that reported the epoch */
     uint8_t *reported;   /* (fit.epochs, W) */
     uint32_t shown;      /* epochs printed */
+    char failure[256]; /* the deadline's verdict, sent with EndJob; "": the job ended well */
     pthread_t thread;
     bool started;
     ps_status st;
@@ -88,7 +89,7 @@ static void *run_export(void *arg) {
         fflush(stdout);
         /* whatever the export's fate the job is over: every shard stops (this one exits 1) */
         ps_error end_err = {0};
-        ps_status end_st = ps_client_end_job(c, &end_err);
+        ps_status end_st = ps_client_fail_job(c, je->failure[0] ? je->failure : NULL, &end_err);
         if (end_st != PS_OK && end_st != PS_CLOSED && st == PS_OK) /* CLOSED: already stopping */
             st = ps_error_set(&je->err, end_st, "EndJob: %s", end_err.msg);
     }
@@ -106,6 +107,13 @@ void ps_job_end_start(ps_server *srv, void *ud) {
         return;
     }
     je->started = true;
+}
+
+void ps_job_end_deadline(ps_server *srv, void *ud, const char *why) {
+    ps_job_end *je = ud;
+    if (je->started) return; /* every worker had finished: that export carries on */
+    snprintf(je->failure, sizeof(je->failure), "%s", why);
+    ps_job_end_start(srv, ud);
 }
 
 ps_status ps_job_end_join(ps_job_end *je, ps_error *err) {

@@ -1,6 +1,7 @@
 /* main.c - ps-server: argv -> job file -> one shard. The only place that exits.
  * Exit codes: 0 the job ended (or a clean stop on SIGINT/SIGTERM), 1 runtime failure (the job's
- * deadline passed, the export failed), 2 usage or config error. */
+ * deadline passed - with fit.export_to, after the export - or the export failed), 2 usage or
+ * config error. */
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,7 +20,8 @@ static const char usage[] =
     "\n"
     "Serves shard I of the job's parameter tables until every worker has finished, then exits 0;\n"
     "with fit.export_to, shard 0 first writes the weights there (all shards) and ends the job.\n"
-    "Workers not finished by cluster.job_deadline_s: exit 1, naming their ranks.\n"
+    "Workers not finished by cluster.job_deadline_s: exit 1, naming their ranks (with\n"
+    "fit.export_to, after shard 0 wrote the weights trained so far).\n"
     "  --config JOB.json   the job file every server and worker of the job reads\n"
     "  --shard I           this server's index in cluster.servers (0-based)\n"
     "  --bind HOST:PORT    listen here instead of cluster.servers[I] (--listen: the same);\n"
@@ -93,7 +95,8 @@ int main(int argc, char **argv) {
                 return 1;
             }
             opt.on_epoch_stats = ps_job_end_epoch, opt.ud = je;
-            if (opt.hold_for_end) opt.on_workers_done = ps_job_end_start;
+            if (opt.hold_for_end)
+                opt.on_workers_done = ps_job_end_start, opt.on_deadline = ps_job_end_deadline;
         }
     }
     ps_server *srv;

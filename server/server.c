@@ -7,6 +7,7 @@
 
 #include "checkpoint.h"
 #include "server_internal.h"
+#include "signals.h"
 #include "weights.h"
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -232,11 +233,8 @@ static void begin_stop(ps_server *srv) {
     uv_close((uv_handle_t *)&srv->ckpt_timer, close_cb_noop);
     uv_close((uv_handle_t *)&srv->ckpt_wake, close_cb_noop);
     uv_close((uv_handle_t *)&srv->ckpt_async, close_cb_noop);
-    if (srv->opt.handle_signals) {
-        uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
-        uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
-        uv_close((uv_handle_t *)&srv->sigusr1, close_cb_noop);
-    }
+    /* only the watch: the handlers stay (signals.h), and a signal from now on is not heard */
+    if (srv->opt.handle_signals) uv_close((uv_handle_t *)&srv->sig_poll, close_cb_noop);
 }
 
 /* --- the end of the job ----------------------------------------------------------------------- */
@@ -283,7 +281,16 @@ static void on_deadline(uv_timer_t *t) {
     }
     srv->end_failed = true;
     ps_log(&srv->opt.log, PS_LOG_ERROR, "%s", srv->end_msg);
-    begin_stop(srv);
+    if (!srv->opt.hold_for_end || srv->n_finished == srv->job->num_workers) {
+        begin_stop(srv);
+        return;
+    }
+    /* fit.export_to: the weights trained so far are written all the same (shard 0's exporter,
+     * which then sends EndJob). Serve it; should it never come, stop after another deadline. */
+    ps_log(&srv->opt.log, PS_LOG_INFO, "serving the export of the weights trained so far until "
+           "it ends the job (at most %u s more)", srv->job->job_deadline_s);
+    uv_timer_start(&srv->end_timer, on_end_timer, (uint64_t)srv->job->job_deadline_s * 1000, 0);
+    if (srv->opt.on_deadline != NULL) srv->opt.on_deadline(srv, srv->opt.ud, srv->end_msg);
 }
 
 void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
@@ -299,18 +306,22 @@ void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
         schedule_end(srv, "every worker finished");
 }
 
-ps_status ps_server_end_job(ps_server *srv, ps_error *err) {
+ps_status ps_server_end_job(ps_server *srv, const char *failure, ps_error *err) {
     if (!srv->opt.end_with_job)
         return ps_error_set(err, PS_INVALID_ARG,
                             "EndJob: this server serves until it is stopped (--until-stopped)");
+    if (failure != NULL && failure[0] != '\0' && !srv->end_failed) { /* the exporter's verdict */
+        srv->end_failed = true;
+        snprintf(srv->end_msg, sizeof(srv->end_msg), "%s", failure);
+        ps_log(&srv->opt.log, PS_LOG_ERROR, "EndJob: %s", failure);
+    }
     schedule_end(srv, srv->n_finished == srv->job->num_workers
                           ? "EndJob after every worker finished"
                           : "EndJob before every worker finished");
     return PS_OK;
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-    ps_server *srv = h->data;
+static void on_signal(ps_server *srv, int signum) {
     if (signum == SIGUSR1) {
         start_checkpoint(srv);
         return;
@@ -319,6 +330,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     bool was_stopping = srv->stopping;
     begin_stop(srv);
     if (!was_stopping) final_checkpoint(srv);
+}
+
+static void on_signals_readable(uv_poll_t *p, int status, int events) {
+    ps_server *srv = p->data;
+    (void)status, (void)events;
+    for (int sig; !srv->stopping && (sig = ps_signals_next(srv->sig_fd)) != 0;)
+        on_signal(srv, sig);
 }
 
 static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
@@ -492,14 +510,15 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     uv_async_init(&srv->loop, &srv->stop_async, on_stop_async);
     srv->stop_async.data = srv;
     if (opt->handle_signals) {
-        uv_signal_init(&srv->loop, &srv->sigint);
-        uv_signal_init(&srv->loop, &srv->sigterm);
-        srv->sigint.data = srv->sigterm.data = srv;
-        uv_signal_start(&srv->sigint, on_signal, SIGINT);
-        uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
-        uv_signal_init(&srv->loop, &srv->sigusr1);
-        srv->sigusr1.data = srv;
-        uv_signal_start(&srv->sigusr1, on_signal, SIGUSR1);
+        st = ps_signals_catch((const int[]){SIGINT, SIGTERM, SIGUSR1}, 3, &srv->sig_fd, err);
+        if (st == PS_OK) rc = uv_poll_init(&srv->loop, &srv->sig_poll, srv->sig_fd);
+        if (st == PS_OK && rc == 0) {
+            srv->sig_poll.data = srv;
+            uv_poll_start(&srv->sig_poll, UV_READABLE, on_signals_readable);
+        } else {
+            if (st == PS_OK) st = ps_error_set(err, PS_IO, "signals: %s", uv_strerror(rc));
+            srv->opt.handle_signals = false; /* nothing to close */
+        }
     }
     uv_timer_init(&srv->loop, &srv->ckpt_timer);
     uv_async_init(&srv->loop, &srv->ckpt_wake, on_ckpt_wake);
@@ -510,7 +529,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         uv_timer_start(&srv->ckpt_timer, on_ckpt_timer, ms, ms);
         uv_unref((uv_handle_t *)&srv->ckpt_timer);
     }
-    st = bind_listener(srv, err);
+    if (st == PS_OK) st = bind_listener(srv, err);
     if (st != PS_OK) {
         begin_stop(srv);
         uv_run(&srv->loop, UV_RUN_DEFAULT);

@@ -22,18 +22,25 @@ typedef struct {
     const char *listen;
     const char *advertise;    /* --advertise: what logs and ps-server's banner give peers; NULL:
                                * the job's entry (a name) or the bound address */
-    bool handle_signals;      /* stop cleanly on SIGINT/SIGTERM */
+    /* Stop cleanly on SIGINT/SIGTERM, checkpoint on SIGUSR1. The process's handlers stay until
+     * it exits (signals.h): a signal once the server is stopping changes nothing. */
+    bool handle_signals;
     ps_logger log;
     /* The end of the job (ps-server sets these; zero: serve until stopped, as tests and
      * ps-launch's servers do). end_with_job: once every worker rank 0..W-1 has said it finished
      * (a Clock with finished), run returns PS_OK - at once, or with hold_for_end on an EndJob
      * from an admin peer (the exporter's "the weights are written"); an EndJob also ends it
      * early. If cluster.job_deadline_s passes first, run returns PS_TIMEOUT naming the ranks
-     * that never finished (a worker that died is not finished). */
+     * that never finished (a worker that died is not finished); with hold_for_end only after
+     * serving the export (on_deadline). An EndJob carrying a failure also returns PS_TIMEOUT. */
     bool end_with_job;
     bool hold_for_end;
     /* With end_with_job: called once, on the loop thread, when every worker has finished. */
     void (*on_workers_done)(ps_server *srv, void *ud);
+    /* With hold_for_end: called once, on the loop thread, when cluster.job_deadline_s passes
+     * with ranks unfinished; why names them. The server then serves until an EndJob (the
+     * exporter's) or another job_deadline_s, and run returns PS_TIMEOUT with why. */
+    void (*on_deadline)(ps_server *srv, void *ud, const char *why);
     /* Each worker's EpochStats, on the loop thread (NULL: acked and dropped). */
     void (*on_epoch_stats)(void *ud, uint32_t rank, const ps_EpochStats *s);
     void *ud;

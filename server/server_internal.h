@@ -29,7 +29,8 @@ typedef struct {
 struct ps_server {
     uv_loop_t loop;
     uv_tcp_t listener;
-    uv_signal_t sigint, sigterm;
+    uv_poll_t sig_poll; /* with handle_signals: watches sig_fd (signals.h) until the stop */
+    int sig_fd;
     uv_async_t stop_async;
     ps_server_options opt;
     const ps_job_config *job;
@@ -68,7 +69,6 @@ struct ps_server {
     uv_timer_t ckpt_timer;  /* every server.checkpoint_every_s */
     uv_async_t ckpt_wake;   /* the writer has a free buffer, or finished */
     uv_async_t ckpt_async;  /* ps_server_checkpoint from any thread */
-    uv_signal_t sigusr1;    /* with handle_signals: a checkpoint on request */
     struct ps_ckpt_writer *ckpt; /* the one being written; NULL: none */
     uint64_t ckpt_gen;      /* the last generation started (continues the directory's) */
     uint64_t ckpt_started_ns;
@@ -155,8 +155,9 @@ void ps_server_parked(ps_server *srv);
 void ps_server_worker_finished(ps_server *srv, uint32_t rank);
 /* A connection is gone: when the job is over and it was the last, stop now. */
 void ps_server_conn_closed(ps_server *srv);
-/* An admin peer's EndJob: PS_INVALID_ARG when the server serves until stopped. */
-ps_status ps_server_end_job(ps_server *srv, ps_error *err);
+/* An admin peer's EndJob: PS_INVALID_ARG when the server serves until stopped. failure ("" or
+ * NULL: none) makes run return PS_TIMEOUT with it, unless the server has its own reason. */
+ps_status ps_server_end_job(ps_server *srv, const char *failure, ps_error *err);
 /* A Hello from ip carried a bad token. */
 void ps_server_auth_failed(ps_server *srv, const char *ip);
 /* ms until ip may try again, or 0 when it is not locked out. */

@@ -73,6 +73,14 @@ static void fill(const ps_job_config *job, ps_store **st, uint64_t n, uint32_t s
     }
 }
 
+/* One shard of one (dim 4) of job job_id in dir, with rows keys 0..n-1 in both tables (fill). */
+static void one_shard_with_rows(ps_job_config *job, const char *job_id, ps_store **st,
+                                uint64_t n) {
+    make_job(job, job_id, 1, 4, dir);
+    make_stores(job, st);
+    fill(job, st, n, 0, 1, 0);
+}
+
 /* Every key of [0, n) is in st iff shard of count owns it, with the hand-made values. */
 static void expect_rows(const ps_job_config *job, ps_store **st, uint64_t n, uint32_t shard,
                         uint32_t count, float delta) {
@@ -161,10 +169,8 @@ static ps_status restore(const ps_job_config *job, ps_store **st, uint32_t shard
  * computed with zlib here. */
 Test(checkpoint, layout_by_hand) {
     ps_job_config job;
-    make_job(&job, "layout", 1, 4, dir);
     ps_store *st[2];
-    make_stores(&job, st);
-    fill(&job, st, 3, 0, 1, 0); /* keys 0, 1, 2 in both tables */
+    one_shard_with_rows(&job, "layout", st, 3); /* keys 0, 1, 2 in both tables */
     write_gen(&job, st, 0, 1, 5);
     size_t n;
     uint8_t *b = slurp_bin(path_of(0, 1, 5), &n);
@@ -210,10 +216,8 @@ Test(checkpoint, layout_by_hand) {
 /* Restore of shard 0 of 1 gives back every row exactly, steps included. */
 Test(checkpoint, round_trip_exact) {
     ps_job_config job;
-    make_job(&job, "rt", 1, 4, dir);
     ps_store *st[2];
-    make_stores(&job, st);
-    fill(&job, st, 10000, 0, 1, 0);
+    one_shard_with_rows(&job, "rt", st, 10000);
     write_gen(&job, st, 0, 1, 1);
     free_stores(&job, st);
     char log[4096];
@@ -229,10 +233,8 @@ Test(checkpoint, round_trip_exact) {
 /* Three generations written: the two newest are kept. */
 Test(checkpoint, keeps_two_generations) {
     ps_job_config job;
-    make_job(&job, "gens", 1, 4, dir);
     ps_store *st[2];
-    make_stores(&job, st);
-    fill(&job, st, 10, 0, 1, 0);
+    one_shard_with_rows(&job, "gens", st, 10);
     for (uint64_t g = 1; g <= 3; g++) write_gen(&job, st, 0, 1, g);
     cr_assert_neq(access(path_of(0, 1, 1), F_OK), 0, "generation 1 should be gone");
     cr_assert_eq(access(path_of(0, 1, 2), F_OK), 0, "generation 2 kept");
@@ -273,6 +275,18 @@ static void two_gens(ps_job_config *job) {
     free_stores(job, st);
 }
 
+/* two_gens' generation 2 was spoiled: restore passes over it to generation 1, whose rows come
+ * back exactly; what it logged is left in log. */
+static void restores_generation_1(const ps_job_config *job, char *log, size_t cap) {
+    ps_store *st[2];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(job, st, 0, 1, &info, &err, log, cap), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.generation, 1u);
+    expect_rows(job, st, 5000, 0, 1, 0);
+    free_stores(job, st);
+}
+
 Test(checkpoint, torn_file_uses_previous_generation) {
     ps_job_config job;
     two_gens(&job);
@@ -280,16 +294,10 @@ Test(checkpoint, torn_file_uses_previous_generation) {
     uint8_t *b = slurp_bin(path_of(0, 1, 2), &n);
     spit_bin(path_of(0, 1, 2), b, n / 2); /* a crash half way (as if rename came early) */
     free(b);
-    ps_store *st[2];
     char log[4096];
-    ps_error err = {0};
-    ps_ckpt_info info;
-    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
-    cr_assert_eq(info.generation, 1u);
-    expect_rows(&job, st, 5000, 0, 1, 0);
+    restores_generation_1(&job, log, sizeof(log));
     cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt"), "log: %s", log);
     cr_assert_not_null(strstr(log, "torn"), "log: %s", log);
-    free_stores(&job, st);
 }
 
 Test(checkpoint, corrupted_block_named_and_previous_generation_used) {
@@ -303,16 +311,10 @@ Test(checkpoint, corrupted_block_named_and_previous_generation_used) {
     b[blk1 + 8 + 100] ^= 0x10;
     spit_bin(path_of(0, 1, 2), b, n);
     free(b);
-    ps_store *st[2];
     char log[4096];
-    ps_error err = {0};
-    ps_ckpt_info info;
-    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
-    cr_assert_eq(info.generation, 1u);
-    expect_rows(&job, st, 5000, 0, 1, 0);
+    restores_generation_1(&job, log, sizeof(log));
     cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt: block 1: crc32 mismatch"), "log: %s",
                        log);
-    free_stores(&job, st);
 }
 
 Test(checkpoint, every_generation_bad_is_an_error) {
@@ -442,10 +444,8 @@ Test(checkpoint, disk_full_keeps_previous) {
     if (mount("tmpfs", dir, "tmpfs", 0, "size=256k") != 0)
         cr_skip_test("disk full: mount tmpfs: %s", strerror(errno));
     ps_job_config job;
-    make_job(&job, "full", 1, 4, dir);
     ps_store *st[2];
-    make_stores(&job, st);
-    fill(&job, st, 1000, 0, 1, 0); /* 1000 x (44 + 28) bytes: fits */
+    one_shard_with_rows(&job, "full", st, 1000); /* 1000 x (44 + 28) bytes: fits */
     write_gen(&job, st, 0, 1, 1);
     fill(&job, st, 10000, 0, 1, 0); /* 720 KB: does not */
     ps_error err = {0};

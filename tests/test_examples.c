@@ -92,6 +92,17 @@ static double ref(const char *file, const char *path) {
     return v;
 }
 
+/* The example's best validation logloss is at most the reference's (file's best.val_logloss,
+ * made by `who`) + margin, and its AUC at least the reference's - margin. */
+static void as_good_as(const char *example, figures f, const char *file, const char *who,
+                       double margin) {
+    double r_loss = ref(file, "best.val_logloss"), r_auc = ref(file, "best.val_auc");
+    cr_expect_leq(f.val_loss, r_loss + margin, "%s: logloss %.4f, %s %.4f", example, f.val_loss,
+                  who, r_loss);
+    cr_expect_geq(f.val_auc, r_auc - margin, "%s: AUC %.4f, %s %.4f", example, f.val_auc, who,
+                  r_auc);
+}
+
 static void data_sets(char sets[2][300], const char *train, const char *test) {
     snprintf(sets[0], sizeof(sets[0]), "data.train.path=%s/%s", dir, train);
     snprintf(sets[1], sizeof(sets[1]), "data.validation.path=%s/%s", dir, test);
@@ -104,20 +115,9 @@ Test(examples, ctr_and_ctr_logreg) {
     data_sets(sets, "ctr.train.svm", "ctr.test.svm");
     const char *const s[] = {sets[0], sets[1]};
 
-    figures ctr = run_example("ctr", s, 2);
-    double t_loss = ref(REF("ctr_torch.json"), "best.val_logloss");
-    double t_auc = ref(REF("ctr_torch.json"), "best.val_auc");
-    cr_expect_leq(ctr.val_loss, t_loss + 0.005, "ctr: logloss %.4f, PyTorch %.4f", ctr.val_loss,
-                  t_loss);
-    cr_expect_geq(ctr.val_auc, t_auc - 0.005, "ctr: AUC %.4f, PyTorch %.4f", ctr.val_auc, t_auc);
-
-    figures lr = run_example("ctr_logreg", s, 2);
-    double l_loss = ref(REF("ctr_liblinear.json"), "best.val_logloss");
-    double l_auc = ref(REF("ctr_liblinear.json"), "best.val_auc");
-    cr_expect_leq(lr.val_loss, l_loss + 0.001, "ctr_logreg: logloss %.4f, LIBLINEAR %.4f",
-                  lr.val_loss, l_loss);
-    cr_expect_geq(lr.val_auc, l_auc - 0.001, "ctr_logreg: AUC %.4f, LIBLINEAR %.4f", lr.val_auc,
-                  l_auc);
+    as_good_as("ctr", run_example("ctr", s, 2), REF("ctr_torch.json"), "PyTorch", 0.005);
+    as_good_as("ctr_logreg", run_example("ctr_logreg", s, 2), REF("ctr_liblinear.json"),
+               "LIBLINEAR", 0.001);
 }
 
 Test(examples, criteo) {
@@ -126,12 +126,8 @@ Test(examples, criteo) {
     datagen(prefix, "criteo");
     data_sets(sets, "criteo.train.tsv", "criteo.test.tsv");
     const char *const s[] = {sets[0], sets[1]};
-    figures f = run_example("criteo", s, 2);
-    double t_loss = ref(REF("criteo_torch.json"), "best.val_logloss");
-    double t_auc = ref(REF("criteo_torch.json"), "best.val_auc");
-    cr_expect_leq(f.val_loss, t_loss + 0.005, "criteo: logloss %.4f, PyTorch %.4f", f.val_loss,
-                  t_loss);
-    cr_expect_geq(f.val_auc, t_auc - 0.005, "criteo: AUC %.4f, PyTorch %.4f", f.val_auc, t_auc);
+    as_good_as("criteo", run_example("criteo", s, 2), REF("criteo_torch.json"), "PyTorch",
+               0.005);
 }
 
 Test(examples, fashion_mnist_first_epoch) {

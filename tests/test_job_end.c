@@ -6,9 +6,12 @@
  * by servers that serve until stopped. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "export.h"
@@ -43,7 +46,8 @@ static void start_ending(ending_server *s, const ps_job_config *job, uint32_t sh
     ps_server_options opt = {.job = job, .shard = shard, .listen = "127.0.0.1:0",
                              .end_with_job = true,
                              .hold_for_end = job->fit.export_to[0] != '\0',
-                             .on_workers_done = je ? ps_job_end_start : NULL, .ud = je,
+                             .on_workers_done = je ? ps_job_end_start : NULL,
+                             .on_deadline = je ? ps_job_end_deadline : NULL, .ud = je,
                              .log = {.level = PS_LOG_ERROR}};
     ps_error err = {0};
     *s = (ending_server){0};
@@ -141,6 +145,36 @@ static void same_npy_files(const char *a, const char *b) {
     }
 }
 
+/* The export of an async job's weights after ranks 0..ranks-1 trained one after the other, from
+ * servers that serve until stopped (ps_export through an admin client), into out. */
+static void export_reference(uint32_t ranks, const char *out) {
+    ps_job_config ref;
+    make_job(&ref, "async", NULL);
+    test_server *t[2] = {tu_server_start(&ref, 0), tu_server_start(&ref, 1)};
+    tu_job_use(&ref, t, 2);
+    for (uint32_t r = 0; r < ranks; r++) train_rank(&ref, r);
+    ps_client *c = tu_admin_client(&ref);
+    ps_error err = {0};
+    cr_assert_eq(ps_export(c, &ref, out, NULL, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    tu_server_free(t[0]);
+    tu_server_free(t[1]);
+}
+
+/* Both shards of job, ending with it, serving on threads; shard 0 exports (the ps_job_end
+ * returned). job's servers become their addresses. */
+static ps_job_end *run_two_ending(ps_job_config *job, ending_server s[2]) {
+    ps_job_end *je = ps_job_end_new(job, stdout);
+    cr_assert_not_null(je);
+    start_ending(&s[0], job, 0, je);
+    start_ending(&s[1], job, 1, NULL);
+    for (uint32_t i = 0; i < 2; i++)
+        snprintf(job->servers[i], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s[i].srv));
+    run_ending(&s[0]);
+    run_ending(&s[1]);
+    return je;
+}
+
 /* Two async workers, one after the other (deterministic): the shards end by themselves once
  * both finished, shard 0 having exported. The files are those ps-export writes from shards
  * that keep serving, after the same training. */
@@ -151,15 +185,8 @@ Test(job_end, shards_export_then_exit_when_every_worker_finished) {
 
     ps_job_config job;
     make_job(&job, "async", ended);
-    ps_job_end *je = ps_job_end_new(&job, stdout);
-    cr_assert_not_null(je);
     ending_server s[2];
-    start_ending(&s[0], &job, 0, je);
-    start_ending(&s[1], &job, 1, NULL);
-    for (uint32_t i = 0; i < 2; i++)
-        snprintf(job.servers[i], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s[i].srv));
-    run_ending(&s[0]);
-    run_ending(&s[1]);
+    ps_job_end *je = run_two_ending(&job, s);
     train_rank(&job, 0);
     train_rank(&job, 1);
     ps_error err = {0};
@@ -171,17 +198,7 @@ Test(job_end, shards_export_then_exit_when_every_worker_finished) {
     cr_assert_eq(access(manifest, R_OK), 0, "no %s", manifest);
 
     /* the reference: servers that serve until stopped, ps_export through an admin client */
-    ps_job_config ref;
-    make_job(&ref, "async", NULL);
-    test_server *t[2] = {tu_server_start(&ref, 0), tu_server_start(&ref, 1)};
-    tu_job_use(&ref, t, 2);
-    train_rank(&ref, 0);
-    train_rank(&ref, 1);
-    ps_client *c = tu_admin_client(&ref);
-    cr_assert_eq(ps_export(c, &ref, reference, NULL, &err), PS_OK, "%s", err.msg);
-    ps_client_destroy(c);
-    tu_server_free(t[0]);
-    tu_server_free(t[1]);
+    export_reference(2, reference);
     same_npy_files(ended, reference);
 }
 
@@ -222,6 +239,49 @@ Test(job_end, the_deadline_names_the_ranks_that_never_finished) {
     cr_assert_eq(join_ending(&s, &err), PS_TIMEOUT);
     cr_assert_str_eq(err.msg, "cluster.job_deadline_s (1 s) passed: worker rank 1 never "
                               "finished (1 of 2 did)");
+}
+
+/* Rank 1 never comes, but the job exports: at the deadline shard 0 writes the weights rank 0
+ * trained (the files ps-export writes after the same training, from shards that keep serving),
+ * then ends the job with the deadline's verdict: both shards fail naming rank 1. */
+Test(job_end, the_deadline_exports_what_was_trained_then_fails_naming_the_ranks) {
+    char ended[128], reference[128];
+    snprintf(ended, sizeof(ended), "%s/ended", dir);
+    snprintf(reference, sizeof(reference), "%s/reference", dir);
+    ps_job_config job;
+    make_job(&job, "async", ended);
+    job.job_deadline_s = 1;
+    ending_server s[2];
+    ps_job_end *je = run_two_ending(&job, s);
+    train_rank(&job, 0);
+    ps_error err = {0};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(join_ending(&s[i], &err), PS_TIMEOUT, "shard %d: %s", i, err.msg);
+        cr_assert_str_eq(err.msg, "cluster.job_deadline_s (1 s) passed: worker rank 1 never "
+                                  "finished (1 of 2 did)", "shard %d", i);
+    }
+    cr_assert_eq(ps_job_end_join(je, &err), PS_OK, "export: %s", err.msg);
+
+    export_reference(1, reference);
+    same_npy_files(ended, reference);
+}
+
+/* An EndJob with a failure: a shard whose own deadline has not passed fails with the sender's
+ * reason; one without (an operator's EndJob) ends well. */
+Test(job_end, an_end_job_with_a_failure_fails_the_shard) {
+    ps_job_config job;
+    make_job(&job, "async", NULL);
+    job.num_servers = 1;
+    ending_server s;
+    start_ending(&s, &job, 0, NULL);
+    snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", ps_server_port(s.srv));
+    run_ending(&s);
+    ps_error err = {0};
+    ps_client *admin = tu_admin_client(&job);
+    cr_assert_eq(ps_client_fail_job(admin, "ranks 3, 4 lost", &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(admin);
+    cr_assert_eq(join_ending(&s, &err), PS_TIMEOUT);
+    cr_assert_str_eq(err.msg, "ranks 3, 4 lost");
 }
 
 /* EndJob: only from an admin peer, and only to a server that ends with its job. */
@@ -267,10 +327,13 @@ Test(job_end, job_deadline_s_is_checked) {
 
 /* --- ps-server, the process: its exit code ------------------------------------------------------ */
 
-/* Starts ps-server for jobfile's shard 0 on a free port; the port it printed. */
-static int spawn_server(const char *jobfile, const char *out, const char *errf, int *pid) {
+/* Starts ps-server for jobfile's shard 0 on port (0: a free one); the port it printed. */
+static int spawn_server_on(const char *jobfile, int port, const char *out, const char *errf,
+                           int *pid) {
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", (char *)jobfile, "--shard", "0",
-                    "--listen", "127.0.0.1:0", NULL};
+                    "--listen", listen, NULL};
     *pid = tu_spawn(argv, out, errf);
     cr_assert(*pid > 0);
     for (int i = 0; i < 500; i++) { /* at most 5 s for "listening on 127.0.0.1:PORT" */
@@ -282,36 +345,70 @@ static int spawn_server(const char *jobfile, const char *out, const char *errf, 
     return 0;
 }
 
-static void server_process(int trained, int want_code, const char *want_err) {
+static int spawn_server(const char *jobfile, const char *out, const char *errf, int *pid) {
+    return spawn_server_on(jobfile, 0, out, errf, pid);
+}
+
+/* ps-server, shard 0 of 1 with a 2 s deadline (and export_to, may be NULL), after `trained`
+ * ranks of 2 trained: its exit code, and want_err in its stderr. */
+static void server_process(int trained, const char *export_to, int want_code,
+                           const char *want_err) {
     char jobfile[128], out[128], errf[128], json[2048];
     snprintf(jobfile, sizeof(jobfile), "%s/job.json", dir);
     snprintf(out, sizeof(out), "%s/server.out", dir);
     snprintf(errf, sizeof(errf), "%s/server.err", dir);
-    job_text(json, sizeof(json), 1, "async", ", \"job_deadline_s\": 2", NULL);
+    /* the exporter dials shard 0 at its entry: a list of one address, not a count */
+    const int fixed = export_to ? tu_free_port(AF_INET) : 0;
+    char servers[32];
+    snprintf(servers, sizeof(servers), "[\"127.0.0.1:%d\"]", fixed);
+    char json_export[2048];
+    job_text(json, sizeof(json), 1, "async", ", \"job_deadline_s\": 2", export_to);
+    if (export_to) {
+        char *at = strstr(json, "\"servers\": 1,");
+        cr_assert_not_null(at);
+        snprintf(json_export, sizeof(json_export), "%.*s\"servers\": %s,%s", (int)(at - json),
+                 json, servers, at + strlen("\"servers\": 1,"));
+        snprintf(json, sizeof(json), "%s", json_export);
+    }
     tu_write_file(jobfile, json, 0644);
     ps_job_config job;
     ps_error err = {0};
     cr_assert_eq(ps_config_load(jobfile, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
     int pid;
-    int port = spawn_server(jobfile, out, errf, &pid);
+    int port = spawn_server_on(jobfile, fixed, out, errf, &pid);
     snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", port);
     for (int r = 0; r < trained; r++) train_rank(&job, (uint32_t)r);
     cr_assert_eq(tu_wait_exit(pid, 20000), want_code, "%s", tu_slurp(errf));
     if (want_err) cr_assert(strstr(tu_slurp(errf), want_err), "%s", tu_slurp(errf));
 }
 
-Test(job_end, ps_server_exits_0_when_the_job_ends) { server_process(2, 0, NULL); }
+Test(job_end, ps_server_exits_0_when_the_job_ends) { server_process(2, NULL, 0, NULL); }
 
 Test(job_end, ps_server_exits_1_at_the_deadline_naming_the_missing_rank) {
-    server_process(1, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank 1 never "
-                         "finished (1 of 2 did)");
+    server_process(1, NULL, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank 1 "
+                               "never finished (1 of 2 did)");
+}
+
+/* With fit.export_to the deadline writes the weights trained so far first: the manifest is
+ * there, stdout says so, and the exit is 1 naming the missing rank all the same. */
+Test(job_end, ps_server_exports_at_the_deadline_then_exits_1) {
+    char exported[128], manifest[160], out[128];
+    snprintf(exported, sizeof(exported), "%s/exported", dir);
+    snprintf(manifest, sizeof(manifest), "%s/manifest.json", exported);
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    server_process(1, exported, 1, "ps-server: cluster.job_deadline_s (2 s) passed: worker rank "
+                                   "1 never finished (1 of 2 did)");
+    cr_assert_eq(access(manifest, R_OK), 0, "no %s", manifest);
+    cr_assert(strstr(tu_slurp(out), "Exported 4 tables"), "%s", tu_slurp(out));
 }
 
 /* --- the job's epoch line on shard 0 ------------------------------------------------------------ */
 
 /* Sums, not means of means: rank 0 has 3 samples (loss 1.5, 2 right), rank 1 has 1 (loss 0.9, 1
  * right): loss 2.4 / 4 = 0.6000 (the mean of the means would be 0.7), accuracy 3 / 4 = 0.7500
- * (not 0.8333). Epoch 2 complete before epoch 1 waits for it; a rank's second report of an epoch
+ * (not 0.8333); validation 2 samples (loss 1.0, 2 right) and 6 (loss 9.0, 1 right): val_loss
+ * 10 / 8 = 1.2500 (not 2.0), val_accuracy 3 / 8 = 0.3750 (not 0.5833). No AUC: it does not add
+ * up (README, Validation metrics). Epoch 2 complete before epoch 1 waits for it; a rank's second report of an epoch
  * and an epoch past fit.epochs are ignored. */
 Test(job_end, the_epoch_line_sums_every_workers_figures) {
     ps_job_config job;
@@ -323,9 +420,11 @@ Test(job_end, the_epoch_line_sums_every_workers_figures) {
     cr_assert_not_null(out);
     ps_job_end *je = ps_job_end_new(&job, out);
     const ps_EpochStats r0e1 = {.epoch = 1, .steps = 2, .samples = 3, .loss_sum = 1.5,
-                                .correct = 2, .seconds = 0.5};
+                                .correct = 2, .seconds = 0.5, .has_val = true,
+                                .val_samples = 2, .val_loss_sum = 1.0, .val_correct = 2};
     const ps_EpochStats r1e1 = {.epoch = 1, .steps = 1, .samples = 1, .loss_sum = 0.9,
-                                .correct = 1, .seconds = 0.25};
+                                .correct = 1, .seconds = 0.25, .has_val = true,
+                                .val_samples = 6, .val_loss_sum = 9.0, .val_correct = 1};
     const ps_EpochStats e2 = {.epoch = 2, .steps = 1, .samples = 2, .loss_sum = 0.2,
                               .correct = 2, .seconds = 0.1};
     const ps_EpochStats e3 = {.epoch = 3, .steps = 1, .samples = 2, .loss_sum = 0.2};
@@ -342,7 +441,47 @@ Test(job_end, the_epoch_line_sums_every_workers_figures) {
     const char *text = tu_slurp(path);
     const char *l1 = strstr(text, "Epoch 1/2\n3/3 ["), *l2 = strstr(text, "Epoch 2/2\n2/2 [");
     cr_assert(l1 && l2 && l1 < l2, "%s", text);
-    cr_assert(strstr(l1, "loss: 0.6000 - accuracy: 0.7500\n") < l2, "%s", text);
+    cr_assert(strstr(l1, "loss: 0.6000 - accuracy: 0.7500 - val_loss: 1.2500 - "
+                         "val_accuracy: 0.3750\n") < l2, "%s", text);
     cr_assert(strstr(l2, "loss: 0.1000 - accuracy: 1.0000\n"), "%s", text);
+    cr_assert_null(strstr(text, "auc"), "%s", text);
     cr_assert_null(strstr(text, "Epoch 3"), "%s", text);
+}
+
+/* --- a signal while the job is ending -------------------------------------------------------- */
+
+/* Every worker finished, but a peer (an admin client here) keeps its connection: the shard waits
+ * up to its grace for peers to hang up. A SIGTERM then ends the grace early; more SIGTERMs, one
+ * every 0.1 ms until the process is gone, land while it closes its handles, frees its tables
+ * and exits (where libuv's handlers, once closed, put back the default action: it died of them).
+ * It exits as documented, 0 for a clean stop, never by a signal. */
+Test(job_end, sigterms_while_the_job_ends_are_a_clean_stop) {
+    char jobfile[128], out[128], errf[128], json[2048];
+    snprintf(jobfile, sizeof(jobfile), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    snprintf(errf, sizeof(errf), "%s/server.err", dir);
+    job_text(json, sizeof(json), 1, "async", "", NULL);
+    tu_write_file(jobfile, json, 0644);
+    ps_job_config job;
+    ps_error err = {0};
+    cr_assert_eq(ps_config_load(jobfile, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
+    int pid;
+    int port = spawn_server(jobfile, out, errf, &pid);
+    snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", port);
+    ps_client *held = tu_admin_client(&job);
+    train_rank(&job, 0);
+    train_rank(&job, 1);
+    bool ending = false;
+    for (int i = 0; i < 300 && !ending; i++) { /* at most 3 s for the server to say so */
+        ending = strstr(tu_slurp(errf), "every worker finished: the job is over") != NULL;
+        if (!ending) usleep(10000);
+    }
+    cr_assert(ending, "%s", tu_slurp(errf));
+    int status = 0;
+    const bool exited = tu_sigterm_until_exit(pid, &status);
+    ps_client_destroy(held);
+    cr_assert(exited, "ps-server did not exit");
+    cr_assert(WIFEXITED(status), "ps-server died of signal %d", WTERMSIG(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "%s", tu_slurp(errf));
+    cr_assert(strstr(tu_slurp(errf), "signal 15: shutting down"), "%s", tu_slurp(errf));
 }

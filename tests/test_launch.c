@@ -7,9 +7,11 @@
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -372,4 +374,35 @@ Test(launch, no_pooled_pairs_means_no_job_auc) {
     cr_assert_not_null(strstr(m, "\"val_logloss\": 0.75,"), "%s", m);
     cr_assert_not_null(strstr(m, "\"val_logloss\": 1.25,"), "%s", m);
     assert_no_pairs_left();
+}
+
+/* Once every worker has finished, the job is over: SIGTERMs, one every 0.1 ms from then until the
+ * launcher is gone, change nothing. The launcher stops its servers, closes its handles and exits
+ * 0, never by a signal (libuv's handlers, once closed, had put back the default action). */
+Test(launch, sigterms_after_the_job_finished_change_nothing) {
+    char job[128], worker[128], out[128], err[128];
+    path(job, sizeof(job), "job.json"), path(worker, sizeof(worker), "quick-worker.sh");
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    tu_write_file(worker, "#!/bin/sh\nexit 0\n", 0755);
+    tu_write_file(job,
+                  "{\"job_id\": \"launch-late\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
+                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
+                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
+                  0644);
+    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
+    char *argv[] = {BIN("ps-launch"), job, NULL};
+    int pid = tu_spawn(argv, out, err);
+    cr_assert(pid > 0);
+    bool trained = false;
+    for (int i = 0; i < 2000 && !trained; i++) { /* at most 20 s for both workers to exit */
+        trained = strstr(tu_slurp(out), "Trained 1 epochs") != NULL;
+        if (!trained) usleep(10000);
+    }
+    int status = 0;
+    const bool exited = tu_sigterm_until_exit(pid, &status);
+    cr_assert(trained, "stdout:\n%s\nstderr:\n%s", tu_slurp(out), tu_slurp(err));
+    cr_assert(exited, "ps-launch did not exit");
+    cr_assert(WIFEXITED(status), "ps-launch died of signal %d", WTERMSIG(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "stderr:\n%s", tu_slurp(err));
 }

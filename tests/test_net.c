@@ -48,27 +48,6 @@ static void nap_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
-/* A port that was free a moment ago on this family's loopback (for a server that must start
- * after its worker, the worker needs the port first). */
-static int free_port(int family) {
-    int fd = socket(family, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    if (family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        a->sin6_family = AF_INET6, a->sin6_addr = in6addr_loopback, len = sizeof(*a);
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        a->sin_family = AF_INET, a->sin_addr.s_addr = htonl(INADDR_LOOPBACK), len = sizeof(*a);
-    }
-    cr_assert_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
-    int port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                        : ((struct sockaddr_in *)&ss)->sin_port);
-    close(fd);
-    return port;
-}
 
 /* Waits (at most 15 s) for ps-server's banner in its stdout file; returns the line. */
 static const char *await_banner(const char *out) {
@@ -169,7 +148,7 @@ Test(net, ipv6_job_matches_ipv4) {
  * resolver gives first. */
 Test(net, localhost_entry_binds_all_interfaces) {
     char f[128], json[2048], servers[64];
-    snprintf(servers, sizeof(servers), "[\"localhost:%d\"]", free_port(AF_INET));
+    snprintf(servers, sizeof(servers), "[\"localhost:%d\"]", tu_free_port(AF_INET));
     snprintf(json, sizeof(json), JOB("%s"), servers);
     write_job("job.json", json, f, sizeof(f));
     const char *banner;
@@ -279,7 +258,7 @@ Test(net, unresolvable_name_fails_in_time) {
  * retries with backoff and trains. */
 Test(net, server_starting_late) {
     char f[128], json[2048], servers[64], wout[128], werr[128];
-    snprintf(servers, sizeof(servers), "[\"127.0.0.1:%d\"]", free_port(AF_INET));
+    snprintf(servers, sizeof(servers), "[\"127.0.0.1:%d\"]", tu_free_port(AF_INET));
     snprintf(json, sizeof(json), JOB("%s"), servers);
     write_job("job.json", json, f, sizeof(f));
     path(wout, sizeof(wout), "late.out");

@@ -234,6 +234,28 @@ ps_client *tu_client(const ps_job_config *job, uint32_t rank) {
 
 ps_client *tu_admin_client(const ps_job_config *job) { return client_of(job, 0, true); }
 
+/* A port that was free a moment ago on this family's loopback (for a server that must start
+ * after its worker, or whose job must list its address before it starts). */
+int tu_free_port(int family) {
+    int fd = socket(family, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6, a->sin6_addr = in6addr_loopback, len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET, a->sin_addr.s_addr = htonl(INADDR_LOOPBACK), len = sizeof(*a);
+    }
+    cr_assert_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
+    int port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                        : ((struct sockaddr_in *)&ss)->sin_port);
+    close(fd);
+    return port;
+}
+
 /* --- files and processes ---------------------------------------------------------------------- */
 
 void tu_tmpdir(char dir[64], const char *prefix) {
@@ -289,6 +311,17 @@ int tu_wait_exit(int pid, int timeout_ms) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     return -1;
+}
+
+bool tu_sigterm_until_exit(int pid, int *status) {
+    for (int i = 0; i < 100000; i++) {
+        kill(pid, SIGTERM);
+        usleep(100);
+        if (waitpid(pid, status, WNOHANG) == pid) return true;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return false;
 }
 
 static void *read_npy(const char *path, ps_npy_dtype dtype, uint64_t *n) {

@@ -35,6 +35,8 @@ ps_client *tu_admin_client(const ps_job_config *job);
 /* Points job->servers at running test servers. */
 void tu_job_use(ps_job_config *job, test_server *const *servers, size_t n);
 
+/* A port free a moment ago on the loopback of family (AF_INET, AF_INET6). */
+int tu_free_port(int family);
 /* Blocking loopback socket with a 5 s receive timeout; -1 on failure. The server's Challenge is
  * read (its nonce kept for tu_hello_env); a refusal sent instead stays to be read. */
 int tu_connect(int port);
@@ -69,6 +71,9 @@ char *tu_slurp(const char *path);
 int tu_spawn(char *const argv[], const char *out, const char *err);
 /* The child's exit status, 128 + its signal, or -1 after timeout_ms (it is then killed). */
 int tu_wait_exit(int pid, int timeout_ms);
+/* SIGTERM to pid every 0.1 ms until it exits (at most ~10 s, then SIGKILL and false); *status:
+ * its wait status (WIFEXITED or WIFSIGNALED, unlike tu_wait_exit's code). */
+bool tu_sigterm_until_exit(int pid, int *status);
 /* A whole .npy file of float32 or uint64 items (malloc'd; *n items); fails the test otherwise. */
 float *tu_read_f4(const char *path, uint64_t *n);
 uint64_t *tu_read_u8(const char *path, uint64_t *n);

@@ -1334,11 +1334,17 @@ ps_status ps_client_clock_async(ps_client *c, bool finished, ps_op *op, ps_error
 }
 
 ps_status ps_client_end_job(ps_client *c, ps_error *err) {
+    return ps_client_fail_job(c, NULL, err);
+}
+
+ps_status ps_client_fail_job(ps_client *c, const char *failure, ps_error *err) {
     if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
     uint32_t idx = 0; /* set by op_new */
     if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
     ps_Envelope env = ps_Envelope_init_zero;
     env.which_body = ps_Envelope_end_job_tag;
+    if (failure != NULL) /* cut to the field's bound (ps.options) */
+        snprintf(env.end_job.failure, sizeof(env.end_job.failure), "%s", failure);
     ps_status st = to_every_shard(c, &env, idx, err);
     if (st != PS_OK && c->ops[idx].pending == 0) {
         c->ops[idx].in_use = false;

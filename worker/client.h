@@ -89,6 +89,9 @@ uint64_t ps_client_clock(const ps_client *c);
 /* Admin clients: tells every shard the job is over (EndJob); servers that end with their job ack
  * and exit, the others answer PS_INVALID_ARG. Blocking. */
 ps_status ps_client_end_job(ps_client *c, ps_error *err);
+/* The same for a job that failed: failure (at most 255 bytes kept) is what every shard exits 1
+ * with, e.g. the ranks that never finished by cluster.job_deadline_s. */
+ps_status ps_client_fail_job(ps_client *c, const char *failure, ps_error *err);
 /* Workers: this worker's figures for one epoch, to every shard (EpochStats). Blocking. */
 ps_status ps_client_epoch_stats(ps_client *c, const ps_EpochStats *s, ps_error *err);
 void ps_client_set_min_clock(ps_client *c, uint64_t min_clock);

@@ -25,6 +25,7 @@
 #include "eval_pairs.h"
 #include "metrics.h"
 #include "progress.h"
+#include "signals.h"
 #include "stats.h"
 
 #define MAX_LINE (64u << 10)
@@ -63,7 +64,8 @@ typedef struct {
 
 struct launcher {
     uv_loop_t *loop;
-    uv_signal_t sigint, sigterm;
+    uv_poll_t sig_poll; /* SIGINT/SIGTERM (signals.h), watched until every child is gone */
+    int sig_fd;
     uv_timer_t timer;
     ps_job_config job;
     ps_cli cli; /* the job file (positional or --config), --set, --verbose */
@@ -412,8 +414,7 @@ static void maybe_finish(launcher *L) {
     L->finished = true;
     uv_timer_stop(&L->timer);
     uv_close((uv_handle_t *)&L->timer, NULL);
-    uv_close((uv_handle_t *)&L->sigint, NULL);
-    uv_close((uv_handle_t *)&L->sigterm, NULL);
+    uv_close((uv_handle_t *)&L->sig_poll, NULL); /* the handlers stay: a late signal is moot */
 }
 
 static int start_exporter(launcher *L);
@@ -628,12 +629,15 @@ static void on_start_timeout(uv_timer_t *t) {
     stop_all(L, SIGTERM, 1);
 }
 
-static void on_signal(uv_signal_t *h, int sig) {
-    launcher *L = h->data;
-    if (L->tty) printf("\n");
-    fprintf(stderr, "[launch] signal %d: stopping the job\n", sig);
-    stop_all(L, sig, 128 + sig);
-    maybe_finish(L);
+static void on_signals_readable(uv_poll_t *p, int status, int events) {
+    launcher *L = p->data;
+    (void)status, (void)events;
+    for (int sig; !L->finished && (sig = ps_signals_next(L->sig_fd)) != 0;) {
+        if (L->tty) printf("\n");
+        fprintf(stderr, "[launch] signal %d: stopping the job\n", sig);
+        stop_all(L, sig, 128 + sig);
+        maybe_finish(L);
+    }
 }
 
 /* --- main ------------------------------------------------------------------------------------- */
@@ -730,11 +734,15 @@ int main(int argc, char **argv) {
     resolve_threads(&L); /* each worker sets its BLAS threads from fit.threads (ps-worker) */
     if (L.job.has_model) make_pairs_dir(&L);
     signal(SIGPIPE, SIG_IGN);
-    uv_signal_init(L.loop, &L.sigint);
-    uv_signal_init(L.loop, &L.sigterm);
-    L.sigint.data = L.sigterm.data = &L;
-    uv_signal_start(&L.sigint, on_signal, SIGINT);
-    uv_signal_start(&L.sigterm, on_signal, SIGTERM);
+    ps_error serr = {0};
+    if (ps_signals_catch((const int[]){SIGINT, SIGTERM}, 2, &L.sig_fd, &serr) != PS_OK ||
+        uv_poll_init(L.loop, &L.sig_poll, L.sig_fd) != 0) {
+        fprintf(stderr, "ps-launch: %s\n", serr.msg[0] ? serr.msg : "signals: uv_poll_init");
+        remove_pairs_dir(&L);
+        return 1;
+    }
+    L.sig_poll.data = &L;
+    uv_poll_start(&L.sig_poll, UV_READABLE, on_signals_readable);
     uv_timer_init(L.loop, &L.timer);
     L.timer.data = &L;
     uv_timer_start(&L.timer, on_start_timeout, START_TIMEOUT_MS, 0);

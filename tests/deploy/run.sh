@@ -6,6 +6,9 @@
 # to its last epoch. Checks: every container exits 0, both workers reached the last epoch, the
 # export volume holds the weights (manifest.json and the model's .npy files), `down` leaves no
 # container, network or volume. The dockerd we started is stopped by its PID, also on failure.
+# Then a job that fails (1 server + 1 worker, the training data missing, a 5 s deadline):
+# `deploy/compose.sh up` must return non-zero naming both (the worker cannot open its data, the
+# server passes its deadline; docker-compose up alone returns 0 there).
 # Skips (exit 0, saying why) when not root or when dockerd cannot run here.
 # Usage: tests/deploy/run.sh        (make deploy-test)
 set -euo pipefail
@@ -30,11 +33,13 @@ fi
 
 work=$(mktemp -d /tmp/ps-deploy-test.XXXXXX)
 dockerd_pid=""
-compose_up=false
+compose_up=false fail_up=false
 compose() { docker-compose -p "$project" -f "$work/docker-compose.yml" "$@"; }
+fail_compose() { docker-compose -p "${project}fail" -f "$work/fail/docker-compose.yml" "$@"; }
 cleanup() {
     local rc=$?
     if $compose_up; then compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
+    if $fail_up; then fail_compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
     if [ -n "$dockerd_pid" ]; then
         kill "$dockerd_pid" 2>/dev/null || true
         for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
@@ -72,11 +77,12 @@ mkdir "$work/data"
 deploy/compose.sh 2 2 > "$work/docker-compose.yml"
 sed -i "s|context: \.\.|context: $root|" "$work/docker-compose.yml"
 compose_up=true
-say "docker-compose up: 2 servers, 2 workers"
-timeout 600 docker-compose -p "$project" -f "$work/docker-compose.yml" up --no-build \
-    --no-color >"$work/up.log" 2>&1 || { cat "$work/up.log"; say "FAIL: docker-compose up"; exit 1; }
-say "docker-compose up returned"
+say "deploy/compose.sh up: 2 servers, 2 workers"
+timeout 600 env DOCKER="$DOCKER" deploy/compose.sh up -p "$project" -f "$work/docker-compose.yml" \
+    --no-build --no-color >"$work/up.log" 2>&1 || { cat "$work/up.log"; say "FAIL: compose.sh up"; exit 1; }
+say "deploy/compose.sh up returned 0"
 
+grep "^compose.sh:" "$work/up.log" || true
 fail=0
 n=0
 for id in $(compose ps -q); do
@@ -110,3 +116,25 @@ nets=$("$DOCKER" network ls -q --filter "label=com.docker.compose.project=$proje
 vols=$("$DOCKER" volume ls -q --filter "label=com.docker.compose.project=$project")
 [ -z "$left$nets$vols" ] || { say "FAIL: down left containers [$left] networks [$nets] volumes [$vols]"; exit 1; }
 say "PASS: down left no container, network or volume"
+
+# A failing job: compose.sh up returns non-zero and names what failed.
+mkdir "$work/fail" "$work/fail/data"
+sed -e 's|"data": {"train": {"format": "random", "rows": 1000, "cols": 20}}|"data": {"train": {"format": "libsvm", "path": "/data/missing.svm"}}|' \
+    -e 's|"job_deadline_s": 900|"job_deadline_s": 5|' deploy/job.json >"$work/fail/job.json"
+grep -q missing.svm "$work/fail/job.json" && grep -q '"job_deadline_s": 5' "$work/fail/job.json" ||
+    { say "FAIL: deploy/job.json changed: cannot make the failing job"; exit 1; }
+deploy/compose.sh 1 1 > "$work/fail/docker-compose.yml"
+sed -i "s|context: \.\.|context: $root|" "$work/fail/docker-compose.yml"
+fail_up=true
+say "deploy/compose.sh up: a job whose data is missing (1 server, 1 worker)"
+rc=0
+timeout 120 env DOCKER="$DOCKER" deploy/compose.sh up -p "${project}fail" \
+    -f "$work/fail/docker-compose.yml" --no-build --no-color >"$work/fail/up.log" 2>&1 || rc=$?
+grep "^compose.sh:" "$work/fail/up.log" || true
+if [ "$rc" = 0 ] || ! grep -q "^compose.sh: failed: .*server-0 (exited, exit code 1)" "$work/fail/up.log" ||
+   ! grep -q "^compose.sh: failed: .*worker-0 (exited, exit code [12])" "$work/fail/up.log"; then
+    cat "$work/fail/up.log"; say "FAIL: compose.sh up returned $rc for the failing job"; exit 1
+fi
+fail_compose down -v --remove-orphans >/dev/null 2>&1
+fail_up=false
+say "PASS: compose.sh up returned $rc for the failing job, naming server-0 and worker-0"
