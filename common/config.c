@@ -225,7 +225,8 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
                                        "request_timeout_ms", "token",   "busy_poll_us",
                                        "consistency", "staleness", "barrier_timeout_ms",
-                                       "token_file", "tls", "job_deadline_s", NULL};
+                                       "token_file", "tls", "job_deadline_s", "recover_timeout_ms",
+                                       NULL};
     static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
@@ -284,6 +285,8 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
         return FAIL(c, "cluster.staleness", "applies to \"consistency\": \"ssp\" only");
     TRY(get_u32(c, o, "cluster", "barrier_timeout_ms", 1, 3600e3, 30000,
                 &cfg->barrier_timeout_ms));
+    TRY(get_u32(c, o, "cluster", "recover_timeout_ms", 0, 3600e3, 60000,
+                &cfg->recover_timeout_ms));
     if (cfg->consistency != PS_ASYNC && cfg->barrier_timeout_ms >= cfg->request_timeout_ms)
         return FAIL(c, "cluster.barrier_timeout_ms",
                     "%u must be below cluster.request_timeout_ms (%u): the servers drop a "

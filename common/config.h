@@ -93,6 +93,8 @@ typedef struct {
     ps_consistency consistency;
     uint32_t staleness;          /* ssp: steps a worker may run ahead of the slowest */
     uint32_t barrier_timeout_ms; /* sync/ssp: a worker that stalls a barrier this long is dropped */
+    uint32_t recover_timeout_ms; /* a worker whose server went away or went quiet reconnects and
+                                    retries its step for this long (0: it fails at once) */
     uint32_t job_deadline_s;     /* ps-server: workers not finished this long after start fail
                                     the job (0: no deadline) */
     ps_tls_config tls;
