@@ -148,13 +148,27 @@ static ps_status apply_step(ps_barrier *b, uint32_t n, ps_error *err) {
     return PS_OK;
 }
 
+static bool holds(const ps_barrier *b, uint32_t rank) {
+    for (uint32_t t = 0; t < b->T; t++)
+        if (b->held[(size_t)rank * b->T + t].n > 0) return true;
+    return false;
+}
+
+/* The rank's push of the step being gathered goes, unless it ended that step: an ended step's
+ * push is complete and counts (a retry of it is a no-op, so it is never re-sent). */
+static void discard_held(ps_barrier *b, uint32_t rank) {
+    if (b->mode == PS_SYNC && b->clock[rank] > b->applied) return;
+    for (uint32_t t = 0; t < b->T; t++) b->held[(size_t)rank * b->T + t].n = 0;
+}
+
 /* sync: applies every step that no live rank holds back any more. */
 static ps_status complete(ps_barrier *b, ps_error *err) {
     if (b->mode != PS_SYNC) return PS_OK;
     while (b->applied < b->min_clock) {
-        uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it) */
+        uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it), and
+                           dropped ones whose push of it is kept (ps_barrier_drop) */
         for (uint32_t r = 0; r < b->W; r++)
-            n += b->state[r] != RANK_DROPPED && b->clock[r] > b->applied;
+            n += b->clock[r] > b->applied && (b->state[r] != RANK_DROPPED || holds(b, r));
         if (n == 0) break; /* every rank left before this step */
         if (apply_step(b, n, err) != PS_OK) return err ? err->code : PS_NOMEM;
         b->applied++;
@@ -222,9 +236,6 @@ ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool fi
     return complete(b, err);
 }
 
-static void discard_held(ps_barrier *b, uint32_t rank) {
-    for (uint32_t t = 0; t < b->T; t++) b->held[(size_t)rank * b->T + t].n = 0;
-}
 
 /* Moves rank's clock up to c; the minimum and the sync steps follow. */
 static ps_status raise_clock(ps_barrier *b, uint32_t rank, uint64_t c, bool *advanced,
@@ -249,11 +260,17 @@ ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_
     const uint64_t floor = b->mode == PS_SYNC ? b->applied : 0;
     uint64_t c = clock > floor ? clock : floor;
     discard_held(b, rank);
-    if (b->state[rank] == RANK_DROPPED) { /* rejoins where the live ranks are */
-        const uint64_t live = b->min_clock; /* UINT64_MAX when none is live */
-        if (live != UINT64_MAX && live > c) c = live;
+    if (b->state[rank] == RANK_DROPPED) {
+        /* live ranks that went past the steps it had ended went on without it: it rejoins
+         * where they are. Else (it was dropped because it reconnected, its old connection
+         * closing first) it is a reconnect: it redoes `clock`, steps it ended are no-ops. */
+        const uint64_t ended = b->clock[rank], live = b->min_clock; /* UINT64_MAX: none */
+        const bool passed = live != UINT64_MAX && live > ended;
+        uint64_t now = ended > c ? ended : c;
+        if (passed && live > now) now = live;
         b->state[rank] = RANK_LIVE;
-        b->clock[rank] = c;
+        b->clock[rank] = now;
+        if (passed) c = now;
     } else if (!b->seen[rank]) { /* first word from it: its clock is the one it says */
         b->clock[rank] = c;
         /* a restarted server: the step being gathered is where the workers are */

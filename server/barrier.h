@@ -51,9 +51,12 @@ ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool fi
  *     takes it as the step being gathered;
  *   - a live rank reconnecting: `clock`; its clock here becomes max(its clock, clock) (steps it
  *     already ended here are acknowledged without being applied when it redoes them);
- *   - a dropped rank: live again at max(clock, the live minimum);
- * in each case the rank's held gradients of the step being gathered are discarded (it re-pushes
- * the whole step). A finished rank stays finished (*start: its clock; it may only say finished
+ *   - a dropped rank: live again; when the live ranks went past the steps it had ended (it
+ *     stalled, or it died and was restarted), at max(clock, the live minimum); else (dropped
+ *     only because its old connection closed before it reconnected) as a reconnect;
+ * in each case the rank's held push of the step being gathered is discarded when it had not
+ * ended that step (it re-pushes the whole step); an ended step's push stays (its retry is a
+ * no-op). A finished rank stays finished (*start: its clock; it may only say finished
  * again, as a retried finish does). PS_INVALID_ARG for a rank >= the job's workers. */
 ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_t *start,
                            bool *advanced, ps_error *err);
@@ -64,7 +67,8 @@ ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_
 ps_status ps_barrier_adopt(ps_barrier *b, uint32_t rank, uint64_t clock, bool *advanced,
                            ps_error *err);
 
-/* Drops a live rank (its held gradients are discarded); a no-op for one that is not live.
+/* Drops a live rank; a no-op for one that is not live. Its held gradients are discarded, unless
+ * it ended the step being gathered (sync): that push is complete and still counts.
  * Same *advanced as above. PS_NOMEM when completing a step failed. */
 ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error *err);
 

@@ -145,6 +145,31 @@ Test(barrier, a_dropped_rank_rejoins_at_the_live_minimum) {
     /* a rank dropped while ahead keeps its own clock when it rejoins */
     cr_assert_eq(ps_barrier_drop(b, 0, &adv, &err), PS_OK);
     cr_assert_eq(hello(0, 9), 9);
+    cr_assert_eq(ps_barrier_rank_clock(b, 0), 9);
+}
+
+/* A worker that lost another server drops its connections and reconnects: this shard saw the
+ * old connection close first and dropped it, after it had ended step 0 here. Nobody went on
+ * without it, so it is a reconnect: it redoes step 0, as a no-op here (not applied twice). */
+Test(barrier, a_rank_dropped_by_its_own_reconnect_redoes_its_step_as_a_no_op) {
+    make("sync", 2);
+    hello(0, 0), hello(1, 0);
+    step(2, 0, 0.25f);
+    cr_assert_eq(push(1, 1, 0.25f), PS_OK, "%s", err.msg);
+    cr_assert_eq(clock(1, 2), PS_OK, "%s", err.msg); /* rank 1 ended step 1 here, 0 did not */
+    bool adv;
+    cr_assert_eq(ps_barrier_drop(b, 1, &adv, &err), PS_OK);
+    cr_assert_eq(hello(1, 1), 1, "it redoes step 1");
+    cr_assert(ps_barrier_is_live(b, 1));
+    cr_assert_eq(ps_barrier_rank_clock(b, 1), 2);
+    cr_assert_eq(push(1, 1, 0.25f), PS_OK, "%s", err.msg); /* no-op: ended here */
+    cr_assert_eq(clock(1, 2), PS_OK, "%s", err.msg);
+    cr_assert_eq(push(0, 1, 0.25f), PS_OK, "%s", err.msg);
+    cr_assert_eq(clock(0, 2), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_min_clock(b), 2);
+    /* step 1 = the mean of both ranks' 0.25: rank 1's push, complete before its drop, was kept
+     * and counted once: w = -0.5 - 0.5 * 0.25 / sqrt(0.0625 + 0.0625) */
+    cr_assert_float_eq(weight(), -0.5f - 0.5f * 0.25f / sqrtf(0.125f), 1e-6);
 }
 
 Test(barrier, a_finished_rank_stays_finished) {

