@@ -251,6 +251,17 @@ static char *text_of(const char *run, const char *ext) {
     return tu_slurp(p);
 }
 
+/* The longest "reconnected in N ms" a worker logged (-1: none): the time to recover. */
+static double max_reconnect_ms(const char *err) {
+    double worst = -1;
+    for (const char *at = strstr(err, "reconnected in "); at != NULL;
+         at = strstr(at + 1, "reconnected in ")) {
+        const double ms = strtod(at + strlen("reconnected in "), NULL);
+        if (ms > worst) worst = ms;
+    }
+    return worst;
+}
+
 #define EPOCHS 6
 
 /* The undisturbed run: its final val_loss, well below the base rate. */
@@ -284,10 +295,68 @@ static void server_killed(const char *mode) {
               "the workers say what happened and what they do:\n%s", err);
     cr_assert(strstr(err, "restored "), "the restarted server restores its checkpoint:\n%s", err);
     const double loss = last_val_loss("kill");
-    cr_log_info("%s: val_loss undisturbed %.5f, server 1 killed (pid %d, now %d) %.5f (%+.2f %%)",
-                mode, calm, victim, reborn, loss, 100.0 * (loss - calm) / calm);
+    cr_log_info("%s: val_loss undisturbed %.5f, server 1 killed (pid %d, now %d) %.5f (%+.2f %%); "
+                "workers reconnected within %.0f ms",
+                mode, calm, victim, reborn, loss, 100.0 * (loss - calm) / calm,
+                max_reconnect_ms(err));
     cr_assert_lt(fabs(loss - calm), 0.01 * calm, "val_loss %.5f vs undisturbed %.5f", loss, calm);
 }
 
 Test(faults, sync_server_killed_and_restarted_from_its_checkpoint) { server_killed("sync"); }
 Test(faults, async_server_killed_and_restarted_from_its_checkpoint) { server_killed("async"); }
+
+/* kill -9 worker 1 after the first epoch: the servers see its connection close (sync: it is
+ * dropped from the barrier and worker 0 goes on alone; async: nothing waits for it), the
+ * launcher restarts it, it says Hello again and rejoins, and the job completes. */
+static void worker_killed(const char *mode) {
+    write_data_sets(12000);
+    write_job("wkill", mode, 4, 2000);
+    launch("wkill", true);
+    const int victim = read_pid("worker-1.pid", 0);
+    wait_epochs("wkill", 1);
+    cr_assert_eq(kill(victim, SIGKILL), 0);
+    const int reborn = read_pid("worker-1.pid", victim);
+    const int st = finish(90000);
+    const char *err = text_of("wkill", "err");
+    cr_assert_eq(st, 0, "status %d\n%s", st, err);
+    cr_assert(strstr(err, "worker 1 killed by SIGKILL; restarting (1/3)"), "%s", err);
+    cr_assert_null(strstr(err, "[worker 0] warn"), "worker 0 never noticed:\n%s", err);
+    if (strcmp(mode, "sync") == 0) {
+        cr_assert(strstr(err, "worker 1 disconnected at step"), "%s", err);
+        cr_assert(strstr(err, "worker 1 rejoins at step"), "%s", err);
+    }
+    cr_assert_lt(last_val_loss("wkill"), 0.6, "the job learned");
+    cr_log_info("%s: worker 1 killed (pid %d), restarted (pid %d); job completed", mode, victim,
+                reborn);
+}
+
+Test(faults, sync_worker_killed_is_dropped_and_rejoins) { worker_killed("sync"); }
+Test(faults, async_worker_killed_others_go_on_and_it_rejoins) { worker_killed("async"); }
+
+/* SIGSTOP server 1 for 3.5 s, past cluster.request_timeout_ms (1.5 s): the workers say which
+ * server went quiet, keep trying to reconnect (nothing hangs: every wait has its deadline), and
+ * once it gets SIGCONT they recover and the job completes, its loss within 1 % of the calm
+ * run's (nothing was lost: the server kept its tables). */
+Test(faults, sync_server_stopped_past_the_deadline_then_continued) {
+    write_data_sets(20000);
+    const double calm = undisturbed("sync");
+    write_job("stop", "sync", EPOCHS, 1500);
+    launch("stop", false);
+    const int victim = read_pid("server-1.pid", 0);
+    wait_epochs("stop", 1);
+    cr_assert_eq(kill(victim, SIGSTOP), 0);
+    sleep_ms(3500);
+    cr_assert_eq(kill(victim, SIGCONT), 0);
+    const int st = finish(90000);
+    const char *err = text_of("stop", "err");
+    cr_assert_eq(st, 0, "status %d\n%s", st, err);
+    cr_assert(strstr(err, "no reply within 1500 ms (cluster.request_timeout_ms) from server 1 "
+                          "(127.0.0.1:"),
+              "the workers name the server that went quiet:\n%s", err);
+    cr_assert(strstr(err, "reconnected in"), "%s", err);
+    const double loss = last_val_loss("stop");
+    cr_log_info("sync: val_loss undisturbed %.5f, server 1 stopped 3.5 s %.5f (%+.2f %%); "
+                "workers reconnected within %.0f ms of their timeout",
+                calm, loss, 100.0 * (loss - calm) / calm, max_reconnect_ms(err));
+    cr_assert_lt(fabs(loss - calm), 0.01 * calm, "val_loss %.5f vs undisturbed %.5f", loss, calm);
+}
