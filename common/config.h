@@ -50,6 +50,7 @@ typedef struct {
     size_t shuffle_buffer;
     int verbose;              /* 0 silent, 1 progress bar, 2 one line per epoch */
     char metrics_file[PS_PATH_MAX];
+    char state_dir[PS_PATH_MAX]; /* where each worker keeps its position ("": none; position.h) */
     bool overlap;             /* prefetch the next batch's rows while computing */
     uint32_t threads;         /* a worker's threads: >= 2 adds a batch-prep thread, BLAS gets
                                  the rest; 0 auto (ps-launch resolves it, see launch.c) */

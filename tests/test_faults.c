@@ -115,7 +115,7 @@ static void write_wrapper(const char *name, const char *flag, const char *prefix
 }
 
 /* job.json for this test: 2 servers, 2 workers, sequential steps (no overlap), a checkpoint
- * every second into ckpt/ (run names the run's files) */
+ * every second into ckpt-RUN/, worker positions in state-RUN/ */
 static void write_job(const char *run, const char *mode, int epochs, int request_ms) {
     char p[128], json[3072];
     path(p, sizeof(p), "job.json");
@@ -130,10 +130,11 @@ static void write_job(const char *run, const char *mode, int epochs, int request
              "  \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
              "  {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
              " \"fit\": {\"epochs\": %d, \"batch_size\": 16, \"verbose\": 2, \"overlap\": false,"
-             "  \"metrics_file\": \"%s/metrics-%s.jsonl\"},"
+             "  \"metrics_file\": \"%s/metrics-%s.jsonl\", \"state_dir\": \"%s/state-%s\"},"
              " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s/train.svm\"},"
              "  \"validation\": {\"format\": \"libsvm\", \"path\": \"%s/val.svm\"}}}",
-             mode, request_ms, request_ms / 2, dir, run, IDS + 1, epochs, dir, run, dir, dir);
+             mode, request_ms, request_ms / 2, dir, run, IDS + 1, epochs, dir, run, dir, run, dir,
+             dir);
     tu_write_file(p, json, 0644);
 }
 
@@ -320,6 +321,8 @@ static void worker_killed(const char *mode) {
     const char *err = text_of("wkill", "err");
     cr_assert_eq(st, 0, "status %d\n%s", st, err);
     cr_assert(strstr(err, "worker 1 killed by SIGKILL; restarting (1/3)"), "%s", err);
+    cr_assert(strstr(err, "[worker 1] warn: worker 1 resumes epoch "),
+              "the restarted worker resumes from its position file:\n%s", err);
     cr_assert_null(strstr(err, "[worker 0] warn"), "worker 0 never noticed:\n%s", err);
     if (strcmp(mode, "sync") == 0) {
         cr_assert(strstr(err, "worker 1 disconnected at step"), "%s", err);

@@ -35,6 +35,7 @@
 #include "eval_pairs.h"
 #include "metrics.h"
 #include "mlp.h"
+#include "position.h"
 #include "prefetch.h"
 #include "progress.h"
 
@@ -90,6 +91,11 @@ typedef struct {
     id_map map;
     uint64_t steps_per_epoch; /* 0 until known */
     uint64_t seq_base;        /* steps of the epochs before this one (push numbering) */
+    /* fit.state_dir: this worker's position file, and where it resumes (position.h) */
+    char pos_path[PS_PATH_MAX + 32];
+    ps_position resume;       /* resume.step batches of epoch resume.epoch are done */
+    uint64_t skip;            /* batches of this epoch done before this process (resumed) */
+    double saved_at;          /* now_s() of the last position written */
     uint64_t rows_hash;       /* sum of mix64(row index) this epoch: proves rows seen once */
     ps_step_times times;      /* this epoch's, reported with it */
     /* a binary model's (score, label) per evaluated sample, for the AUC: one pass at a time */
@@ -359,8 +365,22 @@ static ps_status setup(trainer *tr, ps_error *err) {
     }
 
     /* an evaluation reads only: as an admin it takes no part in (and cannot upset) a barrier */
+    if (job->fit.state_dir[0] != '\0' && !tr->opt->evaluate) { /* a restarted worker resumes */
+        bool found;
+        if (ps_position_path(tr->pos_path, sizeof(tr->pos_path), job->fit.state_dir,
+                             tr->opt->rank, err) != PS_OK ||
+            ps_position_load(tr->pos_path, job->job_id, tr->opt->rank, &tr->resume, &found,
+                             err) != PS_OK)
+            return err->code;
+        if (found)
+            ps_log(&tr->opt->log, PS_LOG_WARN,
+                   "worker %u resumes epoch %u at step %llu (clock %llu) from %s",
+                   tr->opt->rank, tr->resume.epoch + 1, (unsigned long long)tr->resume.step,
+                   (unsigned long long)tr->resume.clock, tr->pos_path);
+        tr->seq_base = tr->resume.seq - tr->resume.step;
+    }
     ps_client_options co = {.job = job, .rank = tr->opt->rank, .admin = tr->opt->evaluate,
-                            .log = tr->opt->log};
+                            .log = tr->opt->log, .clock = tr->resume.clock};
     if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
     for (size_t l = 0; l < tr->L; l++) {
         const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
@@ -564,6 +584,20 @@ static ps_status recover(trainer *tr, uint64_t clock, const ps_error *what, ps_e
     return PS_OK;
 }
 
+/* fit.state_dir: where this worker is, at most once a second unless force (position.h). A
+ * failure to write is a warning: training goes on, a restart would redo more. */
+static void save_position(trainer *tr, uint32_t epoch, uint64_t step, bool force) {
+    if (tr->pos_path[0] == '\0') return;
+    const double now = now_s();
+    if (!force && now - tr->saved_at < 1.0) return;
+    tr->saved_at = now;
+    const ps_position pos = {.epoch = epoch, .step = step, .clock = ps_client_clock(tr->client),
+                             .seq = tr->seq_base + step};
+    ps_error e = {0};
+    if (ps_position_save(tr->pos_path, tr->job->job_id, tr->opt->rank, &pos, &e) != PS_OK)
+        ps_log(&tr->opt->log, PS_LOG_WARN, "fit.state_dir: %s", e.msg);
+}
+
 /* The rows batch sb needs, into sp, now (the start of an epoch, or a retried step). */
 static ps_status fetch_rows(trainer *tr, const step_batch *sb, step_params *sp, ps_error *err) {
     if (exchange(tr, NULL, sb, sp, false, err) != PS_OK) return err->code;
@@ -638,7 +672,7 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     if (take_train(tr, 0, err) != PS_OK) return err->code;
     tm->data += lap(&mark);
     if (tr->batch[0].B == 0) return PS_OK;
-    tr->batch[0].seq = tr->seq_base + 1;
+    tr->batch[0].seq = tr->seq_base + tr->skip + 1;
     ps_status st = fetch_rows(tr, &tr->batch[0], &tr->params[0], err);
     for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
         ps_error what = *err;
@@ -656,7 +690,7 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
                       .sp = &tr->params[t % 2], .np = &tr->params[(t + 1) % 2], .mark = &mark};
         if (take_train(tr, t + 1, err) != PS_OK) return err->code;
         tm->data += lap(&mark);
-        s.nb->seq = tr->seq_base + t + 2;
+        s.nb->seq = tr->seq_base + tr->skip + t + 2;
         const ps_progress before = *p;
         const uint64_t clock = ps_client_clock(tr->client); /* the step starts here */
         st = do_step(tr, &s, &unpushed, false, p, err);
@@ -667,6 +701,7 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
             st = do_step(tr, &s, &unpushed, true, p, err);
         }
         if (st != PS_OK) return st;
+        save_position(tr, epoch, tr->skip + p->step, false);
         p->seconds = mark - t0;
         if (s.nb->B == 0) break;
         if (mark - last_event >= EVENT_PERIOD_S) {
@@ -687,13 +722,23 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         if (st != PS_OK) return st;
         tm->send += lap(&mark);
     }
-    tr->seq_base += p->step;
+    tr->seq_base += tr->skip + p->step;
     p->seconds = mark - t0; /* = the sum of the parts */
     return PS_OK;
 }
 
 static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
     if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
+    tr->skip = 0;
+    if (epoch == tr->resume.epoch && tr->resume.step > 0) { /* the batches done before */
+        for (uint64_t i = 0; i < tr->resume.step; i++, tr->skip++) {
+            ps_data_batch db;
+            if (ps_data_next(tr->train, tr->job->fit.batch_size, &db, err) != PS_OK)
+                return err->code;
+            if (db.B == 0) break;
+        }
+        tr->resume.step = 0;
+    }
     tr->rows_hash = 0;
     tr->pairs_written = false;
     tr->times = (ps_step_times){0};
@@ -708,7 +753,7 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     tr->prep = NULL;
     if (st != PS_OK) return st;
     if (p->step == 0) return PS_OK; /* an empty shard */
-    if (tr->steps_per_epoch == 0) tr->steps_per_epoch = p->step;
+    if (tr->steps_per_epoch == 0 && tr->skip == 0) tr->steps_per_epoch = p->step;
     p->steps = tr->steps_per_epoch;
     if (tr->val != NULL) { /* a pass cut short by a lost server is run again whole */
         const ps_progress before = *p;
@@ -788,7 +833,7 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
     }
     double t0 = now_s();
     uint64_t total = 0;
-    for (uint32_t e = 0; st == PS_OK && e < fit->epochs; e++) {
+    for (uint32_t e = tr.resume.epoch; st == PS_OK && e < fit->epochs; e++) {
         ps_progress p;
         if (!opt->events && fit->verbose > 0) {
             fprintf(opt->out, "Epoch %u/%u\n", e + 1, fit->epochs);
@@ -799,11 +844,13 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
         if (st == PS_OK && e + 1 == fit->epochs) st = retried(&tr, finish, &p, err);
         if (st != PS_OK) break;
         total += p.samples;
+        save_position(&tr, e + 1, 0, true);
         report(&tr, &p, "epoch", true);
         if (!opt->events && fit->metrics_file[0] &&
             !ps_progress_append_json(fit->metrics_file, &p))
             ps_log(&opt->log, PS_LOG_WARN, "cannot append to %s", fit->metrics_file);
     }
+    if (st == PS_OK && tr.pos_path[0] != '\0') remove(tr.pos_path); /* done: nothing to resume */
     if (st == PS_OK && !opt->events && fit->verbose > 0) {
         double s = now_s() - t0;
         fprintf(opt->out, "Trained %u epochs, %llu samples in %.2fs (%.0f samples/s)\n",
