@@ -363,3 +363,168 @@ Test(faults, sync_server_stopped_past_the_deadline_then_continued) {
                 calm, loss, 100.0 * (loss - calm) / calm, max_reconnect_ms(err));
     cr_assert_lt(fabs(loss - calm), 0.01 * calm, "val_loss %.5f vs undisturbed %.5f", loss, calm);
 }
+
+/* --- the same rules through a server, in-process ------------------------------------------------ */
+
+static const char table_job[] =
+    "{\"job_id\": \"r\", \"cluster\": {\"workers\": 2, \"consistency\": \"%s\","
+    " \"request_timeout_ms\": 2000, \"barrier_timeout_ms\": 1000, \"recover_timeout_ms\": %d},"
+    " \"optimizer\": {\"learning_rate\": 0.5, \"initial_accumulator_value\": 0,"
+    " \"epsilon\": 1e-10},"
+    " \"tables\": [{\"name\": \"w\", \"dim\": 1, \"init\": {\"type\": \"zeros\"}}]}";
+
+static void table_job_of(ps_job_config *job, const char *mode, int recover_ms) {
+    char json[1024];
+    snprintf(json, sizeof(json), table_job, mode, recover_ms);
+    tu_job(json, job);
+}
+
+/* A worker connection saying Hello as rank with this session and clock; its HelloReply's clock. */
+static int raw_worker(const ps_job_config *job, test_server *s, uint32_t rank, uint64_t session,
+                      uint64_t clock, uint64_t *start) {
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert_geq(fd, 0);
+    ps_Envelope env;
+    tu_hello_env(fd, &env, job->job_id, "", ps_Role_ROLE_WORKER, rank);
+    env.hello.session = session, env.hello.clock = clock;
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_hello_reply_tag, "%s", m.env.error.message);
+    if (start != NULL) *start = m.env.hello_reply.clock;
+    free(buf);
+    return fd;
+}
+
+/* An async Push of g to key 7 numbered (step, part); the Ack must come. */
+static void raw_push(int fd, uint64_t id, uint64_t step, uint32_t part, float g) {
+    const uint64_t key = 7;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id, env.which_body = ps_Envelope_push_tag;
+    env.push.step = step, env.push.part = part;
+    ps_bulk kb = {.src = {(const uint8_t *)&key, 8}}, gb = {.src = {(const uint8_t *)&g, 4}};
+    cr_assert(tu_send_msg(fd, &env, &kb, &gb, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_ack_tag, "%s", m.env.error.message);
+    free(buf);
+}
+
+static float weight_of(const ps_job_config *job) {
+    ps_client *c = tu_admin_client(job);
+    const uint64_t key = 7;
+    float w = 99;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, &w, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    return w;
+}
+
+/* async: a session's (step, part) is applied once, also when it comes again on a new connection
+ * of the same session, which replaces the old one; another session's is applied. Expected
+ * weights: AdaGrad from 0 with lr 0.5: one update by 0.25 gives -0.5, a second -0.5 - 0.5 /
+ * sqrt(2). */
+Test(faults, async_server_applies_a_numbered_push_once) {
+    ps_job_config job;
+    table_job_of(&job, "async", 1000);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    int a = raw_worker(&job, s, 0, 42, 0, NULL);
+    raw_push(a, 1, 1, 0, 0.25f);
+    raw_push(a, 2, 1, 0, 0.25f); /* the same again: acknowledged only */
+    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
+    int b = raw_worker(&job, s, 0, 42, 0, NULL); /* reconnects: replaces a */
+    cr_assert(tu_closed(a), "the old connection of the session is closed");
+    raw_push(b, 1, 1, 0, 0.25f); /* the retried step: not applied */
+    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
+    raw_push(b, 2, 1, 1, 0.25f); /* the next part: applied */
+    cr_assert_float_eq(weight_of(&job), -0.5f - 0.5f / sqrtf(2.0f), 1e-6);
+    int c = raw_worker(&job, s, 0, 43, 0, NULL); /* another process as rank 0: both stay */
+    raw_push(c, 1, 1, 0, 0.25f);
+    const float acc3 = 3 * 0.0625f, w2 = -0.5f - 0.5f / sqrtf(2.0f);
+    cr_assert_float_eq(weight_of(&job), w2 - 0.5f * 0.25f / sqrtf(acc3), 1e-6);
+    close(a), close(b), close(c);
+    tu_server_free(s);
+}
+
+/* sync: a second connection of the same session takes the rank over (its Hello says the step it
+ * retries, the reply the step to go on from); another session's is refused while the rank is
+ * connected. */
+Test(faults, sync_server_lets_a_session_reconnect_and_refuses_a_stranger) {
+    ps_job_config job;
+    table_job_of(&job, "sync", 1000);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    uint64_t start;
+    int a = raw_worker(&job, s, 0, 42, 5, &start);
+    cr_assert_eq(start, 5, "a fresh barrier adopts the worker's clock");
+    int b = raw_worker(&job, s, 0, 42, 5, &start);
+    cr_assert_eq(start, 5);
+    cr_assert(tu_closed(a), "replaced");
+    int c = tu_connect(tu_server_port(s));
+    ps_Envelope env;
+    tu_hello_env(c, &env, job.job_id, "", ps_Role_ROLE_WORKER, 0);
+    env.hello.session = 7;
+    cr_assert(tu_send_msg(c, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(c, &m, &buf) && m.env.which_body == ps_Envelope_error_tag);
+    cr_assert(strstr(m.env.error.message, "rank 0 is already connected"), "%s",
+              m.env.error.message);
+    free(buf);
+    close(a), close(b), close(c);
+    tu_server_free(s);
+}
+
+/* The client's recovery when it cannot recover: with cluster.recover_timeout_ms 0 it fails at
+ * once, as before; with a deadline and a server that never comes back it fails when the deadline
+ * passes, naming the server, and stays broken. (Recoveries that succeed: the process tests.) */
+Test(faults, client_recovery_fails_fast_or_gives_up_at_its_deadline) {
+    ps_job_config job;
+    table_job_of(&job, "async", 0);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    ps_client *c = tu_client(&job, 0);
+    tu_server_free(s);
+    const uint64_t key = 7;
+    float w;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, &w, &err), PS_CLOSED, "%s", err.msg);
+    cr_assert_eq(ps_client_recover(c, 0, &err), PS_CLOSED);
+    cr_assert(strstr(err.msg, "cluster.recover_timeout_ms is 0"), "%s", err.msg);
+    ps_client_destroy(c);
+
+    table_job_of(&job, "async", 400);
+    s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "%s", tu_server_addr(s));
+    c = tu_client(&job, 0);
+    tu_server_free(s); /* gone for good */
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, &w, &err), PS_CLOSED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "server 0 (") && strstr(err.msg, "closed the connection"), "%s",
+              err.msg);
+    cr_assert_eq(ps_client_recover(c, 0, &err), PS_TIMEOUT, "%s", err.msg);
+    cr_assert(strstr(err.msg, addr) && strstr(err.msg, "cluster.recover_timeout_ms"), "%s",
+              err.msg);
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, &w, &err), PS_CLOSED, "still broken: %s", err.msg);
+    ps_client_destroy(c);
+}
+
+/* --restart=N takes a count: anything else is a usage error (exit 2) that says what it got. */
+Test(faults, launch_refuses_a_bad_restart_count) {
+    write_job("usage", "sync", 1, 2000);
+    const char *bad[] = {"--restart=", "--restart=x", "--restart=3x", "--restart=1001"};
+    for (int i = 0; i < 4; i++) {
+        char job[128], out[128], err[128];
+        path(job, sizeof(job), "job.json");
+        path(out, sizeof(out), "usage.out"), path(err, sizeof(err), "usage.err");
+        char *argv[] = {BIN("ps-launch"), job, (char *)bad[i], NULL};
+        const int pid = tu_spawn(argv, out, err);
+        cr_assert_eq(tu_wait_exit(pid, 10000), 2, "%s", bad[i]);
+        cr_assert(strstr(tu_slurp(err), "--restart=N takes a count from 0 to 1000"), "%s: %s",
+                  bad[i], tu_slurp(err));
+    }
+}
