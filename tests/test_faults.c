@@ -114,6 +114,10 @@ static void write_wrapper(const char *name, const char *flag, const char *prefix
     tu_write_file(p, text, 0755);
 }
 
+/* async runs differ by the order the workers' pushes arrive in; a smaller step keeps that noise
+ * (±0.6 % of the final val_loss at 0.05) well inside the 1 % the tests allow */
+#define LR(mode) (strcmp(mode, "async") == 0 ? 0.02 : 0.05)
+
 /* job.json for this test: 2 servers, 2 workers, sequential steps (no overlap), a checkpoint
  * every second into ckpt-RUN/, worker positions in state-RUN/ */
 static void write_job(const char *run, const char *mode, int epochs, int request_ms) {
@@ -125,7 +129,7 @@ static void write_job(const char *run, const char *mode, int epochs, int request
              "  \"request_timeout_ms\": %d, \"barrier_timeout_ms\": %d,"
              "  \"recover_timeout_ms\": 30000},"
              " \"server\": {\"checkpoint_dir\": \"%s/ckpt-%s\", \"checkpoint_every_s\": 1},"
-             " \"optimizer\": {\"learning_rate\": 0.05},"
+             " \"optimizer\": {\"learning_rate\": %g},"
              " \"model\": {\"input\": {\"type\": \"sparse\", \"num_ids\": %d},"
              "  \"layers\": [{\"units\": 8, \"activation\": \"relu\"},"
              "  {\"units\": 1, \"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
@@ -133,8 +137,8 @@ static void write_job(const char *run, const char *mode, int epochs, int request
              "  \"metrics_file\": \"%s/metrics-%s.jsonl\", \"state_dir\": \"%s/state-%s\"},"
              " \"data\": {\"train\": {\"format\": \"libsvm\", \"path\": \"%s/train.svm\"},"
              "  \"validation\": {\"format\": \"libsvm\", \"path\": \"%s/val.svm\"}}}",
-             mode, request_ms, request_ms / 2, dir, run, IDS + 1, epochs, dir, run, dir, run, dir,
-             dir);
+             mode, request_ms, request_ms / 2, dir, run, LR(mode), IDS + 1, epochs, dir, run, dir, run,
+             dir, dir);
     tu_write_file(p, json, 0644);
 }
 

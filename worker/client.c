@@ -786,7 +786,10 @@ static int try_connect(ps_client *c, shard_conn *sc, uint64_t timeout_ms, bool *
     return rc;
 }
 
-static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, ps_error *err) {
+/* Connects, retrying refused connections with backoff until deadline (uv_now ms), which is
+ * budget_ms from the start of the wait that key names; then Challenge, TLS, Hello. */
+static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, uint32_t budget_ms,
+                               const char *key, ps_error *err) {
     uint64_t backoff = 50;
     int rc;
     bool resolving = false;
@@ -803,15 +806,13 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
             ps_parse_hostport(sc->addr, host, sizeof(host), &port, NULL);
             return ps_error_set(err, PS_TIMEOUT,
                                 "cannot resolve \"%s\" (server %u at %s): %s (gave up after %u "
-                                "ms, cluster.connect_timeout_ms)",
-                                host, sc->index, sc->addr, uv_strerror(rc),
-                                c->job->connect_timeout_ms);
+                                "ms, %s)",
+                                host, sc->index, sc->addr, uv_strerror(rc), budget_ms, key);
         }
         if (now >= deadline)
             return ps_error_set(err, PS_TIMEOUT,
-                                "cannot reach server %u at %s: %s (gave up after %u ms, "
-                                "cluster.connect_timeout_ms)",
-                                sc->index, sc->addr, uv_strerror(rc), c->job->connect_timeout_ms);
+                                "cannot reach server %u at %s: %s (gave up after %u ms, %s)",
+                                sc->index, sc->addr, uv_strerror(rc), budget_ms, key);
         ps_log(&c->opt.log, PS_LOG_DEBUG, "server %u at %s: %s%s; retrying in %llu ms", sc->index,
                sc->addr, resolving ? "lookup: " : "", uv_strerror(rc),
                (unsigned long long)backoff);
@@ -964,7 +965,9 @@ ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_err
         snprintf(sc->addr, sizeof(sc->addr), "%s",
                  opt->servers ? opt->servers[s] : c->job->servers[s]);
         ps_status st = ps_framer_create(c->job->max_frame_bytes, &sc->framer, err);
-        if (st == PS_OK) st = connect_shard(c, sc, deadline, err);
+        if (st == PS_OK)
+            st = connect_shard(c, sc, deadline, c->job->connect_timeout_ms,
+                               "cluster.connect_timeout_ms", err);
         if (st != PS_OK) {
             ps_client_destroy(c);
             return st;
@@ -1027,7 +1030,8 @@ ps_status ps_client_recover(ps_client *c, uint64_t clock, ps_error *err) {
         c->clock = clock;
         ps_status st = PS_OK;
         for (uint32_t s = 0; s < c->n_shards && st == PS_OK; s++)
-            st = connect_shard(c, &c->shards[s], deadline, &last);
+            st = connect_shard(c, &c->shards[s], deadline, budget, "cluster.recover_timeout_ms",
+                               &last);
         if (st == PS_OK) st = settle_clock(c, &last);
         if (st == PS_OK) {
             ps_log(&c->opt.log, PS_LOG_INFO, "reconnected to %u server%s (attempt %u), at step %llu",
@@ -1041,6 +1045,9 @@ ps_status ps_client_recover(ps_client *c, uint64_t clock, ps_error *err) {
             drop_connections(c, NULL);
             c->broken = true;
             snprintf(c->broken_msg, sizeof(c->broken_msg), "%s", last.msg);
+            if (strstr(last.msg, "cluster.recover_timeout_ms") != NULL) /* says it already */
+                return ps_error_set(err, last.code == PS_OK ? PS_TIMEOUT : last.code, "%s",
+                                    last.msg);
             return ps_error_set(err, last.code == PS_OK ? PS_TIMEOUT : last.code,
                                 "%s (gave up reconnecting after %u ms, "
                                 "cluster.recover_timeout_ms)", last.msg, budget);

@@ -805,8 +805,8 @@ static ps_status finish(trainer *tr, const ps_progress *p, ps_error *err) {
     return ps_client_wait(tr->client, op, err);
 }
 
-/* f, again after a reconnect when a server went away or went quiet. (A server that had its
- * EpochStats counts them again: a figure in its log, not in the training.) */
+/* f, again after a reconnect when a server went away or went quiet (a server that already had
+ * this epoch's EpochStats from the rank ignores the repeat: job_end.c). */
 static ps_status retried(trainer *tr, ps_status (*f)(trainer *, const ps_progress *, ps_error *),
                          const ps_progress *p, ps_error *err) {
     ps_status st = f(tr, p, err);
