@@ -267,6 +267,20 @@ static double max_reconnect_ms(const char *err) {
     return worst;
 }
 
+static int occurrences(const char *text, const char *what) {
+    int n = 0;
+    for (const char *at = strstr(text, what); at != NULL; at = strstr(at + 1, what)) n++;
+    return n;
+}
+
+/* A run's stderr: no sanitizer report (a sanitized build's children would say so there), and
+ * exactly `restarts` children restarted (none that the test did not kill). */
+static void check_err(const char *run, const char *err, int restarts) {
+    cr_assert_null(strstr(err, "Sanitizer"), "%s:\n%s", run, err);
+    cr_assert_null(strstr(err, "runtime error:"), "%s:\n%s", run, err);
+    cr_assert_eq(occurrences(err, "; restarting ("), restarts, "%s:\n%s", run, err);
+}
+
 #define EPOCHS 6
 
 /* The undisturbed run: its final val_loss, well below the base rate. */
@@ -275,6 +289,7 @@ static double undisturbed(const char *mode) {
     launch("calm", false);
     int st = finish(60000);
     cr_assert_eq(st, 0, "undisturbed run: status %d\n%s", st, text_of("calm", "err"));
+    check_err("calm", text_of("calm", "err"), 0);
     const double loss = last_val_loss("calm");
     cr_assert_lt(loss, 0.6, "undisturbed run did not learn: val_loss %.4f", loss);
     return loss;
@@ -295,6 +310,7 @@ static void server_killed(const char *mode) {
     const int st = finish(90000);
     const char *err = text_of("kill", "err");
     cr_assert_eq(st, 0, "status %d\n%s", st, err);
+    check_err("kill", err, 1);
     cr_assert(strstr(err, "server 1 killed by SIGKILL; restarting (1/3)"), "%s", err);
     cr_assert(strstr(err, "closed the connection") && strstr(err, "reconnecting to retry step"),
               "the workers say what happened and what they do:\n%s", err);
@@ -324,6 +340,7 @@ static void worker_killed(const char *mode) {
     const int st = finish(90000);
     const char *err = text_of("wkill", "err");
     cr_assert_eq(st, 0, "status %d\n%s", st, err);
+    check_err("wkill", err, 1);
     cr_assert(strstr(err, "worker 1 killed by SIGKILL; restarting (1/3)"), "%s", err);
     cr_assert(strstr(err, "[worker 1] warn: worker 1 resumes epoch "),
               "the restarted worker resumes from its position file:\n%s", err);
@@ -357,6 +374,7 @@ Test(faults, sync_server_stopped_past_the_deadline_then_continued) {
     const int st = finish(90000);
     const char *err = text_of("stop", "err");
     cr_assert_eq(st, 0, "status %d\n%s", st, err);
+    check_err("stop", err, 0);
     cr_assert(strstr(err, "no reply within 1500 ms (cluster.request_timeout_ms) from server 1 "
                           "(127.0.0.1:"),
               "the workers name the server that went quiet:\n%s", err);
