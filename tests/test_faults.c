@@ -550,3 +550,36 @@ Test(faults, launch_refuses_a_bad_restart_count) {
                   bad[i], tu_slurp(err));
     }
 }
+
+/* --restart=2 with a worker that always exits 3: started again twice, then the job fails with
+ * its status; a worker that exits 2 (a usage or job-file error) is not started again. */
+static int launch_fake_workers(const char *script, const char *restart, char **err_text) {
+    char job[128], out[128], err[128], wbin[128], sbin[128];
+    write_job("fake", "async", 1, 2000);
+    path(job, sizeof(job), "job.json");
+    path(out, sizeof(out), "fake.out"), path(err, sizeof(err), "fake.err");
+    path(wbin, sizeof(wbin), "fake-worker.sh");
+    tu_write_file(wbin, script, 0755);
+    write_wrapper("server.sh", "--shard", "server", BIN("ps-server"));
+    path(sbin, sizeof(sbin), "server.sh");
+    setenv("PS_SERVER_BIN", sbin, 1);
+    setenv("PS_WORKER_BIN", wbin, 1);
+    char *argv[] = {BIN("ps-launch"), job, (char *)restart, NULL};
+    launcher_pid = tu_spawn(argv, out, err);
+    const int st = finish(30000);
+    *err_text = tu_slurp(err);
+    return st;
+}
+
+Test(faults, launch_restarts_at_most_n_times_and_never_a_config_error) {
+    char *err;
+    int st = launch_fake_workers("#!/bin/sh\nexit 3\n", "--restart=2", &err);
+    cr_assert_eq(st, 3, "status %d\n%s", st, err);
+    cr_assert(strstr(err, "worker 0 exited with status 3; restarting (1/2)"), "%s", err);
+    cr_assert(strstr(err, "worker 0 exited with status 3; restarting (2/2)"), "%s", err);
+    cr_assert_null(strstr(err, "(3/2)"), "%s", err);
+    cr_assert_eq(occurrences(err, "; restarting ("), 4, "2 workers, twice each:\n%s", err);
+    st = launch_fake_workers("#!/bin/sh\nexit 2\n", "--restart", &err);
+    cr_assert_eq(st, 2, "status %d\n%s", st, err);
+    cr_assert_null(strstr(err, "restarting"), "%s", err);
+}

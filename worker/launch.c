@@ -3,7 +3,8 @@
  * the workers' progress events into one Keras-style line per epoch; forwards SIGINT/SIGTERM;
  * stops everything as soon as one child fails (exit code: that child's), exits 0 when training
  * ends. Exit 2 for usage and job-file errors. With --restart[=N] a server or worker that dies
- * abnormally (a signal, or a non-zero status) is started again with the same arguments after a
+ * abnormally (a signal, or a non-zero status other than 2: a usage or job-file error would only
+ * fail again) is started again with the same arguments after a
  * short backoff, at most N times each: a server restores its checkpoint (server.checkpoint_dir)
  * and listens where it did; workers reconnect (cluster.recover_timeout_ms) and a restarted
  * worker resumes from its position file.
@@ -480,7 +481,9 @@ static void on_restart_timer(uv_timer_t *t) {
 
 /* --restart: true when c died abnormally and may start again (scheduled here). */
 static bool schedule_restart(launcher *L, child *c, int64_t status, int term_signal) {
+    /* status 2: a usage or job-file error, which would only fail again */
     if (L->restart_max == 0 || c->is_exporter || (status == 0 && term_signal == 0) ||
+        (term_signal == 0 && status == 2) ||
         c->restarts >= L->restart_max || (!c->is_worker && c->addr[0] == '\0'))
         return false;
     if (!c->restart_timer_init) {
@@ -767,8 +770,9 @@ static const char usage[] =
     "  --verbose        also print each worker's own line per epoch, server logs, and after\n"
     "                   each epoch's line where its steps' time went (all workers' steps)\n"
     "  --restart[=N]    start a server or worker that dies abnormally (a signal, a non-zero\n"
-    "                   status) again with the same arguments, at most N times each (default\n"
-    "                   3): servers restore server.checkpoint_dir, workers reconnect and resume\n"
+    "                   status but 2) again with the same arguments, at most N times each\n"
+    "                   (default 3): servers restore server.checkpoint_dir, workers reconnect\n"
+    "                   and resume from fit.state_dir\n"
     "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
     "val_auc (binary models) is over all workers' predictions pooled: the workers leave them in\n"
     "a private directory under $TMPDIR, deleted epoch by epoch.\n"

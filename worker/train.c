@@ -712,15 +712,16 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     }
     if (unpushed != NULL) { /* the epoch's last gradients */
         st = exchange(tr, unpushed, NULL, NULL, false, err);
+        tm->send += lap(&mark);
         if (st == PS_OK) st = ps_client_wait_all(tr->client, err);
         for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
-            ps_error what = *err;
+            ps_error what = *err; /* its gradients are still in tr->grads: push them again */
             if (recover(tr, ps_client_clock(tr->client), &what, err) != PS_OK) return err->code;
             st = exchange(tr, unpushed, NULL, NULL, false, err);
             if (st == PS_OK) st = ps_client_wait_all(tr->client, err);
         }
         if (st != PS_OK) return st;
-        tm->send += lap(&mark);
+        tm->wait += lap(&mark);
     }
     tr->seq_base += tr->skip + p->step;
     p->seconds = mark - t0; /* = the sum of the parts */
