@@ -583,3 +583,32 @@ Test(faults, launch_restarts_at_most_n_times_and_never_a_config_error) {
     cr_assert_eq(st, 2, "status %d\n%s", st, err);
     cr_assert_null(strstr(err, "restarting"), "%s", err);
 }
+
+/* Without --restart a server that dies stops the job: ps-launch sends SIGTERM to everyone, and
+ * the workers, waiting to reconnect (cluster.recover_timeout_ms 30 s), leave at once — well
+ * before the launcher's 5 s grace would SIGKILL them. */
+Test(faults, without_restart_a_dead_server_stops_the_job_and_reconnecting_workers_leave) {
+    write_data_sets(20000);
+    write_job("nore", "sync", EPOCHS, 2000);
+    launch("nore", false);
+    const int victim = read_pid("server-1.pid", 0);
+    wait_epochs("nore", 1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(kill(victim, SIGKILL), 0);
+    const int st = finish(30000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    const char *err = text_of("nore", "err");
+    cr_assert_eq(st, 128 + SIGKILL, "the dead server's status: %d\n%s", st, err);
+    cr_assert(strstr(err, "[launch] server 1 exited with signal 9; stopping the job"), "%s", err);
+    /* Usually a worker is already reconnecting when its SIGTERM comes (then it says so); it may
+     * also get it first, mid-step, and leave without trying: either way within the bound. */
+    const bool was_reconnecting = strstr(err, "interrupted while reconnecting") != NULL ||
+                                  strstr(err, "interrupted while connecting") != NULL;
+    cr_assert_lt(s, 4.0, "the job took %.1f s to stop (SIGKILL comes after 5 s)", s);
+    cr_log_info("without --restart: the job stopped %.2f s after server 1 was killed (%s)", s,
+                was_reconnecting ? "a worker was interrupted while reconnecting"
+                                 : "SIGTERM came before the workers began to reconnect");
+    check_err("nore", err, 0);
+}

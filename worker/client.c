@@ -788,6 +788,17 @@ static int try_connect(ps_client *c, shard_conn *sc, uint64_t timeout_ms, bool *
 
 /* Connects, retrying refused connections with backoff until deadline (uv_now ms), which is
  * budget_ms from the start of the wait that key names; then Challenge, TLS, Hello. */
+static bool stopping(const ps_client *c) { return c->opt.stop != NULL && *c->opt.stop; }
+
+/* Sleeps ms, in slices, returning early once a signal asked the process to stop. */
+static void nap(const ps_client *c, uint64_t ms) {
+    for (uint64_t left = ms; left > 0 && !stopping(c);) {
+        const uint64_t slice = left < 50 ? left : 50;
+        uv_sleep((unsigned)slice);
+        left -= slice;
+    }
+}
+
 static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, uint32_t budget_ms,
                                const char *key, ps_error *err) {
     uint64_t backoff = 50;
@@ -816,8 +827,10 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
         ps_log(&c->opt.log, PS_LOG_DEBUG, "server %u at %s: %s%s; retrying in %llu ms", sc->index,
                sc->addr, resolving ? "lookup: " : "", uv_strerror(rc),
                (unsigned long long)backoff);
-        uint64_t nap = backoff < deadline - now ? backoff : deadline - now;
-        uv_sleep((unsigned)nap);
+        nap(c, backoff < deadline - now ? backoff : deadline - now);
+        if (stopping(c))
+            return ps_error_set(err, PS_CLOSED, "interrupted while connecting to server %u (%s)",
+                                sc->index, sc->addr);
         uv_update_time(&c->loop);
         backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
     }
@@ -1052,9 +1065,15 @@ ps_status ps_client_recover(ps_client *c, uint64_t clock, ps_error *err) {
                                 "%s (gave up reconnecting after %u ms, "
                                 "cluster.recover_timeout_ms)", last.msg, budget);
         }
+        if (stopping(c)) {
+            drop_connections(c, NULL);
+            c->broken = true;
+            snprintf(c->broken_msg, sizeof(c->broken_msg), "interrupted");
+            return ps_error_set(err, PS_CLOSED, "interrupted while reconnecting: %s", last.msg);
+        }
         ps_log(&c->opt.log, PS_LOG_DEBUG, "reconnect attempt %u: %s; again in %llu ms", attempt,
                last.msg, (unsigned long long)backoff);
-        uv_sleep((unsigned)(backoff < deadline - now ? backoff : deadline - now));
+        nap(c, backoff < deadline - now ? backoff : deadline - now);
         backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
     }
 }

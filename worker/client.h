@@ -17,6 +17,7 @@
 #ifndef PS_CLIENT_H
 #define PS_CLIENT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,8 @@ typedef struct {
     ps_logger log;
     uint64_t clock;             /* sync/ssp workers: the step to start from (a restarted worker
                                    resuming); the servers may move it on (ps_client_clock) */
+    const volatile sig_atomic_t *stop; /* optional, set by a signal handler: connecting and
+                                          reconnecting give up between attempts (PS_CLOSED) */
 } ps_client_options;
 
 /* Connects to all shards; PS_TIMEOUT if one stays unreachable for cluster.connect_timeout_ms,

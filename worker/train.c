@@ -380,7 +380,8 @@ static ps_status setup(trainer *tr, ps_error *err) {
         tr->seq_base = tr->resume.seq - tr->resume.step;
     }
     ps_client_options co = {.job = job, .rank = tr->opt->rank, .admin = tr->opt->evaluate,
-                            .log = tr->opt->log, .clock = tr->resume.clock};
+                            .log = tr->opt->log, .clock = tr->resume.clock,
+                            .stop = tr->opt->stop};
     if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
     for (size_t l = 0; l < tr->L; l++) {
         const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
