@@ -389,7 +389,7 @@ Test(faults, sync_server_stopped_past_the_deadline_then_continued) {
 /* --- the same rules through a server, in-process ------------------------------------------------ */
 
 static const char table_job[] =
-    "{\"job_id\": \"r\", \"cluster\": {\"workers\": 2, \"consistency\": \"%s\","
+    "{\"job_id\": \"r\", \"cluster\": {\"servers\": %d, \"workers\": 2, \"consistency\": \"%s\","
     " \"request_timeout_ms\": 2000, \"barrier_timeout_ms\": 1000, \"recover_timeout_ms\": %d},"
     " \"optimizer\": {\"learning_rate\": 0.5, \"initial_accumulator_value\": 0,"
     " \"epsilon\": 1e-10},"
@@ -397,7 +397,7 @@ static const char table_job[] =
 
 static void table_job_of(ps_job_config *job, const char *mode, int recover_ms) {
     char json[1024];
-    snprintf(json, sizeof(json), table_job, mode, recover_ms);
+    snprintf(json, sizeof(json), table_job, 1, mode, recover_ms);
     tu_job(json, job);
 }
 
@@ -611,4 +611,39 @@ Test(faults, without_restart_a_dead_server_stops_the_job_and_reconnecting_worker
                 was_reconnecting ? "a worker was interrupted while reconnecting"
                                  : "SIGTERM came before the workers began to reconnect");
     check_err("nore", err, 0);
+}
+
+/* The client settles on one clock: rank 1 was dropped on server 0 after rank 0 went past it
+ * (server 0 tells it to go on at 2), while server 1 never heard of it (a fresh barrier takes its
+ * Hello's 0). It takes 2 and moves server 1 there (Clock adopt): rank 0's pulls for step 2 are
+ * then answered by both servers. */
+Test(faults, client_takes_the_largest_clock_its_servers_give_and_moves_the_others) {
+    ps_job_config job;
+    char json[1024];
+    snprintf(json, sizeof(json), table_job, 2, "sync", 1000);
+    tu_job(json, &job); /* barrier_timeout_ms 1 s: the test is over well before */
+    test_server *s[2] = {tu_server_start(&job, 0), tu_server_start(&job, 1)};
+    tu_job_use(&job, s, 2);
+    int gone = raw_worker(&job, s[0], 1, 99, 0, NULL); /* rank 1, on server 0 only */
+    ps_client *r0 = tu_client(&job, 0);
+    close(gone); /* server 0 drops rank 1 at clock 0 */
+    ps_op op;
+    ps_error err = {0};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(ps_client_clock_async(r0, false, &op, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_wait(r0, op, &err), PS_OK, "%s", err.msg);
+    }
+    ps_client *r1 = tu_client(&job, 1);
+    cr_assert_eq(ps_client_clock(r1), 2, "server 0 said 2, server 1 said 0: the largest");
+    uint64_t keys[2] = {1, 2}; /* on some shard each; both shards are asked below */
+    float out[2];
+    ps_client_set_min_clock(r0, 2);
+    for (uint64_t k = 0; k < 64; k++) { /* keys on both shards: every server answers */
+        keys[0] = k, keys[1] = k + 64;
+        cr_assert_eq(ps_client_pull(r0, 0, keys, 2, out, &err), PS_OK, "%s", err.msg);
+    }
+    ps_client_destroy(r1);
+    ps_client_destroy(r0);
+    tu_server_free(s[0]);
+    tu_server_free(s[1]);
 }
