@@ -225,7 +225,8 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"servers",           "workers", "connect_timeout_ms",
                                        "request_timeout_ms", "token",   "busy_poll_us",
                                        "consistency", "staleness", "barrier_timeout_ms",
-                                       "token_file", "tls", "job_deadline_s", NULL};
+                                       "token_file", "tls", "job_deadline_s", "recover_timeout_ms",
+                                       NULL};
     static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
@@ -284,6 +285,8 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
         return FAIL(c, "cluster.staleness", "applies to \"consistency\": \"ssp\" only");
     TRY(get_u32(c, o, "cluster", "barrier_timeout_ms", 1, 3600e3, 30000,
                 &cfg->barrier_timeout_ms));
+    TRY(get_u32(c, o, "cluster", "recover_timeout_ms", 0, 3600e3, 60000,
+                &cfg->recover_timeout_ms));
     if (cfg->consistency != PS_ASYNC && cfg->barrier_timeout_ms >= cfg->request_timeout_ms)
         return FAIL(c, "cluster.barrier_timeout_ms",
                     "%u must be below cluster.request_timeout_ms (%u): the servers drop a "
@@ -581,7 +584,7 @@ static ps_status read_model(ctx *c, const cJSON *o, ps_job_config *cfg) {
 static ps_status read_fit(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"epochs", "batch_size", "shuffle", "seed",
                                        "shuffle_buffer", "verbose", "metrics_file", "overlap",
-                                       "init_from", "export_to", "threads", NULL};
+                                       "init_from", "export_to", "threads", "state_dir", NULL};
     ps_fit_config *f = &cfg->fit;
     if (o != NULL) TRY(check_keys(c, o, "fit", keys));
     TRY(get_u32(c, o, "fit", "epochs", 1, 1e7, 1, &f->epochs));
@@ -593,6 +596,7 @@ static ps_status read_fit(ctx *c, const cJSON *o, ps_job_config *cfg) {
     TRY(get_u32(c, o, "fit", "verbose", 0, 2, 1, &v));
     f->verbose = (int)v;
     TRY(get_str(c, o, "fit", "metrics_file", "", f->metrics_file, sizeof(f->metrics_file)));
+    TRY(get_str(c, o, "fit", "state_dir", "", f->state_dir, sizeof(f->state_dir)));
     TRY(get_bool(c, o, "fit", "overlap", true, &f->overlap));
     TRY(get_u32(c, o, "fit", "threads", 0, 64, 0, &f->threads));
     TRY(get_str(c, o, "fit", "init_from", "", f->init_from, sizeof(f->init_from)));

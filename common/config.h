@@ -50,6 +50,7 @@ typedef struct {
     size_t shuffle_buffer;
     int verbose;              /* 0 silent, 1 progress bar, 2 one line per epoch */
     char metrics_file[PS_PATH_MAX];
+    char state_dir[PS_PATH_MAX]; /* where each worker keeps its position ("": none; position.h) */
     bool overlap;             /* prefetch the next batch's rows while computing */
     uint32_t threads;         /* a worker's threads: >= 2 adds a batch-prep thread, BLAS gets
                                  the rest; 0 auto (ps-launch resolves it, see launch.c) */
@@ -93,6 +94,8 @@ typedef struct {
     ps_consistency consistency;
     uint32_t staleness;          /* ssp: steps a worker may run ahead of the slowest */
     uint32_t barrier_timeout_ms; /* sync/ssp: a worker that stalls a barrier this long is dropped */
+    uint32_t recover_timeout_ms; /* a worker whose server went away or went quiet reconnects and
+                                    retries its step for this long (0: it fails at once) */
     uint32_t job_deadline_s;     /* ps-server: workers not finished this long after start fail
                                     the job (0: no deadline) */
     ps_tls_config tls;

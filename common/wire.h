@@ -11,10 +11,11 @@
 #include "ps_status.h"
 #include "table_spec.h"
 
-#define PS_PROTOCOL_VERSION 5 /* 2: Values replies come in parts; 3: optimizer in TableSpec,
+#define PS_PROTOCOL_VERSION 6 /* 2: Values replies come in parts; 3: optimizer in TableSpec,
                                  clocks; 4: Challenge and an HMAC instead of the token;
                                  5: EndJob, EpochStats, and workers of async jobs say
-                                 finished too */
+                                 finished too; 6: reconnects: Hello's clock and session,
+                                 numbered async pushes, Clock adopt, EndJob's failure */
 
 /* Bytes borrowed from a frame or from the caller; possibly unaligned. */
 typedef struct {

@@ -22,6 +22,8 @@ struct ps_barrier {
     ps_store *stores[PS_MAX_TABLES]; /* borrowed */
     uint64_t *clock;                 /* (W) */
     uint8_t *state;                  /* (W) rank_state */
+    uint8_t *seen;                   /* (W) the rank has said Hello to this barrier */
+    bool started;                    /* sync: a push was held or a step applied */
     uint64_t min_clock;              /* over live ranks; UINT64_MAX when none */
     uint64_t applied;                /* sync: steps whose combined update is applied */
     held_rows *held;                 /* (W * T) sync: this step's pushes */
@@ -47,8 +49,9 @@ ps_status ps_barrier_create(const ps_job_config *job, ps_store *const *stores, p
     for (uint32_t t = 0; t < b->T; t++) b->stores[t] = stores[t];
     b->clock = calloc(b->W, sizeof(*b->clock));
     b->state = calloc(b->W, sizeof(*b->state));
+    b->seen = calloc(b->W, sizeof(*b->seen));
     b->held = calloc((size_t)b->W * (b->T ? b->T : 1), sizeof(*b->held));
-    if (b->clock == NULL || b->state == NULL || b->held == NULL) {
+    if (b->clock == NULL || b->state == NULL || b->seen == NULL || b->held == NULL) {
         ps_barrier_destroy(b);
         return ps_error_set(err, PS_NOMEM, "barrier: out of memory");
     }
@@ -60,7 +63,7 @@ void ps_barrier_destroy(ps_barrier *b) {
     if (b == NULL) return;
     for (size_t i = 0; b->held && i < (size_t)b->W * b->T; i++)
         free(b->held[i].keys), free(b->held[i].grads);
-    free(b->held), free(b->clock), free(b->state), free(b->cat_keys), free(b->cat_grads);
+    free(b->held), free(b->clock), free(b->state), free(b->seen), free(b->cat_keys), free(b->cat_grads);
     free(b->mkeys), free(b->mrow), free(b->mstamp);
     free(b);
 }
@@ -145,16 +148,31 @@ static ps_status apply_step(ps_barrier *b, uint32_t n, ps_error *err) {
     return PS_OK;
 }
 
+static bool holds(const ps_barrier *b, uint32_t rank) {
+    for (uint32_t t = 0; t < b->T; t++)
+        if (b->held[(size_t)rank * b->T + t].n > 0) return true;
+    return false;
+}
+
+/* The rank's push of the step being gathered goes, unless it ended that step: an ended step's
+ * push is complete and counts (a retry of it is a no-op, so it is never re-sent). */
+static void discard_held(ps_barrier *b, uint32_t rank) {
+    if (b->mode == PS_SYNC && b->clock[rank] > b->applied) return;
+    for (uint32_t t = 0; t < b->T; t++) b->held[(size_t)rank * b->T + t].n = 0;
+}
+
 /* sync: applies every step that no live rank holds back any more. */
 static ps_status complete(ps_barrier *b, ps_error *err) {
     if (b->mode != PS_SYNC) return PS_OK;
     while (b->applied < b->min_clock) {
-        uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it) */
+        uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it), and
+                           dropped ones whose push of it is kept (ps_barrier_drop) */
         for (uint32_t r = 0; r < b->W; r++)
-            n += b->state[r] != RANK_DROPPED && b->clock[r] > b->applied;
+            n += b->clock[r] > b->applied && (b->state[r] != RANK_DROPPED || holds(b, r));
         if (n == 0) break; /* every rank left before this step */
         if (apply_step(b, n, err) != PS_OK) return err ? err->code : PS_NOMEM;
         b->applied++;
+        b->started = true;
     }
     return PS_OK;
 }
@@ -176,6 +194,7 @@ static ps_status check_rank(const ps_barrier *b, uint32_t rank, const char *what
 ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const uint8_t *keys,
                           const uint8_t *grads, size_t n, uint64_t clock, ps_error *err) {
     if (check_rank(b, rank, "Push", err) != PS_OK) return err->code;
+    if (clock < b->clock[rank]) return PS_OK; /* a step it ended here: a retry, applied once */
     if (clock != b->clock[rank])
         return ps_error_set(err, PS_INVALID_ARG, "Push for step %llu from rank %u, at step %llu",
                             (unsigned long long)clock, rank,
@@ -194,6 +213,7 @@ ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const ui
     memcpy(h->keys + h->n * 8, keys, n * 8);
     memcpy(h->grads + h->n * rb, grads, n * rb);
     h->n += n;
+    b->started = true;
     return PS_OK;
 }
 
@@ -203,6 +223,7 @@ ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool fi
     if (finished && rank < b->W && b->state[rank] == RANK_FINISHED) return PS_OK; /* said twice */
     if (check_rank(b, rank, "Clock", err) != PS_OK) return err->code;
     const uint64_t want = finished ? b->clock[rank] : b->clock[rank] + 1;
+    if (!finished && clock < want) return PS_OK; /* a step it ended here: a retry */
     if (clock != want)
         return ps_error_set(err, PS_INVALID_ARG, "Clock %llu%s from rank %u at step %llu",
                             (unsigned long long)clock, finished ? " (finished)" : "", rank,
@@ -215,11 +236,68 @@ ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool fi
     return complete(b, err);
 }
 
+
+/* Moves rank's clock up to c; the minimum and the sync steps follow. */
+static ps_status raise_clock(ps_barrier *b, uint32_t rank, uint64_t c, bool *advanced,
+                             ps_error *err) {
+    const uint64_t before = b->min_clock;
+    if (c > b->clock[rank]) b->clock[rank] = c;
+    update_min(b);
+    *advanced = b->min_clock != before;
+    return complete(b, err);
+}
+
+ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_t *start,
+                           bool *advanced, ps_error *err) {
+    *advanced = false;
+    if (rank >= b->W)
+        return ps_error_set(err, PS_INVALID_ARG, "Hello from rank %u, the job has %u workers",
+                            rank, b->W);
+    if (b->state[rank] == RANK_FINISHED) { /* it stays so: only its finish can be retried */
+        *start = b->clock[rank];
+        return PS_OK;
+    }
+    const uint64_t floor = b->mode == PS_SYNC ? b->applied : 0;
+    uint64_t c = clock > floor ? clock : floor;
+    discard_held(b, rank);
+    if (b->state[rank] == RANK_DROPPED) {
+        /* live ranks that went past the steps it had ended went on without it: it rejoins
+         * where they are. Else (it was dropped because it reconnected, its old connection
+         * closing first) it is a reconnect: it redoes `clock`, steps it ended are no-ops. */
+        const uint64_t ended = b->clock[rank], live = b->min_clock; /* UINT64_MAX: none */
+        const bool passed = live != UINT64_MAX && live > ended;
+        uint64_t now = ended > c ? ended : c;
+        if (passed && live > now) now = live;
+        b->state[rank] = RANK_LIVE;
+        b->clock[rank] = now;
+        if (passed) c = now;
+    } else if (!b->seen[rank]) { /* first word from it: its clock is the one it says */
+        b->clock[rank] = c;
+        /* a restarted server: the step being gathered is where the workers are */
+        if (b->mode == PS_SYNC && !b->started && c > b->applied) b->applied = c;
+    } else { /* reconnecting: it redoes `clock`; steps it ended here are acknowledged as
+              * no-ops (its clock here is never below the steps applied) */
+        c = clock;
+        if (c > b->clock[rank]) b->clock[rank] = c;
+    }
+    b->seen[rank] = 1;
+    *start = c;
+    return raise_clock(b, rank, c, advanced, err);
+}
+
+ps_status ps_barrier_adopt(ps_barrier *b, uint32_t rank, uint64_t clock, bool *advanced,
+                           ps_error *err) {
+    *advanced = false;
+    if (rank < b->W && b->state[rank] == RANK_FINISHED) return PS_OK; /* stays finished */
+    if (check_rank(b, rank, "Clock (adopt)", err) != PS_OK) return err->code;
+    return raise_clock(b, rank, clock, advanced, err);
+}
+
 ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error *err) {
     *advanced = false;
     if (rank >= b->W || b->state[rank] != RANK_LIVE) return PS_OK;
     b->state[rank] = RANK_DROPPED;
-    for (uint32_t t = 0; t < b->T; t++) b->held[(size_t)rank * b->T + t].n = 0;
+    discard_held(b, rank);
     const uint64_t before = b->min_clock;
     update_min(b);
     *advanced = b->min_clock != before;

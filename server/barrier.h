@@ -32,17 +32,43 @@ void ps_barrier_destroy(ps_barrier *b); /* NULL-safe */
 
 /* A push of rank's step `clock` (keys (n) u64 LE, grads (n, dim) f32 LE, borrowed). It must be
  * the rank's current clock and, in sync, the step being gathered. sync: copied and held; ssp:
- * applied now. PS_INVALID_ARG (rank not live, wrong step), PS_NOMEM. */
+ * applied now. A step the rank has already ended is a retry after a reconnect: PS_OK, nothing
+ * applied. PS_INVALID_ARG (rank not live, a step ahead), PS_NOMEM. */
 ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const uint8_t *keys,
                           const uint8_t *grads, size_t n, uint64_t clock, ps_error *err);
 
-/* rank ends its step: clock must be its clock + 1. finished: rank leaves instead (clock must be
- * its clock). Completes sync steps that no live rank holds back any more. *advanced is set when
- * the minimum clock moved (parked pulls may now be answered). */
+/* rank ends its step: clock must be its clock + 1 (a clock it has already reached is a retried
+ * step: PS_OK, nothing changes). finished: rank leaves instead (clock must be its clock).
+ * Completes sync steps that no live rank holds back any more. *advanced is set when the minimum
+ * clock moved (parked pulls may now be answered). */
 ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool finished,
                            bool *advanced, ps_error *err);
 
-/* Drops a live rank (its held gradients are discarded); a no-op for one that is not live.
+/* A worker's Hello for rank (a new connection) saying it starts or retries from step `clock`.
+ * *start gets the clock it goes on from here, which becomes the rank's clock:
+ *   - a rank this barrier has not heard from (a server restarted from its checkpoint has a fresh
+ *     barrier): `clock` (sync: at least the steps applied); while nothing was pushed yet, sync
+ *     takes it as the step being gathered;
+ *   - a live rank reconnecting: `clock`; its clock here becomes max(its clock, clock) (steps it
+ *     already ended here are acknowledged without being applied when it redoes them);
+ *   - a dropped rank: live again; when the live ranks went past the steps it had ended (it
+ *     stalled, or it died and was restarted), at max(clock, the live minimum); else (dropped
+ *     only because its old connection closed before it reconnected) as a reconnect;
+ * in each case the rank's held push of the step being gathered is discarded when it had not
+ * ended that step (it re-pushes the whole step); an ended step's push stays (its retry is a
+ * no-op). A finished rank stays finished (*start: its clock; it may only say finished
+ * again, as a retried finish does). PS_INVALID_ARG for a rank >= the job's workers. */
+ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_t *start,
+                           bool *advanced, ps_error *err);
+
+/* After a reconnect the worker's shards told it different clocks (ps_barrier_hello): its clock
+ * here becomes max(its clock, clock), the one it goes on with on every shard (a no-op for a
+ * finished rank). PS_INVALID_ARG for a dropped rank or one >= the job's workers. */
+ps_status ps_barrier_adopt(ps_barrier *b, uint32_t rank, uint64_t clock, bool *advanced,
+                           ps_error *err);
+
+/* Drops a live rank; a no-op for one that is not live. Its held gradients are discarded, unless
+ * it ended the step being gathered (sync): that push is complete and still counts.
  * Same *advanced as above. PS_NOMEM when completing a step failed. */
 ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error *err);
 

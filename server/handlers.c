@@ -219,28 +219,46 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     if (h->role == ps_Role_ROLE_WORKER && h->rank >= srv->job->num_workers)
         return ps_error_set(err, PS_INVALID_ARG, "worker rank %u, the job has %u workers",
                             h->rank, srv->job->num_workers);
-    if (h->role == ps_Role_ROLE_WORKER && srv->barrier != NULL) {
-        /* one connection per rank: two would mix their steps in one clock */
-        for (const ps_conn *o = srv->conns; o != NULL; o = o->next)
-            if (o != c && o->hello_done && o->is_worker && o->rank == h->rank &&
-                !uv_is_closing((const uv_handle_t *)&o->tcp))
+    uint64_t start = 0; /* the clock the worker goes on from here (barrier) */
+    if (h->role == ps_Role_ROLE_WORKER) {
+        /* one connection per rank (two would mix their steps in one clock), except that the
+         * same worker process reconnecting (a server it timed out on while that server still
+         * held its old connection) replaces its old one */
+        for (ps_conn *o = srv->conns; o != NULL; o = o->next) {
+            if (o == c || !o->hello_done || !o->is_worker || o->rank != h->rank ||
+                uv_is_closing((const uv_handle_t *)&o->tcp))
+                continue;
+            if (h->session != 0 && o->session == h->session) {
+                ps_log(&srv->opt.log, PS_LOG_INFO,
+                       "%s: worker %u reconnected; closing its old connection %s", c->peer,
+                       h->rank, o->peer);
+                o->replaced = true;
+                ps_conn_close(o);
+            } else if (srv->barrier != NULL) {
                 return ps_error_set(err, PS_MISMATCH, "worker rank %u is already connected (%s)",
                                     h->rank, o->peer);
-        if (srv->barrier != NULL && !ps_barrier_is_live(srv->barrier, h->rank))
-            return ps_error_set(err, PS_MISMATCH,
-                                "worker rank %u has finished or was dropped from the barrier "
-                                "at step %llu", h->rank,
-                                (unsigned long long)ps_barrier_rank_clock(srv->barrier, h->rank));
+            }
+        }
+        bool advanced = false;
+        if (srv->barrier != NULL &&
+            ps_barrier_hello(srv->barrier, h->rank, h->clock, &start, &advanced, err) != PS_OK)
+            return err->code;
+        if (advanced) ps_server_wake(srv);
+        if (srv->barrier != NULL && start != h->clock)
+            ps_log(&srv->opt.log, PS_LOG_WARN, "%s: worker %u rejoins at step %llu (it said %llu)",
+                   c->peer, h->rank, (unsigned long long)start, (unsigned long long)h->clock);
     }
     c->hello_done = true;
     ps_framer_set_max(c->framer, srv->job->max_frame_bytes);
     c->is_worker = h->role == ps_Role_ROLE_WORKER;
     c->rank = h->rank;
+    c->session = h->session;
     ps_Envelope env = ps_Envelope_init_zero;
     env.request_id = m->env.request_id;
     env.which_body = ps_Envelope_hello_reply_tag;
     env.hello_reply.shard = srv->opt.shard;
     env.hello_reply.num_shards = srv->job->num_servers;
+    env.hello_reply.clock = start;
     env.hello_reply.tables_count = (pb_size_t)srv->job->num_tables;
     for (size_t i = 0; i < srv->job->num_tables; i++)
         ps_wire_table_to_pb(&srv->job->tables[i], &env.hello_reply.tables[i]);
@@ -311,6 +329,12 @@ static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
     if (check_barrier_peer(c, "Clock", err) != PS_OK) return err->code;
     bool advanced;
+    if (m->env.clock.adopt) { /* one clock on every shard after a reconnect */
+        if (ps_barrier_adopt(srv->barrier, c->rank, m->env.clock.clock, &advanced, err) != PS_OK)
+            return err->code;
+        if (advanced) ps_server_wake(srv);
+        return send_ack(c, m->env.request_id, 0, err);
+    }
     if (ps_barrier_clock(srv->barrier, c->rank, m->env.clock.clock, m->env.clock.finished,
                          &advanced, err) != PS_OK)
         return err->code;
@@ -342,7 +366,7 @@ static ps_status on_end_job(ps_conn *c, const ps_msg *m, ps_error *err) {
 
 void ps_handle_disconnect(ps_conn *c) {
     ps_server *srv = c->srv;
-    if (srv->barrier == NULL || !c->hello_done || !c->is_worker || srv->stopping ||
+    if (srv->barrier == NULL || !c->hello_done || !c->is_worker || srv->stopping || c->replaced ||
         !ps_barrier_is_live(srv->barrier, c->rank))
         return;
     ps_log(&srv->opt.log, PS_LOG_WARN,
@@ -426,6 +450,13 @@ static ps_status on_scan(ps_conn *c, const ps_msg *m, ps_error *err) {
     return s;
 }
 
+/* async: this worker process has had push (step, part) applied here already (a step retried
+ * after a reconnect): acknowledge it without applying it again (replay.h). */
+static bool replayed(const ps_conn *c, uint64_t step, uint32_t part) {
+    return c->srv->replay != NULL && c->is_worker &&
+           ps_replay_seen(c->srv->replay, c->rank, c->session, step, part);
+}
+
 static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     size_t n = 0, n_pull = 0;
@@ -440,6 +471,9 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         if (check_keys(c, t, &m->keys, &m->grads, "Push", &n, err) != PS_OK ||
             ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK)
             return err->code;
+        const uint64_t step = m->env.push.step;
+        const uint32_t part = m->env.push.part;
+        if (replayed(c, step, part)) return send_ack(c, m->env.request_id, n, err);
         ps_status st = srv->barrier == NULL
                            ? ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err)
                        : check_barrier_peer(c, "Push", err) != PS_OK
@@ -447,6 +481,8 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
                            : ps_barrier_push(srv->barrier, c->rank, t, m->keys.p, m->grads.p, n,
                                              m->env.push.clock, err);
         if (st != PS_OK) return st;
+        if (srv->replay != NULL && c->is_worker)
+            ps_replay_mark(srv->replay, c->rank, c->session, step, part);
         return send_ack(c, m->env.request_id, n, err);
     }
     case ps_Envelope_push_pull_tag: {
@@ -458,9 +494,14 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
             return ps_error_set(err, PS_INVALID_ARG,
                                 "PushPull in a %s job: push with a clock, then pull",
                                 srv->job->consistency == PS_SYNC ? "sync" : "ssp");
-        if (ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK ||
-            ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
-            return err->code;
+        const uint64_t step = m->env.push_pull.step;
+        const uint32_t part = m->env.push_pull.part;
+        if (!replayed(c, step, part)) {
+            if (ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK ||
+                ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
+                return err->code;
+            if (c->is_worker) ps_replay_mark(srv->replay, c->rank, c->session, step, part);
+        }
         return reply_values(c, m->env.request_id, srv->stores[t], m->pull_keys.p, n_pull, err);
     }
     case ps_Envelope_stats_tag:

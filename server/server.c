@@ -489,6 +489,8 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     }
     if (st == PS_OK && job->consistency != PS_ASYNC)
         st = ps_barrier_create(job, srv->stores, &srv->barrier, err);
+    if (st == PS_OK && job->consistency == PS_ASYNC)
+        st = ps_replay_create(job->num_workers, &srv->replay, err);
     if (st == PS_OK && (srv->finished = calloc(job->num_workers, 1)) == NULL)
         st = ps_error_set(err, PS_NOMEM, "server: out of memory");
     if (st != PS_OK) goto fail;
@@ -540,6 +542,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
 fail:
     free(srv->finished);
     ps_barrier_destroy(srv->barrier);
+    ps_replay_destroy(srv->replay);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     ps_tls_ctx_destroy(srv->tls);
@@ -580,6 +583,7 @@ void ps_server_destroy(ps_server *srv) {
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
     ps_barrier_destroy(srv->barrier);
+    ps_replay_destroy(srv->replay);
     free(srv->finished);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);

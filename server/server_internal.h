@@ -8,6 +8,7 @@
 #include "barrier.h"
 #include "frame.h"
 #include "pool.h"
+#include "replay.h"
 #include "server.h"
 #include "tls.h"
 #include "wire.h"
@@ -45,6 +46,7 @@ struct ps_server {
     size_t fd_limit; /* RLIMIT_NOFILE's soft limit when the server was made (SIZE_MAX: none) */
     /* sync/ssp jobs: worker clocks; pulls that must wait park their connection */
     ps_barrier *barrier;       /* NULL in async jobs */
+    ps_replay *replay;         /* async jobs: numbered pushes already applied (replay.h) */
     uv_timer_t barrier_timer;  /* runs while a connection is parked: drops stalled ranks */
     uv_timer_t sweep_timer;    /* closes peers past limits.hello_timeout_ms / idle_timeout_ms */
     size_t n_parked;           /* connections with deferred frames */
@@ -92,6 +94,9 @@ struct ps_conn {
     uint8_t nonce[PS_AUTH_NONCE_BYTES]; /* sent in the Challenge; the Hello's mac covers it */
     bool hello_done;
     bool is_worker; /* Hello's role: a worker's rank takes part in the barrier */
+    bool replaced;  /* a newer connection of the same worker took its rank: closing it drops
+                       nothing */
+    uint64_t session; /* the worker process's id from its Hello (0: none given) */
     bool reading;
     bool close_after_write; /* an Error was queued for a peer we cannot trust any more */
     uint32_t rank;

@@ -228,6 +228,8 @@ Test(config, defaults_of_an_empty_job) {
     cr_assert_str_eq(cfg->fit.metrics_file, "");
     cr_assert_eq(cfg->fit.overlap, true);
     cr_assert_eq(cfg->fit.threads, 0, "auto");
+    cr_assert_str_eq(cfg->fit.state_dir, "", "no position file");
+    cr_assert_eq(cfg->recover_timeout_ms, 60000);
 }
 
 Test(config, servers_as_a_count) {
@@ -427,6 +429,10 @@ ParameterizedTestParameters(config, errors) {
         {"wrong type, tables", "{\"tables\": {}}", "", "job.json: tables: must be a list"},
         {"out of range, integer", "{\"server\": {\"threads\": 0}}", "",
          "job.json: server.threads: 0 is out of range [1, 64]"},
+        {"recover_timeout_ms past an hour", "{\"cluster\": {\"recover_timeout_ms\": 3600001}}",
+         "", "job.json: cluster.recover_timeout_ms: 3600001 is out of range [0, 3600000]"},
+        {"state_dir not a string", "{\"fit\": {\"state_dir\": 1}}", "",
+         "job.json: fit.state_dir: must be a string"},
         {"fit.threads past 64", "{\"fit\": {\"threads\": 65}}", "",
          "job.json: fit.threads: 65 is out of range [0, 64]"},
         {"fit.threads not an integer", "{}", "fit.threads=1.5",

@@ -73,6 +73,8 @@ typedef struct {
     size_t q_head, q_len, q_cap;
     uv_buf_t *cork; /* (n_cork) frames queued by *_async, written together by flush */
     size_t n_cork, cap_cork, cork_bytes;
+    uint64_t start_clock; /* sync/ssp: the clock its HelloReply said to go on from */
+    uint32_t part;        /* async: pushes of the current step sent to this shard */
 } shard_conn;
 
 typedef struct {
@@ -100,6 +102,9 @@ struct ps_client {
     uint64_t next_id;
     uint64_t clock;     /* steps ended by ps_client_clock_async; sent with every push */
     uint64_t min_clock; /* sent with every pull */
+    uint64_t step;      /* async: the step pushes are numbered with (0: not numbered) */
+    uint64_t session;   /* this client's random id, in every Hello: reconnects are recognised */
+    int closing;        /* shard handles whose close has not completed (drop_connections) */
     bool broken; /* a deadline passed or a server went away: the client cannot be trusted */
     char broken_msg[400];
     /* hello state */
@@ -346,6 +351,7 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
             return;
         }
     }
+    sc->start_clock = r->clock;
     c->hello_ok = true;
 }
 
@@ -780,7 +786,21 @@ static int try_connect(ps_client *c, shard_conn *sc, uint64_t timeout_ms, bool *
     return rc;
 }
 
-static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, ps_error *err) {
+/* Connects, retrying refused connections with backoff until deadline (uv_now ms), which is
+ * budget_ms from the start of the wait that key names; then Challenge, TLS, Hello. */
+static bool stopping(const ps_client *c) { return c->opt.stop != NULL && *c->opt.stop; }
+
+/* Sleeps ms, in slices, returning early once a signal asked the process to stop. */
+static void nap(const ps_client *c, uint64_t ms) {
+    for (uint64_t left = ms; left > 0 && !stopping(c);) {
+        const uint64_t slice = left < 50 ? left : 50;
+        uv_sleep((unsigned)slice);
+        left -= slice;
+    }
+}
+
+static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, uint32_t budget_ms,
+                               const char *key, ps_error *err) {
     uint64_t backoff = 50;
     int rc;
     bool resolving = false;
@@ -797,20 +817,20 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
             ps_parse_hostport(sc->addr, host, sizeof(host), &port, NULL);
             return ps_error_set(err, PS_TIMEOUT,
                                 "cannot resolve \"%s\" (server %u at %s): %s (gave up after %u "
-                                "ms, cluster.connect_timeout_ms)",
-                                host, sc->index, sc->addr, uv_strerror(rc),
-                                c->job->connect_timeout_ms);
+                                "ms, %s)",
+                                host, sc->index, sc->addr, uv_strerror(rc), budget_ms, key);
         }
         if (now >= deadline)
             return ps_error_set(err, PS_TIMEOUT,
-                                "cannot reach server %u at %s: %s (gave up after %u ms, "
-                                "cluster.connect_timeout_ms)",
-                                sc->index, sc->addr, uv_strerror(rc), c->job->connect_timeout_ms);
+                                "cannot reach server %u at %s: %s (gave up after %u ms, %s)",
+                                sc->index, sc->addr, uv_strerror(rc), budget_ms, key);
         ps_log(&c->opt.log, PS_LOG_DEBUG, "server %u at %s: %s%s; retrying in %llu ms", sc->index,
                sc->addr, resolving ? "lookup: " : "", uv_strerror(rc),
                (unsigned long long)backoff);
-        uint64_t nap = backoff < deadline - now ? backoff : deadline - now;
-        uv_sleep((unsigned)nap);
+        nap(c, backoff < deadline - now ? backoff : deadline - now);
+        if (stopping(c))
+            return ps_error_set(err, PS_CLOSED, "interrupted while connecting to server %u (%s)",
+                                sc->index, sc->addr);
         uv_update_time(&c->loop);
         backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
     }
@@ -860,6 +880,8 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     snprintf(env.hello.job_id, sizeof(env.hello.job_id), "%s", c->job->job_id);
     env.hello.role = c->opt.admin ? ps_Role_ROLE_ADMIN : ps_Role_ROLE_WORKER;
     env.hello.rank = c->opt.rank;
+    env.hello.clock = c->clock;
+    env.hello.session = c->session;
     env.hello.mac.size = PS_AUTH_MAC_BYTES;
     ps_auth_mac(c->job->token, sc->nonce, env.hello.job_id, (uint32_t)env.hello.role,
                 env.hello.rank, env.hello.mac.bytes);
@@ -879,12 +901,50 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     return PS_OK;
 }
 
+static ps_status to_every_shard(ps_client *c, ps_Envelope *env, uint32_t idx, ps_error *err);
+
+/* sync/ssp workers, after every shard said Hello: the shards may name different clocks to go on
+ * from (one restarted from a checkpoint, one where the rank rejoins after being dropped). The
+ * worker takes the largest and moves every shard there (Clock with adopt), so that its pushes
+ * carry one clock that every shard expects. */
+static ps_status settle_clock(ps_client *c, ps_error *err) {
+    if (c->opt.admin || c->job->consistency == PS_ASYNC) return PS_OK;
+    uint64_t top = 0;
+    bool differ = false;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        if (s > 0 && c->shards[s].start_clock != top) differ = true;
+        if (c->shards[s].start_clock > top) top = c->shards[s].start_clock;
+    }
+    if (top != c->clock)
+        ps_log(&c->opt.log, PS_LOG_WARN, "rank %u goes on at step %llu (it was at %llu): it was "
+               "dropped from the barrier and rejoins where the others are", c->opt.rank,
+               (unsigned long long)top, (unsigned long long)c->clock);
+    c->clock = top;
+    if (!differ) return PS_OK;
+    uint32_t idx = 0; /* set by op_new */
+    if (op_new(c, NULL, 0, &idx, err) != PS_OK) return err->code;
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.which_body = ps_Envelope_clock_tag;
+    env.clock.clock = top;
+    env.clock.adopt = true;
+    if (to_every_shard(c, &env, idx, err) != PS_OK && c->ops[idx].pending == 0) {
+        c->ops[idx].in_use = false;
+        return err->code;
+    }
+    return ps_client_wait(c, op_handle(c, idx), err);
+}
+
 ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_error *err) {
     if (!ps_auth_init()) return ps_error_set(err, PS_IO, "client: no random source (libsodium)");
     ps_client *c = calloc(1, sizeof(*c));
     if (c == NULL) return ps_error_set(err, PS_NOMEM, "client: out of memory");
     c->opt = *opt;
     c->job = opt->job;
+    c->clock = opt->clock;
+    uint8_t rnd[PS_AUTH_NONCE_BYTES];
+    ps_auth_nonce(rnd);
+    memcpy(&c->session, rnd, sizeof(c->session));
+    if (c->session == 0) c->session = 1; /* 0 means "none" on the wire */
     if (c->job->tls.on) {
         ps_status st = ps_config_tls_files(c->job, false, err);
         if (st == PS_OK && ps_tls_client_ctx(c->job->tls.ca, &c->tls, err) != PS_OK)
@@ -918,14 +978,104 @@ ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_err
         snprintf(sc->addr, sizeof(sc->addr), "%s",
                  opt->servers ? opt->servers[s] : c->job->servers[s]);
         ps_status st = ps_framer_create(c->job->max_frame_bytes, &sc->framer, err);
-        if (st == PS_OK) st = connect_shard(c, sc, deadline, err);
+        if (st == PS_OK)
+            st = connect_shard(c, sc, deadline, c->job->connect_timeout_ms,
+                               "cluster.connect_timeout_ms", err);
         if (st != PS_OK) {
             ps_client_destroy(c);
             return st;
         }
     }
+    if (settle_clock(c, err) != PS_OK) {
+        ps_client_destroy(c);
+        return err->code;
+    }
     *out = c;
     return PS_OK;
+}
+
+static void shard_closed(uv_handle_t *h) { ((shard_conn *)h)->cl->closing--; }
+
+/* Closes every shard connection and forgets what was in flight on them: the ops fail, queued
+ * frames are dropped, and each shard is left ready for connect_shard (fresh framer, no TLS
+ * session). */
+static ps_status drop_connections(ps_client *c, ps_error *err) {
+    if (!c->broken) break_client(c, PS_CLOSED, "reconnecting");
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        shard_conn *sc = &c->shards[s];
+        drop_cork(sc);
+        sc->open = false;
+        if (sc->tcp.loop != NULL && !uv_is_closing((uv_handle_t *)&sc->tcp)) {
+            uv_read_stop((uv_stream_t *)&sc->tcp);
+            c->closing++;
+            uv_close((uv_handle_t *)&sc->tcp, shard_closed);
+        }
+    }
+    while (c->closing > 0) uv_run(&c->loop, UV_RUN_ONCE);
+    for (size_t i = 0; i < c->ops_cap; i++) c->ops[i].in_use = false;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        shard_conn *sc = &c->shards[s];
+        ps_tls_destroy(sc->tls);
+        sc->tls = NULL;
+        ps_framer_destroy(sc->framer);
+        sc->framer = NULL;
+        sc->redirected = sc->challenged = false;
+        sc->q_head = sc->q_len = 0, sc->part = 0, sc->start_clock = 0;
+        if (ps_framer_create(c->job->max_frame_bytes, &sc->framer, err) != PS_OK)
+            return err->code;
+    }
+    c->broken = false;
+    c->broken_msg[0] = '\0';
+    return PS_OK;
+}
+
+ps_status ps_client_recover(ps_client *c, uint64_t clock, ps_error *err) {
+    const uint32_t budget = c->job->recover_timeout_ms;
+    if (budget == 0)
+        return ps_error_set(err, PS_CLOSED, "%s (cluster.recover_timeout_ms is 0: no reconnect)",
+                            c->broken_msg[0] ? c->broken_msg : "a server went away");
+    uv_update_time(&c->loop);
+    const uint64_t deadline = uv_now(&c->loop) + budget;
+    uint64_t backoff = 50;
+    ps_error last = {0};
+    for (unsigned attempt = 1;; attempt++) {
+        if (drop_connections(c, err) != PS_OK) return err->code;
+        c->clock = clock;
+        ps_status st = PS_OK;
+        for (uint32_t s = 0; s < c->n_shards && st == PS_OK; s++)
+            st = connect_shard(c, &c->shards[s], deadline, budget, "cluster.recover_timeout_ms",
+                               &last);
+        if (st == PS_OK) st = settle_clock(c, &last);
+        if (st == PS_OK) {
+            ps_log(&c->opt.log, PS_LOG_INFO, "reconnected to %u server%s (attempt %u), at step %llu",
+                   c->n_shards, c->n_shards == 1 ? "" : "s", attempt,
+                   (unsigned long long)c->clock);
+            return PS_OK;
+        }
+        uv_update_time(&c->loop);
+        const uint64_t now = uv_now(&c->loop);
+        if (now >= deadline) {
+            drop_connections(c, NULL);
+            c->broken = true;
+            snprintf(c->broken_msg, sizeof(c->broken_msg), "%s", last.msg);
+            if (strstr(last.msg, "cluster.recover_timeout_ms") != NULL) /* says it already */
+                return ps_error_set(err, last.code == PS_OK ? PS_TIMEOUT : last.code, "%s",
+                                    last.msg);
+            return ps_error_set(err, last.code == PS_OK ? PS_TIMEOUT : last.code,
+                                "%s (gave up reconnecting after %u ms, "
+                                "cluster.recover_timeout_ms)", last.msg, budget);
+        }
+        if (stopping(c)) {
+            drop_connections(c, NULL);
+            c->broken = true;
+            snprintf(c->broken_msg, sizeof(c->broken_msg), "interrupted");
+            return ps_error_set(err, PS_CLOSED, "interrupted while reconnecting: %s", last.msg);
+        }
+        ps_log(&c->opt.log, PS_LOG_DEBUG, "reconnect attempt %u: %s; again in %llu ms", attempt,
+               last.msg, (unsigned long long)backoff);
+        nap(c, backoff < deadline - now ? backoff : deadline - now);
+        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+    }
 }
 
 void ps_client_destroy(ps_client *c) {
@@ -1065,8 +1215,11 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
             } else if (kind == 1) {
                 env.which_body = ps_Envelope_push_tag, env.push.table = table;
                 env.push.clock = c->clock;
+                if (c->step != 0) env.push.step = c->step, env.push.part = c->shards[s].part++;
             } else {
                 env.which_body = ps_Envelope_push_pull_tag, env.push_pull.table = table;
+                if (c->step != 0)
+                    env.push_pull.step = c->step, env.push_pull.part = c->shards[s].part++;
             }
             uint32_t *wpos = NULL; /* the reply's rows go to these positions of out */
             if (S > 1 && kind != 1 && nq > 0) {
@@ -1370,6 +1523,11 @@ ps_status ps_client_epoch_stats(ps_client *c, const ps_EpochStats *s, ps_error *
 
 uint64_t ps_client_clock(const ps_client *c) { return c->clock; }
 void ps_client_set_min_clock(ps_client *c, uint64_t min_clock) { c->min_clock = min_clock; }
+
+void ps_client_set_step(ps_client *c, uint64_t step) {
+    c->step = step;
+    for (uint32_t s = 0; s < c->n_shards; s++) c->shards[s].part = 0;
+}
 
 ps_status ps_client_table_stats(ps_client *c, uint32_t table, uint64_t *rows, uint64_t *bytes,
                                 ps_error *err) {

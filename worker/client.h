@@ -17,6 +17,7 @@
 #ifndef PS_CLIENT_H
 #define PS_CLIENT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,10 @@ typedef struct {
                                    servers' barrier of a sync/ssp job does not count it */
     const char *const *servers; /* optional: "host:port" per shard instead of job->servers */
     ps_logger log;
+    uint64_t clock;             /* sync/ssp workers: the step to start from (a restarted worker
+                                   resuming); the servers may move it on (ps_client_clock) */
+    const volatile sig_atomic_t *stop; /* optional, set by a signal handler: connecting and
+                                          reconnecting give up between attempts (PS_CLOSED) */
 } ps_client_options;
 
 /* Connects to all shards; PS_TIMEOUT if one stays unreachable for cluster.connect_timeout_ms,
@@ -95,6 +100,20 @@ ps_status ps_client_fail_job(ps_client *c, const char *failure, ps_error *err);
 /* Workers: this worker's figures for one epoch, to every shard (EpochStats). Blocking. */
 ps_status ps_client_epoch_stats(ps_client *c, const ps_EpochStats *s, ps_error *err);
 void ps_client_set_min_clock(ps_client *c, uint64_t min_clock);
+
+/* Async workers: the pushes that follow carry (step, part), part counting this step's pushes to
+ * each server from 0; a server applies a (step, part) of this client once (server/replay.h), so
+ * a step retried after ps_client_recover is not applied twice where it already was. Call it
+ * before each step's pushes, again before a retry; step 0 (the default): not numbered. */
+void ps_client_set_step(ps_client *c, uint64_t step);
+
+/* After PS_CLOSED or PS_TIMEOUT: drops every connection and whatever was in flight (those ops
+ * are gone), then reconnects to every server, with backoff from 50 ms doubling to 2 s, for at
+ * most cluster.recover_timeout_ms. The Hello says `clock` (the step being retried, sync/ssp);
+ * the servers may move it on (a rank dropped meanwhile rejoins where the others are):
+ * ps_client_clock tells. PS_CLOSED at once when recover_timeout_ms is 0; else the last failure,
+ * naming the server, once the time is up. */
+ps_status ps_client_recover(ps_client *c, uint64_t clock, ps_error *err);
 
 /* Export. Rows with their AdaGrad state: for keys (n), values (n, dim), acc (n, state_len) and,
  * if not NULL, steps (n) (0 unless the table has lr_decay); keys without a row read as their

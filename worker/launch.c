@@ -2,7 +2,12 @@
  * the job names ports), then its workers, as child processes; prefixes their output; combines
  * the workers' progress events into one Keras-style line per epoch; forwards SIGINT/SIGTERM;
  * stops everything as soon as one child fails (exit code: that child's), exits 0 when training
- * ends. Exit 2 for usage and job-file errors.
+ * ends. Exit 2 for usage and job-file errors. With --restart[=N] a server or worker that dies
+ * abnormally (a signal, or a non-zero status other than 2: a usage or job-file error would only
+ * fail again) is started again with the same arguments after a
+ * short backoff, at most N times each: a server restores its checkpoint (server.checkpoint_dir)
+ * and listens where it did; workers reconnect (cluster.recover_timeout_ms) and a restarted
+ * worker resumes from its position file.
  *
  * The job's AUC is that of every worker's predictions pooled: each worker leaves its validation
  * pass's (score, label) pairs in a private directory (--pairs-dir, eval_pairs.h) and says how
@@ -52,6 +57,11 @@ typedef struct {
     int open_pipes;
     line_buf lout, lerr;
     char addr[PS_ADDR_MAX]; /* servers: where it listens */
+    /* --restart: how it was started, and how often it was started again */
+    const char *bin, *flag;
+    uint32_t restarts;
+    uv_timer_t restart_timer;
+    bool restart_timer_init;
 } child;
 
 typedef struct {
@@ -75,6 +85,8 @@ struct launcher {
     bool tty;
     bool evaluate; /* --evaluate: workers score the data once, nothing is trained */
     bool stats;    /* --stats: print the servers' table figures when training ends */
+    uint32_t restart_max;      /* --restart[=N]: restarts allowed per child (0: none) */
+    uint32_t restarts_pending; /* children waiting out their restart backoff */
     ps_job_config *stats_job; /* the job with the servers' real addresses, for the stats client */
     ps_client *stats_client;  /* made on first use; blocking calls, a few ms each */
     char bin_dir[PS_PATH_MAX];
@@ -409,15 +421,90 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void proc_closed(uv_handle_t *h) { (void)h; }
 
+static void close_restart_timer(child *c) {
+    if (c->restart_timer_init && !uv_is_closing((uv_handle_t *)&c->restart_timer))
+        uv_close((uv_handle_t *)&c->restart_timer, NULL);
+}
+
 static void maybe_finish(launcher *L) {
-    if (L->children_running > 0 || L->finished) return;
+    if (L->children_running > 0 || L->restarts_pending > 0 || L->finished) return;
     L->finished = true;
+    for (uint32_t i = 0; i < L->n_servers; i++) close_restart_timer(&L->servers[i]);
+    for (uint32_t i = 0; i < L->n_workers; i++) close_restart_timer(&L->workers[i]);
     uv_timer_stop(&L->timer);
     uv_close((uv_handle_t *)&L->timer, NULL);
     uv_close((uv_handle_t *)&L->sig_poll, NULL); /* the handlers stay: a late signal is moot */
 }
 
 static int start_exporter(launcher *L);
+static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, uint32_t index,
+                      const char *listen, const char *servers_set);
+
+/* "killed by SIGKILL", "exited with status 3" */
+static void describe_exit(char *out, size_t n, int64_t status, int term_signal) {
+    static const struct { int sig; const char *name; } names[] = {
+        {SIGKILL, "SIGKILL"}, {SIGTERM, "SIGTERM"}, {SIGINT, "SIGINT"},   {SIGSEGV, "SIGSEGV"},
+        {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGHUP, "SIGHUP"},   {SIGQUIT, "SIGQUIT"},
+        {SIGFPE, "SIGFPE"},   {SIGILL, "SIGILL"},   {SIGPIPE, "SIGPIPE"},
+    };
+    if (term_signal == 0) {
+        snprintf(out, n, "exited with status %lld", (long long)status);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].sig == term_signal) {
+            snprintf(out, n, "killed by %s", names[i].name);
+            return;
+        }
+    snprintf(out, n, "killed by signal %d", term_signal);
+}
+
+/* A child's restart backoff is over: the same arguments again (a server where it listened). */
+static void on_restart_timer(uv_timer_t *t) {
+    child *c = t->data;
+    launcher *L = c->L;
+    if (L->stopping) {
+        L->restarts_pending--;
+        maybe_finish(L);
+        return;
+    }
+    if (c->open_pipes > 0) { /* the old process's output is still being read */
+        uv_timer_start(t, on_restart_timer, 20, 0);
+        return;
+    }
+    L->restarts_pending--;
+    if (spawn_role(L, c, c->bin, c->flag, c->index, c->is_worker ? NULL : c->addr,
+                   c->is_worker ? L->servers_set : NULL) != 0) {
+        stop_all(L, SIGTERM, 1);
+        maybe_finish(L);
+    }
+}
+
+/* --restart: true when c died abnormally and may start again (scheduled here). */
+static bool schedule_restart(launcher *L, child *c, int64_t status, int term_signal) {
+    /* status 2: a usage or job-file error, which would only fail again */
+    if (L->restart_max == 0 || c->is_exporter || (status == 0 && term_signal == 0) ||
+        (term_signal == 0 && status == 2) ||
+        c->restarts >= L->restart_max || (!c->is_worker && c->addr[0] == '\0'))
+        return false;
+    if (!c->restart_timer_init) {
+        uv_timer_init(L->loop, &c->restart_timer);
+        c->restart_timer.data = c;
+        c->restart_timer_init = true;
+    }
+    c->restarts++;
+    char how[64];
+    describe_exit(how, sizeof(how), status, term_signal);
+    fprintf(stderr, "[launch] %s %s; restarting (%u/%u)\n", c->name, how, c->restarts,
+            L->restart_max);
+    fflush(stderr);
+    /* 250 ms, doubling: a server's port is free again at once (SO_REUSEADDR), and a crash loop
+     * does not spin */
+    uint64_t backoff = 250u << (c->restarts - 1 < 3 ? c->restarts - 1 : 3);
+    L->restarts_pending++;
+    uv_timer_start(&c->restart_timer, on_restart_timer, backoff, 0);
+    return true;
+}
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
     child *c = p->data;
@@ -460,6 +547,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
         maybe_finish(L);
         return;
     }
+    if (schedule_restart(L, c, status, term_signal)) return;
     int code = term_signal ? 128 + term_signal : (int)status;
     if (code == 0) code = 1; /* a server that stops on its own is a failure too */
     fprintf(stderr, "[launch] %s exited with %s %d; stopping the job\n", c->name,
@@ -470,8 +558,9 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
 
 static int spawn(launcher *L, child *c, char **args) {
     c->L = L;
-    c->lout.buf = malloc(MAX_LINE + 1);
-    c->lerr.buf = malloc(MAX_LINE + 1);
+    if (c->lout.buf == NULL) c->lout.buf = malloc(MAX_LINE + 1);
+    if (c->lerr.buf == NULL) c->lerr.buf = malloc(MAX_LINE + 1);
+    c->lout.len = c->lerr.len = 0;
     if (c->lout.buf == NULL || c->lerr.buf == NULL) return UV_ENOMEM;
     uv_pipe_init(L->loop, &c->out, 0);
     uv_pipe_init(L->loop, &c->err, 0);
@@ -538,6 +627,7 @@ static int spawn_role(launcher *L, child *c, const char *bin, const char *flag, 
     else
         snprintf(path, sizeof(path), "%s/%s", L->bin_dir, bin);
     snprintf(idx, sizeof(idx), "%u", index);
+    c->bin = bin, c->flag = flag;
     char *args[16 + 2 * (PS_CLI_MAX_SETS + 2)];
     size_t n = 0;
     args[n++] = path;
@@ -671,6 +761,7 @@ static void remove_pairs_dir(launcher *L) {
 
 static const char usage[] =
     "usage: ps-launch JOB.json [--set KEY=VALUE ...] [--evaluate] [--stats] [--verbose]\n"
+    "                 [--restart[=N]]\n"
     "\n"
     "Runs the job on this machine: cluster.servers servers, then cluster.workers workers, as\n"
     "child processes; prints one Keras-style line per epoch for the whole job.\n"
@@ -682,6 +773,10 @@ static const char usage[] =
     "                   per row, admitted, pending, evicted (as ps-stats)\n"
     "  --verbose        also print each worker's own line per epoch, server logs, and after\n"
     "                   each epoch's line where its steps' time went (all workers' steps)\n"
+    "  --restart[=N]    start a server or worker that dies abnormally (a signal, a non-zero\n"
+    "                   status but 2) again with the same arguments, at most N times each\n"
+    "                   (default 3): servers restore server.checkpoint_dir, workers reconnect\n"
+    "                   and resume from fit.state_dir\n"
     "With fit.export_to set, the weights are written there when training ends (ps-export).\n"
     "val_auc (binary models) is over all workers' predictions pooled: the workers leave them in\n"
     "a private directory under $TMPDIR, deleted epoch by epoch.\n"
@@ -699,6 +794,17 @@ int main(int argc, char **argv) {
             L.evaluate = true;
         } else if (strcmp(argv[i], "--stats") == 0) {
             L.stats = true;
+        } else if (strcmp(argv[i], "--restart") == 0) {
+            L.restart_max = 3;
+        } else if (strncmp(argv[i], "--restart=", 10) == 0) {
+            char *end;
+            unsigned long n = strtoul(argv[i] + 10, &end, 10);
+            if (argv[i][10] == '\0' || *end != '\0' || n > 1000) {
+                fprintf(stderr, "ps-launch: --restart=N takes a count from 0 to 1000, not \"%s\"\n",
+                        argv[i] + 10);
+                return 2;
+            }
+            L.restart_max = (uint32_t)n;
         } else if (argv[i][0] != '-' && L.cli.config == NULL) {
             L.cli.config = argv[i];
         } else if (argv[i][0] != '-') {

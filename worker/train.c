@@ -35,6 +35,7 @@
 #include "eval_pairs.h"
 #include "metrics.h"
 #include "mlp.h"
+#include "position.h"
 #include "prefetch.h"
 #include "progress.h"
 
@@ -51,6 +52,7 @@ typedef struct {
     uint64_t *keys;   /* (n_keys) unique feature ids, rows of the first kernel */
     float *x;         /* dense input: (B, n_keys), n_keys = model.input_dim */
     size_t cap_b, cap_nnz, cap_x;
+    uint64_t seq;     /* async: the step its gradients are pushed as (client.h set_step) */
 } step_batch;
 
 /* Parameters for one step: pulled rows of the first kernel, all of the dense layers. */
@@ -88,6 +90,12 @@ typedef struct {
     size_t grad_cap_rows;
     id_map map;
     uint64_t steps_per_epoch; /* 0 until known */
+    uint64_t seq_base;        /* steps of the epochs before this one (push numbering) */
+    /* fit.state_dir: this worker's position file, and where it resumes (position.h) */
+    char pos_path[PS_PATH_MAX + 32];
+    ps_position resume;       /* resume.step batches of epoch resume.epoch are done */
+    uint64_t skip;            /* batches of this epoch done before this process (resumed) */
+    double saved_at;          /* now_s() of the last position written */
     uint64_t rows_hash;       /* sum of mix64(row index) this epoch: proves rows seen once */
     ps_step_times times;      /* this epoch's, reported with it */
     /* a binary model's (score, label) per evaluated sample, for the AUC: one pass at a time */
@@ -224,6 +232,7 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
     const bool async = tr->job->consistency == PS_ASYNC;
     ps_op op;
     if (next != NULL && reserve_rows(tr, into, next->n_keys, err) != PS_OK) return err->code;
+    if (async && pushed != NULL) ps_client_set_step(c, pushed->seq);
     if (!async && pushed != NULL) { /* gradients, then the end of the step, then the pulls */
         for (size_t l = 0; l < tr->L; l++) {
             const uint64_t *k = kernel_keys(tr, pushed, l);
@@ -356,8 +365,23 @@ static ps_status setup(trainer *tr, ps_error *err) {
     }
 
     /* an evaluation reads only: as an admin it takes no part in (and cannot upset) a barrier */
+    if (job->fit.state_dir[0] != '\0' && !tr->opt->evaluate) { /* a restarted worker resumes */
+        bool found;
+        if (ps_position_path(tr->pos_path, sizeof(tr->pos_path), job->fit.state_dir,
+                             tr->opt->rank, err) != PS_OK ||
+            ps_position_load(tr->pos_path, job->job_id, tr->opt->rank, &tr->resume, &found,
+                             err) != PS_OK)
+            return err->code;
+        if (found)
+            ps_log(&tr->opt->log, PS_LOG_WARN,
+                   "worker %u resumes epoch %u at step %llu (clock %llu) from %s",
+                   tr->opt->rank, tr->resume.epoch + 1, (unsigned long long)tr->resume.step,
+                   (unsigned long long)tr->resume.clock, tr->pos_path);
+        tr->seq_base = tr->resume.seq - tr->resume.step;
+    }
     ps_client_options co = {.job = job, .rank = tr->opt->rank, .admin = tr->opt->evaluate,
-                            .log = tr->opt->log};
+                            .log = tr->opt->log, .clock = tr->resume.clock,
+                            .stop = tr->opt->stop};
     if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
     for (size_t l = 0; l < tr->L; l++) {
         const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
@@ -539,59 +563,148 @@ static void release_train(trainer *tr) {
     if (tr->prep != NULL) ps_prefetch_release(tr->prep);
 }
 
-/* The epoch's steps, timed into tr->times (see ps_step_times). */
+/* A failure a reconnect may cure: a server went away or went quiet (client.h). */
+static bool recoverable(const trainer *tr, ps_status st) {
+    return (st == PS_CLOSED || st == PS_TIMEOUT) && tr->job->recover_timeout_ms > 0 &&
+           !(tr->opt->stop && *tr->opt->stop);
+}
+
+#define MAX_RETRIES 16 /* per step: a server that keeps dying fails the worker in the end */
+
+/* After a recoverable failure: says what happened (what names the server), then reconnects with
+ * the clock the failed step started from (ps_client_recover). */
+static ps_status recover(trainer *tr, uint64_t clock, const ps_error *what, ps_error *err) {
+    ps_log(&tr->opt->log, PS_LOG_WARN,
+           "worker %u: %s; reconnecting to retry step %llu (for up to %u ms, "
+           "cluster.recover_timeout_ms)",
+           tr->opt->rank, what->msg, (unsigned long long)clock, tr->job->recover_timeout_ms);
+    const uint64_t t0 = uv_hrtime();
+    if (ps_client_recover(tr->client, clock, err) != PS_OK) return err->code;
+    ps_log(&tr->opt->log, PS_LOG_WARN, "worker %u: reconnected in %.0f ms; retrying the step",
+           tr->opt->rank, (double)(uv_hrtime() - t0) * 1e-6);
+    return PS_OK;
+}
+
+/* fit.state_dir: where this worker is, at most once a second unless force (position.h). A
+ * failure to write is a warning: training goes on, a restart would redo more. */
+static void save_position(trainer *tr, uint32_t epoch, uint64_t step, bool force) {
+    if (tr->pos_path[0] == '\0') return;
+    const double now = now_s();
+    if (!force && now - tr->saved_at < 1.0) return;
+    tr->saved_at = now;
+    const ps_position pos = {.epoch = epoch, .step = step, .clock = ps_client_clock(tr->client),
+                             .seq = tr->seq_base + step};
+    ps_error e = {0};
+    if (ps_position_save(tr->pos_path, tr->job->job_id, tr->opt->rank, &pos, &e) != PS_OK)
+        ps_log(&tr->opt->log, PS_LOG_WARN, "fit.state_dir: %s", e.msg);
+}
+
+/* The rows batch sb needs, into sp, now (the start of an epoch, or a retried step). */
+static ps_status fetch_rows(trainer *tr, const step_batch *sb, step_params *sp, ps_error *err) {
+    if (exchange(tr, NULL, sb, sp, false, err) != PS_OK) return err->code;
+    return ps_client_wait_all(tr->client, err);
+}
+
+/* One step t: sb with its rows in sp; nb (batch t+1, or empty) gets its rows into np. retry:
+ * the step failed part way and the client reconnected: sb's rows are pulled afresh and the step
+ * runs without overlap (with overlap, the gradients of t-1 that were in flight are lost). */
+typedef struct {
+    step_batch *sb, *nb;
+    step_params *sp, *np;
+    bool released; /* sb's slot went back to the prep thread */
+    double *mark;
+} step_ctx;
+
+static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, bool retry,
+                         ps_progress *p, ps_error *err) {
+    ps_step_times *tm = &tr->times;
+    const bool overlap = tr->overlap && !retry;
+    const step_batch *want = s->nb->B > 0 ? s->nb : NULL;
+    if (retry) {
+        /* t-1's gradients whose exchange failed before its slot went back: give it back now
+         * (each batch taken is released once, in order); t itself is released once pushed */
+        if (*unpushed != NULL && *unpushed != s->sb) release_train(tr);
+        *unpushed = NULL;
+        if (fetch_rows(tr, s->sb, s->sp, err) != PS_OK) return err->code;
+        tm->wait += lap(s->mark);
+    }
+    /* requests copy keys and gradients when made: tr->grads is free again after this */
+    if (overlap && (*unpushed || want)) {
+        if (exchange(tr, *unpushed, want, s->np, true, err) != PS_OK) return err->code;
+        if (*unpushed != NULL) release_train(tr);
+        *unpushed = NULL;
+        tm->send += lap(s->mark);
+    }
+    step_batch *sb = s->sb;
+    ps_mlp_batch mb = model_batch(sb);
+    double loss;
+    size_t correct;
+    float *gw0 = grow(tr->grads.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
+                      tr->units[0] * sizeof(float));
+    if (gw0 == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
+    tr->grads.w[0] = gw0;
+    tr->grads.n_rows = sb->n_keys;
+    if (ps_mlp_forward_backward(tr->mlp, &s->sp->p, &mb, &tr->grads, &loss, &correct, err) !=
+        PS_OK)
+        return err->code;
+    p->samples += sb->B, p->loss_sum += loss, p->correct += correct, p->step++;
+    tm->compute += lap(s->mark);
+    if (overlap) {
+        *unpushed = sb;
+    } else {
+        if (exchange(tr, sb, want, s->np, false, err) != PS_OK) return err->code;
+        if (!s->released) release_train(tr);
+        s->released = true;
+        tm->send += lap(s->mark);
+    }
+    if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+    tm->wait += lap(s->mark);
+    return PS_OK;
+}
+
+/* The epoch's steps, timed into tr->times (see ps_step_times). A step that fails because a
+ * server went away or went quiet is retried from its start once the client has reconnected
+ * (cluster.recover_timeout_ms): its figures count once, and the servers apply its gradients
+ * once (a retried push is acknowledged, not applied, where it already was). */
 static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
-    const bool overlap = tr->overlap;
     ps_step_times *tm = &tr->times;
     double t0 = now_s(), mark = t0, last_event = t0;
     /* batch 0 and its rows */
     if (take_train(tr, 0, err) != PS_OK) return err->code;
     tm->data += lap(&mark);
     if (tr->batch[0].B == 0) return PS_OK;
-    if (exchange(tr, NULL, &tr->batch[0], &tr->params[0], false, err) != PS_OK) return err->code;
-    tm->send += lap(&mark);
-    if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+    tr->batch[0].seq = tr->seq_base + tr->skip + 1;
+    ps_status st = fetch_rows(tr, &tr->batch[0], &tr->params[0], err);
+    for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
+        ps_error what = *err;
+        if (recover(tr, ps_client_clock(tr->client), &what, err) != PS_OK) return err->code;
+        st = fetch_rows(tr, &tr->batch[0], &tr->params[0], err);
+    }
+    if (st != PS_OK) return st;
     tm->wait += lap(&mark);
     const step_batch *unpushed = NULL; /* overlap: batch t-1, whose gradients are in tr->grads */
     for (size_t t = 0;; t++) {
         if (tr->opt->stop && *tr->opt->stop)
             return ps_error_set(err, PS_CLOSED, "interrupted at epoch %u step %llu", epoch + 1,
                                 (unsigned long long)p->step);
-        step_batch *sb = &tr->batch[t % 3], *nb = &tr->batch[(t + 1) % 3];
-        step_params *sp = &tr->params[t % 2], *np = &tr->params[(t + 1) % 2];
+        step_ctx s = {.sb = &tr->batch[t % 3], .nb = &tr->batch[(t + 1) % 3],
+                      .sp = &tr->params[t % 2], .np = &tr->params[(t + 1) % 2], .mark = &mark};
         if (take_train(tr, t + 1, err) != PS_OK) return err->code;
         tm->data += lap(&mark);
-        const step_batch *want = nb->B > 0 ? nb : NULL;
-        /* requests copy keys and gradients when made: tr->grads is free again after this */
-        if (overlap && (unpushed || want)) {
-            if (exchange(tr, unpushed, want, np, true, err) != PS_OK) return err->code;
-            if (unpushed != NULL) release_train(tr);
-            tm->send += lap(&mark);
+        s.nb->seq = tr->seq_base + tr->skip + t + 2;
+        const ps_progress before = *p;
+        const uint64_t clock = ps_client_clock(tr->client); /* the step starts here */
+        st = do_step(tr, &s, &unpushed, false, p, err);
+        for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
+            ps_error what = *err;
+            *p = before;
+            if (recover(tr, clock, &what, err) != PS_OK) return err->code;
+            st = do_step(tr, &s, &unpushed, true, p, err);
         }
-        ps_mlp_batch mb = model_batch(sb);
-        double loss;
-        size_t correct;
-        float *gw0 = grow(tr->grads.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
-                          tr->units[0] * sizeof(float));
-        if (gw0 == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
-        tr->grads.w[0] = gw0;
-        tr->grads.n_rows = sb->n_keys;
-        if (ps_mlp_forward_backward(tr->mlp, &sp->p, &mb, &tr->grads, &loss, &correct, err) !=
-            PS_OK)
-            return err->code;
-        p->samples += sb->B, p->loss_sum += loss, p->correct += correct, p->step++;
-        tm->compute += lap(&mark);
-        if (overlap) {
-            unpushed = sb;
-        } else {
-            if (exchange(tr, sb, want, np, false, err) != PS_OK) return err->code;
-            release_train(tr);
-            tm->send += lap(&mark);
-        }
-        if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
-        tm->wait += lap(&mark);
+        if (st != PS_OK) return st;
+        save_position(tr, epoch, tr->skip + p->step, false);
         p->seconds = mark - t0;
-        if (want == NULL) break;
+        if (s.nb->B == 0) break;
         if (mark - last_event >= EVENT_PERIOD_S) {
             report(tr, p, "step", false);
             last_event = mark;
@@ -599,17 +712,35 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         }
     }
     if (unpushed != NULL) { /* the epoch's last gradients */
-        if (exchange(tr, unpushed, NULL, NULL, false, err) != PS_OK) return err->code;
+        st = exchange(tr, unpushed, NULL, NULL, false, err);
         tm->send += lap(&mark);
-        if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
+        if (st == PS_OK) st = ps_client_wait_all(tr->client, err);
+        for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
+            ps_error what = *err; /* its gradients are still in tr->grads: push them again */
+            if (recover(tr, ps_client_clock(tr->client), &what, err) != PS_OK) return err->code;
+            st = exchange(tr, unpushed, NULL, NULL, false, err);
+            if (st == PS_OK) st = ps_client_wait_all(tr->client, err);
+        }
+        if (st != PS_OK) return st;
         tm->wait += lap(&mark);
     }
+    tr->seq_base += tr->skip + p->step;
     p->seconds = mark - t0; /* = the sum of the parts */
     return PS_OK;
 }
 
 static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error *err) {
     if (ps_data_rewind(tr->train, epoch, err) != PS_OK) return err->code;
+    tr->skip = 0;
+    if (epoch == tr->resume.epoch && tr->resume.step > 0) { /* the batches done before */
+        for (uint64_t i = 0; i < tr->resume.step; i++, tr->skip++) {
+            ps_data_batch db;
+            if (ps_data_next(tr->train, tr->job->fit.batch_size, &db, err) != PS_OK)
+                return err->code;
+            if (db.B == 0) break;
+        }
+        tr->resume.step = 0;
+    }
     tr->rows_hash = 0;
     tr->pairs_written = false;
     tr->times = (ps_step_times){0};
@@ -624,9 +755,19 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
     tr->prep = NULL;
     if (st != PS_OK) return st;
     if (p->step == 0) return PS_OK; /* an empty shard */
-    if (tr->steps_per_epoch == 0) tr->steps_per_epoch = p->step;
+    if (tr->steps_per_epoch == 0 && tr->skip == 0) tr->steps_per_epoch = p->step;
     p->steps = tr->steps_per_epoch;
-    if (tr->val != NULL && evaluate(tr, epoch + 1, p, err) != PS_OK) return err->code;
+    if (tr->val != NULL) { /* a pass cut short by a lost server is run again whole */
+        const ps_progress before = *p;
+        st = evaluate(tr, epoch + 1, p, err);
+        for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
+            ps_error what = *err;
+            *p = before;
+            if (recover(tr, ps_client_clock(tr->client), &what, err) != PS_OK) return err->code;
+            st = evaluate(tr, epoch + 1, p, err);
+        }
+        if (st != PS_OK) return st;
+    }
     if (ps_data_skipped(tr->train) > 0)
         ps_log(&tr->opt->log, PS_LOG_WARN, "epoch %u: skipped %zu malformed lines (first: %s)",
                epoch + 1, ps_data_skipped(tr->train), ps_data_skipped_message(tr->train, 0));
@@ -659,10 +800,24 @@ static ps_status send_epoch_stats(trainer *tr, const ps_progress *p, ps_error *e
 
 /* Tells every server this worker is done: sync/ssp, it leaves the barrier (the other workers stop
  * waiting for its steps); in every mode, a server that ends with its job counts it. */
-static ps_status finish(trainer *tr, ps_error *err) {
+static ps_status finish(trainer *tr, const ps_progress *p, ps_error *err) {
+    (void)p;
     ps_op op;
     if (ps_client_clock_async(tr->client, true, &op, err) != PS_OK) return err->code;
     return ps_client_wait(tr->client, op, err);
+}
+
+/* f, again after a reconnect when a server went away or went quiet (a server that already had
+ * this epoch's EpochStats from the rank ignores the repeat: job_end.c). */
+static ps_status retried(trainer *tr, ps_status (*f)(trainer *, const ps_progress *, ps_error *),
+                         const ps_progress *p, ps_error *err) {
+    ps_status st = f(tr, p, err);
+    for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
+        ps_error what = *err;
+        if (recover(tr, ps_client_clock(tr->client), &what, err) != PS_OK) return err->code;
+        st = f(tr, p, err);
+    }
+    return st;
 }
 
 ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
@@ -680,22 +835,24 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
     }
     double t0 = now_s();
     uint64_t total = 0;
-    for (uint32_t e = 0; st == PS_OK && e < fit->epochs; e++) {
+    for (uint32_t e = tr.resume.epoch; st == PS_OK && e < fit->epochs; e++) {
         ps_progress p;
         if (!opt->events && fit->verbose > 0) {
             fprintf(opt->out, "Epoch %u/%u\n", e + 1, fit->epochs);
             fflush(opt->out);
         }
         st = run_epoch(&tr, e, &p, err);
-        if (st == PS_OK) st = send_epoch_stats(&tr, &p, err);
-        if (st == PS_OK && e + 1 == fit->epochs) st = finish(&tr, err);
+        if (st == PS_OK) st = retried(&tr, send_epoch_stats, &p, err);
+        if (st == PS_OK && e + 1 == fit->epochs) st = retried(&tr, finish, &p, err);
         if (st != PS_OK) break;
         total += p.samples;
+        save_position(&tr, e + 1, 0, true);
         report(&tr, &p, "epoch", true);
         if (!opt->events && fit->metrics_file[0] &&
             !ps_progress_append_json(fit->metrics_file, &p))
             ps_log(&opt->log, PS_LOG_WARN, "cannot append to %s", fit->metrics_file);
     }
+    if (st == PS_OK && tr.pos_path[0] != '\0') remove(tr.pos_path); /* done: nothing to resume */
     if (st == PS_OK && !opt->events && fit->verbose > 0) {
         double s = now_s() - t0;
         fprintf(opt->out, "Trained %u epochs, %llu samples in %.2fs (%.0f samples/s)\n",
