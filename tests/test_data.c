@@ -1023,7 +1023,7 @@ Test(data, open_missing_file_and_format_names) {
     o.format = PS_DATA_LIBSVM, o.path = path;
     ps_data *d = NULL;
     ps_error err = {0};
-    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_IO);
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_DATA);
     char want[300];
     snprintf(want, sizeof(want), "open %s: No such file or directory", path);
     cr_assert_str_eq(err.msg, want);
@@ -1468,7 +1468,7 @@ Test(data, idx_errors_name_the_file) {
     cr_assert_str_eq(err.msg, "idx data needs a labels file (path is the images)");
     snprintf(want, sizeof(want), "%s/none", tmpdir);
     o.labels = want;
-    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_IO);
+    cr_assert_eq(ps_data_open(&o, 0, 1, &d, &err), PS_DATA);
     cr_assert(strstr(err.msg, "none: No such file or directory") != NULL, "%s", err.msg);
 }
 

@@ -142,6 +142,26 @@ Test(e2e, malformed_data_names_file_and_line_and_exits_2) {
     cr_assert(strstr(text, want) != NULL, "no \"%s\" in:\n%s", want, text);
 }
 
+/* A data file the job names but that is not there is the job's error, like a malformed line:
+ * exit 2, which ps-launch --restart does not retry, and no wait for the servers first. */
+Test(e2e, missing_data_file_exits_2_before_any_server_is_reached) {
+    char out[128], err[128], missing[128], set_path[192];
+    path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(missing, sizeof(missing), "no-such.csv");
+    snprintf(set_path, sizeof(set_path), "data.train.path=%s", missing);
+    char *argv[] = {BIN("ps-worker"), "--config", SEED_JOB, "--rank", "0",
+                    "--set", "model.input_dim=2",
+                    "--set", "data.train={\"format\": \"csv\", \"path\": \"x\"}",
+                    "--set", set_path, "--set", "cluster.servers=[\"127.0.0.1:1\"]",
+                    "--set", "cluster.connect_timeout_ms=20000", NULL};
+    int code = tu_wait_exit(tu_spawn(argv, out, err), 15000);
+    const char *text = tu_slurp(err);
+    cr_assert_eq(code, 2, "exit %d: %s", code, text);
+    char want[192];
+    snprintf(want, sizeof(want), "open %s: No such file or directory", missing);
+    cr_assert(strstr(text, want) != NULL, "no \"%s\" in:\n%s", want, text);
+}
+
 Test(e2e, worker_gives_up_on_unreachable_server) {
     char out[128], err[128];
     path(out, sizeof(out), "out"), path(err, sizeof(err), "err");

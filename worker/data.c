@@ -184,6 +184,15 @@ static void src_close(ps_lines *l) {
     l->gz = NULL, l->fp = NULL;
 }
 
+ps_status ps_data_open_status(int errnum) {
+    switch (errnum) {
+    case 0: return PS_NOMEM;
+    case ENOENT: case ENOTDIR: case EACCES: case EISDIR: case ELOOP: case ENAMETOOLONG:
+        return PS_DATA;
+    default: return PS_IO;
+    }
+}
+
 static ps_status src_open(ps_lines *l, ps_error *err) {
     src_close(l);
     l->start = l->end = 0, l->eof = false, l->line_no = 0;
@@ -191,12 +200,14 @@ static ps_status src_open(ps_lines *l, ps_error *err) {
     if (l->gzip) {
         l->gz = gzopen(l->path, "rb");
         if (l->gz == NULL)
-            return ps_error_set(err, errno ? PS_IO : PS_NOMEM, "open %s: %s", l->path,
+            return ps_error_set(err, ps_data_open_status(errno), "open %s: %s", l->path,
                                 errno ? strerror(errno) : "out of memory");
         gzbuffer(l->gz, GZ_BUFFER);
     } else {
         l->fp = fopen(l->path, "rb");
-        if (l->fp == NULL) return ps_error_set(err, PS_IO, "open %s: %s", l->path, strerror(errno));
+        if (l->fp == NULL)
+            return ps_error_set(err, ps_data_open_status(errno), "open %s: %s", l->path,
+                                strerror(errno));
         setvbuf(l->fp, NULL, _IONBF, 0); /* we buffer ourselves */
     }
     return PS_OK;

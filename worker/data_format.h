@@ -43,6 +43,11 @@ typedef enum { PS_LINE_OK, PS_LINE_EOF, PS_LINE_LONG } ps_line_kind;
 ps_status ps_lines_next(ps_lines *l, ps_line_kind *kind, char **line, size_t *len, ps_error *err);
 uint64_t ps_lines_no(const ps_lines *l); /* 1-based number of the last line returned */
 
+/* The status of a data file that would not open, from errno: PS_DATA when the job names a file
+ * that is missing or unreadable (fixing the job fixes it: ps-worker exits 2, ps-launch does not
+ * restart it), PS_NOMEM for errno 0 (zlib's allocation), else PS_IO. */
+ps_status ps_data_open_status(int errnum);
+
 typedef struct {
     const ps_data_options *o; /* the caller's options, borrowed until open returns */
     const char *path;         /* text formats: o->path; the reader's own copy */

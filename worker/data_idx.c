@@ -50,7 +50,7 @@ static ps_status idx_header(idx_file *f, uint32_t magic, const char *what, uint3
     errno = 0;
     f->gz = gzopen(f->path, "rb");
     if (f->gz == NULL)
-        return ps_error_set(err, errno ? PS_IO : PS_NOMEM, "open %s: %s", f->path,
+        return ps_error_set(err, ps_data_open_status(errno), "open %s: %s", f->path,
                             errno ? strerror(errno) : "out of memory");
     const size_t ndims = magic & 0xff, want = 4 + 4 * ndims;
     uint8_t h[16];
