@@ -31,6 +31,8 @@ static const char usage[] =
     "                      entry if it is a name, else the bound address)\n"
     "  --set KEY=VALUE     override a job key by its dotted path (e.g. limits.max_frame_bytes=1e6)\n"
     "  --until-stopped     serve until SIGINT/SIGTERM whatever the workers do (ps-launch)\n"
+    "  --serve-after-job   end the job as usual (export, epoch lines, exit status) but go on\n"
+    "                      serving until SIGINT/SIGTERM (a Kubernetes StatefulSet)\n"
     "  --verbose           log every connection\n"
     "Prints \"listening on HOST:PORT\" (the advertised address) on stdout once it accepts\n"
     "connections.\n";
@@ -39,7 +41,7 @@ int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-server", usage, "--shard");
     const char *listen = NULL, *advertise = NULL;
-    bool until_stopped = false;
+    bool until_stopped = false, serve_after_job = false;
     for (int i = 1; i < argc; i++) {
         int code;
         ps_cli_result r = ps_cli_arg(&cli, argc, argv, &i, &code);
@@ -51,10 +53,18 @@ int main(int argc, char **argv) {
             advertise = argv[++i];
         } else if (strcmp(argv[i], "--until-stopped") == 0) {
             until_stopped = true;
+        } else if (strcmp(argv[i], "--serve-after-job") == 0) {
+            serve_after_job = true;
         } else {
             fprintf(stderr, "ps-server: unknown or incomplete option \"%s\"\n%s", argv[i], usage);
             return 2;
         }
+    }
+    if (until_stopped && serve_after_job) {
+        fprintf(stderr, "ps-server: --until-stopped and --serve-after-job exclude each other "
+                "(the first ignores the job's end, the second ends the job and serves on)\n%s",
+                usage);
+        return 2;
     }
     /* A peer that resets its connection must cost that connection only: writes to it fail with
      * EPIPE (and close it) instead of killing the shard. */
@@ -81,7 +91,7 @@ int main(int argc, char **argv) {
     snprintf(opt.log.prefix, sizeof(opt.log.prefix), "server %ld", shard);
     ps_job_end *je = NULL;
     if (!until_stopped) {
-        opt.end_with_job = true;
+        opt.end_with_job = true, opt.serve_after_job = serve_after_job;
         opt.hold_for_end = job.fit.export_to[0] != '\0';
         if (opt.hold_for_end && shard == 0 && job.servers_auto) {
             /* the exporter must reach every shard by its address */

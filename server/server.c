@@ -239,7 +239,21 @@ static void begin_stop(ps_server *srv) {
 
 /* --- the end of the job ----------------------------------------------------------------------- */
 
-static void on_end_timer(uv_timer_t *t) { begin_stop(t->data); }
+/* The job is over: stop, or with serve_after_job say so (once) and go on serving. */
+static void end_or_serve(ps_server *srv, const char *why) {
+    if (!srv->opt.serve_after_job) {
+        begin_stop(srv);
+        return;
+    }
+    if (srv->job_over) return;
+    srv->job_over = true;
+    uv_timer_stop(&srv->end_timer); /* the deadline means nothing any more */
+    ps_log(&srv->opt.log, srv->end_failed ? PS_LOG_ERROR : PS_LOG_INFO,
+           "%s: the job is over%s; serving until stopped (--serve-after-job)", why,
+           srv->end_failed ? ", and failed" : "");
+}
+
+static void on_end_timer(uv_timer_t *t) { end_or_serve(t->data, "the end grace passed"); }
 
 /* The job is over, but peers may still read: a worker's prefetched pull that the last worker's
  * "finished" just released, the final Acks. Stop once every peer has hung up (workers and the
@@ -247,6 +261,10 @@ static void on_end_timer(uv_timer_t *t) { begin_stop(t->data); }
 #define PS_END_GRACE_MS 5000
 static void schedule_end(ps_server *srv, const char *why) {
     if (srv->ending || srv->stopping) return;
+    if (srv->opt.serve_after_job) {
+        end_or_serve(srv, why);
+        return;
+    }
     srv->ending = true;
     ps_log(&srv->opt.log, PS_LOG_INFO, "%s: the job is over, shutting down", why);
     uv_timer_start(&srv->end_timer, on_end_timer, srv->n_conns == 0 ? 0 : PS_END_GRACE_MS, 0);
@@ -282,7 +300,7 @@ static void on_deadline(uv_timer_t *t) {
     srv->end_failed = true;
     ps_log(&srv->opt.log, PS_LOG_ERROR, "%s", srv->end_msg);
     if (!srv->opt.hold_for_end || srv->n_finished == srv->job->num_workers) {
-        begin_stop(srv);
+        end_or_serve(srv, "cluster.job_deadline_s");
         return;
     }
     /* fit.export_to: the weights trained so far are written all the same (shard 0's exporter,

@@ -35,6 +35,11 @@ typedef struct {
      * serving the export (on_deadline). An EndJob carrying a failure also returns PS_TIMEOUT. */
     bool end_with_job;
     bool hold_for_end;
+    /* With end_with_job: where the job would end the server (after the export, at the
+     * deadline), it logs the end and goes on serving until stopped instead (ps-server
+     * --serve-after-job: a Kubernetes StatefulSet restarts a server that exits). run then
+     * returns as on a signal, PS_TIMEOUT if the job had failed. */
+    bool serve_after_job;
     /* With end_with_job: called once, on the loop thread, when every worker has finished. */
     void (*on_workers_done)(ps_server *srv, void *ud);
     /* With hold_for_end: called once, on the loop thread, when cluster.job_deadline_s passes

@@ -60,6 +60,7 @@ struct ps_server {
     uint32_t n_finished;
     uv_timer_t end_timer;   /* the deadline; once the job is over, the grace for peers */
     bool ending;            /* a stop is scheduled */
+    bool job_over;          /* serve_after_job: the job ended and the server serves on */
     bool end_failed;        /* the deadline passed: run returns PS_TIMEOUT with end_msg */
     char end_msg[256];
     uint64_t last_read_ns; /* uv_hrtime of the last read from any peer: busy polling */

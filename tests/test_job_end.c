@@ -328,12 +328,13 @@ Test(job_end, job_deadline_s_is_checked) {
 /* --- ps-server, the process: its exit code ------------------------------------------------------ */
 
 /* Starts ps-server for jobfile's shard 0 on port (0: a free one); the port it printed. */
-static int spawn_server_on(const char *jobfile, int port, const char *out, const char *errf,
-                           int *pid) {
+/* flag: one more option, or NULL. */
+static int spawn_server_on(const char *jobfile, int port, const char *flag, const char *out,
+                           const char *errf, int *pid) {
     char listen[32];
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", (char *)jobfile, "--shard", "0",
-                    "--listen", listen, NULL};
+                    "--listen", listen, (char *)flag, NULL};
     *pid = tu_spawn(argv, out, errf);
     cr_assert(*pid > 0);
     for (int i = 0; i < 500; i++) { /* at most 5 s for "listening on 127.0.0.1:PORT" */
@@ -346,17 +347,16 @@ static int spawn_server_on(const char *jobfile, int port, const char *out, const
 }
 
 static int spawn_server(const char *jobfile, const char *out, const char *errf, int *pid) {
-    return spawn_server_on(jobfile, 0, out, errf, pid);
+    return spawn_server_on(jobfile, 0, NULL, out, errf, pid);
 }
 
 /* ps-server, shard 0 of 1 with a 2 s deadline (and export_to, may be NULL), after `trained`
  * ranks of 2 trained: its exit code, and want_err in its stderr. */
-static void server_process(int trained, const char *export_to, int want_code,
-                           const char *want_err) {
-    char jobfile[128], out[128], errf[128], json[2048];
-    snprintf(jobfile, sizeof(jobfile), "%s/job.json", dir);
-    snprintf(out, sizeof(out), "%s/server.out", dir);
-    snprintf(errf, sizeof(errf), "%s/server.err", dir);
+/* Writes dir/job.json for one shard, a 2 s deadline and export_to (may be NULL) into jobfile
+ * (128), loads it into job; the port the shard must listen on (0: any). */
+static int one_shard_job(const char *export_to, char *jobfile, ps_job_config *job) {
+    char json[2048];
+    snprintf(jobfile, 128, "%s/job.json", dir);
     /* the exporter dials shard 0 at its entry: a list of one address, not a count */
     const int fixed = export_to ? tu_free_port(AF_INET) : 0;
     char servers[32];
@@ -371,11 +371,20 @@ static void server_process(int trained, const char *export_to, int want_code,
         snprintf(json, sizeof(json), "%s", json_export);
     }
     tu_write_file(jobfile, json, 0644);
-    ps_job_config job;
     ps_error err = {0};
-    cr_assert_eq(ps_config_load(jobfile, NULL, 0, &job, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_config_load(jobfile, NULL, 0, job, &err), PS_OK, "%s", err.msg);
+    return fixed;
+}
+
+static void server_process(int trained, const char *export_to, int want_code,
+                           const char *want_err) {
+    char jobfile[128], out[128], errf[128];
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    snprintf(errf, sizeof(errf), "%s/server.err", dir);
+    ps_job_config job;
+    const int fixed = one_shard_job(export_to, jobfile, &job);
     int pid;
-    int port = spawn_server_on(jobfile, fixed, out, errf, &pid);
+    int port = spawn_server_on(jobfile, fixed, NULL, out, errf, &pid);
     snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", port);
     for (int r = 0; r < trained; r++) train_rank(&job, (uint32_t)r);
     cr_assert_eq(tu_wait_exit(pid, 20000), want_code, "%s", tu_slurp(errf));
@@ -400,6 +409,49 @@ Test(job_end, ps_server_exports_at_the_deadline_then_exits_1) {
                                    "1 never finished (1 of 2 did)");
     cr_assert_eq(access(manifest, R_OK), 0, "no %s", manifest);
     cr_assert(strstr(tu_slurp(out), "Exported 4 tables"), "%s", tu_slurp(out));
+}
+
+/* --serve-after-job (a StatefulSet's servers): the job ends as usual - the export is written -
+ * but the process goes on serving its rows until SIGTERM, then exits 0. */
+Test(job_end, ps_server_serve_after_job_exports_then_serves_until_stopped) {
+    char jobfile[128], out[128], errf[128], exported[128], manifest[160];
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    snprintf(errf, sizeof(errf), "%s/server.err", dir);
+    snprintf(exported, sizeof(exported), "%s/exported", dir);
+    snprintf(manifest, sizeof(manifest), "%s/manifest.json", exported);
+    ps_job_config job;
+    const int fixed = one_shard_job(exported, jobfile, &job);
+    int pid;
+    int port = spawn_server_on(jobfile, fixed, "--serve-after-job", out, errf, &pid);
+    snprintf(job.servers[0], PS_ADDR_MAX, "127.0.0.1:%d", port);
+    for (uint32_t r = 0; r < 2; r++) train_rank(&job, r);
+    for (int i = 0; i < 1000 && access(manifest, R_OK) != 0; i++) usleep(10000);
+    cr_assert_eq(access(manifest, R_OK), 0, "no %s: %s", manifest, tu_slurp(errf));
+    /* past the 2 s deadline and the end grace: still serving the trained rows */
+    usleep(2500 * 1000);
+    cr_assert_eq(kill(pid, 0), 0, "the server exited: %s", tu_slurp(errf));
+    ps_client *c = tu_admin_client(&job);
+    uint64_t rows = 0, bytes = 0;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_table_stats(c, ps_client_table(c, "dense/kernel")->id, &rows, &bytes,
+                                       &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(rows, 20, "the first kernel's 20 rows: %llu", (unsigned long long)rows);
+    ps_client_destroy(c);
+    cr_assert(strstr(tu_slurp(errf), "the job is over; serving until stopped"), "%s",
+              tu_slurp(errf));
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    cr_assert_eq(tu_wait_exit(pid, 10000), 0, "%s", tu_slurp(errf));
+}
+
+Test(job_end, ps_server_refuses_until_stopped_with_serve_after_job) {
+    char out[128], errf[128];
+    snprintf(out, sizeof(out), "%s/server.out", dir);
+    snprintf(errf, sizeof(errf), "%s/server.err", dir);
+    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", PS_SOURCE_DIR "/examples/keras_seed.json",
+                    "--shard", "0", "--until-stopped", "--serve-after-job", NULL};
+    cr_assert_eq(tu_wait_exit(tu_spawn(argv, out, errf), 10000), 2, "%s", tu_slurp(errf));
+    cr_assert(strstr(tu_slurp(errf), "--until-stopped and --serve-after-job exclude each other"),
+              "%s", tu_slurp(errf));
 }
 
 /* --- the job's epoch line on shard 0 ------------------------------------------------------------ */

@@ -113,6 +113,8 @@ if (sts.length === 1 && jobs.length === 1 && jobCm) {
       fail(where(s), "the server's --shard must come from its pod ordinal (${HOSTNAME##*-})");
     for (const probe of ["readinessProbe", "livenessProbe"])
       if (!c[probe]) fail(where(s), `server container has no ${probe}`);
+    if (!/--serve-after-job\b/.test(cmd))
+      fail(where(s), "the server needs --serve-after-job (a StatefulSet restarts a container that exits when the job ends)");
   }
   if (w.spec.completionMode !== "Indexed") fail(where(w), "completionMode must be Indexed (rank = JOB_COMPLETION_INDEX)");
   if (w.spec.completions !== workers)
@@ -122,8 +124,34 @@ if (sts.length === 1 && jobs.length === 1 && jobCm) {
   const wc = w.spec.template.spec.containers[0];
   if (!/--rank\s+"?\$\{?JOB_COMPLETION_INDEX\}?"?/.test([...(wc.command || []), ...(wc.args || [])].join(" ")))
     fail(where(w), "the worker's --rank must be $JOB_COMPLETION_INDEX");
+  // A directory the job file names must be on a volume of that pod: persistent for the servers'
+  // checkpoints (a claim), and for a worker's position one that outlives a restart in the pod.
+  const mountFor = (o, path) => {
+    const c = o.spec.template.spec.containers[0];
+    const m = (c.volumeMounts || []).filter((v) => path === v.mountPath || path.startsWith(v.mountPath.replace(/\/$/, "") + "/"));
+    return m.sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  };
+  const ckpt = job?.server?.checkpoint_dir, state = job?.fit?.state_dir;
+  if (ckpt) {
+    const m = mountFor(s, ckpt);
+    const claims = new Set([...(s.spec.volumeClaimTemplates || []).map((t) => t.metadata.name),
+      ...(s.spec.template.spec.volumes || []).filter((v) => v.persistentVolumeClaim).map((v) => v.name)]);
+    if (!m) fail(where(s), `job.json server.checkpoint_dir ${ckpt} is on no volume of the server`);
+    else if (!claims.has(m.name))
+      fail(where(s), `job.json server.checkpoint_dir ${ckpt} is on volume ${m.name}, which is not a PersistentVolumeClaim: a restarted pod would lose it`);
+  }
+  if (state) {
+    if (!mountFor(w, state)) fail(where(w), `job.json fit.state_dir ${state} is on no volume of the worker`);
+    if (w.spec.template.spec.restartPolicy !== "OnFailure")
+      fail(where(w), `restartPolicy ${w.spec.template.spec.restartPolicy}: a worker restarted in a new pod loses fit.state_dir (use OnFailure)`);
+  }
   for (const o of [s, w]) {
     const spec = o.spec.template.spec;
+    const vols = new Set([...(spec.volumes || []).map((v) => v.name),
+      ...(o.spec.volumeClaimTemplates || []).map((t) => t.metadata.name)]);
+    for (const c of spec.containers)
+      for (const m of c.volumeMounts || [])
+        if (!vols.has(m.name)) fail(where(o), `container ${c.name} mounts ${m.name}, which is no volume`);
     for (const c of spec.containers)
       if (!c.resources?.requests?.cpu || !c.resources?.requests?.memory)
         fail(where(o), `container ${c.name} has no cpu and memory requests`);

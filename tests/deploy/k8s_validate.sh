@@ -60,5 +60,13 @@ expect_refused "no readiness probe" server.yaml 's/readinessProbe:/startupProbe:
 expect_refused "no requests" worker-job.yaml '/^ *cpu: "1"$/d' "has no cpu and memory requests"
 expect_refused "missing PVC" server.yaml 's/claimName: ps-exports/claimName: nope/' \
   "no PersistentVolumeClaim nope"
+expect_refused "servers exit with the job" server.yaml 's/ --serve-after-job//' \
+  "the server needs --serve-after-job"
+expect_refused "a mount of no volume" server.yaml 's/- name: checkpoints$/- name: checkpoints-gone/' \
+  "mounts checkpoints-gone, which is no volume"
+expect_refused "checkpoints on no volume" job.json 's|/var/lib/ps/checkpoints|/srv/checkpoints|' \
+  "server.checkpoint_dir /srv/checkpoints is on no volume of the server"
+expect_refused "worker position lost on restart" worker-job.yaml 's/restartPolicy: OnFailure/restartPolicy: Never/' \
+  "loses fit.state_dir"
 echo "k8s_validate: $passed passed, $failed failed"
 [ "$failed" = 0 ]
