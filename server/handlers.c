@@ -225,16 +225,18 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
          * same worker process reconnecting (a server it timed out on while that server still
          * held its old connection) replaces its old one */
         for (ps_conn *o = srv->conns; o != NULL; o = o->next) {
-            if (o == c || !o->hello_done || !o->is_worker || o->rank != h->rank ||
-                uv_is_closing((const uv_handle_t *)&o->tcp))
-                continue;
+            if (o == c || !o->hello_done || !o->is_worker || o->rank != h->rank) continue;
+            const bool closing = uv_is_closing((const uv_handle_t *)&o->tcp);
             if (h->session != 0 && o->session == h->session) {
+                /* also when its close is under way (its EOF came in this same loop turn): the
+                 * close must not drop the rank that this connection now holds */
+                o->replaced = true;
+                if (closing) continue;
                 ps_log(&srv->opt.log, PS_LOG_INFO,
                        "%s: worker %u reconnected; closing its old connection %s", c->peer,
                        h->rank, o->peer);
-                o->replaced = true;
                 ps_conn_close(o);
-            } else if (srv->barrier != NULL) {
+            } else if (!closing && srv->barrier != NULL) {
                 return ps_error_set(err, PS_MISMATCH, "worker rank %u is already connected (%s)",
                                     h->rank, o->peer);
             }

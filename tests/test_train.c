@@ -825,7 +825,7 @@ Test(train, a_prep_thread_trains_exactly_as_one_thread_does) {
             epoch_events("one", a);
             epoch_events("two", b);
             for (int e = 0; e < 2; e++)
-                cr_assert_str_eq(a[e], b[e], "dense %d overlap %d epoch %d", dense, overlap, e);
+                cr_assert_str_eq(a[e], b[e], "dense %d overlap %d epoch %d\n%s\n%s", dense, overlap, e, a[e], b[e]);
         }
     }
 }

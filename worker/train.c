@@ -20,7 +20,8 @@
  *
  * With fit.threads >= 2 a prep thread (prefetch.h) reads, parses and maps batch t+1 (or t+2)
  * into the ring while the loop computes and exchanges t: the same batches in the same order,
- * so the results do not change. Each slot is released to it once its keys are pushed. */
+ * so the results do not change. Each slot is released to it once its step is through (its
+ * gradients pushed and the replies in: a retried step needs the batch again). */
 #include "train.h"
 
 #include <math.h>
@@ -53,6 +54,7 @@ typedef struct {
     float *x;         /* dense input: (B, n_keys), n_keys = model.input_dim */
     size_t cap_b, cap_nnz, cap_x;
     uint64_t seq;     /* async: the step its gradients are pushed as (client.h set_step) */
+    uint64_t rows_hash; /* sum of mix64(row index) of its samples: added once it is trained */
 } step_batch;
 
 /* Parameters for one step: pulled rows of the first kernel, all of the dense layers. */
@@ -96,7 +98,7 @@ typedef struct {
     ps_position resume;       /* resume.step batches of epoch resume.epoch are done */
     uint64_t skip;            /* batches of this epoch done before this process (resumed) */
     double saved_at;          /* now_s() of the last position written */
-    uint64_t rows_hash;       /* sum of mix64(row index) this epoch: proves rows seen once */
+    uint64_t rows_hash;       /* sum of mix64(row index) trained this epoch: each row once */
     ps_step_times times;      /* this epoch's, reported with it */
     /* a binary model's (score, label) per evaluated sample, for the AUC: one pass at a time */
     ps_eval_pair *pairs;
@@ -470,8 +472,9 @@ static ps_status next_batch(trainer *tr, ps_data *d, step_batch *sb, ps_error *e
         sb->B = 0;
         return PS_OK;
     }
+    sb->rows_hash = 0;
     if (d == tr->train)
-        for (size_t i = 0; i < db.B; i++) tr->rows_hash += ps_mix64(db.row_index[i]);
+        for (size_t i = 0; i < db.B; i++) sb->rows_hash += ps_mix64(db.row_index[i]);
     return tr->dense_input ? take_dense_batch(tr, &db, sb, err) : take_batch(tr, &db, sb, err);
 }
 
@@ -653,12 +656,16 @@ static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, 
         *unpushed = sb;
     } else {
         if (exchange(tr, sb, want, s->np, false, err) != PS_OK) return err->code;
-        if (!s->released) release_train(tr);
-        s->released = true;
         tm->send += lap(s->mark);
     }
     if (ps_client_wait_all(tr->client, err) != PS_OK) return err->code;
     tm->wait += lap(s->mark);
+    /* t's slot goes back to the prep thread only once the step is through: a step retried after
+     * a reconnect computes the same batch again (released at once, the slot was refilled with
+     * batch t + 3, or the epoch's end, and the retry trained that) */
+    tr->rows_hash += sb->rows_hash; /* the rows trained, once each, whatever the retries */
+    if (!overlap && !s->released) release_train(tr); /* sb is the prep thread's from here */
+    s->released = true;
     return PS_OK;
 }
 
