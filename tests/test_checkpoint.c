@@ -119,7 +119,7 @@ static void write_gen(const ps_job_config *job, ps_store **st, uint32_t shard, u
                       uint64_t gen) {
     ps_error err = {0};
     ps_ckpt_info info;
-    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, dir, gen, &info, &err), PS_OK, "%s",
+    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, NULL, dir, gen, &info, &err), PS_OK, "%s",
                  err.msg);
     cr_assert_eq(info.generation, gen);
 }
@@ -157,7 +157,7 @@ static ps_status restore(const ps_job_config *job, ps_store **st, uint32_t shard
     cr_assert_not_null(lf);
     ps_logger log = {.out = lf, .level = PS_LOG_DEBUG};
     make_stores(job, st);
-    ps_status s = ps_checkpoint_restore(job, shard, count, st, dir, &log, info, err);
+    ps_status s = ps_checkpoint_restore(job, shard, count, st, dir, &log, NULL, info, err);
     rewind(lf);
     size_t got = fread(log_text, 1, cap - 1, lf);
     log_text[got] = '\0';
@@ -165,8 +165,18 @@ static ps_status restore(const ps_job_config *job, ps_store **st, uint32_t shard
     return s;
 }
 
-/* The layout by hand (README "Checkpoints"): offsets, the header's crc32 and the first block's,
- * computed with zlib here. */
+/* CRC-32C bit by bit from its definition (reflected 0x82F63B78): not the code under test. */
+static uint32_t crc32c_ref(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* The layout by hand (README "Checkpoints", format version 2): offsets, the header's CRC32C and
+ * the first block's, computed here bit by bit. */
 Test(checkpoint, layout_by_hand) {
     ps_job_config job;
     ps_store *st[2];
@@ -177,28 +187,33 @@ Test(checkpoint, layout_by_hand) {
     cr_assert_eq(memcmp(b, "PSCKPT\0\0", 8), 0, "magic");
     uint32_t u32;
     uint64_t u64;
-    memcpy(&u32, b + 8, 4); cr_assert_eq(u32, 1u, "version");
+    memcpy(&u32, b + 8, 4); cr_assert_eq(u32, 2u, "version");
     cr_assert_str_eq((char *)b + 12, "layout");
     memcpy(&u64, b + 76, 8); cr_assert_eq(u64, 5u, "generation");
     memcpy(&u32, b + 92, 4); cr_assert_eq(u32, 0u, "shard");
     memcpy(&u32, b + 96, 4); cr_assert_eq(u32, 1u, "shard count");
     memcpy(&u32, b + 100, 4); cr_assert_eq(u32, 2u, "tables");
-    const size_t t0 = 104, trec = 64 + 16 + 40 + 8;
+    const size_t t0 = 104, trec = 64 + 16 + 40 + 8 + 4 + 8;
     cr_assert_str_eq((char *)b + t0, "emb");
     memcpy(&u32, b + t0 + 64, 4); cr_assert_eq(u32, 4u, "emb dim");
     memcpy(&u32, b + t0 + 68, 4); cr_assert_eq(u32, 4u, "emb accumulators");
     memcpy(&u32, b + t0 + trec + 68, 4); cr_assert_eq(u32, 1u, "row: rowwise, 1 accumulator");
     memcpy(&u64, b + t0 + 120, 8); cr_assert_eq(u64, 3u, "emb rows");
-    const size_t hend = t0 + 2 * trec;
+    memcpy(&u32, b + t0 + 128, 4); cr_assert_eq(u32, 0u, "emb stamps: none kept");
+    memcpy(&u64, b + t0 + 132, 8); cr_assert_eq(u64, 0u, "emb pending keys");
+    const size_t js = t0 + 2 * trec; /* the job state: async, no ranks written (state NULL) */
+    memcpy(&u32, b + js, 4); cr_assert_eq(u32, (uint32_t)PS_ASYNC, "consistency");
+    memcpy(&u32, b + js + 4, 4); cr_assert_eq(u32, 0u, "workers");
+    const size_t hend = js + 16;
     memcpy(&u32, b + hend, 4);
-    cr_assert_eq(u32, (uint32_t)crc32(0, b, (uInt)hend), "header crc32");
+    cr_assert_eq(u32, crc32c_ref(b, hend), "header crc32c");
     /* block 0: table 0, 3 rows of 8 + 16 + 16 + 4 bytes, then its crc32 */
     const uint8_t *blk = b + hend + 4;
     memcpy(&u32, blk, 4); cr_assert_eq(u32, 0u, "block table");
     memcpy(&u32, blk + 4, 4); cr_assert_eq(u32, 3u, "block rows");
     const size_t plen = 8 + 3 * 44;
     memcpy(&u32, blk + plen, 4);
-    cr_assert_eq(u32, (uint32_t)crc32(0, blk, (uInt)plen), "block crc32");
+    cr_assert_eq(u32, crc32c_ref(blk, plen), "block crc32c");
     /* rows in creation order: key 0's weights [0, .125, .25, .375], step 0; key 2's step 2 */
     float w[4];
     memcpy(&u64, blk + 8, 8), memcpy(w, blk + 16, 16);
@@ -305,16 +320,16 @@ Test(checkpoint, corrupted_block_named_and_previous_generation_used) {
     two_gens(&job);
     size_t n;
     uint8_t *b = slurp_bin(path_of(0, 1, 2), &n);
-    /* block 0 starts after the header (104 + 2 * 128 + 4 bytes); flip a bit in block 1's rows:
-     * blocks of table 0 hold 4096 rows of 44 bytes (+ 8 + 4) */
-    const size_t blk1 = 364 + 8 + 4096 * 44 + 4;
+    /* block 0 starts after the header (104 + 2 * 140 + 16 + 4 bytes); flip a bit in block 1's
+     * rows: blocks of table 0 hold 4096 rows of 44 bytes (+ 8 + 4) */
+    const size_t blk1 = 404 + 8 + 4096 * 44 + 4;
     b[blk1 + 8 + 100] ^= 0x10;
     spit_bin(path_of(0, 1, 2), b, n);
     free(b);
     char log[4096];
     restores_generation_1(&job, log, sizeof(log));
-    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt: block 1: crc32 mismatch"), "log: %s",
-                       log);
+    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt: block 1: crc32c mismatch"),
+                       "log: %s", log);
 }
 
 Test(checkpoint, every_generation_bad_is_an_error) {
@@ -323,7 +338,7 @@ Test(checkpoint, every_generation_bad_is_an_error) {
     for (uint64_t g = 1; g <= 2; g++) {
         size_t n;
         uint8_t *b = slurp_bin(path_of(0, 1, g), &n);
-        b[20] ^= 1; /* inside job_id: the header's crc32 */
+        b[20] ^= 1; /* inside job_id: the header's crc32c */
         spit_bin(path_of(0, 1, g), b, n);
         free(b);
     }
@@ -333,7 +348,7 @@ Test(checkpoint, every_generation_bad_is_an_error) {
     ps_ckpt_info info;
     cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_DATA);
     cr_assert_not_null(strstr(err.msg, "no shard count has a good checkpoint"), "%s", err.msg);
-    cr_assert_not_null(strstr(log, "header: crc32 mismatch"), "log: %s", log);
+    cr_assert_not_null(strstr(log, "header: crc32c mismatch"), "log: %s", log);
     free_stores(&job, st);
 }
 
@@ -449,7 +464,7 @@ Test(checkpoint, disk_full_keeps_previous) {
     write_gen(&job, st, 0, 1, 1);
     fill(&job, st, 10000, 0, 1, 0); /* 720 KB: does not */
     ps_error err = {0};
-    ps_status s = ps_checkpoint_write(&job, 0, 1, st, dir, 2, NULL, &err);
+    ps_status s = ps_checkpoint_write(&job, 0, 1, st, NULL, dir, 2, NULL, &err);
     free_stores(&job, st);
     cr_assert_eq(s, PS_IO);
     cr_assert_not_null(strstr(err.msg, strerror(ENOSPC)), "%s", err.msg);

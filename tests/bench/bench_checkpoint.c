@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     ps_ckpt_info info = {0};
     for (int r = 0; r < runs; r++) {
         t0 = bench_now_s();
-        if (ps_checkpoint_write(job, 0, 1, &s, dir, (uint64_t)r + 1, &info, &err) != PS_OK) {
+        if (ps_checkpoint_write(job, 0, 1, &s, NULL, dir, (uint64_t)r + 1, &info, &err) != PS_OK) {
             fprintf(stderr, "bench_checkpoint: %s\n", err.msg);
             return 1;
         }
@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < runs; r++) {
         t0 = bench_now_s();
         ps_ckpt_writer *w;
-        if (ps_ckpt_writer_open(job, 0, 1, dir, 100 + (uint64_t)r, NULL, NULL, &w, &err) !=
+        if (ps_ckpt_writer_open(job, 0, 1, &s, NULL, dir, 100 + (uint64_t)r, NULL, NULL, &w, &err) !=
             PS_OK) {
             fprintf(stderr, "bench_checkpoint: %s\n", err.msg);
             return 1;
@@ -179,7 +179,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < runs; r++) {
         s = new_store(job);
         t0 = bench_now_s();
-        if (ps_checkpoint_restore(job, 0, 1, &s, dir, NULL, &info, &err) != PS_OK) {
+        if (ps_checkpoint_restore(job, 0, 1, &s, dir, NULL, NULL, &info, &err) != PS_OK) {
             fprintf(stderr, "bench_checkpoint: restore: %s\n", err.msg);
             return 1;
         }
