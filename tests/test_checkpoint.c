@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "barrier.h"
 #include "checkpoint.h"
 #include "hash.h"
 #include "testutil.h"
@@ -663,4 +664,323 @@ Test(checkpoint, ps_server_sigusr1_sigterm_and_restart) {
     cr_assert_not_null(strstr(tu_slurp(errf), "(generation 2 of 1 shards"), "%s", tu_slurp(errf));
     kill(pid, SIGTERM);
     cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
+}
+
+/* --- format version 1, still read ------------------------------------------------------------ */
+
+/* A version 1 file as the previous build wrote it, by hand: header (zlib crc32), one block per
+ * table of n rows {key, w, acc, step}, the end block. */
+static void write_v1_by_hand(const ps_job_config *job, uint64_t n, uint64_t gen) {
+    uint8_t *b = calloc(1, 1 << 20), *p = b;
+    memcpy(p, "PSCKPT\0\0", 8), p += 8;
+    uint32_t u32 = 1;
+    memcpy(p, &u32, 4), p += 4;
+    snprintf((char *)p, 64, "%s", job->job_id), p += 64;
+    memcpy(p, &gen, 8), p += 8 + 8; /* time: 0 */
+    u32 = 0, memcpy(p, &u32, 4), p += 4;
+    u32 = 1, memcpy(p, &u32, 4), p += 4;
+    u32 = (uint32_t)job->num_tables, memcpy(p, &u32, 4), p += 4;
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        const ps_table_spec *sp = &job->tables[t];
+        snprintf((char *)p, 64, "%s", sp->name), p += 64;
+        uint32_t f[4] = {sp->dim, ps_table_state_len(sp), (uint32_t)sp->opt.form, sp->opt.rowwise};
+        memcpy(p, f, 16), p += 16;
+        double d[5] = {sp->opt.learning_rate, sp->opt.epsilon, sp->opt.initial_accumulator_value,
+                       sp->opt.lr_decay, sp->opt.weight_decay};
+        memcpy(p, d, 40), p += 40;
+        memcpy(p, &n, 8), p += 8;
+    }
+    u32 = (uint32_t)crc32(0, b, (uInt)(p - b));
+    memcpy(p, &u32, 4), p += 4;
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        const ps_table_spec *sp = &job->tables[t];
+        const uint32_t sl = ps_table_state_len(sp);
+        uint8_t *blk = p;
+        uint32_t hdr[2] = {t, (uint32_t)n};
+        memcpy(p, hdr, 8), p += 8;
+        for (uint64_t k = 0; k < n; k++) {
+            float w[8], acc[8];
+            row_of(k, sp->dim, w, acc, sl);
+            uint32_t step = (uint32_t)(k % 7);
+            memcpy(p, &k, 8), memcpy(p + 8, w, 4 * sp->dim), memcpy(p + 8 + 4 * sp->dim, acc, 4 * sl);
+            p += 8 + 4 * (sp->dim + sl);
+            memcpy(p, &step, 4), p += 4;
+        }
+        u32 = (uint32_t)crc32(0, blk, (uInt)(p - blk));
+        memcpy(p, &u32, 4), p += 4;
+    }
+    uint32_t end[2] = {0xffffffffu, 0};
+    memcpy(p, end, 8);
+    u32 = (uint32_t)crc32(0, p, 8);
+    memcpy(p + 8, &u32, 4), p += 12;
+    spit_bin(path_of(0, 1, gen), b, (size_t)(p - b));
+    free(b);
+}
+
+Test(checkpoint, version_1_file_restored) {
+    ps_job_config job;
+    make_job(&job, "old", 1, 4, dir);
+    write_v1_by_hand(&job, 300, 4);
+    ps_store *st[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    uint64_t clock[2] = {9, 9};
+    uint8_t rs[2] = {9, 9}, fin[2] = {9, 9};
+    ps_ckpt_state state = {.workers = 77, .clock = clock, .rank_state = rs, .finished = fin};
+    FILE *lf = tmpfile();
+    ps_logger lg = {.out = lf, .level = PS_LOG_DEBUG};
+    make_stores(&job, st);
+    cr_assert_eq(ps_checkpoint_restore(&job, 0, 1, st, dir, &lg, &state, &info, &err), PS_OK,
+                 "%s", err.msg);
+    fclose(lf);
+    cr_assert_eq(info.generation, 4u);
+    cr_assert_eq(info.rows, 600u);
+    expect_rows(&job, st, 300, 0, 1, 0);
+    cr_assert_eq(state.workers, 0u, "a version 1 file holds no job state");
+    free_stores(&job, st);
+    /* and a bit flipped in its block: zlib's crc32 still guards it */
+    write_v1_by_hand(&job, 300, 5);
+    size_t n;
+    uint8_t *b = slurp_bin(path_of(0, 1, 5), &n);
+    b[364 + 8 + 50] ^= 4;
+    spit_bin(path_of(0, 1, 5), b, n);
+    free(b);
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.generation, 4u);
+    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-5.ckpt: block 0: crc32 mismatch"), "%s", log);
+    free_stores(&job, st);
+}
+
+/* --- the job state ----------------------------------------------------------------------------- */
+
+#define STATE_FMT                                                                                  \
+    "{\"job_id\": \"st\", \"cluster\": {\"servers\": %u, \"workers\": 3, \"consistency\": \"%s\"}," \
+    " \"server\": {\"checkpoint_dir\": \"%s\"}, \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}"
+
+static void state_job(ps_job_config *job, uint32_t servers, const char *mode) {
+    char json[1024];
+    snprintf(json, sizeof(json), STATE_FMT, servers, mode, dir);
+    tu_job(json, job);
+}
+
+/* Writes shard of count with the given state (3 ranks) and no rows. */
+static void write_state(const ps_job_config *job, uint32_t shard, uint32_t count,
+                        const uint64_t clock[3], const uint8_t rs[3], const uint8_t fin[3],
+                        uint64_t applied, uint64_t gen) {
+    ps_store *st[1];
+    make_stores(job, st);
+    ps_ckpt_state s = {.workers = 3, .applied = applied, .clock = (uint64_t *)clock,
+                       .rank_state = (uint8_t *)rs, .finished = (uint8_t *)fin};
+    ps_error err = {0};
+    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, &s, dir, gen, NULL, &err), PS_OK, "%s",
+                 err.msg);
+    free_stores(job, st);
+}
+
+static void read_state(const ps_job_config *job, uint32_t shard, uint32_t count,
+                       ps_ckpt_state *s) {
+    ps_store *st[1];
+    make_stores(job, st);
+    ps_error err = {0};
+    cr_assert_eq(ps_checkpoint_restore(job, shard, count, st, dir, NULL, s, NULL, &err), PS_OK,
+                 "%s", err.msg);
+    free_stores(job, st);
+}
+
+Test(checkpoint, job_state_round_trip) {
+    ps_job_config job;
+    state_job(&job, 1, "sync");
+    write_state(&job, 0, 1, (uint64_t[]){5, 7, 4},
+                (uint8_t[]){PS_RANK_LIVE, PS_RANK_FINISHED, PS_RANK_DROPPED}, (uint8_t[]){0, 1, 0},
+                4, 1);
+    uint64_t clock[3];
+    uint8_t rs[3], fin[3];
+    ps_ckpt_state s = {.clock = clock, .rank_state = rs, .finished = fin};
+    read_state(&job, 0, 1, &s);
+    cr_assert_eq(s.workers, 3u);
+    cr_assert_eq(s.applied, 4u);
+    cr_assert(clock[0] == 5 && clock[1] == 7 && clock[2] == 4);
+    cr_assert(rs[0] == PS_RANK_LIVE && rs[1] == PS_RANK_FINISHED && rs[2] == PS_RANK_DROPPED);
+    cr_assert(fin[0] == 0 && fin[1] == 1 && fin[2] == 0);
+    /* the state of another consistency (or worker count) does not apply */
+    ps_job_config ssp;
+    state_job(&ssp, 1, "ssp");
+    s.workers = 99;
+    read_state(&ssp, 0, 1, &s);
+    cr_assert_eq(s.workers, 0u);
+    /* written without state: none restored */
+    ps_store *st[1];
+    make_stores(&job, st);
+    write_gen(&job, st, 0, 1, 2);
+    free_stores(&job, st);
+    s.workers = 99;
+    read_state(&job, 0, 1, &s);
+    cr_assert_eq(s.workers, 0u);
+}
+
+/* 2 shards' states; onto 2 each gets its own, onto 1 (or 3) the least of both per rank. */
+Test(checkpoint, job_state_onto_other_shard_counts) {
+    ps_job_config job2, job1;
+    state_job(&job2, 2, "ssp");
+    state_job(&job1, 1, "ssp");
+    write_state(&job2, 0, 2, (uint64_t[]){10, 20, 30},
+                (uint8_t[]){PS_RANK_FINISHED, PS_RANK_FINISHED, PS_RANK_LIVE},
+                (uint8_t[]){1, 1, 0}, 0, 1);
+    write_state(&job2, 1, 2, (uint64_t[]){11, 19, 30},
+                (uint8_t[]){PS_RANK_FINISHED, PS_RANK_DROPPED, PS_RANK_DROPPED},
+                (uint8_t[]){1, 0, 0}, 0, 1);
+    uint64_t clock[3];
+    uint8_t rs[3], fin[3];
+    ps_ckpt_state s = {.clock = clock, .rank_state = rs, .finished = fin};
+    read_state(&job2, 1, 2, &s);
+    cr_assert(clock[0] == 11 && clock[1] == 19 && clock[2] == 30, "shard 1's own clocks");
+    cr_assert(rs[0] == PS_RANK_FINISHED && rs[1] == PS_RANK_DROPPED && rs[2] == PS_RANK_DROPPED);
+    cr_assert(fin[0] == 1 && fin[1] == 0 && fin[2] == 0);
+    read_state(&job1, 0, 1, &s);
+    cr_assert_eq(s.workers, 3u);
+    cr_assert(clock[0] == 10 && clock[1] == 19 && clock[2] == 30, "least clocks: %llu %llu %llu",
+              (unsigned long long)clock[0], (unsigned long long)clock[1],
+              (unsigned long long)clock[2]);
+    /* finished in both stays finished; finished + dropped is dropped; dropped + live is live */
+    cr_assert(rs[0] == PS_RANK_FINISHED && rs[1] == PS_RANK_DROPPED && rs[2] == PS_RANK_LIVE,
+              "states %u %u %u", rs[0], rs[1], rs[2]);
+    cr_assert(fin[0] == 1 && fin[1] == 0 && fin[2] == 0, "finished only if in both");
+}
+
+/* --- memory control: admission counts and the stamps' ages ----------------------------------- */
+
+#define MEM_FMT                                                                                    \
+    "{\"job_id\": \"mem\", \"server\": {\"checkpoint_dir\": \"%s\"},"                              \
+    " \"tables\": [{\"name\": \"a\", \"dim\": 2, \"admit_after\": 3},"                             \
+    "              {\"name\": \"e\", \"dim\": 2, \"expire_after_steps\": 4,"                        \
+    "               \"expire_after_seconds\": 5}]}"
+
+static void push_keys(ps_store *s, const uint64_t *keys, size_t n) {
+    float g[16] = {0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f,
+                   0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f};
+    cr_assert_eq(ps_store_push(s, (const uint8_t *)keys, (const uint8_t *)g, n, NULL), PS_OK);
+}
+static void push1(ps_store *s, uint64_t k) { push_keys(s, &k, 1); }
+
+static bool has_row(ps_store *s, uint64_t k) { return ps_store_get_row(s, k, NULL, NULL, NULL); }
+
+typedef struct {
+    uint64_t key[8];
+    uint32_t age_steps[8], age_s[8];
+    size_t n;
+} ages;
+static bool collect_ages(void *ud, uint64_t key, const float *w, const float *acc, uint32_t step,
+                         uint32_t age_steps, uint32_t age_s) {
+    ages *a = ud;
+    (void)w, (void)acc, (void)step;
+    if (a->n < 8) a->key[a->n] = key, a->age_steps[a->n] = age_steps, a->age_s[a->n] = age_s;
+    a->n++;
+    return true;
+}
+
+/* admit_after 3: a key pushed twice before the checkpoint is admitted by one more push after the
+ * restore, one pushed once by two more; a fresh store (the control) needs all three. */
+Test(checkpoint, admission_counts_survive_restore) {
+    ps_job_config job;
+    char json[1024];
+    snprintf(json, sizeof(json), MEM_FMT, dir);
+    tu_job(json, &job);
+    ps_store *st[2];
+    make_stores(&job, st);
+    push1(st[0], 100), push1(st[0], 100), push1(st[0], 200);
+    push1(st[0], 7), push1(st[0], 7), push1(st[0], 7); /* admitted: a row */
+    cr_assert(has_row(st[0], 7) && !has_row(st[0], 100));
+    write_gen(&job, st, 0, 1, 1);
+    free_stores(&job, st);
+
+    ps_store *r[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, r, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    ps_store_stats stats;
+    ps_store_get_stats(r[0], &stats);
+    cr_assert_eq(stats.pending, 2u, "pending keys 100 and 200");
+    cr_assert_eq(stats.rows, 1u);
+    push1(r[0], 100);
+    cr_assert(has_row(r[0], 100), "the third push admits key 100");
+    push1(r[0], 200);
+    cr_assert(!has_row(r[0], 200), "key 200: 2 of 3");
+    push1(r[0], 200);
+    cr_assert(has_row(r[0], 200), "key 200: admitted by its third push");
+    push1(r[0], 7);
+    ps_store_get_stats(r[0], &stats);
+    cr_assert_eq(stats.pending, 0u);
+    cr_assert_eq(stats.rows, 3u, "key 7 not admitted twice");
+    free_stores(&job, r);
+
+    ps_store *fresh[2]; /* control: without the counts, one push admits nothing */
+    make_stores(&job, fresh);
+    push1(fresh[0], 100);
+    cr_assert(!has_row(fresh[0], 100));
+    free_stores(&job, fresh);
+}
+
+/* expire_after_steps 4 and _seconds 5: the rows' ages come back, so a row expires as many steps
+ * (and seconds of the new process's clock) after the restore as it had left before it. */
+Test(checkpoint, expiry_ages_survive_restore) {
+    ps_job_config job;
+    char json[1024];
+    snprintf(json, sizeof(json), MEM_FMT, dir);
+    tu_job(json, &job);
+    ps_store *st[2];
+    make_stores(&job, st);
+    uint64_t now_ms = 1000000; /* the old process's loop clock: 1000 s */
+    ps_store_set_clock(st[1], &now_ms);
+    push1(st[1], 1);           /* step 1, at 1000 s */
+    now_ms = 1003000;
+    push1(st[1], 2), push1(st[1], 3); /* steps 2, 3 at 1003 s: row 1 is 2 steps, 3 s old */
+    ages a = {0};
+    ps_store_scan(st[1], collect_ages, &a);
+    cr_assert_eq(a.n, 3u);
+    cr_assert(a.key[0] == 1 && a.age_steps[0] == 2 && a.age_s[0] == 3, "row 1: %u steps %u s",
+              a.age_steps[0], a.age_s[0]);
+    write_gen(&job, st, 0, 1, 1);
+    free_stores(&job, st);
+
+    /* the new process: its clock at 20 s, its table step at 0 */
+    uint64_t new_ms = 20000;
+    ps_store *r[2];
+    make_stores(&job, r);
+    ps_store_set_clock(r[1], &new_ms);
+    ps_error err = {0};
+    cr_assert_eq(ps_checkpoint_restore(&job, 0, 1, r, dir, NULL, NULL, NULL, &err), PS_OK, "%s",
+                 err.msg);
+    ages b = {0};
+    ps_store_scan(r[1], collect_ages, &b);
+    cr_assert_eq(b.n, 3u);
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(b.key[i], a.key[i]);
+        cr_assert_eq(b.age_steps[i], a.age_steps[i], "key %llu steps",
+                     (unsigned long long)b.key[i]);
+        cr_assert_eq(b.age_s[i], a.age_s[i], "key %llu seconds", (unsigned long long)b.key[i]);
+    }
+    /* seconds: row 1 is 3 s old; at 21.9 s (4 s) it lives, at 22 s (5 s) it has expired */
+    new_ms = 21999;
+    cr_assert(has_row(r[1], 1), "row 1 at 4 s");
+    new_ms = 22000;
+    cr_assert(!has_row(r[1], 1), "row 1 at 5 s: expired");
+    cr_assert(has_row(r[1], 3), "row 3 is 0 s old");
+    free_stores(&job, r);
+
+    /* steps: again, the clock standing still: row 1 (2 steps old) expires after 2 more pushes */
+    make_stores(&job, r);
+    new_ms = 20000;
+    ps_store_set_clock(r[1], &new_ms);
+    cr_assert_eq(ps_checkpoint_restore(&job, 0, 1, r, dir, NULL, NULL, NULL, &err), PS_OK, "%s",
+                 err.msg);
+    push1(r[1], 50);
+    cr_assert(has_row(r[1], 1), "row 1: 3 steps old");
+    push1(r[1], 51);
+    cr_assert(!has_row(r[1], 1), "row 1: 4 steps old, expired");
+    cr_assert(has_row(r[1], 3), "row 3: 2 steps old");
+    push1(r[1], 52), push1(r[1], 53);
+    cr_assert(!has_row(r[1], 3), "row 3: 4 steps old, expired");
+    free_stores(&job, r);
 }
