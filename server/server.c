@@ -206,8 +206,9 @@ static void steps_checkpoint(ps_server *srv) {
 }
 
 void ps_server_pushed(ps_server *srv, uint32_t rank, uint64_t step) {
-    if (rank >= srv->job->num_workers || srv->push_step == NULL || srv->push_step[rank] == step + 1)
-        return;
+    if (rank >= srv->job->num_workers || srv->push_step == NULL) return;
+    /* step 0: a client that does not number its steps; each push counts as one */
+    if (step != 0 && srv->push_step[rank] == step + 1) return;
     srv->push_step[rank] = step + 1;
     srv->steps_seen++;
     steps_checkpoint(srv);

@@ -76,8 +76,9 @@ struct ps_server {
     uint64_t ckpt_gen;      /* the last generation started (continues the directory's) */
     uint64_t ckpt_started_ns;
     /* server.checkpoint_every_steps: sync/ssp: the barrier's minimum clock reached a multiple
-     * of N; async: N * W worker steps began here (a rank's push with a step it had not pushed
-     * before: tables and parts of one step count once, retries not at all) */
+     * of N; async: N * W worker steps began here (a rank's push with a step number other than
+     * its last: tables and parts of one step count once, retries not at all; an unnumbered
+     * push, step 0, counts as a step) */
     uint64_t ckpt_step_mark;  /* sync/ssp: min clock / N at the last; async: steps then */
     uint64_t steps_seen;      /* async: worker steps begun */
     uint64_t *push_step;      /* (W) async: each rank's last pushed step + 1; 0: none yet */

@@ -984,3 +984,155 @@ Test(checkpoint, expiry_ages_survive_restore) {
     cr_assert(!has_row(r[1], 3), "row 3: 4 steps old, expired");
     free_stores(&job, r);
 }
+
+/* --- server.checkpoint_every_steps ----------------------------------------------------------- */
+
+#define STEPS_FMT                                                                                  \
+    "{\"job_id\": \"steps\", \"cluster\": {\"servers\": 1, \"workers\": 2,"                        \
+    " \"consistency\": \"%s\", \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000,"        \
+    " \"barrier_timeout_ms\": 2000},"                                                             \
+    " \"server\": {\"checkpoint_dir\": \"%s\", \"checkpoint_every_steps\": %u},"                   \
+    " \"tables\": [{\"name\": \"a\", \"dim\": 2}, {\"name\": \"b\", \"dim\": 2}]}"
+
+/* A generation was started: its temporary file or the file itself is there. */
+static bool gen_started(uint64_t gen) {
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s/.shard-0-of-1.gen-%llu.tmp", dir, (unsigned long long)gen);
+    return access(tmp, F_OK) == 0 || access(path_of(0, 1, gen), F_OK) == 0;
+}
+
+/* One async step of a client: numbered `step`, a push to each table (one step, two pushes). */
+static void async_step(ps_client *c, uint64_t step) {
+    ps_error err = {0};
+    const uint64_t keys[2] = {step, step + 1000};
+    const float g[4] = {0.5f, 0.5f, -0.5f, 0.25f};
+    ps_client_set_step(c, step);
+    for (uint32_t t = 0; t < 2; t++)
+        cr_assert_eq(ps_client_push(c, t, keys, 2, g, &err), PS_OK, "%s", err.msg);
+}
+
+/* async, N = 3, W = 2: a generation after 6 worker steps; a push's step starts the checkpoint
+ * before its ack, so after an ack the file (or its temporary) says whether it did. */
+Test(checkpoint, every_steps_async_counts_worker_steps) {
+    char json[1024];
+    snprintf(json, sizeof(json), STEPS_FMT, "async", dir, 3u);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c0 = tu_client(&job, 0), *c1 = tu_client(&job, 1);
+    for (uint64_t s = 1; s <= 3; s++) async_step(c0, s);
+    async_step(c1, 1), async_step(c1, 2);
+    async_step(c1, 2); /* a retried step: not counted */
+    cr_assert(!gen_started(1), "5 worker steps: no checkpoint yet");
+    async_step(c1, 3);
+    cr_assert(gen_started(1), "6 worker steps (N * W): a checkpoint");
+    wait_checkpoints(tu_server(a), 1);
+    for (uint64_t s = 4; s <= 8; s++) async_step(c0, s);
+    cr_assert(!gen_started(2), "11 worker steps");
+    async_step(c1, 4);
+    cr_assert(gen_started(2), "12 worker steps: the second");
+    wait_checkpoints(tu_server(a), 2);
+    ps_client_destroy(c0);
+    ps_client_destroy(c1);
+    tu_server_free(a);
+}
+
+/* One sync step of a client: a push to table 0 with its clock, then the step's end. */
+static void sync_step(ps_client *c) {
+    ps_error err = {0};
+    const uint64_t key = 5;
+    const float g[2] = {0.5f, 0.25f};
+    cr_assert_eq(ps_client_push(c, 0, &key, 1, g, &err), PS_OK, "%s", err.msg);
+    ps_op op;
+    cr_assert_eq(ps_client_clock_async(c, false, &op, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+}
+
+/* A pull answered at min clock: every frame before it was handled. */
+static void settle(ps_client *c) {
+    ps_error err = {0};
+    const uint64_t key = 5;
+    float w[2];
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, w, &err), PS_OK, "%s", err.msg);
+}
+
+/* sync, N = 2: a generation when the barrier's minimum clock reaches 2, then 4 (not when only
+ * one rank got there). */
+Test(checkpoint, every_steps_sync_follows_the_minimum_clock) {
+    char json[1024];
+    snprintf(json, sizeof(json), STEPS_FMT, "sync", dir, 2u);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c0 = tu_client(&job, 0), *c1 = tu_client(&job, 1);
+    sync_step(c0), sync_step(c1); /* both at 1 */
+    sync_step(c0);                /* rank 0 at 2, the minimum still 1 */
+    settle(c1);
+    cr_assert(!gen_started(1), "minimum clock 1");
+    sync_step(c1); /* the minimum reaches 2 */
+    settle(c1);
+    cr_assert(gen_started(1), "minimum clock 2");
+    wait_checkpoints(tu_server(a), 1);
+    sync_step(c0), sync_step(c1);
+    settle(c0);
+    cr_assert(!gen_started(2), "minimum clock 3");
+    sync_step(c0), sync_step(c1);
+    settle(c0), settle(c1);
+    cr_assert(gen_started(2), "minimum clock 4");
+    wait_checkpoints(tu_server(a), 2);
+    ps_client_destroy(c0);
+    ps_client_destroy(c1);
+    tu_server_free(a);
+}
+
+/* --- the job's end across a restart ---------------------------------------------------------- */
+
+/* A ps-server that ends with its job (the default): rank 0 finishes, the server is stopped
+ * (SIGTERM: the last checkpoint) and started again; rank 1's finish then ends the job at once,
+ * not at cluster.job_deadline_s (10 minutes here). */
+Test(checkpoint, ps_server_ends_when_the_last_rank_finishes_after_a_restart) {
+    char jobf[128], out[128], errf[128], json[2048], ck[128];
+    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir), snprintf(errf, sizeof(errf), "%s/err", dir);
+    snprintf(ck, sizeof(ck), "%s/ck", dir);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"end\", \"cluster\": {\"servers\": 1, \"workers\": 2,"
+             " \"consistency\": \"ssp\", \"job_deadline_s\": 600, \"connect_timeout_ms\": 5000,"
+             " \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 2000},"
+             " \"server\": {\"checkpoint_dir\": \"%s\"},"
+             " \"tables\": [{\"name\": \"a\", \"dim\": 2}]}", ck);
+    tu_write_file(jobf, json, 0644);
+    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", jobf, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    ps_job_config job;
+    tu_job(json, &job);
+    ps_error err = {0};
+    for (int run = 0; run < 2; run++) {
+        int pid = tu_spawn(argv, out, errf);
+        wait_for(out, "listening on 127.0.0.1:");
+        int port = 0;
+        sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
+               &port);
+        snprintf(job.servers[0], sizeof(job.servers[0]), "127.0.0.1:%d", port);
+        ps_client *c = tu_client(&job, (uint32_t)run); /* run 0: rank 0, run 1: rank 1 */
+        if (run == 1) sync_step(c); /* rank 1 goes on where it was */
+        ps_op op;
+        cr_assert_eq(ps_client_clock_async(c, true, &op, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+        ps_client_destroy(c);
+        if (run == 0) {
+            kill(pid, SIGTERM);
+            cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
+            cr_assert_not_null(strstr(tu_slurp(errf), "checkpoint generation 1 written"), "%s",
+                               tu_slurp(errf));
+            continue;
+        }
+        /* no signal: the job is over, the server exits on its own (5 s grace at most) */
+        cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(errf));
+        cr_assert_not_null(strstr(tu_slurp(errf), "restored job state: 1 of 2 workers finished"),
+                           "%s", tu_slurp(errf));
+        cr_assert_not_null(strstr(tu_slurp(errf), "every worker finished"), "%s", tu_slurp(errf));
+    }
+}
