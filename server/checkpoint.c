@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -220,6 +222,9 @@ static void sync_dir(const char *dir) {
 /* --- writing: the loop thread copies rows into blocks, a thread writes them ------------------ */
 
 #define NBUF 4 /* blocks in flight: ~2 MiB at dim 16 */
+#ifndef WRITER_NICE
+#define WRITER_NICE 10
+#endif
 
 struct ps_ckpt_writer {
     char path[PS_PATH_MAX + 64], tmp[PS_PATH_MAX + 64], dir[PS_PATH_MAX];
@@ -300,6 +305,9 @@ static ps_status seal(ps_ckpt_writer *w) {
 static void *writer_main(void *arg) {
     ps_ckpt_writer *w = arg;
     ps_status st = PS_OK;
+    /* Below the loop thread when the CPUs are contended: the checkpoint may take longer, the
+     * pushes it overlaps should not (Linux: a thread's own nice value; best effort). */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WRITER_NICE);
     for (bool end = false; !end && st == PS_OK;) {
         pthread_mutex_lock(&w->mu);
         while (!w->abort && w->q_n == 0) pthread_cond_wait(&w->cv, &w->mu);
