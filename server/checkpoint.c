@@ -223,7 +223,7 @@ static void sync_dir(const char *dir) {
 
 #define NBUF 4 /* blocks in flight: ~2 MiB at dim 16 */
 #ifndef WRITER_NICE
-#define WRITER_NICE 10
+#define WRITER_NICE 5
 #endif
 
 struct ps_ckpt_writer {
