@@ -225,9 +225,13 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
          * same worker process reconnecting (a server it timed out on while that server still
          * held its old connection) replaces its old one */
         for (ps_conn *o = srv->conns; o != NULL; o = o->next) {
-            if (o == c || !o->hello_done || !o->is_worker || o->rank != h->rank ||
-                uv_is_closing((const uv_handle_t *)&o->tcp))
+            if (o == c || !o->hello_done || !o->is_worker || o->rank != h->rank) continue;
+            if (uv_is_closing((const uv_handle_t *)&o->tcp)) {
+                /* its EOF came in this loop turn, its close callback comes after this Hello:
+                 * it must not drop the rank this connection now holds */
+                o->replaced = true;
                 continue;
+            }
             if (h->session != 0 && o->session == h->session) {
                 ps_log(&srv->opt.log, PS_LOG_INFO,
                        "%s: worker %u reconnected; closing its old connection %s", c->peer,
