@@ -222,6 +222,7 @@ static void sync_dir(const char *dir) {
 /* --- writing: the loop thread copies rows into blocks, a thread writes them ------------------ */
 
 #define NBUF 4 /* blocks in flight: ~2 MiB at dim 16 */
+/* The writer thread's nice value (README: 0, 5 and 10 measured; -DWRITER_NICE=N to compare) */
 #ifndef WRITER_NICE
 #define WRITER_NICE 5
 #endif
