@@ -323,7 +323,8 @@ static ps_status read_limits(ctx *c, const cJSON *o, ps_job_config *cfg) {
 
 static ps_status read_server(ctx *c, const cJSON *o, ps_job_config *cfg) {
     static const char *const keys[] = {"threads", "busy_poll_us", "max_memory_bytes",
-                                       "checkpoint_dir", "checkpoint_every_s", NULL};
+                                       "checkpoint_dir", "checkpoint_every_s",
+                                       "checkpoint_every_steps", NULL};
     if (o != NULL) TRY(check_keys(c, o, "server", keys));
     TRY(get_u32(c, o, "server", "threads", 1, 64, 2, &cfg->server_threads));
     TRY(get_busy_poll(c, o, "server", &cfg->server_busy_poll_us));
@@ -337,6 +338,10 @@ static ps_status read_server(ctx *c, const cJSON *o, ps_job_config *cfg) {
     TRY(get_u32(c, o, "server", "checkpoint_every_s", 0, 864e5, 0, &cfg->checkpoint_every_s));
     if (cfg->checkpoint_every_s != 0 && cfg->checkpoint_dir[0] == '\0')
         return FAIL(c, "server.checkpoint_every_s", "needs server.checkpoint_dir");
+    TRY(get_u32(c, o, "server", "checkpoint_every_steps", 0, 1e9, 0,
+                &cfg->checkpoint_every_steps));
+    if (cfg->checkpoint_every_steps != 0 && cfg->checkpoint_dir[0] == '\0')
+        return FAIL(c, "server.checkpoint_every_steps", "needs server.checkpoint_dir");
     return PS_OK;
 }
 

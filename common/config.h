@@ -114,6 +114,7 @@ typedef struct {
     uint64_t server_max_memory_bytes; /* all tables of one server; 0: no limit (store.h) */
     char checkpoint_dir[PS_PATH_MAX]; /* server.checkpoint_dir: "" none (server/checkpoint.h) */
     uint32_t checkpoint_every_s;      /* server.checkpoint_every_s: 0 only on SIGTERM/SIGUSR1 */
+    uint32_t checkpoint_every_steps;  /* server.checkpoint_every_steps: 0 none (server.c: a step) */
 
     ps_adagrad_config optimizer; /* the job's default; tables may override */
     size_t num_tables;

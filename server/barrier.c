@@ -7,7 +7,9 @@
 
 #include "hash.h"
 
-typedef enum { RANK_LIVE, RANK_FINISHED, RANK_DROPPED } rank_state;
+#define RANK_LIVE PS_RANK_LIVE
+#define RANK_FINISHED PS_RANK_FINISHED
+#define RANK_DROPPED PS_RANK_DROPPED
 
 typedef struct {
     uint8_t *keys;  /* (n) u64 LE */
@@ -271,7 +273,9 @@ ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_
         b->state[rank] = RANK_LIVE;
         b->clock[rank] = now;
         if (passed) c = now;
-    } else if (!b->seen[rank]) { /* first word from it: its clock is the one it says */
+    } else if (!b->seen[rank]) { /* first word from it: its clock is the one it says, at least
+                                  * the one a checkpoint restored (0 otherwise) */
+        if (b->clock[rank] > c) c = b->clock[rank];
         b->clock[rank] = c;
         /* a restarted server: the step being gathered is where the workers are */
         if (b->mode == PS_SYNC && !b->started && c > b->applied) b->applied = c;
@@ -302,6 +306,25 @@ ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error
     update_min(b);
     *advanced = b->min_clock != before;
     return complete(b, err);
+}
+
+void ps_barrier_save(const ps_barrier *b, uint64_t *clocks, uint8_t *states, uint64_t *applied) {
+    memcpy(clocks, b->clock, b->W * sizeof(*clocks));
+    memcpy(states, b->state, b->W);
+    *applied = b->mode == PS_SYNC ? b->applied : 0;
+}
+
+ps_status ps_barrier_restore(ps_barrier *b, const uint64_t *clocks, const uint8_t *states,
+                             uint64_t applied, ps_error *err) {
+    for (uint32_t r = 0; r < b->W; r++)
+        if (states[r] > RANK_DROPPED)
+            return ps_error_set(err, PS_INVALID_ARG, "barrier: rank %u has state %u", r,
+                                states[r]);
+    memcpy(b->clock, clocks, b->W * sizeof(*clocks));
+    memcpy(b->state, states, b->W);
+    if (b->mode == PS_SYNC) b->applied = applied;
+    update_min(b);
+    return PS_OK;
 }
 
 uint64_t ps_barrier_min_clock(const ps_barrier *b) { return b->min_clock; }

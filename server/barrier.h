@@ -79,6 +79,20 @@ uint64_t ps_barrier_min_clock(const ps_barrier *b);
  * returns how many there are. */
 size_t ps_barrier_slowest(const ps_barrier *b, uint32_t *ranks, size_t max);
 
+/* A rank's state, as a checkpoint stores it (one byte). */
+typedef enum { PS_RANK_LIVE = 0, PS_RANK_FINISHED = 1, PS_RANK_DROPPED = 2 } ps_rank_state;
+
+/* The state a checkpoint keeps: each rank's clock and ps_rank_state into clocks (W) and
+ * states (W), caller-owned; *applied: the sync steps applied (0 in ssp). */
+void ps_barrier_save(const ps_barrier *b, uint64_t *clocks, uint8_t *states, uint64_t *applied);
+
+/* A restarted server, before any Hello: the ranks' clocks and states as ps_barrier_save gave
+ * them (borrowed). A finished rank is not waited for; a dropped one rejoins as a dropped rank
+ * does; a live rank's clock is a lower bound its first Hello may raise. PS_INVALID_ARG for a
+ * state byte that is none of ps_rank_state (nothing changed then). */
+ps_status ps_barrier_restore(ps_barrier *b, const uint64_t *clocks, const uint8_t *states,
+                             uint64_t applied, ps_error *err);
+
 uint64_t ps_barrier_rank_clock(const ps_barrier *b, uint32_t rank);
 bool ps_barrier_is_live(const ps_barrier *b, uint32_t rank);
 

@@ -483,8 +483,10 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
                            : ps_barrier_push(srv->barrier, c->rank, t, m->keys.p, m->grads.p, n,
                                              m->env.push.clock, err);
         if (st != PS_OK) return st;
-        if (srv->replay != NULL && c->is_worker)
+        if (srv->replay != NULL && c->is_worker) {
             ps_replay_mark(srv->replay, c->rank, c->session, step, part);
+            ps_server_pushed(srv, c->rank, step);
+        }
         return send_ack(c, m->env.request_id, n, err);
     }
     case ps_Envelope_push_pull_tag: {
@@ -502,7 +504,10 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
             if (ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK ||
                 ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
                 return err->code;
-            if (c->is_worker) ps_replay_mark(srv->replay, c->rank, c->session, step, part);
+            if (c->is_worker) {
+                ps_replay_mark(srv->replay, c->rank, c->session, step, part);
+                ps_server_pushed(srv, c->rank, step);
+            }
         }
         return reply_values(c, m->env.request_id, srv->stores[t], m->pull_keys.p, n_pull, err);
     }

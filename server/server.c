@@ -22,6 +22,9 @@ static void on_connection(uv_stream_t *l, int status) {
 static void close_cb_noop(uv_handle_t *h) { (void)h; }
 
 static void on_barrier_stall(uv_timer_t *t);
+static void start_checkpoint(ps_server *srv);
+static void steps_checkpoint(ps_server *srv);
+static void workers_done(ps_server *srv);
 
 void ps_server_wake(ps_server *srv) {
     if (srv->waking) {
@@ -35,6 +38,7 @@ void ps_server_wake(ps_server *srv) {
             if (ps_conn_parked(c)) ps_conn_resume(c);
     } while (srv->wake_again);
     srv->waking = false;
+    steps_checkpoint(srv);
     /* the stall clock restarts whenever the barrier moves */
     if (srv->n_waiting > 0 && !srv->stopping)
         uv_timer_start(&srv->barrier_timer, on_barrier_stall, srv->job->barrier_timeout_ms, 0);
@@ -130,6 +134,42 @@ static void finish_checkpoint(ps_server *srv, bool abort) {
     }
 }
 
+/* The job state as of now (checkpoint.h), in arrays malloc'd into st; false: out of memory. */
+static bool save_state(const ps_server *srv, ps_ckpt_state *st) {
+    const uint32_t W = srv->job->num_workers;
+    *st = (ps_ckpt_state){.workers = W, .clock = calloc(W, sizeof(uint64_t)),
+                          .rank_state = calloc(W, 1), .finished = malloc(W)};
+    if (st->clock == NULL || st->rank_state == NULL || st->finished == NULL) return false;
+    if (srv->barrier != NULL) ps_barrier_save(srv->barrier, st->clock, st->rank_state, &st->applied);
+    memcpy(st->finished, srv->finished, W);
+    return true;
+}
+
+static void free_state(ps_ckpt_state *st) { free(st->clock), free(st->rank_state), free(st->finished); }
+
+static void wake_notify(void *ud) { uv_async_send(&((ps_server *)ud)->ckpt_wake); }
+
+/* Opens srv->ckpt for the next generation; logs and counts a failure. */
+static bool open_checkpoint(ps_server *srv, bool background) {
+    srv->ckpt_gen++;
+    srv->ckpt_started_ns = uv_hrtime();
+    ps_error err = {0};
+    ps_ckpt_state state;
+    ps_status st = save_state(srv, &state)
+                       ? ps_ckpt_writer_open(srv->job, srv->opt.shard, srv->job->num_servers,
+                                             srv->stores, &state, srv->job->checkpoint_dir,
+                                             srv->ckpt_gen, background ? wake_notify : NULL,
+                                             background ? srv : NULL, &srv->ckpt, &err)
+                       : ps_error_set(&err, PS_NOMEM, "out of memory");
+    free_state(&state);
+    if (st == PS_OK) return true;
+    srv->ckpt = NULL;
+    ps_log(&srv->opt.log, PS_LOG_WARN, "checkpoint generation %llu: %s%s",
+           (unsigned long long)srv->ckpt_gen, err.msg, background ? "; serving on" : "");
+    srv->ckpt_failed++;
+    return false;
+}
+
 static void on_ckpt_wake(uv_async_t *a) {
     ps_server *srv = a->data;
     if (srv->ckpt == NULL) return;
@@ -139,27 +179,39 @@ static void on_ckpt_wake(uv_async_t *a) {
         finish_checkpoint(srv, false);
 }
 
-static void wake_notify(void *ud) { uv_async_send(&((ps_server *)ud)->ckpt_wake); }
-
 static void start_checkpoint(ps_server *srv) {
     if (srv->job->checkpoint_dir[0] == '\0' || srv->stopping) return;
     if (srv->ckpt != NULL) {
         ps_log(&srv->opt.log, PS_LOG_DEBUG, "checkpoint: one is being written already");
         return;
     }
-    srv->ckpt_gen++;
-    srv->ckpt_started_ns = uv_hrtime();
-    ps_error err = {0};
-    if (ps_ckpt_writer_open(srv->job, srv->opt.shard, srv->job->num_servers,
-                            srv->job->checkpoint_dir, srv->ckpt_gen, wake_notify, srv, &srv->ckpt,
-                            &err) != PS_OK) {
-        srv->ckpt = NULL;
-        ps_log(&srv->opt.log, PS_LOG_WARN, "checkpoint generation %llu: %s; serving on",
-               (unsigned long long)srv->ckpt_gen, err.msg);
-        srv->ckpt_failed++;
-        return;
+    if (open_checkpoint(srv, true)) on_ckpt_wake(&srv->ckpt_wake);
+}
+
+/* server.checkpoint_every_steps: a checkpoint when the job passed another N steps here. */
+static void steps_checkpoint(ps_server *srv) {
+    const uint64_t N = srv->job->checkpoint_every_steps;
+    if (N == 0) return;
+    uint64_t mark;
+    if (srv->barrier != NULL) {
+        const uint64_t m = ps_barrier_min_clock(srv->barrier);
+        if (m == UINT64_MAX) return; /* no live rank */
+        mark = m / N;
+    } else {
+        mark = srv->steps_seen / (N * srv->job->num_workers);
     }
-    on_ckpt_wake(&srv->ckpt_wake);
+    if (mark <= srv->ckpt_step_mark) return;
+    srv->ckpt_step_mark = mark;
+    start_checkpoint(srv); /* one is being written already: this one is skipped, as on a timer */
+}
+
+void ps_server_pushed(ps_server *srv, uint32_t rank, uint64_t step) {
+    if (rank >= srv->job->num_workers || srv->push_step == NULL) return;
+    /* step 0: a client that does not number its steps; each push counts as one */
+    if (step != 0 && srv->push_step[rank] == step + 1) return;
+    srv->push_step[rank] = step + 1;
+    srv->steps_seen++;
+    steps_checkpoint(srv);
 }
 
 /* On SIGTERM/SIGINT: the last generation, whole, on this thread (the loop serves no one any
@@ -167,18 +219,7 @@ static void start_checkpoint(ps_server *srv) {
 static void final_checkpoint(ps_server *srv) {
     if (srv->job->checkpoint_dir[0] == '\0') return;
     if (srv->ckpt != NULL) ps_ckpt_writer_close(srv->ckpt, true, NULL, NULL), srv->ckpt = NULL;
-    srv->ckpt_gen++;
-    srv->ckpt_started_ns = uv_hrtime();
-    ps_error err = {0};
-    if (ps_ckpt_writer_open(srv->job, srv->opt.shard, srv->job->num_servers,
-                            srv->job->checkpoint_dir, srv->ckpt_gen, NULL, NULL, &srv->ckpt,
-                            &err) != PS_OK) {
-        srv->ckpt = NULL;
-        ps_log(&srv->opt.log, PS_LOG_WARN, "checkpoint generation %llu: %s",
-               (unsigned long long)srv->ckpt_gen, err.msg);
-        srv->ckpt_failed++;
-        return;
-    }
+    if (!open_checkpoint(srv, false)) return;
     bool done;
     ps_status st = ps_ckpt_writer_fill(srv->ckpt, srv->stores, true, &done, NULL);
     finish_checkpoint(srv, st != PS_OK);
@@ -195,7 +236,8 @@ uint64_t ps_server_checkpoints(const ps_server *s, uint64_t *failed) {
 }
 
 /* Restore on start: the newest good checkpoint of the job in server.checkpoint_dir, if any. */
-static ps_status restore_checkpoint(ps_server *srv, bool *restored, ps_error *err) {
+static ps_status restore_checkpoint(ps_server *srv, ps_ckpt_state *state, bool *restored,
+                                    ps_error *err) {
     const ps_job_config *job = srv->job;
     *restored = false;
     if (job->checkpoint_dir[0] == '\0') return PS_OK;
@@ -204,7 +246,7 @@ static ps_status restore_checkpoint(ps_server *srv, bool *restored, ps_error *er
     const uint64_t t0 = uv_hrtime();
     if (st == PS_OK)
         st = ps_checkpoint_restore(job, srv->opt.shard, job->num_servers, srv->stores,
-                                   job->checkpoint_dir, &srv->opt.log, &info, err);
+                                   job->checkpoint_dir, &srv->opt.log, state, &info, err);
     if (st == PS_NOT_FOUND) {
         ps_log(&srv->opt.log, PS_LOG_INFO, "no checkpoint in %s: starting fresh",
                job->checkpoint_dir);
@@ -216,6 +258,29 @@ static ps_status restore_checkpoint(ps_server *srv, bool *restored, ps_error *er
            (unsigned long long)info.generation, info.from_shards, (double)info.bytes / 1e6,
            (double)(uv_hrtime() - t0) / 1e9);
     *restored = true;
+    return PS_OK;
+}
+
+/* The restored job state onto the barrier and the finished ranks (created by now). */
+static ps_status apply_state(ps_server *srv, const ps_ckpt_state *st, ps_error *err) {
+    const uint32_t W = srv->job->num_workers;
+    if (st->workers != W) {
+        ps_log(&srv->opt.log, PS_LOG_INFO, "the checkpoint holds no job state for %u workers of "
+               "this consistency: clocks start at 0, no rank finished", W);
+        return PS_OK;
+    }
+    if (srv->barrier != NULL) {
+        ps_status s = ps_barrier_restore(srv->barrier, st->clock, st->rank_state, st->applied, err);
+        if (s != PS_OK) return s;
+        const uint64_t m = ps_barrier_min_clock(srv->barrier);
+        if (m != UINT64_MAX && srv->job->checkpoint_every_steps > 0)
+            srv->ckpt_step_mark = m / srv->job->checkpoint_every_steps;
+    }
+    for (uint32_t r = 0; r < W; r++)
+        if (st->finished[r] && !srv->finished[r]) srv->finished[r] = 1, srv->n_finished++;
+    ps_log(&srv->opt.log, PS_LOG_INFO, "restored job state: %u of %u workers finished%s%llu",
+           srv->n_finished, W, srv->barrier ? ", barrier minimum clock " : "",
+           srv->barrier ? (unsigned long long)ps_barrier_min_clock(srv->barrier) : 0ull);
     return PS_OK;
 }
 
@@ -314,7 +379,13 @@ static void on_deadline(uv_timer_t *t) {
 void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
     if (rank >= srv->job->num_workers || srv->finished[rank]) return;
     srv->finished[rank] = 1;
-    if (++srv->n_finished < srv->job->num_workers || !srv->opt.end_with_job) return;
+    if (++srv->n_finished == srv->job->num_workers) workers_done(srv);
+}
+
+/* Every worker rank finished (now, or before a restart): the job's end, when the server ends
+ * with it. */
+static void workers_done(ps_server *srv) {
+    if (!srv->opt.end_with_job) return;
     if (srv->opt.on_workers_done != NULL) srv->opt.on_workers_done(srv, srv->opt.ud);
     if (srv->opt.hold_for_end)
         ps_log(&srv->opt.log, PS_LOG_INFO,
@@ -494,7 +565,12 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         if (st == PS_OK) ps_store_set_clock(srv->stores[i], &srv->now_ms);
     }
     bool restored = false;
-    if (st == PS_OK) st = restore_checkpoint(srv, &restored, err);
+    const uint32_t W = job->num_workers;
+    ps_ckpt_state state = {.clock = calloc(W, sizeof(uint64_t)), .rank_state = calloc(W, 1),
+                           .finished = calloc(W, 1)};
+    if (st == PS_OK && (state.clock == NULL || state.rank_state == NULL || state.finished == NULL))
+        st = ps_error_set(err, PS_NOMEM, "server: out of memory");
+    if (st == PS_OK) st = restore_checkpoint(srv, &state, &restored, err);
     if (st == PS_OK && !restored && job->fit.init_from[0] != '\0') {
         size_t rows = 0;
         st = ps_weights_load(job->fit.init_from, job, opt->shard, job->num_servers, srv->stores,
@@ -509,8 +585,11 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
         st = ps_barrier_create(job, srv->stores, &srv->barrier, err);
     if (st == PS_OK && job->consistency == PS_ASYNC)
         st = ps_replay_create(job->num_workers, &srv->replay, err);
-    if (st == PS_OK && (srv->finished = calloc(job->num_workers, 1)) == NULL)
+    if (st == PS_OK && ((srv->finished = calloc(W, 1)) == NULL ||
+                        (srv->push_step = calloc(W, sizeof(uint64_t))) == NULL))
         st = ps_error_set(err, PS_NOMEM, "server: out of memory");
+    if (st == PS_OK && restored) st = apply_state(srv, &state, err);
+    free_state(&state);
     if (st != PS_OK) goto fail;
     uv_timer_init(&srv->loop, &srv->end_timer);
     srv->end_timer.data = srv;
@@ -558,7 +637,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     *out = srv;
     return PS_OK;
 fail:
-    free(srv->finished);
+    free(srv->finished), free(srv->push_step);
     ps_barrier_destroy(srv->barrier);
     ps_replay_destroy(srv->replay);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
@@ -585,6 +664,8 @@ ps_status ps_server_run(ps_server *srv, ps_error *err) {
     if (srv->opt.end_with_job && srv->job->job_deadline_s > 0 && !srv->stopping)
         uv_timer_start(&srv->end_timer, on_deadline, (uint64_t)srv->job->job_deadline_s * 1000,
                        0);
+    /* restored from a checkpoint taken after every worker finished: the job is over already */
+    if (srv->n_finished == srv->job->num_workers && !srv->stopping) workers_done(srv);
     for (;;) {
         bool hot = poll_ns > 0 && uv_hrtime() - srv->last_read_ns < poll_ns;
         if (uv_run(&srv->loop, hot ? UV_RUN_NOWAIT : UV_RUN_ONCE) == 0) break;
@@ -602,7 +683,7 @@ void ps_server_destroy(ps_server *srv) {
     uv_loop_close(&srv->loop);
     ps_barrier_destroy(srv->barrier);
     ps_replay_destroy(srv->replay);
-    free(srv->finished);
+    free(srv->finished), free(srv->push_step);
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     ps_frame_cache_clear(&srv->fcache);

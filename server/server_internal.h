@@ -75,6 +75,13 @@ struct ps_server {
     struct ps_ckpt_writer *ckpt; /* the one being written; NULL: none */
     uint64_t ckpt_gen;      /* the last generation started (continues the directory's) */
     uint64_t ckpt_started_ns;
+    /* server.checkpoint_every_steps: sync/ssp: the barrier's minimum clock reached a multiple
+     * of N; async: N * W worker steps began here (a rank's push with a step number other than
+     * its last: tables and parts of one step count once, retries not at all; an unnumbered
+     * push, step 0, counts as a step) */
+    uint64_t ckpt_step_mark;  /* sync/ssp: min clock / N at the last; async: steps then */
+    uint64_t steps_seen;      /* async: worker steps begun */
+    uint64_t *push_step;      /* (W) async: each rank's last pushed step + 1; 0: none yet */
     _Atomic uint64_t ckpt_done, ckpt_failed;
 };
 
@@ -157,6 +164,8 @@ bool ps_conn_parked(const ps_conn *c);
 void ps_server_wake(ps_server *srv);
 /* a connection parked: start the stall timer if it is not running */
 void ps_server_parked(ps_server *srv);
+/* async: rank's push of its step `step` was applied (server.checkpoint_every_steps). */
+void ps_server_pushed(ps_server *srv, uint32_t rank, uint64_t step);
 /* A worker rank said it finished (Clock with finished, any consistency). */
 void ps_server_worker_finished(ps_server *srv, uint32_t rank);
 /* A connection is gone: when the job is over and it was the last, stop now. */

@@ -737,6 +737,56 @@ nomem:
                         s->rows);
 }
 
+uint32_t ps_store_stamps(const ps_store *s) {
+    return (s->touch_off ? PS_STAMP_STEPS : 0) | (s->tsec_off ? PS_STAMP_SECONDS : 0);
+}
+
+ps_status ps_store_put_aged(ps_store *s, uint64_t key, const float *w, const float *acc,
+                            uint32_t step, uint32_t age_steps, uint32_t age_s, ps_error *err) {
+    ps_status st = ps_store_put(s, key, w, acc, step, err);
+    if (st != PS_OK || (s->touch_off == 0 && s->tsec_off == 0)) return st;
+    uint8_t *row = row_at(s, (uint32_t)find(s, key, slot_hash(key)));
+    /* modulo 2^32, as expired() compares: the age comes back whatever the counters are now */
+    if (s->touch_off) *row_u32(row, s->touch_off) = s->step - age_steps;
+    if (s->tsec_off) *row_u32(row, s->tsec_off) = now_s(s) - age_s;
+    return PS_OK;
+}
+
+ps_status ps_store_pending_snapshot(const ps_store *s, ps_pending_key **out, size_t *n_out,
+                                    ps_error *err) {
+    *out = NULL, *n_out = 0;
+    if (s->pused == 0) return PS_OK;
+    ps_pending_key *v = malloc(s->pused * sizeof(*v));
+    if (v == NULL)
+        return ps_error_set(err, PS_NOMEM, "table %s: out of memory copying %zu pending keys",
+                            s->spec.name, s->pused);
+    const uint64_t e = s->spec.mem.expire_after_steps;
+    size_t n = 0;
+    for (size_t i = 0; i < s->pcap; i++) {
+        const pending_entry *pe = &s->pend[i];
+        if (pe->count == 0 || (e != 0 && s->step - pe->step >= e)) continue; /* aged out */
+        v[n++] = (ps_pending_key){.key = pe->key, .age_steps = s->step - pe->step,
+                                  .count = pe->count};
+    }
+    if (n == 0) free(v), v = NULL;
+    *out = v, *n_out = n;
+    return PS_OK;
+}
+
+ps_status ps_store_pending_put(ps_store *s, const ps_pending_key *k, ps_error *err) {
+    if (s->spec.mem.admit_after <= 1 || k->count == 0 || find(s, k->key, slot_hash(k->key)) >= 0)
+        return PS_OK;
+    if ((s->pused + 1) * 4 > s->pcap * 3 && pend_grow(s) != PS_OK)
+        return ps_error_set(err, PS_NOMEM, "table %s: out of memory at %zu pending keys",
+                            s->spec.name, s->pused);
+    const size_t mask = s->pcap - 1;
+    size_t p = slot_hash(k->key) & mask;
+    while (s->pend[p].count != 0 && s->pend[p].key != k->key) p = (p + 1) & mask;
+    if (s->pend[p].count == 0) s->pused++;
+    s->pend[p] = (pending_entry){.key = k->key, .step = s->step - k->age_steps, .count = k->count};
+    return PS_OK;
+}
+
 /* Row order is creation order, so the keys are gathered from the chunks and sorted. */
 ps_status ps_store_sorted_keys(const ps_store *s, uint64_t **keys_out, size_t *n_out,
                                ps_error *err) {
@@ -764,8 +814,10 @@ size_t ps_store_scan_from(const ps_store *s, size_t *next, size_t max, ps_store_
         uint8_t *row = row_at(s, (uint32_t)r++);
         if (!is_live(s, (uint32_t)(r - 1)) || (s->expires && expired(s, row))) continue;
         n++;
-        if (cb != NULL && !cb(ud, row_key(row), row_w(row), row_acc(s, row),
-                              s->has_step ? *row_step(s, row) : 0))
+        if (cb != NULL &&
+            !cb(ud, row_key(row), row_w(row), row_acc(s, row), s->has_step ? *row_step(s, row) : 0,
+                s->touch_off ? s->step - *row_u32(row, s->touch_off) : 0,
+                s->tsec_off ? now_s(s) - *row_u32(row, s->tsec_off) : 0))
             break;
     }
     *next = r;

@@ -64,6 +64,32 @@ bool ps_store_get_row(const ps_store *s, uint64_t key, float *w, float *acc, uin
 ps_status ps_store_put(ps_store *s, uint64_t key, const float *w, const float *acc, uint32_t step,
                        ps_error *err);
 
+/* What a row's memory-control stamps are kept for (spec.mem): PS_STAMP_STEPS (expire_after_steps
+ * or eviction lru), PS_STAMP_SECONDS (expire_after_seconds); 0: neither. */
+#define PS_STAMP_STEPS 1u
+#define PS_STAMP_SECONDS 2u
+uint32_t ps_store_stamps(const ps_store *s);
+
+/* ps_store_put, then the row's stamps set as if its last push was age_steps table steps and
+ * age_s seconds ago (a checkpoint's restore: ages survive a restart, absolute stamps would not).
+ * A stamp the store does not keep is ignored. */
+ps_status ps_store_put_aged(ps_store *s, uint64_t key, const float *w, const float *acc,
+                            uint32_t step, uint32_t age_steps, uint32_t age_s, ps_error *err);
+
+/* A key admission is counting (admit_after): pushes counted, and table steps since the last. */
+typedef struct {
+    uint64_t key;
+    uint32_t age_steps;
+    uint32_t count;
+} ps_pending_key;
+/* The pending keys now (those expire_after_steps has not aged out), in *out: malloc'd, the
+ * caller frees it (NULL when none). 16 bytes per pending key. */
+ps_status ps_store_pending_snapshot(const ps_store *s, ps_pending_key **out, size_t *n_out,
+                                    ps_error *err);
+/* Sets key's admission count as ps_store_pending_snapshot gave it. A key that has a row is left
+ * alone (it was admitted). A no-op when the table does not count (admit_after <= 1). PS_NOMEM. */
+ps_status ps_store_pending_put(ps_store *s, const ps_pending_key *p, ps_error *err);
+
 /* Every stored key, ascending, in *keys_out: malloc'd, the caller frees it (NULL when the table
  * is empty). O(n log n) time, 8 bytes per row of memory. An export pairs it with
  * ps_store_get_row. A snapshot: rows created afterwards are not in it. */
@@ -71,9 +97,11 @@ ps_status ps_store_sorted_keys(const ps_store *s, uint64_t **keys_out, size_t *n
                                ps_error *err);
 
 /* Called once per row by ps_store_scan: w (dim), acc (state_len) point into the store, valid for
- * the call only; step is 0 when the store counts none. Returns false to stop the scan. */
+ * the call only; step is 0 when the store counts none. age_steps: table steps since the row's
+ * last push, age_s: seconds since it (each 0 unless ps_store_stamps says the store keeps it).
+ * Returns false to stop the scan. */
 typedef bool (*ps_store_row_cb)(void *ud, uint64_t key, const float *w, const float *acc,
-                                uint32_t step);
+                                uint32_t step, uint32_t age_steps, uint32_t age_s);
 /* Visits every stored row (expired ones skipped) in row-number order, no allocation, no sort:
  * a checkpoint's stream. cb NULL: only counts. Returns the rows visited. */
 size_t ps_store_scan(const ps_store *s, ps_store_row_cb cb, void *ud);

@@ -225,3 +225,67 @@ Test(replay, a_session_s_step_and_part_are_applied_once) {
     cr_assert(!ps_replay_seen(r, 5, 42, 1, 0), "a rank out of range is never a repeat");
     ps_replay_destroy(r);
 }
+
+/* --- restored from a checkpoint (ps_barrier_restore) ----------------------------------------- */
+
+/* Rank 1 finished before the restart: the restored barrier does not wait for it. */
+Test(barrier, a_restored_finished_rank_is_not_waited_for) {
+    make("sync", 2);
+    cr_assert_eq(ps_barrier_restore(b, (const uint64_t[]){3, 3},
+                                    (const uint8_t[]){PS_RANK_LIVE, PS_RANK_FINISHED}, 3, &err),
+                 PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_min_clock(b), 3);
+    cr_assert(!ps_barrier_is_live(b, 1));
+    cr_assert_eq(hello(0, 3), 3);
+    cr_assert_eq(push(0, 3, 0.25f), PS_OK, "%s", err.msg);
+    cr_assert_eq(clock(0, 4), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_min_clock(b), 4, "only rank 0 is waited for");
+    cr_assert_float_eq(weight(), -0.5f, 1e-6, "step 3 applied without rank 1");
+    cr_assert_eq(hello(1, 3), 3, "a finished rank stays finished");
+    cr_assert(!ps_barrier_is_live(b, 1));
+}
+
+/* The control: a fresh barrier (no restore) holds step 3 for rank 1. */
+Test(barrier, without_restore_a_finished_rank_is_waited_for) {
+    make("sync", 2);
+    cr_assert_eq(hello(0, 3), 3);
+    cr_assert_eq(push(0, 3, 0.25f), PS_OK, "%s", err.msg);
+    cr_assert_eq(clock(0, 4), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_min_clock(b), 0);
+    cr_assert_float_eq(weight(), 0.0f, 0.0);
+}
+
+/* A restored clock is a lower bound: a Hello saying less starts there, one saying more wins. */
+Test(barrier, a_restored_clock_is_a_lower_bound_for_hello) {
+    make("ssp", 2);
+    cr_assert_eq(ps_barrier_restore(b, (const uint64_t[]){5, 5},
+                                    (const uint8_t[]){PS_RANK_LIVE, PS_RANK_LIVE}, 0, &err),
+                 PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_min_clock(b), 5);
+    cr_assert_eq(hello(0, 2), 5);
+    cr_assert_eq(hello(1, 9), 9);
+    cr_assert_eq(ps_barrier_min_clock(b), 5);
+    uint64_t clocks[2];
+    uint8_t states[2];
+    uint64_t applied = 77;
+    ps_barrier_save(b, clocks, states, &applied);
+    cr_assert(clocks[0] == 5 && clocks[1] == 9 && states[0] == PS_RANK_LIVE && applied == 0);
+}
+
+/* A restored dropped rank rejoins as a dropped one does: at the live minimum. */
+Test(barrier, a_restored_dropped_rank_rejoins_at_the_live_minimum) {
+    make("ssp", 2);
+    cr_assert_eq(ps_barrier_restore(b, (const uint64_t[]){8, 2},
+                                    (const uint8_t[]){PS_RANK_LIVE, PS_RANK_DROPPED}, 0, &err),
+                 PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_min_clock(b), 8);
+    cr_assert_eq(hello(1, 2), 8);
+}
+
+Test(barrier, restore_refuses_an_unknown_state) {
+    make("sync", 2);
+    cr_assert_eq(ps_barrier_restore(b, (const uint64_t[]){1, 1}, (const uint8_t[]){0, 3}, 0, &err),
+                 PS_INVALID_ARG);
+    cr_assert_not_null(strstr(err.msg, "rank 1 has state 3"), "%s", err.msg);
+    cr_assert_eq(ps_barrier_rank_clock(b, 0), 0, "nothing changed");
+}

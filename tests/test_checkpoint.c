@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "barrier.h"
 #include "checkpoint.h"
 #include "hash.h"
 #include "testutil.h"
@@ -119,7 +120,7 @@ static void write_gen(const ps_job_config *job, ps_store **st, uint32_t shard, u
                       uint64_t gen) {
     ps_error err = {0};
     ps_ckpt_info info;
-    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, dir, gen, &info, &err), PS_OK, "%s",
+    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, NULL, dir, gen, &info, &err), PS_OK, "%s",
                  err.msg);
     cr_assert_eq(info.generation, gen);
 }
@@ -157,7 +158,7 @@ static ps_status restore(const ps_job_config *job, ps_store **st, uint32_t shard
     cr_assert_not_null(lf);
     ps_logger log = {.out = lf, .level = PS_LOG_DEBUG};
     make_stores(job, st);
-    ps_status s = ps_checkpoint_restore(job, shard, count, st, dir, &log, info, err);
+    ps_status s = ps_checkpoint_restore(job, shard, count, st, dir, &log, NULL, info, err);
     rewind(lf);
     size_t got = fread(log_text, 1, cap - 1, lf);
     log_text[got] = '\0';
@@ -165,8 +166,18 @@ static ps_status restore(const ps_job_config *job, ps_store **st, uint32_t shard
     return s;
 }
 
-/* The layout by hand (README "Checkpoints"): offsets, the header's crc32 and the first block's,
- * computed with zlib here. */
+/* CRC-32C bit by bit from its definition (reflected 0x82F63B78): not the code under test. */
+static uint32_t crc32c_ref(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* The layout by hand (README "Checkpoints", format version 2): offsets, the header's CRC32C and
+ * the first block's, computed here bit by bit. */
 Test(checkpoint, layout_by_hand) {
     ps_job_config job;
     ps_store *st[2];
@@ -177,28 +188,33 @@ Test(checkpoint, layout_by_hand) {
     cr_assert_eq(memcmp(b, "PSCKPT\0\0", 8), 0, "magic");
     uint32_t u32;
     uint64_t u64;
-    memcpy(&u32, b + 8, 4); cr_assert_eq(u32, 1u, "version");
+    memcpy(&u32, b + 8, 4); cr_assert_eq(u32, 2u, "version");
     cr_assert_str_eq((char *)b + 12, "layout");
     memcpy(&u64, b + 76, 8); cr_assert_eq(u64, 5u, "generation");
     memcpy(&u32, b + 92, 4); cr_assert_eq(u32, 0u, "shard");
     memcpy(&u32, b + 96, 4); cr_assert_eq(u32, 1u, "shard count");
     memcpy(&u32, b + 100, 4); cr_assert_eq(u32, 2u, "tables");
-    const size_t t0 = 104, trec = 64 + 16 + 40 + 8;
+    const size_t t0 = 104, trec = 64 + 16 + 40 + 8 + 4 + 8;
     cr_assert_str_eq((char *)b + t0, "emb");
     memcpy(&u32, b + t0 + 64, 4); cr_assert_eq(u32, 4u, "emb dim");
     memcpy(&u32, b + t0 + 68, 4); cr_assert_eq(u32, 4u, "emb accumulators");
     memcpy(&u32, b + t0 + trec + 68, 4); cr_assert_eq(u32, 1u, "row: rowwise, 1 accumulator");
     memcpy(&u64, b + t0 + 120, 8); cr_assert_eq(u64, 3u, "emb rows");
-    const size_t hend = t0 + 2 * trec;
+    memcpy(&u32, b + t0 + 128, 4); cr_assert_eq(u32, 0u, "emb stamps: none kept");
+    memcpy(&u64, b + t0 + 132, 8); cr_assert_eq(u64, 0u, "emb pending keys");
+    const size_t js = t0 + 2 * trec; /* the job state: async, no ranks written (state NULL) */
+    memcpy(&u32, b + js, 4); cr_assert_eq(u32, (uint32_t)PS_ASYNC, "consistency");
+    memcpy(&u32, b + js + 4, 4); cr_assert_eq(u32, 0u, "workers");
+    const size_t hend = js + 16;
     memcpy(&u32, b + hend, 4);
-    cr_assert_eq(u32, (uint32_t)crc32(0, b, (uInt)hend), "header crc32");
+    cr_assert_eq(u32, crc32c_ref(b, hend), "header crc32c");
     /* block 0: table 0, 3 rows of 8 + 16 + 16 + 4 bytes, then its crc32 */
     const uint8_t *blk = b + hend + 4;
     memcpy(&u32, blk, 4); cr_assert_eq(u32, 0u, "block table");
     memcpy(&u32, blk + 4, 4); cr_assert_eq(u32, 3u, "block rows");
     const size_t plen = 8 + 3 * 44;
     memcpy(&u32, blk + plen, 4);
-    cr_assert_eq(u32, (uint32_t)crc32(0, blk, (uInt)plen), "block crc32");
+    cr_assert_eq(u32, crc32c_ref(blk, plen), "block crc32c");
     /* rows in creation order: key 0's weights [0, .125, .25, .375], step 0; key 2's step 2 */
     float w[4];
     memcpy(&u64, blk + 8, 8), memcpy(w, blk + 16, 16);
@@ -305,16 +321,16 @@ Test(checkpoint, corrupted_block_named_and_previous_generation_used) {
     two_gens(&job);
     size_t n;
     uint8_t *b = slurp_bin(path_of(0, 1, 2), &n);
-    /* block 0 starts after the header (104 + 2 * 128 + 4 bytes); flip a bit in block 1's rows:
-     * blocks of table 0 hold 4096 rows of 44 bytes (+ 8 + 4) */
-    const size_t blk1 = 364 + 8 + 4096 * 44 + 4;
+    /* block 0 starts after the header (104 + 2 * 140 + 16 + 4 bytes); flip a bit in block 1's
+     * rows: blocks of table 0 hold 4096 rows of 44 bytes (+ 8 + 4) */
+    const size_t blk1 = 404 + 8 + 4096 * 44 + 4;
     b[blk1 + 8 + 100] ^= 0x10;
     spit_bin(path_of(0, 1, 2), b, n);
     free(b);
     char log[4096];
     restores_generation_1(&job, log, sizeof(log));
-    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt: block 1: crc32 mismatch"), "log: %s",
-                       log);
+    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-2.ckpt: block 1: crc32c mismatch"),
+                       "log: %s", log);
 }
 
 Test(checkpoint, every_generation_bad_is_an_error) {
@@ -323,7 +339,7 @@ Test(checkpoint, every_generation_bad_is_an_error) {
     for (uint64_t g = 1; g <= 2; g++) {
         size_t n;
         uint8_t *b = slurp_bin(path_of(0, 1, g), &n);
-        b[20] ^= 1; /* inside job_id: the header's crc32 */
+        b[20] ^= 1; /* inside job_id: the header's crc32c */
         spit_bin(path_of(0, 1, g), b, n);
         free(b);
     }
@@ -333,7 +349,7 @@ Test(checkpoint, every_generation_bad_is_an_error) {
     ps_ckpt_info info;
     cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_DATA);
     cr_assert_not_null(strstr(err.msg, "no shard count has a good checkpoint"), "%s", err.msg);
-    cr_assert_not_null(strstr(log, "header: crc32 mismatch"), "log: %s", log);
+    cr_assert_not_null(strstr(log, "header: crc32c mismatch"), "log: %s", log);
     free_stores(&job, st);
 }
 
@@ -449,7 +465,7 @@ Test(checkpoint, disk_full_keeps_previous) {
     write_gen(&job, st, 0, 1, 1);
     fill(&job, st, 10000, 0, 1, 0); /* 720 KB: does not */
     ps_error err = {0};
-    ps_status s = ps_checkpoint_write(&job, 0, 1, st, dir, 2, NULL, &err);
+    ps_status s = ps_checkpoint_write(&job, 0, 1, st, NULL, dir, 2, NULL, &err);
     free_stores(&job, st);
     cr_assert_eq(s, PS_IO);
     cr_assert_not_null(strstr(err.msg, strerror(ENOSPC)), "%s", err.msg);
@@ -648,4 +664,475 @@ Test(checkpoint, ps_server_sigusr1_sigterm_and_restart) {
     cr_assert_not_null(strstr(tu_slurp(errf), "(generation 2 of 1 shards"), "%s", tu_slurp(errf));
     kill(pid, SIGTERM);
     cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
+}
+
+/* --- format version 1, still read ------------------------------------------------------------ */
+
+/* A version 1 file as the previous build wrote it, by hand: header (zlib crc32), one block per
+ * table of n rows {key, w, acc, step}, the end block. */
+static void write_v1_by_hand(const ps_job_config *job, uint64_t n, uint64_t gen) {
+    uint8_t *b = calloc(1, 1 << 20), *p = b;
+    memcpy(p, "PSCKPT\0\0", 8), p += 8;
+    uint32_t u32 = 1;
+    memcpy(p, &u32, 4), p += 4;
+    snprintf((char *)p, 64, "%s", job->job_id), p += 64;
+    memcpy(p, &gen, 8), p += 8 + 8; /* time: 0 */
+    u32 = 0, memcpy(p, &u32, 4), p += 4;
+    u32 = 1, memcpy(p, &u32, 4), p += 4;
+    u32 = (uint32_t)job->num_tables, memcpy(p, &u32, 4), p += 4;
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        const ps_table_spec *sp = &job->tables[t];
+        snprintf((char *)p, 64, "%s", sp->name), p += 64;
+        uint32_t f[4] = {sp->dim, ps_table_state_len(sp), (uint32_t)sp->opt.form, sp->opt.rowwise};
+        memcpy(p, f, 16), p += 16;
+        double d[5] = {sp->opt.learning_rate, sp->opt.epsilon, sp->opt.initial_accumulator_value,
+                       sp->opt.lr_decay, sp->opt.weight_decay};
+        memcpy(p, d, 40), p += 40;
+        memcpy(p, &n, 8), p += 8;
+    }
+    u32 = (uint32_t)crc32(0, b, (uInt)(p - b));
+    memcpy(p, &u32, 4), p += 4;
+    for (uint32_t t = 0; t < job->num_tables; t++) {
+        const ps_table_spec *sp = &job->tables[t];
+        const uint32_t sl = ps_table_state_len(sp);
+        uint8_t *blk = p;
+        uint32_t hdr[2] = {t, (uint32_t)n};
+        memcpy(p, hdr, 8), p += 8;
+        for (uint64_t k = 0; k < n; k++) {
+            float w[8], acc[8];
+            row_of(k, sp->dim, w, acc, sl);
+            uint32_t step = (uint32_t)(k % 7);
+            memcpy(p, &k, 8), memcpy(p + 8, w, 4 * sp->dim), memcpy(p + 8 + 4 * sp->dim, acc, 4 * sl);
+            p += 8 + 4 * (sp->dim + sl);
+            memcpy(p, &step, 4), p += 4;
+        }
+        u32 = (uint32_t)crc32(0, blk, (uInt)(p - blk));
+        memcpy(p, &u32, 4), p += 4;
+    }
+    uint32_t end[2] = {0xffffffffu, 0};
+    memcpy(p, end, 8);
+    u32 = (uint32_t)crc32(0, p, 8);
+    memcpy(p + 8, &u32, 4), p += 12;
+    spit_bin(path_of(0, 1, gen), b, (size_t)(p - b));
+    free(b);
+}
+
+Test(checkpoint, version_1_file_restored) {
+    ps_job_config job;
+    make_job(&job, "old", 1, 4, dir);
+    write_v1_by_hand(&job, 300, 4);
+    ps_store *st[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    uint64_t clock[2] = {9, 9};
+    uint8_t rs[2] = {9, 9}, fin[2] = {9, 9};
+    ps_ckpt_state state = {.workers = 77, .clock = clock, .rank_state = rs, .finished = fin};
+    FILE *lf = tmpfile();
+    ps_logger lg = {.out = lf, .level = PS_LOG_DEBUG};
+    make_stores(&job, st);
+    cr_assert_eq(ps_checkpoint_restore(&job, 0, 1, st, dir, &lg, &state, &info, &err), PS_OK,
+                 "%s", err.msg);
+    fclose(lf);
+    cr_assert_eq(info.generation, 4u);
+    cr_assert_eq(info.rows, 600u);
+    expect_rows(&job, st, 300, 0, 1, 0);
+    cr_assert_eq(state.workers, 0u, "a version 1 file holds no job state");
+    free_stores(&job, st);
+    /* and a bit flipped in its block: zlib's crc32 still guards it */
+    write_v1_by_hand(&job, 300, 5);
+    size_t n;
+    uint8_t *b = slurp_bin(path_of(0, 1, 5), &n);
+    b[364 + 8 + 50] ^= 4;
+    spit_bin(path_of(0, 1, 5), b, n);
+    free(b);
+    cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.generation, 4u);
+    cr_assert_not_null(strstr(log, "shard-0-of-1.gen-5.ckpt: block 0: crc32 mismatch"), "%s", log);
+    free_stores(&job, st);
+}
+
+/* --- the job state ----------------------------------------------------------------------------- */
+
+#define STATE_FMT                                                                                  \
+    "{\"job_id\": \"st\", \"cluster\": {\"servers\": %u, \"workers\": 3, \"consistency\": \"%s\"}," \
+    " \"server\": {\"checkpoint_dir\": \"%s\"}, \"tables\": [{\"name\": \"emb\", \"dim\": 2}]}"
+
+static void state_job(ps_job_config *job, uint32_t servers, const char *mode) {
+    char json[1024];
+    snprintf(json, sizeof(json), STATE_FMT, servers, mode, dir);
+    tu_job(json, job);
+}
+
+/* Writes shard of count with the given state (3 ranks) and no rows. */
+static void write_state(const ps_job_config *job, uint32_t shard, uint32_t count,
+                        const uint64_t clock[3], const uint8_t rs[3], const uint8_t fin[3],
+                        uint64_t applied, uint64_t gen) {
+    ps_store *st[1];
+    make_stores(job, st);
+    ps_ckpt_state s = {.workers = 3, .applied = applied, .clock = (uint64_t *)clock,
+                       .rank_state = (uint8_t *)rs, .finished = (uint8_t *)fin};
+    ps_error err = {0};
+    cr_assert_eq(ps_checkpoint_write(job, shard, count, st, &s, dir, gen, NULL, &err), PS_OK, "%s",
+                 err.msg);
+    free_stores(job, st);
+}
+
+static void read_state(const ps_job_config *job, uint32_t shard, uint32_t count,
+                       ps_ckpt_state *s) {
+    ps_store *st[1];
+    make_stores(job, st);
+    ps_error err = {0};
+    cr_assert_eq(ps_checkpoint_restore(job, shard, count, st, dir, NULL, s, NULL, &err), PS_OK,
+                 "%s", err.msg);
+    free_stores(job, st);
+}
+
+Test(checkpoint, job_state_round_trip) {
+    ps_job_config job;
+    state_job(&job, 1, "sync");
+    write_state(&job, 0, 1, (uint64_t[]){5, 7, 4},
+                (uint8_t[]){PS_RANK_LIVE, PS_RANK_FINISHED, PS_RANK_DROPPED}, (uint8_t[]){0, 1, 0},
+                4, 1);
+    uint64_t clock[3];
+    uint8_t rs[3], fin[3];
+    ps_ckpt_state s = {.clock = clock, .rank_state = rs, .finished = fin};
+    read_state(&job, 0, 1, &s);
+    cr_assert_eq(s.workers, 3u);
+    cr_assert_eq(s.applied, 4u);
+    cr_assert(clock[0] == 5 && clock[1] == 7 && clock[2] == 4);
+    cr_assert(rs[0] == PS_RANK_LIVE && rs[1] == PS_RANK_FINISHED && rs[2] == PS_RANK_DROPPED);
+    cr_assert(fin[0] == 0 && fin[1] == 1 && fin[2] == 0);
+    /* the state of another consistency (or worker count) does not apply */
+    ps_job_config ssp;
+    state_job(&ssp, 1, "ssp");
+    s.workers = 99;
+    read_state(&ssp, 0, 1, &s);
+    cr_assert_eq(s.workers, 0u);
+    /* written without state: none restored */
+    ps_store *st[1];
+    make_stores(&job, st);
+    write_gen(&job, st, 0, 1, 2);
+    free_stores(&job, st);
+    s.workers = 99;
+    read_state(&job, 0, 1, &s);
+    cr_assert_eq(s.workers, 0u);
+}
+
+/* 2 shards' states; onto 2 each gets its own, onto 1 (or 3) the least of both per rank. */
+Test(checkpoint, job_state_onto_other_shard_counts) {
+    ps_job_config job2, job1;
+    state_job(&job2, 2, "ssp");
+    state_job(&job1, 1, "ssp");
+    write_state(&job2, 0, 2, (uint64_t[]){10, 20, 30},
+                (uint8_t[]){PS_RANK_FINISHED, PS_RANK_FINISHED, PS_RANK_LIVE},
+                (uint8_t[]){1, 1, 0}, 0, 1);
+    write_state(&job2, 1, 2, (uint64_t[]){11, 19, 30},
+                (uint8_t[]){PS_RANK_FINISHED, PS_RANK_DROPPED, PS_RANK_DROPPED},
+                (uint8_t[]){1, 0, 0}, 0, 1);
+    uint64_t clock[3];
+    uint8_t rs[3], fin[3];
+    ps_ckpt_state s = {.clock = clock, .rank_state = rs, .finished = fin};
+    read_state(&job2, 1, 2, &s);
+    cr_assert(clock[0] == 11 && clock[1] == 19 && clock[2] == 30, "shard 1's own clocks");
+    cr_assert(rs[0] == PS_RANK_FINISHED && rs[1] == PS_RANK_DROPPED && rs[2] == PS_RANK_DROPPED);
+    cr_assert(fin[0] == 1 && fin[1] == 0 && fin[2] == 0);
+    read_state(&job1, 0, 1, &s);
+    cr_assert_eq(s.workers, 3u);
+    cr_assert(clock[0] == 10 && clock[1] == 19 && clock[2] == 30, "least clocks: %llu %llu %llu",
+              (unsigned long long)clock[0], (unsigned long long)clock[1],
+              (unsigned long long)clock[2]);
+    /* finished in both stays finished; finished + dropped is dropped; dropped + live is live */
+    cr_assert(rs[0] == PS_RANK_FINISHED && rs[1] == PS_RANK_DROPPED && rs[2] == PS_RANK_LIVE,
+              "states %u %u %u", rs[0], rs[1], rs[2]);
+    cr_assert(fin[0] == 1 && fin[1] == 0 && fin[2] == 0, "finished only if in both");
+}
+
+/* --- memory control: admission counts and the stamps' ages ----------------------------------- */
+
+#define MEM_FMT                                                                                    \
+    "{\"job_id\": \"mem\", \"server\": {\"checkpoint_dir\": \"%s\"},"                              \
+    " \"tables\": [{\"name\": \"a\", \"dim\": 2, \"admit_after\": 3},"                             \
+    "              {\"name\": \"e\", \"dim\": 2, \"expire_after_steps\": 4,"                        \
+    "               \"expire_after_seconds\": 5}]}"
+
+static void push_keys(ps_store *s, const uint64_t *keys, size_t n) {
+    float g[16] = {0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f,
+                   0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f, 0.5f, -0.25f};
+    cr_assert_eq(ps_store_push(s, (const uint8_t *)keys, (const uint8_t *)g, n, NULL), PS_OK);
+}
+static void push1(ps_store *s, uint64_t k) { push_keys(s, &k, 1); }
+
+static bool has_row(ps_store *s, uint64_t k) { return ps_store_get_row(s, k, NULL, NULL, NULL); }
+
+typedef struct {
+    uint64_t key[8];
+    uint32_t age_steps[8], age_s[8];
+    size_t n;
+} ages;
+static bool collect_ages(void *ud, uint64_t key, const float *w, const float *acc, uint32_t step,
+                         uint32_t age_steps, uint32_t age_s) {
+    ages *a = ud;
+    (void)w, (void)acc, (void)step;
+    if (a->n < 8) a->key[a->n] = key, a->age_steps[a->n] = age_steps, a->age_s[a->n] = age_s;
+    a->n++;
+    return true;
+}
+
+/* admit_after 3: a key pushed twice before the checkpoint is admitted by one more push after the
+ * restore, one pushed once by two more; a fresh store (the control) needs all three. */
+Test(checkpoint, admission_counts_survive_restore) {
+    ps_job_config job;
+    char json[1024];
+    snprintf(json, sizeof(json), MEM_FMT, dir);
+    tu_job(json, &job);
+    ps_store *st[2];
+    make_stores(&job, st);
+    push1(st[0], 100), push1(st[0], 100), push1(st[0], 200);
+    push1(st[0], 7), push1(st[0], 7), push1(st[0], 7); /* admitted: a row */
+    cr_assert(has_row(st[0], 7) && !has_row(st[0], 100));
+    write_gen(&job, st, 0, 1, 1);
+    free_stores(&job, st);
+
+    ps_store *r[2];
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, r, 0, 1, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    ps_store_stats stats;
+    ps_store_get_stats(r[0], &stats);
+    cr_assert_eq(stats.pending, 2u, "pending keys 100 and 200");
+    cr_assert_eq(stats.rows, 1u);
+    push1(r[0], 100);
+    cr_assert(has_row(r[0], 100), "the third push admits key 100");
+    push1(r[0], 200);
+    cr_assert(!has_row(r[0], 200), "key 200: 2 of 3");
+    push1(r[0], 200);
+    cr_assert(has_row(r[0], 200), "key 200: admitted by its third push");
+    push1(r[0], 7);
+    ps_store_get_stats(r[0], &stats);
+    cr_assert_eq(stats.pending, 0u);
+    cr_assert_eq(stats.rows, 3u, "key 7 not admitted twice");
+    free_stores(&job, r);
+
+    ps_store *fresh[2]; /* control: without the counts, one push admits nothing */
+    make_stores(&job, fresh);
+    push1(fresh[0], 100);
+    cr_assert(!has_row(fresh[0], 100));
+    free_stores(&job, fresh);
+}
+
+/* expire_after_steps 4 and _seconds 5: the rows' ages come back, so a row expires as many steps
+ * (and seconds of the new process's clock) after the restore as it had left before it. */
+Test(checkpoint, expiry_ages_survive_restore) {
+    ps_job_config job;
+    char json[1024];
+    snprintf(json, sizeof(json), MEM_FMT, dir);
+    tu_job(json, &job);
+    ps_store *st[2];
+    make_stores(&job, st);
+    uint64_t now_ms = 1000000; /* the old process's loop clock: 1000 s */
+    ps_store_set_clock(st[1], &now_ms);
+    push1(st[1], 1);           /* step 1, at 1000 s */
+    now_ms = 1003000;
+    push1(st[1], 2), push1(st[1], 3); /* steps 2, 3 at 1003 s: row 1 is 2 steps, 3 s old */
+    ages a = {0};
+    ps_store_scan(st[1], collect_ages, &a);
+    cr_assert_eq(a.n, 3u);
+    cr_assert(a.key[0] == 1 && a.age_steps[0] == 2 && a.age_s[0] == 3, "row 1: %u steps %u s",
+              a.age_steps[0], a.age_s[0]);
+    write_gen(&job, st, 0, 1, 1);
+    free_stores(&job, st);
+
+    /* the new process: its clock at 20 s, its table step at 0 */
+    uint64_t new_ms = 20000;
+    ps_store *r[2];
+    make_stores(&job, r);
+    ps_store_set_clock(r[1], &new_ms);
+    ps_error err = {0};
+    cr_assert_eq(ps_checkpoint_restore(&job, 0, 1, r, dir, NULL, NULL, NULL, &err), PS_OK, "%s",
+                 err.msg);
+    ages b = {0};
+    ps_store_scan(r[1], collect_ages, &b);
+    cr_assert_eq(b.n, 3u);
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(b.key[i], a.key[i]);
+        cr_assert_eq(b.age_steps[i], a.age_steps[i], "key %llu steps",
+                     (unsigned long long)b.key[i]);
+        cr_assert_eq(b.age_s[i], a.age_s[i], "key %llu seconds", (unsigned long long)b.key[i]);
+    }
+    /* seconds: row 1 is 3 s old; at 21.9 s (4 s) it lives, at 22 s (5 s) it has expired */
+    new_ms = 21999;
+    cr_assert(has_row(r[1], 1), "row 1 at 4 s");
+    new_ms = 22000;
+    cr_assert(!has_row(r[1], 1), "row 1 at 5 s: expired");
+    cr_assert(has_row(r[1], 3), "row 3 is 0 s old");
+    free_stores(&job, r);
+
+    /* steps: again, the clock standing still: row 1 (2 steps old) expires after 2 more pushes */
+    make_stores(&job, r);
+    new_ms = 20000;
+    ps_store_set_clock(r[1], &new_ms);
+    cr_assert_eq(ps_checkpoint_restore(&job, 0, 1, r, dir, NULL, NULL, NULL, &err), PS_OK, "%s",
+                 err.msg);
+    push1(r[1], 50);
+    cr_assert(has_row(r[1], 1), "row 1: 3 steps old");
+    push1(r[1], 51);
+    cr_assert(!has_row(r[1], 1), "row 1: 4 steps old, expired");
+    cr_assert(has_row(r[1], 3), "row 3: 2 steps old");
+    push1(r[1], 52), push1(r[1], 53);
+    cr_assert(!has_row(r[1], 3), "row 3: 4 steps old, expired");
+    free_stores(&job, r);
+}
+
+/* --- server.checkpoint_every_steps ----------------------------------------------------------- */
+
+#define STEPS_FMT                                                                                  \
+    "{\"job_id\": \"steps\", \"cluster\": {\"servers\": 1, \"workers\": 2,"                        \
+    " \"consistency\": \"%s\", \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000,"        \
+    " \"barrier_timeout_ms\": 2000},"                                                             \
+    " \"server\": {\"checkpoint_dir\": \"%s\", \"checkpoint_every_steps\": %u},"                   \
+    " \"tables\": [{\"name\": \"a\", \"dim\": 2}, {\"name\": \"b\", \"dim\": 2}]}"
+
+/* A generation was started: its temporary file or the file itself is there. */
+static bool gen_started(uint64_t gen) {
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s/.shard-0-of-1.gen-%llu.tmp", dir, (unsigned long long)gen);
+    return access(tmp, F_OK) == 0 || access(path_of(0, 1, gen), F_OK) == 0;
+}
+
+/* One async step of a client: numbered `step`, a push to each table (one step, two pushes). */
+static void async_step(ps_client *c, uint64_t step) {
+    ps_error err = {0};
+    const uint64_t keys[2] = {step, step + 1000};
+    const float g[4] = {0.5f, 0.5f, -0.5f, 0.25f};
+    ps_client_set_step(c, step);
+    for (uint32_t t = 0; t < 2; t++)
+        cr_assert_eq(ps_client_push(c, t, keys, 2, g, &err), PS_OK, "%s", err.msg);
+}
+
+/* async, N = 3, W = 2: a generation after 6 worker steps; a push's step starts the checkpoint
+ * before its ack, so after an ack the file (or its temporary) says whether it did. */
+Test(checkpoint, every_steps_async_counts_worker_steps) {
+    char json[1024];
+    snprintf(json, sizeof(json), STEPS_FMT, "async", dir, 3u);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c0 = tu_client(&job, 0), *c1 = tu_client(&job, 1);
+    for (uint64_t s = 1; s <= 3; s++) async_step(c0, s);
+    async_step(c1, 1), async_step(c1, 2);
+    async_step(c1, 2); /* a retried step: not counted */
+    cr_assert(!gen_started(1), "5 worker steps: no checkpoint yet");
+    async_step(c1, 3);
+    cr_assert(gen_started(1), "6 worker steps (N * W): a checkpoint");
+    wait_checkpoints(tu_server(a), 1);
+    for (uint64_t s = 4; s <= 8; s++) async_step(c0, s);
+    cr_assert(!gen_started(2), "11 worker steps");
+    async_step(c1, 4);
+    cr_assert(gen_started(2), "12 worker steps: the second");
+    wait_checkpoints(tu_server(a), 2);
+    ps_client_destroy(c0);
+    ps_client_destroy(c1);
+    tu_server_free(a);
+}
+
+/* One sync step of a client: a push to table 0 with its clock, then the step's end. */
+static void sync_step(ps_client *c) {
+    ps_error err = {0};
+    const uint64_t key = 5;
+    const float g[2] = {0.5f, 0.25f};
+    cr_assert_eq(ps_client_push(c, 0, &key, 1, g, &err), PS_OK, "%s", err.msg);
+    ps_op op;
+    cr_assert_eq(ps_client_clock_async(c, false, &op, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+}
+
+/* A pull answered at min clock: every frame before it was handled. */
+static void settle(ps_client *c) {
+    ps_error err = {0};
+    const uint64_t key = 5;
+    float w[2];
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, w, &err), PS_OK, "%s", err.msg);
+}
+
+/* sync, N = 2: a generation when the barrier's minimum clock reaches 2, then 4 (not when only
+ * one rank got there). */
+Test(checkpoint, every_steps_sync_follows_the_minimum_clock) {
+    char json[1024];
+    snprintf(json, sizeof(json), STEPS_FMT, "sync", dir, 2u);
+    ps_job_config job;
+    tu_job(json, &job);
+    test_server *a = tu_server_start(&job, 0);
+    tu_job_use(&job, &a, 1);
+    ps_client *c0 = tu_client(&job, 0), *c1 = tu_client(&job, 1);
+    sync_step(c0), sync_step(c1); /* both at 1 */
+    sync_step(c0);                /* rank 0 at 2, the minimum still 1 */
+    settle(c1);
+    cr_assert(!gen_started(1), "minimum clock 1");
+    sync_step(c1); /* the minimum reaches 2 */
+    settle(c1);
+    cr_assert(gen_started(1), "minimum clock 2");
+    wait_checkpoints(tu_server(a), 1);
+    sync_step(c0), sync_step(c1);
+    settle(c0);
+    cr_assert(!gen_started(2), "minimum clock 3");
+    sync_step(c0), sync_step(c1);
+    settle(c0), settle(c1);
+    cr_assert(gen_started(2), "minimum clock 4");
+    wait_checkpoints(tu_server(a), 2);
+    ps_client_destroy(c0);
+    ps_client_destroy(c1);
+    tu_server_free(a);
+}
+
+/* --- the job's end across a restart ---------------------------------------------------------- */
+
+/* A ps-server that ends with its job (the default): rank 0 finishes, the server is stopped
+ * (SIGTERM: the last checkpoint) and started again; rank 1's finish then ends the job at once,
+ * not at cluster.job_deadline_s (10 minutes here). */
+Test(checkpoint, ps_server_ends_when_the_last_rank_finishes_after_a_restart) {
+    char jobf[128], out[128], errf[128], json[2048], ck[128];
+    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir), snprintf(errf, sizeof(errf), "%s/err", dir);
+    snprintf(ck, sizeof(ck), "%s/ck", dir);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"end\", \"cluster\": {\"servers\": 1, \"workers\": 2,"
+             " \"consistency\": \"ssp\", \"job_deadline_s\": 600, \"connect_timeout_ms\": 5000,"
+             " \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 2000},"
+             " \"server\": {\"checkpoint_dir\": \"%s\"},"
+             " \"tables\": [{\"name\": \"a\", \"dim\": 2}]}", ck);
+    tu_write_file(jobf, json, 0644);
+    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", jobf, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    ps_job_config job;
+    tu_job(json, &job);
+    ps_error err = {0};
+    for (int run = 0; run < 2; run++) {
+        int pid = tu_spawn(argv, out, errf);
+        wait_for(out, "listening on 127.0.0.1:");
+        int port = 0;
+        sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
+               &port);
+        snprintf(job.servers[0], sizeof(job.servers[0]), "127.0.0.1:%d", port);
+        ps_client *c = tu_client(&job, (uint32_t)run); /* run 0: rank 0, run 1: rank 1 */
+        if (run == 1) sync_step(c); /* rank 1 goes on where it was */
+        ps_op op;
+        cr_assert_eq(ps_client_clock_async(c, true, &op, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+        ps_client_destroy(c);
+        if (run == 0) {
+            kill(pid, SIGTERM);
+            cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
+            cr_assert_not_null(strstr(tu_slurp(errf), "checkpoint generation 1 written"), "%s",
+                               tu_slurp(errf));
+            continue;
+        }
+        /* no signal: the job is over, the server exits on its own (5 s grace at most) */
+        cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(errf));
+        cr_assert_not_null(strstr(tu_slurp(errf), "restored job state: 1 of 2 workers finished"),
+                           "%s", tu_slurp(errf));
+        cr_assert_not_null(strstr(tu_slurp(errf), "every worker finished"), "%s", tu_slurp(errf));
+    }
 }

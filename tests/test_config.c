@@ -589,6 +589,11 @@ ParameterizedTestParameters(config, errors) {
         {"checkpoint_every_s negative", "{\"server\": {\"checkpoint_dir\": \"/c\", "
          "\"checkpoint_every_s\": -1}}", "",
          "job.json: server.checkpoint_every_s: -1 is out of range [0, 86400000]"},
+        {"checkpoint_every_steps without a dir", "{\"server\": {\"checkpoint_every_steps\": 5}}",
+         "", "job.json: server.checkpoint_every_steps: needs server.checkpoint_dir"},
+        {"checkpoint_every_steps too big", "{\"server\": {\"checkpoint_dir\": \"/c\", "
+         "\"checkpoint_every_steps\": 1000000001}}", "",
+         "job.json: server.checkpoint_every_steps: 1000000001 is out of range [0, 1000000000]"},
         {"checkpoint_dir, a number", "{\"server\": {\"checkpoint_dir\": 3}}", "",
          "job.json: server.checkpoint_dir: must be a string"},
         {"--set, through a number", "{\"seed\": 3}", "seed.low=1",
@@ -612,11 +617,14 @@ Test(config, checkpoint_keys) {
     cr_assert_eq(ps_config_parse("{}", "job.json", NULL, 0, cfg, &err), PS_OK, "%s", err.msg);
     cr_assert_str_eq(cfg->checkpoint_dir, "");
     cr_assert_eq(cfg->checkpoint_every_s, 0u);
+    cr_assert_eq(cfg->checkpoint_every_steps, 0u);
     cr_assert_eq(ps_config_parse("{\"server\": {\"checkpoint_dir\": \"/var/ps\", "
-                                 "\"checkpoint_every_s\": 300}}", "job.json", NULL, 0, cfg, &err),
+                                 "\"checkpoint_every_s\": 300, \"checkpoint_every_steps\": 50}}",
+                                 "job.json", NULL, 0, cfg, &err),
                  PS_OK, "%s", err.msg);
     cr_assert_str_eq(cfg->checkpoint_dir, "/var/ps");
     cr_assert_eq(cfg->checkpoint_every_s, 300u);
+    cr_assert_eq(cfg->checkpoint_every_steps, 50u);
 }
 
 /* --- --set ---------------------------------------------------------------------------------- */
