@@ -5,8 +5,9 @@
 #   1. the job across the namespaces ends with the same losses as on loopback (sync: bit-exact);
 #   2. with delay and loss on every link it still trains to its last epoch, with the same losses
 #      (tc netem where the kernel has it; else nftables drops and tbf queueing, said in the output);
-#   3. one server's link goes down mid-training: every worker reports it within its deadline
-#      (cluster.request_timeout_ms) and exits 1 with a message naming that server; nothing hangs.
+#   3. one server's link goes down mid-training (and stays down): every worker reports it within
+#      its deadline (cluster.request_timeout_ms), tries to reconnect for cluster.recover_timeout_ms
+#      (5 s here) and exits 1 with a message naming that server; nothing hangs.
 # Every namespace (and with it every veth and the bridge) is removed on exit, whatever happens.
 # Root only; skipped with a clear message otherwise, or where namespaces cannot be made. A phase
 # that needs what the machine lacks (netem, or nft + tbf) is skipped with a message; the rest run.
@@ -211,7 +212,8 @@ fi
 start_servers .down "$tag-s0" "$tag-s1" || { cat "$work"/s*.down.err; exit 1; }
 wx=()
 for r in 0 1 2; do
-  run_in "$tag-w$r" "$work/w$r.down" "$bin/ps-worker" --config "$job" --rank "$r" --set fit.epochs=100000
+  run_in "$tag-w$r" "$work/w$r.down" "$bin/ps-worker" --config "$job" --rank "$r" --set fit.epochs=100000 \
+    --set cluster.recover_timeout_ms=5000
   wx+=("$!")
 done
 for _ in $(seq 300); do grep -q "Epoch 3/" "$work/w0.down.out" 2>/dev/null && break; sleep 0.1; done
