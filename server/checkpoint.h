@@ -95,7 +95,9 @@ ps_status ps_checkpoint_last_generation(const char *dir, uint64_t *gen, ps_error
  * when the files carry none that applies (version 1, another cluster.workers or consistency).
  * PS_NOT_FOUND (stores untouched) when dir holds no checkpoint of any count;
  * PS_MISMATCH when a file belongs to another job_id or its tables differ from the job's (name,
- * dim, accumulator width); PS_DATA when files exist but no shard count has a complete good set. */
+ * dim, accumulator width); PS_DATA when files exist but neither this shard's own file of
+ * num_shards (all a restore onto the same count reads) nor a complete set of every shard's files
+ * of another count is good. */
 ps_status ps_checkpoint_restore(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
                                 ps_store *const *stores, const char *dir, const ps_logger *log,
                                 ps_ckpt_state *state, ps_ckpt_info *info, ps_error *err);

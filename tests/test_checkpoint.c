@@ -348,7 +348,7 @@ Test(checkpoint, every_generation_bad_is_an_error) {
     ps_error err = {0};
     ps_ckpt_info info;
     cr_assert_eq(restore(&job, st, 0, 1, &info, &err, log, sizeof(log)), PS_DATA);
-    cr_assert_not_null(strstr(err.msg, "no shard count has a good checkpoint"), "%s", err.msg);
+    cr_assert_not_null(strstr(err.msg, "no good checkpoint of shard 0 of 1"), "%s", err.msg);
     cr_assert_not_null(strstr(log, "header: crc32c mismatch"), "log: %s", log);
     free_stores(&job, st);
 }
@@ -427,6 +427,44 @@ Test(checkpoint, incomplete_newer_set_is_passed_over) {
     expect_rows(&job3, st, n, 1, 3, 0);
     cr_assert_not_null(strstr(log, "checkpoints of 3 shards: shard 1 has no good file"), "%s", log);
     free_stores(&job3, st);
+}
+
+/* The same shard count: a shard's own file is all it reads. Shard 1 restores with shard 0's file
+ * missing, and a newer generation of shard 0 does not hold shard 1 back at an older one. */
+Test(checkpoint, own_file_suffices_on_the_same_shard_count) {
+    const uint64_t n = 3000;
+    ps_job_config job;
+    make_job(&job, "own", 2, 4, dir);
+    ps_store *st[2];
+    make_stores(&job, st);
+    fill(&job, st, n, 1, 2, 0);
+    write_gen(&job, st, 1, 2, 3);
+    free_stores(&job, st);
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 1, 2, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.from_shards, 2u);
+    cr_assert_eq(info.generation, 3u);
+    cr_assert_eq(info.rows, ps_store_rows(st[0]) + ps_store_rows(st[1]));
+    expect_rows(&job, st, n, 1, 2, 0);
+    free_stores(&job, st);
+    /* shard 0 has no file of its own: an error naming it, its stores untouched */
+    cr_assert_eq(restore(&job, st, 0, 2, &info, &err, log, sizeof(log)), PS_DATA);
+    cr_assert_not_null(strstr(err.msg, "no good checkpoint of shard 0 of 2"), "%s", err.msg);
+    cr_assert_not_null(strstr(log, "checkpoints of 2 shards: shard 0 has no good file"), "%s", log);
+    cr_assert_eq(ps_store_rows(st[0]) + ps_store_rows(st[1]), 0u);
+    free_stores(&job, st);
+    /* shard 0 writes generations 4 and 5 (other rows): shard 1 still restores its own, 3 */
+    make_stores(&job, st);
+    fill(&job, st, n, 0, 2, 7);
+    write_gen(&job, st, 0, 2, 4);
+    write_gen(&job, st, 0, 2, 5);
+    free_stores(&job, st);
+    cr_assert_eq(restore(&job, st, 1, 2, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
+    cr_assert_eq(info.generation, 3u);
+    expect_rows(&job, st, n, 1, 2, 0);
+    free_stores(&job, st);
 }
 
 Test(checkpoint, other_job_or_tables_refused) {
