@@ -6,14 +6,19 @@
 # Every process reads the same job file (deploy/job.json, mounted read-only); the generator sets
 # the cluster's shape on the command line (cluster.servers = server-0..S-1:7070,
 # cluster.workers = W), so one job file serves any S and W. Data: deploy/data, read-only at
-# /data. Exports: the volume "export" at /export (shard 0 writes fit.export_to there). The
-# cluster's network is internal: it reaches nothing but itself.
+# /data. Exports: the volume "export" at /export (shard 0 writes fit.export_to there).
+# Checkpoints: the volume "checkpoints" at /checkpoints (the job file's server.checkpoint_dir).
+# A server that dies (kill -9, OOM: any non-zero exit) is restarted by Docker, at most 3 times
+# (restart: on-failure:3); it restores its checkpoint and the workers reconnect. Workers are not
+# restarted (restart: "no"): a worker's failure is its data or job file, which a restart repeats.
+# The cluster's network is internal: it reaches nothing but itself.
 # Servers exit 0 once every worker has finished (and the export is written), so `up` returns
 # when training ends. docker-compose 1.29's `up` returns 0 even when a container failed
 # (--exit-code-from would stop the cluster when the first worker ends): `compose.sh up` runs
 # `docker-compose [-p PROJECT] [-f FILE] up UP_ARGS`, then reads every container's exit code,
-# prints one line per container and returns 1 naming each one that did not exit 0 (or up's own
-# status if up failed; 1 if there is no container). DOCKER: the docker client (default docker).
+# waits for servers that Docker is restarting, prints one line per container and returns 1
+# naming each one that did not exit 0 (or up's own status if up failed; 1 if there is no
+# container). DOCKER: the docker client (default docker).
 set -eu
 usage() {
     echo "usage: compose.sh SERVERS WORKERS [JOB_FILE (default ./job.json)]" >&2
@@ -37,13 +42,34 @@ if [ "${1:-}" = up ]; then
     [ "$rc" = 0 ] || { echo "compose.sh: docker-compose up failed (status $rc)" >&2; exit "$rc"; }
     ids=$(dc ps -q)
     [ -n "$ids" ] || { echo "compose.sh: no container to check" >&2; exit 1; }
+    # service, state, exit code, restarts: e.g. "worker-1 exited 2 0"
+    inspect() {
+        ${DOCKER:-docker} inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$1" ||
+            echo "$1 uninspectable ? 0"
+    }
+    # Docker restarts a failed server (restart: on-failure): up returns when every container
+    # stopped, which may be between a server's exit and its restart. Wait for those: a container
+    # restarting, or running again after a restart, is not done.
+    waited=""
+    while :; do
+        busy=""
+        for id in $ids; do
+            set -- $(inspect "$id")
+            if [ "$2" = restarting ] || { [ "$2" = running ] && [ "${4:-0}" != 0 ]; }; then
+                busy="$busy${busy:+, }$1 ($2, restarted ${4:-0} times)"
+            fi
+        done
+        [ -n "$busy" ] || break
+        [ "$busy" = "$waited" ] || echo "compose.sh: waiting for $busy"
+        waited=$busy
+        sleep 1
+    done
     failed=""
     for id in $ids; do
-        # service, state, exit code: e.g. "worker-1 exited 2"
-        info=$(${DOCKER:-docker} inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}}' "$id") ||
-            info="$id uninspectable ?"
-        set -- $info
-        echo "compose.sh: $1 $2, exit code $3"
+        set -- $(inspect "$id")
+        again=""
+        [ "${4:-0}" = 0 ] || again=", restarted $4 times"
+        echo "compose.sh: $1 $2, exit code $3$again"
         if [ "$2" != exited ] || [ "$3" != 0 ]; then
             failed="$failed${failed:+, }$1 ($2, exit code $3)"
         fi
@@ -71,7 +97,6 @@ x-ps: &ps
   image: ps:latest
   build: {context: .., dockerfile: deploy/Dockerfile}
   networks: [ps]
-  restart: "no"
 
 services:
 YAML
@@ -82,7 +107,8 @@ while [ "$i" -lt "$S" ]; do
     <<: *ps
     command: [ps-server, --config, /etc/ps/job.json, --shard, "$i", --listen, "0.0.0.0:7070",
               $shape]
-    volumes: ["$JOB:/etc/ps/job.json:ro", "export:/export"]
+    restart: on-failure:3
+    volumes: ["$JOB:/etc/ps/job.json:ro", "export:/export", "checkpoints:/checkpoints"]
 YAML
     i=$((i + 1))
 done
@@ -92,6 +118,7 @@ while [ "$r" -lt "$W" ]; do
   worker-$r:
     <<: *ps
     command: [ps-worker, --config, /etc/ps/job.json, --rank, "$r", $shape]
+    restart: "no"
     volumes: ["$JOB:/etc/ps/job.json:ro", "./data:/data:ro"]
 YAML
     r=$((r + 1))
@@ -100,6 +127,7 @@ cat <<YAML
 
 volumes:
   export: {}
+  checkpoints: {}
 
 networks:
   ps: {internal: true}

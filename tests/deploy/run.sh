@@ -6,6 +6,9 @@
 # to its last epoch. Checks: every container exits 0, both workers reached the last epoch, the
 # export volume holds the weights (manifest.json and the model's .npy files), `down` leaves no
 # container, network or volume. The dockerd we started is stopped by its PID, also on failure.
+# Then the same cluster training 1000 epochs, with server-1's process killed (kill -9, as the
+# OOM killer would) at epoch 100: Docker restarts it (restart: on-failure:3), it restores its
+# checkpoint from the "checkpoints" volume, the workers reconnect, and every container exits 0.
 # Then a job that fails (1 server + 1 worker, the training data missing, a 5 s deadline):
 # `deploy/compose.sh up` must return non-zero naming both (the worker cannot open its data, the
 # server passes its deadline; docker-compose up alone returns 0 there).
@@ -33,12 +36,14 @@ fi
 
 work=$(mktemp -d /tmp/ps-deploy-test.XXXXXX)
 dockerd_pid=""
-compose_up=false fail_up=false
+compose_up=false fail_up=false kill_up=false
 compose() { docker-compose -p "$project" -f "$work/docker-compose.yml" "$@"; }
+kill_compose() { docker-compose -p "${project}kill" -f "$work/kill/docker-compose.yml" "$@"; }
 fail_compose() { docker-compose -p "${project}fail" -f "$work/fail/docker-compose.yml" "$@"; }
 cleanup() {
     local rc=$?
     if $compose_up; then compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
+    if $kill_up; then kill_compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
     if $fail_up; then fail_compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
     if [ -n "$dockerd_pid" ]; then
         kill "$dockerd_pid" 2>/dev/null || true
@@ -116,6 +121,55 @@ nets=$("$DOCKER" network ls -q --filter "label=com.docker.compose.project=$proje
 vols=$("$DOCKER" volume ls -q --filter "label=com.docker.compose.project=$project")
 [ -z "$left$nets$vols" ] || { say "FAIL: down left containers [$left] networks [$nets] volumes [$vols]"; exit 1; }
 say "PASS: down left no container, network or volume"
+
+# A server killed mid-job: Docker restarts it, it restores, the job completes.
+mkdir "$work/kill" "$work/kill/data"
+sed -e 's|"epochs": 50|"epochs": 1000|' deploy/job.json >"$work/kill/job.json"
+grep -q '"epochs": 1000' "$work/kill/job.json" ||
+    { say "FAIL: deploy/job.json changed: cannot make the 1000-epoch job"; exit 1; }
+deploy/compose.sh 2 2 > "$work/kill/docker-compose.yml"
+sed -i "s|context: \.\.|context: $root|" "$work/kill/docker-compose.yml"
+kill_up=true
+say "deploy/compose.sh up: 2 servers, 2 workers, 1000 epochs; server-1 killed at epoch 100"
+env DOCKER="$DOCKER" deploy/compose.sh up -p "${project}kill" -f "$work/kill/docker-compose.yml" \
+    --no-build --no-color >"$work/kill/up.log" 2>&1 &
+up_pid=$!
+killed=""
+for _ in $(seq 1 1200); do  # 0.1 s each: 2 min at most
+    if "$DOCKER" logs "${project}kill_worker-0_1" 2>&1 | grep -q "Epoch 100/1000"; then
+        pid=$("$DOCKER" inspect -f '{{.State.Pid}}' "${project}kill_server-1_1")
+        [ "${pid:-0}" != 0 ] && kill -9 "$pid" && killed=$pid
+        break
+    fi
+    kill -0 "$up_pid" 2>/dev/null || break
+    sleep 0.1
+done
+rc=0
+if [ -n "$killed" ]; then
+    say "killed server-1's process ($killed) with SIGKILL"
+    timeout 600 tail --pid="$up_pid" -f /dev/null || true
+fi
+kill -0 "$up_pid" 2>/dev/null && kill "$up_pid"  # no kill, or no end: the trap's down stops it
+wait "$up_pid" || rc=$?
+grep "^compose.sh:" "$work/kill/up.log" || true
+restarts=$("$DOCKER" inspect -f '{{.RestartCount}}' "${project}kill_server-1_1" 2>/dev/null || echo "?")
+fail=0
+[ -n "$killed" ] || { say "FAIL: worker-0 never printed Epoch 100/1000, or server-1 had no process"; fail=1; }
+[ "$rc" = 0 ] || { say "FAIL: compose.sh up returned $rc"; fail=1; }
+[ "$restarts" = 1 ] || { say "FAIL: server-1 restarted $restarts times, expected 1"; fail=1; }
+grep -Eq "server-1[_ ].*restored [0-9]+ rows" "$work/kill/up.log" ||
+    { say "FAIL: server-1 did not say it restored its checkpoint"; fail=1; }
+grep -Eq "worker-[01][_ ].*reconnecting to retry step" "$work/kill/up.log" ||
+    { say "FAIL: no worker said it reconnects"; fail=1; }
+for r in 0 1; do
+    grep -Eq "worker-$r[_ ].*Epoch 1000/1000" "$work/kill/up.log" ||
+        { say "FAIL: worker-$r did not reach epoch 1000/1000"; fail=1; }
+done
+if [ "$fail" != 0 ]; then tail -60 "$work/kill/up.log"; exit 1; fi
+grep -E "restored [0-9]+ rows|reconnecting to retry" "$work/kill/up.log" | head -3 || true
+kill_compose down -v --remove-orphans >/dev/null 2>&1
+kill_up=false
+say "PASS: server-1 killed at epoch 100, restarted by Docker once, restored; the job completed"
 
 # A failing job: compose.sh up returns non-zero and names what failed.
 mkdir "$work/fail" "$work/fail/data"
