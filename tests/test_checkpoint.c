@@ -125,6 +125,16 @@ static void write_gen(const ps_job_config *job, ps_store **st, uint32_t shard, u
     cr_assert_eq(info.generation, gen);
 }
 
+/* Generation gen of shard of count, written from fresh stores holding fill's rows. */
+static void write_shard(const ps_job_config *job, uint64_t n, uint32_t shard, uint32_t count,
+                        float delta, uint64_t gen) {
+    ps_store *st[PS_MAX_TABLES];
+    make_stores(job, st);
+    fill(job, st, n, shard, count, delta);
+    write_gen(job, st, shard, count, gen);
+    free_stores(job, st);
+}
+
 static char *path_of(uint32_t shard, uint32_t count, uint64_t gen) {
     static char p[256];
     snprintf(p, sizeof(p), "%s/shard-%u-of-%u.gen-%llu.ckpt", dir, shard, count,
@@ -409,16 +419,8 @@ Test(checkpoint, incomplete_newer_set_is_passed_over) {
     make_job(&job2, "inc", 2, 4, dir);
     make_job(&job3, "inc", 3, 4, dir);
     ps_store *st[2];
-    for (uint32_t s = 0; s < 2; s++) {
-        make_stores(&job2, st);
-        fill(&job2, st, n, s, 2, 0);
-        write_gen(&job2, st, s, 2, 1);
-        free_stores(&job2, st);
-    }
-    make_stores(&job3, st); /* only shard 0 of 3 wrote before the crash */
-    fill(&job3, st, n, 0, 3, 5);
-    write_gen(&job3, st, 0, 3, 2);
-    free_stores(&job3, st);
+    for (uint32_t s = 0; s < 2; s++) write_shard(&job2, n, s, 2, 0, 1);
+    write_shard(&job3, n, 0, 3, 5, 2); /* only shard 0 of 3 wrote before the crash */
     char log[4096];
     ps_error err = {0};
     ps_ckpt_info info;
@@ -436,10 +438,7 @@ Test(checkpoint, own_file_suffices_on_the_same_shard_count) {
     ps_job_config job;
     make_job(&job, "own", 2, 4, dir);
     ps_store *st[2];
-    make_stores(&job, st);
-    fill(&job, st, n, 1, 2, 0);
-    write_gen(&job, st, 1, 2, 3);
-    free_stores(&job, st);
+    write_shard(&job, n, 1, 2, 0, 3);
     char log[4096];
     ps_error err = {0};
     ps_ckpt_info info;
@@ -456,11 +455,8 @@ Test(checkpoint, own_file_suffices_on_the_same_shard_count) {
     cr_assert_eq(ps_store_rows(st[0]) + ps_store_rows(st[1]), 0u);
     free_stores(&job, st);
     /* shard 0 writes generations 4 and 5 (other rows): shard 1 still restores its own, 3 */
-    make_stores(&job, st);
-    fill(&job, st, n, 0, 2, 7);
-    write_gen(&job, st, 0, 2, 4);
-    write_gen(&job, st, 0, 2, 5);
-    free_stores(&job, st);
+    write_shard(&job, n, 0, 2, 7, 4);
+    write_shard(&job, n, 0, 2, 7, 5);
     cr_assert_eq(restore(&job, st, 1, 2, &info, &err, log, sizeof(log)), PS_OK, "%s", err.msg);
     cr_assert_eq(info.generation, 3u);
     expect_rows(&job, st, n, 1, 2, 0);

@@ -7,11 +7,16 @@
  *   (d) pushes/s of 4096-key batches on the table while a checkpoint is written as ps-server
  *       writes it (rows copied between batches, a thread writing), against pushes/s
  *       undisturbed for as long: goal >= 80%
+ *   (f) the same over the wire, as training sees it: a ps-server process on loopback (a writer
+ *       thread, the loop copying rows between frames) and this process pushing 4096-key
+ *       batches through worker/client.h; pushes/s while a checkpoint asked for by SIGUSR1 is
+ *       written against pushes/s undisturbed for as long just after: goal >= 80%
  *   (e) the block checksum: MB/s of CRC32C (SSE4.2 and the table fallback) and of zlib's crc32
  *       (format version 1's) over the same 64 MiB
  * Medians of --runs. The files are removed at the end. Lines to parse start "bench_checkpoint ".
- * usage: bench_checkpoint [--rows N] [--runs R] [--dir DIR] */
+ * usage: bench_checkpoint [--rows N] [--runs R] [--dir DIR] [--server PATH] [--no-net] */
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +25,7 @@
 
 #include <zlib.h>
 
-#include "bench_util.h"
+#include "bench_client.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "crc32c.h"
@@ -107,7 +112,7 @@ static ps_store *new_store(const ps_job_config *job) {
 /* Pushes random batches of existing keys until the writer w has finished (w NULL: for seconds),
  * feeding w between batches: returns keys pushed per second. */
 static double push_rate(ps_store *s, uint64_t rows, ps_ckpt_writer *w, double seconds,
-                        uint64_t *seed) {
+                        uint64_t *seed, double *fill_s) {
     uint64_t *keys = xmalloc(BATCH * 8);
     float *g = xmalloc(BATCH * DIM * sizeof(float));
     bench_fill_grads(g, BATCH * DIM, 3);
@@ -119,9 +124,11 @@ static double push_rate(ps_store *s, uint64_t rows, ps_ckpt_writer *w, double se
         pushed += BATCH;
         if (w != NULL) { /* between two frames, as ps-server's loop: copy what the writer takes */
             bool done;
-            if (ps_ckpt_writer_fill(w, &s, false, &done, NULL) != PS_OK ||
-                ps_ckpt_writer_finished(w))
-                break;
+            const double f0 = bench_now_s();
+            const bool stop = ps_ckpt_writer_fill(w, &s, false, &done, NULL) != PS_OK ||
+                              ps_ckpt_writer_finished(w);
+            *fill_s += bench_now_s() - f0;
+            if (stop) break;
         } else if (bench_now_s() - t0 >= seconds) {
             break;
         }
@@ -131,16 +138,118 @@ static double push_rate(ps_store *s, uint64_t rows, ps_ckpt_writer *w, double se
     return (double)pushed / dt;
 }
 
+/* --- (f) a ps-server on loopback ------------------------------------------------------------ */
+
+/* Pushes random batches of the rows keys through c until path exists (path NULL: for seconds):
+ * keys pushed per second, or -1 on an error (said on stderr). */
+static double net_push_rate(ps_client *c, uint32_t table, uint64_t rows, const char *path,
+                            double seconds, uint64_t *seed) {
+    uint64_t *keys = xmalloc(BATCH * 8);
+    float *g = xmalloc(BATCH * DIM * sizeof(float));
+    bench_fill_grads(g, BATCH * DIM, 5);
+    ps_error err = {0};
+    const double t0 = bench_now_s();
+    uint64_t pushed = 0;
+    struct stat st;
+    double rate = -1;
+    for (;;) {
+        for (int i = 0; i < BATCH; i++) keys[i] = bench_splitmix64(seed) % rows;
+        if (ps_client_push(c, table, keys, BATCH, g, &err) != PS_OK) {
+            fprintf(stderr, "bench_checkpoint: push: %s\n", err.msg);
+            goto out;
+        }
+        pushed += BATCH;
+        if (path != NULL ? stat(path, &st) == 0 : bench_now_s() - t0 >= seconds) break;
+        if (bench_now_s() - t0 > 600) {
+            fprintf(stderr, "bench_checkpoint: no %s after 600 s\n", path);
+            goto out;
+        }
+    }
+    rate = (double)pushed / (bench_now_s() - t0);
+out:
+    free(keys), free(g);
+    return rate;
+}
+
+/* (f): medians of runs into *free_out, *ck_out (keys/s) and *ck_s (seconds); false on failure. */
+static bool bench_net(const char *server_path, const char *base, uint64_t rows, int runs,
+                      double *free_out, double *ck_out, double *ck_s_out) {
+    bench_server_proc sp;
+    if (!bench_server_prepare(&sp, "bench_checkpoint")) return false;
+    char ckdir[300];
+    snprintf(ckdir, sizeof(ckdir), "%s/bench_checkpoint-net.%d", base, (int)getpid());
+    FILE *f = fopen(sp.job, "w");
+    if (f == NULL ||
+        fprintf(f, "{\"job_id\": \"bench\", \"cluster\": {\"servers\": [\"127.0.0.1:0\"],"
+                   " \"request_timeout_ms\": 600000}, \"server\": {\"checkpoint_dir\": \"%s\"},"
+                   " \"optimizer\": {\"name\": \"adagrad\", \"learning_rate\": 0.05},"
+                   " \"tables\": [{\"name\": \"emb\", \"dim\": %d}]}\n", ckdir, DIM) < 0 ||
+        fclose(f) != 0) {
+        perror("bench_checkpoint: job file");
+        return false;
+    }
+    if (!bench_server_start(&sp, server_path, -1)) return false;
+    bool ok = false;
+    ps_client *c = NULL;
+    ps_error err = {0};
+    static ps_job_config job;
+    uint64_t *keys = xmalloc(BATCH * 8);
+    float *g = xmalloc(BATCH * DIM * sizeof(float));
+    bench_fill_grads(g, BATCH * DIM, 9);
+    double free_rate[9], ck_rate[9], ck_s[9];
+    if (bench_server_client(&sp, &job, &c, &err) != PS_OK) goto done;
+    const uint32_t table = ps_client_table(c, "emb")->id;
+    const double t0 = bench_now_s();
+    for (uint64_t k = 0; k < rows; k += BATCH) { /* the rows, made by their first push */
+        const size_t n = rows - k < BATCH ? (size_t)(rows - k) : BATCH;
+        for (size_t i = 0; i < n; i++) keys[i] = k + i;
+        if (ps_client_push(c, table, keys, n, g, &err) != PS_OK) goto done;
+    }
+    fprintf(stderr, "bench_checkpoint: %" PRIu64 " rows made on the server in %.1f s\n", rows,
+            bench_now_s() - t0);
+    uint64_t seed = 77;
+    for (int r = 0; r < runs; r++) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/shard-0-of-1.gen-%d.ckpt", ckdir, r + 1);
+        const double c0 = bench_now_s();
+        kill(sp.pid, SIGUSR1); /* a checkpoint, now */
+        ck_rate[r] = net_push_rate(c, table, rows, path, 0, &seed);
+        ck_s[r] = bench_now_s() - c0;
+        free_rate[r] = net_push_rate(c, table, rows, NULL, ck_s[r], &seed);
+        if (ck_rate[r] < 0 || free_rate[r] < 0) goto done;
+    }
+    *free_out = median(free_rate, runs), *ck_out = median(ck_rate, runs);
+    *ck_s_out = median(ck_s, runs);
+    ok = true;
+done:
+    if (!ok && err.msg[0]) fprintf(stderr, "bench_checkpoint: over the wire: %s\n", err.msg);
+    free(keys), free(g);
+    ps_client_destroy(c);
+    bench_server_stop(&sp); /* it writes a last checkpoint on SIGTERM */
+    char cmd[320];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", ckdir);
+    if (system(cmd) != 0) fprintf(stderr, "bench_checkpoint: could not remove %s\n", ckdir);
+    bench_server_remove_files(&sp);
+    return ok;
+}
+
 int main(int argc, char **argv) {
     uint64_t rows = 10000000;
     int runs = 3;
     const char *base = "/tmp";
+    char server_default[512];
+    bench_server_path_default(server_default, sizeof(server_default));
+    const char *server = server_default;
+    bool net = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc) rows = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) base = argv[++i];
+        else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) server = argv[++i];
+        else if (strcmp(argv[i], "--no-net") == 0) net = false;
         else {
-            fprintf(stderr, "usage: bench_checkpoint [--rows N] [--runs R] [--dir DIR]\n");
+            fprintf(stderr, "usage: bench_checkpoint [--rows N] [--runs R] [--dir DIR] "
+                            "[--server PATH] [--no-net]\n");
             return 2;
         }
     }
@@ -202,7 +311,7 @@ int main(int argc, char **argv) {
         unlink(ddf);
     }
     /* pushes while a checkpoint is written, then undisturbed for as long */
-    double ck_s[9];
+    double ck_s[9], fill_s[9];
     for (int r = 0; r < runs; r++) {
         t0 = bench_now_s();
         ps_ckpt_writer *w;
@@ -211,13 +320,14 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_checkpoint: %s\n", err.msg);
             return 1;
         }
-        ck_rate[r] = push_rate(s, rows, w, 0, &seed);
+        fill_s[r] = 0;
+        ck_rate[r] = push_rate(s, rows, w, 0, &seed, &fill_s[r]);
         if (ps_ckpt_writer_close(w, false, NULL, &err) != PS_OK) {
             fprintf(stderr, "bench_checkpoint: during pushes: %s\n", err.msg);
             return 1;
         }
         ck_s[r] = bench_now_s() - t0;
-        free_rate[r] = push_rate(s, rows, NULL, ck_s[r], &seed);
+        free_rate[r] = push_rate(s, rows, NULL, ck_s[r], &seed, NULL);
     }
     ps_store_destroy(s);
     for (int r = 0; r < runs; r++) {
@@ -247,7 +357,13 @@ int main(int argc, char **argv) {
            100 * dd / wr);
     printf("bench_checkpoint restore s=%.2f MB/s=%.0f (crc pass + rows)\n", rd, mbytes / rd);
     printf("bench_checkpoint push keys/s undisturbed=%.0f during_checkpoint=%.0f ratio=%.0f%% "
-           "(checkpoint under pushes s=%.2f)\n", fr, cr, 100 * cr / fr, median(ck_s, runs));
+           "(checkpoint under pushes s=%.2f, of it copying rows on the pushing thread s=%.2f)\n",
+           fr, cr, 100 * cr / fr, median(ck_s, runs), median(fill_s, runs));
+    double nf, nc, ns;
+    if (net && bench_net(server, base, rows, runs, &nf, &nc, &ns))
+        printf("bench_checkpoint net push keys/s undisturbed=%.0f during_checkpoint=%.0f "
+               "ratio=%.0f%% (ps-server on loopback, checkpoint under pushes s=%.2f)\n", nf, nc,
+               100 * nc / nf, ns);
     bench_crc(runs);
     free(job);
     return 0;

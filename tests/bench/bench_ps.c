@@ -29,8 +29,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "bench_util.h"
-#include "client.h"
+#include "bench_client.h"
 #include "config.h"
 #include "store.h"
 
@@ -335,15 +334,7 @@ static bool bench_server(const char *server_path, int cpu, int main_cpu, const s
     ps_client *c = NULL;
     ps_error err = {0};
     static ps_job_config job;
-    char set[64];
-    snprintf(set, sizeof(set), "cluster.servers[0]=127.0.0.1:%d", sp.port);
-    const char *sets[] = {set};
-    if (ps_config_load(sp.job, sets, 1, &job, &err) != PS_OK) {
-        fprintf(stderr, "bench_ps: %s\n", err.msg);
-        goto done;
-    }
-    ps_client_options o = {.job = &job, .rank = 0, .log = {.level = PS_LOG_WARN}};
-    if (ps_client_create(&o, &c, &err) != PS_OK) {
+    if (bench_server_client(&sp, &job, &c, &err) != PS_OK) {
         fprintf(stderr, "bench_ps: client: %s\n", err.msg);
         goto done;
     }
