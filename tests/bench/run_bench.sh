@@ -9,8 +9,9 @@
 # then tests/bench/bench_jobs.sh (Fashion-MNIST and the CTR job against PyTorch), then
 # bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS),
 # then bench_memory (bytes per row; admission and expiry on a power-law stream), then
-# bench_checkpoint (10 M rows written and restored against dd; pushes during a checkpoint; it
-# needs ~3 GB free in /tmp and removes its files).
+# bench_checkpoint (10 M rows written and restored against dd; pushes during a checkpoint, in
+# process and over loopback to a ps-server; it
+# needs ~4.5 GB free in /tmp and removes its files).
 # The machine-parseable lines start with "bench_ps ", "bench_seed ", "torch_seed ",
 # "bench_jobs ", "bench_modes ", "bench_load ", "bench_memory " and "bench_checkpoint ".
 set -euo pipefail
