@@ -831,3 +831,62 @@ done:
     free(v);
     return st;
 }
+
+/* --- the finished ranks' journal --------------------------------------------------------------- */
+
+#define FINISHED_HEAD "ps-finished 1"
+
+ps_status ps_ckpt_finished_write(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
+                                 const uint8_t *finished, uint32_t W, ps_error *err) {
+    const char *dir = job->checkpoint_dir;
+    char path[PS_PATH_MAX + 64], tmp[PS_PATH_MAX + 80];
+    snprintf(path, sizeof(path), "%s/shard-%u-of-%u.finished", dir, shard, num_shards);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return ps_error_set(err, PS_IO, "%s: %s", dir, strerror(errno));
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) return ps_error_set(err, PS_IO, "%s: %s", tmp, strerror(errno));
+    bool ok = fprintf(f, FINISHED_HEAD " workers=%u job_id=%s\n", W, job->job_id) > 0;
+    for (uint32_t r = 0; r < W && ok; r++)
+        if (finished[r]) ok = fprintf(f, "%u\n", r) > 0;
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    const int e = errno;
+    if (fclose(f) != 0 && ok) ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        const int why = ok ? errno : e;
+        unlink(tmp);
+        return ps_error_set(err, PS_IO, "%s: %s", path, strerror(why));
+    }
+    sync_dir(dir);
+    return PS_OK;
+}
+
+void ps_ckpt_finished_read(const ps_job_config *job, const char *dir, uint8_t *finished,
+                           uint32_t W, const ps_logger *log, uint32_t *added) {
+    *added = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint32_t i, n;
+        int end = 0;
+        if (sscanf(de->d_name, "shard-%" SCNu32 "-of-%" SCNu32 ".finished%n", &i, &n, &end) != 2 ||
+            end == 0 || de->d_name[end] != '\0')
+            continue;
+        char path[PS_PATH_MAX + 300], id[sizeof(job->job_id) + 1];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "r");
+        uint32_t w = 0, r;
+        if (f == NULL ||
+            fscanf(f, FINISHED_HEAD " workers=%" SCNu32 " job_id=%64[^\n]", &w, id) != 2 ||
+            w != W || strcmp(id, job->job_id) != 0) {
+            ps_log(log, PS_LOG_WARN, "%s: not this job's finished ranks (job_id %s, %u workers); "
+                   "passed over", path, job->job_id, W);
+            if (f != NULL) fclose(f);
+            continue;
+        }
+        while (fscanf(f, "%" SCNu32, &r) == 1)
+            if (r < W && !finished[r]) finished[r] = 1, (*added)++;
+        fclose(f);
+    }
+    closedir(d);
+}

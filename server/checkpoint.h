@@ -102,4 +102,16 @@ ps_status ps_checkpoint_restore(const ps_job_config *job, uint32_t shard, uint32
                                 ps_store *const *stores, const char *dir, const ps_logger *log,
                                 ps_ckpt_state *state, ps_ckpt_info *info, ps_error *err);
 
+/* The ranks that said they finished, durable at once: a checkpoint holds them only as of its
+ * start, and a finished worker does not come back to say it again. DIR/shard-I-of-S.finished,
+ * text ("ps-finished 1 workers=W job_id=ID", then one rank per line), rewritten whole at each
+ * finish (temporary file, fsync, rename, fsync of dir). finished: (W). PS_IO on failure. */
+ps_status ps_ckpt_finished_write(const ps_job_config *job, uint32_t shard, uint32_t num_shards,
+                                 const uint8_t *finished, uint32_t W, ps_error *err);
+/* Sets finished[r] = 1 (W) for each rank that any shard's journal in dir of this job_id and W
+ * lists (a rank's finish is the job's, whatever the shard count); *added: ranks newly set. Files
+ * of another job or W, or unreadable, are passed over (logged). */
+void ps_ckpt_finished_read(const ps_job_config *job, const char *dir, uint8_t *finished,
+                           uint32_t W, const ps_logger *log, uint32_t *added);
+
 #endif

@@ -324,10 +324,9 @@ static ps_status check_barrier_peer(const ps_conn *c, const char *what, ps_error
 static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     if (srv->barrier == NULL) { /* async: only "finished" means something (the job's end) */
-        ps_status st = send_ack(c, m->env.request_id, 0, err);
-        if (st == PS_OK && m->env.clock.finished && c->is_worker)
-            ps_server_worker_finished(srv, c->rank);
-        return st;
+        /* recorded (server.checkpoint_dir) before the worker hears back and leaves */
+        if (m->env.clock.finished && c->is_worker) ps_server_worker_finished(srv, c->rank);
+        return send_ack(c, m->env.request_id, 0, err);
     }
     if (check_barrier_peer(c, "Clock", err) != PS_OK) return err->code;
     bool advanced;
@@ -340,9 +339,9 @@ static ps_status on_clock(ps_conn *c, const ps_msg *m, ps_error *err) {
     if (ps_barrier_clock(srv->barrier, c->rank, m->env.clock.clock, m->env.clock.finished,
                          &advanced, err) != PS_OK)
         return err->code;
+    if (m->env.clock.finished) ps_server_worker_finished(srv, c->rank); /* before the Ack */
     ps_status st = send_ack(c, m->env.request_id, 0, err);
     if (advanced) ps_server_wake(srv);
-    if (st == PS_OK && m->env.clock.finished) ps_server_worker_finished(srv, c->rank);
     return st;
 }
 

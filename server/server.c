@@ -379,6 +379,13 @@ static void on_deadline(uv_timer_t *t) {
 void ps_server_worker_finished(ps_server *srv, uint32_t rank) {
     if (rank >= srv->job->num_workers || srv->finished[rank]) return;
     srv->finished[rank] = 1;
+    /* on disk before the worker hears back (handlers.c): it will not say so again */
+    ps_error err = {0};
+    if (srv->job->checkpoint_dir[0] != '\0' &&
+        ps_ckpt_finished_write(srv->job, srv->opt.shard, srv->job->num_servers, srv->finished,
+                               srv->job->num_workers, &err) != PS_OK)
+        ps_log(&srv->opt.log, PS_LOG_WARN, "rank %u finished, but it could not be recorded: %s; "
+               "a restart before the next checkpoint would wait for it", rank, err.msg);
     if (++srv->n_finished == srv->job->num_workers) workers_done(srv);
 }
 
@@ -571,6 +578,20 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     if (st == PS_OK && (state.clock == NULL || state.rank_state == NULL || state.finished == NULL))
         st = ps_error_set(err, PS_NOMEM, "server: out of memory");
     if (st == PS_OK) st = restore_checkpoint(srv, &state, &restored, err);
+    bool with_state = restored;
+    if (st == PS_OK && job->checkpoint_dir[0] != '\0') { /* finishes after the checkpoint */
+        uint32_t added;
+        ps_ckpt_finished_read(job, job->checkpoint_dir, state.finished, W, &opt->log, &added);
+        if (added > 0) {
+            if (state.workers != W) /* no job state restored: clocks from 0, as a fresh job's */
+                state.workers = W, memset(state.rank_state, PS_RANK_LIVE, W);
+            for (uint32_t r = 0; r < W; r++)
+                if (state.finished[r]) state.rank_state[r] = PS_RANK_FINISHED;
+            ps_log(&opt->log, PS_LOG_INFO, "%u worker rank%s finished after the checkpoint "
+                   "(%s/shard-*.finished)", added, added == 1 ? "" : "s", job->checkpoint_dir);
+            with_state = true;
+        }
+    }
     if (st == PS_OK && !restored && job->fit.init_from[0] != '\0') {
         size_t rows = 0;
         st = ps_weights_load(job->fit.init_from, job, opt->shard, job->num_servers, srv->stores,
@@ -588,7 +609,7 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     if (st == PS_OK && ((srv->finished = calloc(W, 1)) == NULL ||
                         (srv->push_step = calloc(W, sizeof(uint64_t))) == NULL))
         st = ps_error_set(err, PS_NOMEM, "server: out of memory");
-    if (st == PS_OK && restored) st = apply_state(srv, &state, err);
+    if (st == PS_OK && with_state) st = apply_state(srv, &state, err);
     free_state(&state);
     if (st != PS_OK) goto fail;
     uv_timer_init(&srv->loop, &srv->end_timer);
@@ -665,7 +686,12 @@ ps_status ps_server_run(ps_server *srv, ps_error *err) {
         uv_timer_start(&srv->end_timer, on_deadline, (uint64_t)srv->job->job_deadline_s * 1000,
                        0);
     /* restored from a checkpoint taken after every worker finished: the job is over already */
-    if (srv->n_finished == srv->job->num_workers && !srv->stopping) workers_done(srv);
+    if (srv->n_finished == srv->job->num_workers && !srv->stopping) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "every worker of job %s finished before this start "
+               "(%s): nothing to train; to train it again, empty that directory or change "
+               "job_id", srv->job->job_id, srv->job->checkpoint_dir);
+        workers_done(srv);
+    }
     for (;;) {
         bool hot = poll_ns > 0 && uv_hrtime() - srv->last_read_ns < poll_ns;
         if (uv_run(&srv->loop, hot ? UV_RUN_NOWAIT : UV_RUN_ONCE) == 0) break;

@@ -1170,3 +1170,80 @@ Test(checkpoint, ps_server_ends_when_the_last_rank_finishes_after_a_restart) {
         cr_assert_not_null(strstr(tu_slurp(errf), "every worker finished"), "%s", tu_slurp(errf));
     }
 }
+
+/* A worker's finish after the last checkpoint (here: there is none) survives kill -9 of its
+ * server: the journal (shard-0-of-1.finished) is written before the Ack, the restarted server
+ * counts the rank finished, its barrier does not wait for it, and the job ends with the other
+ * rank's finish. Without the journal the server would wait for rank 0 until job_deadline_s. */
+Test(checkpoint, a_finish_after_the_last_checkpoint_survives_kill_9) {
+    char jobf[128], out[128], errf[128], json[2048], ck[128], journal[160];
+    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir), snprintf(errf, sizeof(errf), "%s/err", dir);
+    snprintf(ck, sizeof(ck), "%s/ck", dir);
+    snprintf(journal, sizeof(journal), "%s/shard-0-of-1.finished", ck);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"fin\", \"cluster\": {\"servers\": 1, \"workers\": 2,"
+             " \"consistency\": \"sync\", \"job_deadline_s\": 600, \"connect_timeout_ms\": 5000,"
+             " \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 2000},"
+             " \"server\": {\"checkpoint_dir\": \"%s\"},"
+             " \"tables\": [{\"name\": \"a\", \"dim\": 2}]}", ck);
+    tu_write_file(jobf, json, 0644);
+    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", jobf, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    ps_job_config job;
+    tu_job(json, &job);
+    ps_error err = {0};
+    for (int run = 0; run < 2; run++) {
+        int pid = tu_spawn(argv, out, errf);
+        wait_for(out, "listening on 127.0.0.1:");
+        int port = 0;
+        sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
+               &port);
+        snprintf(job.servers[0], sizeof(job.servers[0]), "127.0.0.1:%d", port);
+        ps_client *c = tu_client(&job, (uint32_t)run); /* run 0: rank 0, run 1: rank 1 */
+        if (run == 1) {
+            sync_step(c);
+            settle(c); /* answered at once: rank 0 is finished, not live at clock 0 */
+        }
+        ps_op op;
+        cr_assert_eq(ps_client_clock_async(c, true, &op, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+        ps_client_destroy(c);
+        if (run == 0) { /* acknowledged, so on disk: the crash comes right after */
+            const char *j = tu_slurp(journal);
+            cr_assert_not_null(strstr(j, "ps-finished 1 workers=2 job_id=fin\n0\n"), "%s", j);
+            kill(pid, SIGKILL);
+            tu_wait_exit(pid, 20000);
+            continue;
+        }
+        cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(errf));
+        const char *log = tu_slurp(errf);
+        cr_assert_not_null(strstr(log, "no checkpoint in"), "%s", log);
+        cr_assert_not_null(strstr(log, "1 worker rank finished after the checkpoint"), "%s", log);
+        cr_assert_not_null(strstr(log, "restored job state: 1 of 2 workers finished"), "%s", log);
+        cr_assert_null(strstr(log, "dropped from the barrier"), "%s", log);
+        cr_assert_not_null(strstr(log, "every worker finished"), "%s", log);
+    }
+}
+
+/* The journal of another job, or of another number of workers, is not this job's. */
+Test(checkpoint, finished_journal_of_another_job_is_passed_over) {
+    ps_job_config job;
+    make_job(&job, "mine", 1, 4, dir);
+    job.num_workers = 3;
+    const uint8_t done[3] = {1, 0, 1};
+    ps_error err = {0};
+    cr_assert_eq(ps_ckpt_finished_write(&job, 0, 2, done, 3, &err), PS_OK, "%s", err.msg);
+    uint8_t got[3] = {0, 1, 0};
+    uint32_t added;
+    ps_ckpt_finished_read(&job, dir, got, 3, NULL, &added);
+    cr_assert_eq(added, 2u); /* ranks 0 and 2 (1 was set already) */
+    cr_assert(got[0] == 1 && got[1] == 1 && got[2] == 1);
+    ps_job_config other = job;
+    snprintf(other.job_id, sizeof(other.job_id), "theirs");
+    uint8_t none[3] = {0};
+    ps_ckpt_finished_read(&other, dir, none, 3, NULL, &added);
+    cr_assert_eq(added, 0u);
+    ps_ckpt_finished_read(&job, dir, none, 4, NULL, &added); /* W differs */
+    cr_assert_eq(added, 0u);
+}
