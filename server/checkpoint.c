@@ -803,7 +803,7 @@ ps_status ps_checkpoint_restore(const ps_job_config *job, uint32_t shard, uint32
                     ps_log(log, PS_LOG_WARN, "checkpoint %s; using an older generation", e.msg);
                     continue;
                 }
-                chosen[i] = &v[k], have++;
+                chosen[i - first] = &v[k], have++; /* have <= n */
                 if (v[k].gen > newest) newest = v[k].gen;
                 break;
             }
@@ -815,7 +815,7 @@ ps_status ps_checkpoint_restore(const ps_job_config *job, uint32_t shard, uint32
         }
         ps_ckpt_info got = {.generation = newest, .from_shards = count};
         for (uint32_t i = first; i < end; i++) {
-            snprintf(path, sizeof(path), "%s/%s", dir, chosen[i]->name);
+            snprintf(path, sizeof(path), "%s/%s", dir, chosen[i - first]->name);
             st = read_file(path, job, stores, shard, num_shards, &h, &got.rows, &got.bytes, err);
             if (st != PS_OK) goto done;
             /* its own file says exactly where its ranks were; files of another count: the
@@ -850,10 +850,10 @@ ps_status ps_ckpt_finished_write(const ps_job_config *job, uint32_t shard, uint3
     for (uint32_t r = 0; r < W && ok; r++)
         if (finished[r]) ok = fprintf(f, "%u\n", r) > 0;
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    const int e = errno;
-    if (fclose(f) != 0 && ok) ok = false;
-    if (!ok || rename(tmp, path) != 0) {
-        const int why = ok ? errno : e;
+    int why = errno;
+    if (fclose(f) != 0 && ok) ok = false, why = errno;
+    if (ok && rename(tmp, path) != 0) ok = false, why = errno;
+    if (!ok) {
         unlink(tmp);
         return ps_error_set(err, PS_IO, "%s: %s", path, strerror(why));
     }
@@ -872,16 +872,27 @@ void ps_ckpt_finished_read(const ps_job_config *job, const char *dir, uint8_t *f
         if (sscanf(de->d_name, "shard-%" SCNu32 "-of-%" SCNu32 ".finished%n", &i, &n, &end) != 2 ||
             end == 0 || de->d_name[end] != '\0')
             continue;
-        char path[PS_PATH_MAX + 300], id[sizeof(job->job_id) + 1];
+        char path[PS_PATH_MAX + 300], head[160];
         snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
         FILE *f = fopen(path, "r");
+        if (f == NULL) {
+            ps_log(log, PS_LOG_WARN, "%s: %s; passed over", path, strerror(errno));
+            continue;
+        }
+        /* the head line whole: job_id may be empty */
         uint32_t w = 0, r;
-        if (f == NULL ||
-            fscanf(f, FINISHED_HEAD " workers=%" SCNu32 " job_id=%64[^\n]", &w, id) != 2 ||
-            w != W || strcmp(id, job->job_id) != 0) {
-            ps_log(log, PS_LOG_WARN, "%s: not this job's finished ranks (job_id %s, %u workers); "
-                   "passed over", path, job->job_id, W);
-            if (f != NULL) fclose(f);
+        int at = 0;
+        if (fgets(head, sizeof(head), f) == NULL ||
+            sscanf(head, FINISHED_HEAD " workers=%" SCNu32 " job_id=%n", &w, &at) != 1 || at == 0) {
+            ps_log(log, PS_LOG_WARN, "%s: not a list of finished ranks; passed over", path);
+            fclose(f);
+            continue;
+        }
+        head[strcspn(head, "\n")] = '\0';
+        if (w != W || strcmp(head + at, job->job_id) != 0) {
+            ps_log(log, PS_LOG_WARN, "%s: the finished ranks of job_id \"%s\" with %u workers, "
+                   "this is \"%s\" with %u; passed over", path, head + at, w, job->job_id, W);
+            fclose(f);
             continue;
         }
         while (fscanf(f, "%" SCNu32, &r) == 1)

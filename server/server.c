@@ -580,11 +580,15 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     if (st == PS_OK) st = restore_checkpoint(srv, &state, &restored, err);
     bool with_state = restored;
     if (st == PS_OK && job->checkpoint_dir[0] != '\0') { /* finishes after the checkpoint */
+        if (state.workers != W) { /* no job state restored: clocks from 0, as a fresh job's */
+            memset(state.clock, 0, W * sizeof(*state.clock));
+            memset(state.rank_state, PS_RANK_LIVE, W), memset(state.finished, 0, W);
+            state.applied = 0;
+        }
         uint32_t added;
         ps_ckpt_finished_read(job, job->checkpoint_dir, state.finished, W, &opt->log, &added);
         if (added > 0) {
-            if (state.workers != W) /* no job state restored: clocks from 0, as a fresh job's */
-                state.workers = W, memset(state.rank_state, PS_RANK_LIVE, W);
+            state.workers = W;
             for (uint32_t r = 0; r < W; r++)
                 if (state.finished[r]) state.rank_state[r] = PS_RANK_FINISHED;
             ps_log(&opt->log, PS_LOG_INFO, "%u worker rank%s finished after the checkpoint "
@@ -687,9 +691,10 @@ ps_status ps_server_run(ps_server *srv, ps_error *err) {
                        0);
     /* restored from a checkpoint taken after every worker finished: the job is over already */
     if (srv->n_finished == srv->job->num_workers && !srv->stopping) {
-        ps_log(&srv->opt.log, PS_LOG_WARN, "every worker of job %s finished before this start "
-               "(%s): nothing to train; to train it again, empty that directory or change "
-               "job_id", srv->job->job_id, srv->job->checkpoint_dir);
+        if (srv->opt.end_with_job)
+            ps_log(&srv->opt.log, PS_LOG_WARN, "every worker of job %s finished before this "
+                   "start (%s): nothing to train; to train it again, empty that directory or "
+                   "change job_id", srv->job->job_id, srv->job->checkpoint_dir);
         workers_done(srv);
     }
     for (;;) {

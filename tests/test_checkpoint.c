@@ -1246,4 +1246,9 @@ Test(checkpoint, finished_journal_of_another_job_is_passed_over) {
     cr_assert_eq(added, 0u);
     ps_ckpt_finished_read(&job, dir, none, 4, NULL, &added); /* W differs */
     cr_assert_eq(added, 0u);
+    other.job_id[0] = '\0'; /* an empty job_id is a job_id too: its own journal is read */
+    const uint8_t one[3] = {0, 1, 0};
+    cr_assert_eq(ps_ckpt_finished_write(&other, 1, 2, one, 3, &err), PS_OK, "%s", err.msg);
+    ps_ckpt_finished_read(&other, dir, none, 3, NULL, &added);
+    cr_assert(added == 1 && none[1] == 1 && none[0] == 0 && none[2] == 0);
 }

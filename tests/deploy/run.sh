@@ -136,7 +136,8 @@ env DOCKER="$DOCKER" deploy/compose.sh up -p "${project}kill" -f "$work/kill/doc
 up_pid=$!
 killed=""
 for _ in $(seq 1 1200); do  # 0.1 s each: 2 min at most
-    if "$DOCKER" logs "${project}kill_worker-0_1" 2>&1 | grep -q "Epoch 100/1000"; then
+    # grep reads it all (-q would stop at the match, and logs' SIGPIPE fail the pipe)
+    if "$DOCKER" logs "${project}kill_worker-0_1" 2>&1 | grep "Epoch 100/1000" >/dev/null; then
         pid=$("$DOCKER" inspect -f '{{.State.Pid}}' "${project}kill_server-1_1")
         [ "${pid:-0}" != 0 ] && kill -9 "$pid" && killed=$pid
         break
