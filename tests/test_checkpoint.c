@@ -1123,52 +1123,73 @@ Test(checkpoint, every_steps_sync_follows_the_minimum_clock) {
 
 /* --- the job's end across a restart ---------------------------------------------------------- */
 
+/* One ps-server of a 2-worker job (server.checkpoint_dir DIR/ck) that a test stops and starts
+ * again, with a client of one rank per start. The client borrows job: the rig outlives it. */
+typedef struct {
+    char jobf[128], out[128], errf[128], ck[128];
+    ps_job_config job;
+} restart_rig;
+
+static void rig_init(restart_rig *r, const char *job_id, const char *consistency) {
+    char json[2048];
+    snprintf(r->jobf, sizeof(r->jobf), "%s/job.json", dir);
+    snprintf(r->out, sizeof(r->out), "%s/out", dir);
+    snprintf(r->errf, sizeof(r->errf), "%s/err", dir);
+    snprintf(r->ck, sizeof(r->ck), "%s/ck", dir);
+    snprintf(json, sizeof(json),
+             "{\"job_id\": \"%s\", \"cluster\": {\"servers\": 1, \"workers\": 2,"
+             " \"consistency\": \"%s\", \"job_deadline_s\": 600, \"connect_timeout_ms\": 5000,"
+             " \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 2000},"
+             " \"server\": {\"checkpoint_dir\": \"%s\"},"
+             " \"tables\": [{\"name\": \"a\", \"dim\": 2}]}", job_id, consistency, r->ck);
+    tu_write_file(r->jobf, json, 0644);
+    tu_job(json, &r->job);
+}
+
+/* Starts the server and connects *c as rank; returns the server's pid. */
+static int rig_start(restart_rig *r, uint32_t rank, ps_client **c) {
+    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", r->jobf, "--shard", "0",
+                    "--listen", "127.0.0.1:0", NULL};
+    int pid = tu_spawn(argv, r->out, r->errf);
+    wait_for(r->out, "listening on 127.0.0.1:");
+    int port = 0;
+    sscanf(strstr(tu_slurp(r->out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
+           &port);
+    snprintf(r->job.servers[0], sizeof(r->job.servers[0]), "127.0.0.1:%d", port);
+    *c = tu_client(&r->job, rank);
+    return pid;
+}
+
+/* The rank says it finished (acknowledged), and its client goes. */
+static void finish_rank(ps_client *c) {
+    ps_error err = {0};
+    ps_op op;
+    cr_assert_eq(ps_client_clock_async(c, true, &op, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+}
+
 /* A ps-server that ends with its job (the default): rank 0 finishes, the server is stopped
  * (SIGTERM: the last checkpoint) and started again; rank 1's finish then ends the job at once,
  * not at cluster.job_deadline_s (10 minutes here). */
 Test(checkpoint, ps_server_ends_when_the_last_rank_finishes_after_a_restart) {
-    char jobf[128], out[128], errf[128], json[2048], ck[128];
-    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
-    snprintf(out, sizeof(out), "%s/out", dir), snprintf(errf, sizeof(errf), "%s/err", dir);
-    snprintf(ck, sizeof(ck), "%s/ck", dir);
-    snprintf(json, sizeof(json),
-             "{\"job_id\": \"end\", \"cluster\": {\"servers\": 1, \"workers\": 2,"
-             " \"consistency\": \"ssp\", \"job_deadline_s\": 600, \"connect_timeout_ms\": 5000,"
-             " \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 2000},"
-             " \"server\": {\"checkpoint_dir\": \"%s\"},"
-             " \"tables\": [{\"name\": \"a\", \"dim\": 2}]}", ck);
-    tu_write_file(jobf, json, 0644);
-    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", jobf, "--shard", "0",
-                    "--listen", "127.0.0.1:0", NULL};
-    ps_job_config job;
-    tu_job(json, &job);
-    ps_error err = {0};
-    for (int run = 0; run < 2; run++) {
-        int pid = tu_spawn(argv, out, errf);
-        wait_for(out, "listening on 127.0.0.1:");
-        int port = 0;
-        sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
-               &port);
-        snprintf(job.servers[0], sizeof(job.servers[0]), "127.0.0.1:%d", port);
-        ps_client *c = tu_client(&job, (uint32_t)run); /* run 0: rank 0, run 1: rank 1 */
-        if (run == 1) sync_step(c); /* rank 1 goes on where it was */
-        ps_op op;
-        cr_assert_eq(ps_client_clock_async(c, true, &op, &err), PS_OK, "%s", err.msg);
-        cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
-        ps_client_destroy(c);
-        if (run == 0) {
-            kill(pid, SIGTERM);
-            cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(errf));
-            cr_assert_not_null(strstr(tu_slurp(errf), "checkpoint generation 1 written"), "%s",
-                               tu_slurp(errf));
-            continue;
-        }
-        /* no signal: the job is over, the server exits on its own (5 s grace at most) */
-        cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(errf));
-        cr_assert_not_null(strstr(tu_slurp(errf), "restored job state: 1 of 2 workers finished"),
-                           "%s", tu_slurp(errf));
-        cr_assert_not_null(strstr(tu_slurp(errf), "every worker finished"), "%s", tu_slurp(errf));
-    }
+    restart_rig r;
+    rig_init(&r, "end", "ssp");
+    ps_client *c;
+    int pid = rig_start(&r, 0, &c);
+    finish_rank(c);
+    kill(pid, SIGTERM);
+    cr_assert_eq(tu_wait_exit(pid, 20000), 0, "%s", tu_slurp(r.errf));
+    cr_assert_not_null(strstr(tu_slurp(r.errf), "checkpoint generation 1 written"), "%s",
+                       tu_slurp(r.errf));
+    pid = rig_start(&r, 1, &c);
+    sync_step(c); /* rank 1 goes on where it was */
+    finish_rank(c);
+    /* no signal: the job is over, the server exits on its own (5 s grace at most) */
+    cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(r.errf));
+    const char *log = tu_slurp(r.errf);
+    cr_assert_not_null(strstr(log, "restored job state: 1 of 2 workers finished"), "%s", log);
+    cr_assert_not_null(strstr(log, "every worker finished"), "%s", log);
 }
 
 /* A worker's finish after the last checkpoint (here: there is none) survives kill -9 of its
@@ -1176,54 +1197,28 @@ Test(checkpoint, ps_server_ends_when_the_last_rank_finishes_after_a_restart) {
  * counts the rank finished, its barrier does not wait for it, and the job ends with the other
  * rank's finish. Without the journal the server would wait for rank 0 until job_deadline_s. */
 Test(checkpoint, a_finish_after_the_last_checkpoint_survives_kill_9) {
-    char jobf[128], out[128], errf[128], json[2048], ck[128], journal[160];
-    snprintf(jobf, sizeof(jobf), "%s/job.json", dir);
-    snprintf(out, sizeof(out), "%s/out", dir), snprintf(errf, sizeof(errf), "%s/err", dir);
-    snprintf(ck, sizeof(ck), "%s/ck", dir);
-    snprintf(journal, sizeof(journal), "%s/shard-0-of-1.finished", ck);
-    snprintf(json, sizeof(json),
-             "{\"job_id\": \"fin\", \"cluster\": {\"servers\": 1, \"workers\": 2,"
-             " \"consistency\": \"sync\", \"job_deadline_s\": 600, \"connect_timeout_ms\": 5000,"
-             " \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 2000},"
-             " \"server\": {\"checkpoint_dir\": \"%s\"},"
-             " \"tables\": [{\"name\": \"a\", \"dim\": 2}]}", ck);
-    tu_write_file(jobf, json, 0644);
-    char *argv[] = {PS_BINARY_DIR "/ps-server", "--config", jobf, "--shard", "0",
-                    "--listen", "127.0.0.1:0", NULL};
-    ps_job_config job;
-    tu_job(json, &job);
-    ps_error err = {0};
-    for (int run = 0; run < 2; run++) {
-        int pid = tu_spawn(argv, out, errf);
-        wait_for(out, "listening on 127.0.0.1:");
-        int port = 0;
-        sscanf(strstr(tu_slurp(out), "listening on 127.0.0.1:"), "listening on 127.0.0.1:%d",
-               &port);
-        snprintf(job.servers[0], sizeof(job.servers[0]), "127.0.0.1:%d", port);
-        ps_client *c = tu_client(&job, (uint32_t)run); /* run 0: rank 0, run 1: rank 1 */
-        if (run == 1) {
-            sync_step(c);
-            settle(c); /* answered at once: rank 0 is finished, not live at clock 0 */
-        }
-        ps_op op;
-        cr_assert_eq(ps_client_clock_async(c, true, &op, &err), PS_OK, "%s", err.msg);
-        cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
-        ps_client_destroy(c);
-        if (run == 0) { /* acknowledged, so on disk: the crash comes right after */
-            const char *j = tu_slurp(journal);
-            cr_assert_not_null(strstr(j, "ps-finished 1 workers=2 job_id=fin\n0\n"), "%s", j);
-            kill(pid, SIGKILL);
-            tu_wait_exit(pid, 20000);
-            continue;
-        }
-        cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(errf));
-        const char *log = tu_slurp(errf);
-        cr_assert_not_null(strstr(log, "no checkpoint in"), "%s", log);
-        cr_assert_not_null(strstr(log, "1 worker rank finished after the checkpoint"), "%s", log);
-        cr_assert_not_null(strstr(log, "restored job state: 1 of 2 workers finished"), "%s", log);
-        cr_assert_null(strstr(log, "dropped from the barrier"), "%s", log);
-        cr_assert_not_null(strstr(log, "every worker finished"), "%s", log);
-    }
+    restart_rig r;
+    rig_init(&r, "fin", "sync");
+    char journal[160];
+    snprintf(journal, sizeof(journal), "%s/shard-0-of-1.finished", r.ck);
+    ps_client *c;
+    int pid = rig_start(&r, 0, &c);
+    finish_rank(c);
+    const char *j = tu_slurp(journal); /* acknowledged, so on disk: the crash comes right after */
+    cr_assert_not_null(strstr(j, "ps-finished 1 workers=2 job_id=fin\n0\n"), "%s", j);
+    kill(pid, SIGKILL);
+    tu_wait_exit(pid, 20000);
+    pid = rig_start(&r, 1, &c);
+    sync_step(c);
+    settle(c); /* answered at once: rank 0 is finished, not live at clock 0 */
+    finish_rank(c);
+    cr_assert_eq(tu_wait_exit(pid, 15000), 0, "%s", tu_slurp(r.errf));
+    const char *log = tu_slurp(r.errf);
+    cr_assert_not_null(strstr(log, "no checkpoint in"), "%s", log);
+    cr_assert_not_null(strstr(log, "1 worker rank finished after the checkpoint"), "%s", log);
+    cr_assert_not_null(strstr(log, "restored job state: 1 of 2 workers finished"), "%s", log);
+    cr_assert_null(strstr(log, "dropped from the barrier"), "%s", log);
+    cr_assert_not_null(strstr(log, "every worker finished"), "%s", log);
 }
 
 /* The journal of another job, or of another number of workers, is not this job's. */
