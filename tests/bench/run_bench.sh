@@ -7,13 +7,15 @@
 # Runs bench_ps (see its --help), then tests/bench/bench_seed.sh (the seed job, and PyTorch on the
 # same model when /usr/bin/python3 has torch), then tests/bench/bench_modes.sh (async, sync, ssp),
 # then tests/bench/bench_jobs.sh (Fashion-MNIST and the CTR job against PyTorch), then
+# bench_step_bound (Fashion-MNIST's sync step with no transport: 1 thread against 2), then
 # bench_load (256 clients against one server for 20 s: errors, latency, the server's RSS),
 # then bench_memory (bytes per row; admission and expiry on a power-law stream), then
 # bench_checkpoint (10 M rows written and restored against dd; pushes during a checkpoint, in
 # process and over loopback to a ps-server; it
 # needs ~4.5 GB free in /tmp and removes its files).
 # The machine-parseable lines start with "bench_ps ", "bench_seed ", "torch_seed ",
-# "bench_jobs ", "bench_modes ", "bench_load ", "bench_memory " and "bench_checkpoint ".
+# "bench_jobs ", "bench_step_bound ", "bench_modes ", "bench_load ", "bench_memory " and
+# "bench_checkpoint ".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -31,7 +33,7 @@ if [[ $type != Release ]]; then
     echo "run_bench: configuring $build for Release${type:+ (was $type)}"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_ps bench_load bench_memory bench_checkpoint ps-server ps-worker ps-launch ps-export ps-datagen \
+cmake --build "$build" --target bench_ps bench_load bench_memory bench_checkpoint bench_step_bound ps-server ps-worker ps-launch ps-export ps-datagen \
     -j "${JOBS:-2}"
 
 out=$build/bench.txt
@@ -44,6 +46,8 @@ out=$build/bench.txt
     bash "$root/tests/bench/bench_seed.sh" "$build" || rc=$?
     echo
     bash "$root/tests/bench/bench_jobs.sh" "$build" || rc=$?
+    echo
+    "$build/bench_step_bound" || rc=$?
     echo
     bash "$root/tests/bench/bench_modes.sh" "$build" || rc=$?
     echo
