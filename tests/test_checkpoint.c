@@ -913,15 +913,20 @@ static bool collect_ages(void *ud, uint64_t key, const float *w, const float *ac
     return true;
 }
 
+/* The MEM_FMT job in dir and fresh stores of it. */
+static void mem_job(ps_job_config *job, ps_store **st) {
+    char json[1024];
+    snprintf(json, sizeof(json), MEM_FMT, dir);
+    tu_job(json, job);
+    make_stores(job, st);
+}
+
 /* admit_after 3: a key pushed twice before the checkpoint is admitted by one more push after the
  * restore, one pushed once by two more; a fresh store (the control) needs all three. */
 Test(checkpoint, admission_counts_survive_restore) {
     ps_job_config job;
-    char json[1024];
-    snprintf(json, sizeof(json), MEM_FMT, dir);
-    tu_job(json, &job);
     ps_store *st[2];
-    make_stores(&job, st);
+    mem_job(&job, st);
     push1(st[0], 100), push1(st[0], 100), push1(st[0], 200);
     push1(st[0], 7), push1(st[0], 7), push1(st[0], 7); /* admitted: a row */
     cr_assert(has_row(st[0], 7) && !has_row(st[0], 100));
@@ -960,11 +965,8 @@ Test(checkpoint, admission_counts_survive_restore) {
  * (and seconds of the new process's clock) after the restore as it had left before it. */
 Test(checkpoint, expiry_ages_survive_restore) {
     ps_job_config job;
-    char json[1024];
-    snprintf(json, sizeof(json), MEM_FMT, dir);
-    tu_job(json, &job);
     ps_store *st[2];
-    make_stores(&job, st);
+    mem_job(&job, st);
     uint64_t now_ms = 1000000; /* the old process's loop clock: 1000 s */
     ps_store_set_clock(st[1], &now_ms);
     push1(st[1], 1);           /* step 1, at 1000 s */
@@ -1045,16 +1047,36 @@ static void async_step(ps_client *c, uint64_t step) {
         cr_assert_eq(ps_client_push(c, t, keys, 2, g, &err), PS_OK, "%s", err.msg);
 }
 
+/* One in-process server of a STEPS_FMT job (consistency mode, every N steps) and a client of
+ * each of its two ranks. The clients borrow job: the rig outlives them. */
+typedef struct {
+    ps_job_config job;
+    test_server *srv;
+    ps_client *c0, *c1;
+} steps_rig;
+
+static void steps_rig_start(steps_rig *r, const char *mode, unsigned n) {
+    char json[1024];
+    snprintf(json, sizeof(json), STEPS_FMT, mode, dir, n);
+    tu_job(json, &r->job);
+    r->srv = tu_server_start(&r->job, 0);
+    tu_job_use(&r->job, &r->srv, 1);
+    r->c0 = tu_client(&r->job, 0), r->c1 = tu_client(&r->job, 1);
+}
+
+static void steps_rig_stop(steps_rig *r) {
+    ps_client_destroy(r->c0);
+    ps_client_destroy(r->c1);
+    tu_server_free(r->srv);
+}
+
 /* async, N = 3, W = 2: a generation after 6 worker steps; a push's step starts the checkpoint
  * before its ack, so after an ack the file (or its temporary) says whether it did. */
 Test(checkpoint, every_steps_async_counts_worker_steps) {
-    char json[1024];
-    snprintf(json, sizeof(json), STEPS_FMT, "async", dir, 3u);
-    ps_job_config job;
-    tu_job(json, &job);
-    test_server *a = tu_server_start(&job, 0);
-    tu_job_use(&job, &a, 1);
-    ps_client *c0 = tu_client(&job, 0), *c1 = tu_client(&job, 1);
+    steps_rig r;
+    steps_rig_start(&r, "async", 3);
+    ps_client *c0 = r.c0, *c1 = r.c1;
+    test_server *a = r.srv;
     for (uint64_t s = 1; s <= 3; s++) async_step(c0, s);
     async_step(c1, 1), async_step(c1, 2);
     async_step(c1, 2); /* a retried step: not counted */
@@ -1067,9 +1089,7 @@ Test(checkpoint, every_steps_async_counts_worker_steps) {
     async_step(c1, 4);
     cr_assert(gen_started(2), "12 worker steps: the second");
     wait_checkpoints(tu_server(a), 2);
-    ps_client_destroy(c0);
-    ps_client_destroy(c1);
-    tu_server_free(a);
+    steps_rig_stop(&r);
 }
 
 /* One sync step of a client: a push to table 0 with its clock, then the step's end. */
@@ -1094,13 +1114,10 @@ static void settle(ps_client *c) {
 /* sync, N = 2: a generation when the barrier's minimum clock reaches 2, then 4 (not when only
  * one rank got there). */
 Test(checkpoint, every_steps_sync_follows_the_minimum_clock) {
-    char json[1024];
-    snprintf(json, sizeof(json), STEPS_FMT, "sync", dir, 2u);
-    ps_job_config job;
-    tu_job(json, &job);
-    test_server *a = tu_server_start(&job, 0);
-    tu_job_use(&job, &a, 1);
-    ps_client *c0 = tu_client(&job, 0), *c1 = tu_client(&job, 1);
+    steps_rig r;
+    steps_rig_start(&r, "sync", 2);
+    ps_client *c0 = r.c0, *c1 = r.c1;
+    test_server *a = r.srv;
     sync_step(c0), sync_step(c1); /* both at 1 */
     sync_step(c0);                /* rank 0 at 2, the minimum still 1 */
     settle(c1);
@@ -1116,9 +1133,7 @@ Test(checkpoint, every_steps_sync_follows_the_minimum_clock) {
     settle(c0), settle(c1);
     cr_assert(gen_started(2), "minimum clock 4");
     wait_checkpoints(tu_server(a), 2);
-    ps_client_destroy(c0);
-    ps_client_destroy(c1);
-    tu_server_free(a);
+    steps_rig_stop(&r);
 }
 
 /* --- the job's end across a restart ---------------------------------------------------------- */
