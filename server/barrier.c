@@ -7,10 +7,6 @@
 
 #include "hash.h"
 
-#define RANK_LIVE PS_RANK_LIVE
-#define RANK_FINISHED PS_RANK_FINISHED
-#define RANK_DROPPED PS_RANK_DROPPED
-
 typedef struct {
     uint8_t *keys;  /* (n) u64 LE */
     uint8_t *grads; /* (n, dim) f32 LE */
@@ -73,7 +69,7 @@ void ps_barrier_destroy(ps_barrier *b) {
 static void update_min(ps_barrier *b) {
     uint64_t m = UINT64_MAX;
     for (uint32_t r = 0; r < b->W; r++)
-        if (b->state[r] == RANK_LIVE && b->clock[r] < m) m = b->clock[r];
+        if (b->state[r] == PS_RANK_LIVE && b->clock[r] < m) m = b->clock[r];
     b->min_clock = m;
 }
 
@@ -170,7 +166,7 @@ static ps_status complete(ps_barrier *b, ps_error *err) {
         uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it), and
                            dropped ones whose push of it is kept (ps_barrier_drop) */
         for (uint32_t r = 0; r < b->W; r++)
-            n += b->clock[r] > b->applied && (b->state[r] != RANK_DROPPED || holds(b, r));
+            n += b->clock[r] > b->applied && (b->state[r] != PS_RANK_DROPPED || holds(b, r));
         if (n == 0) break; /* every rank left before this step */
         if (apply_step(b, n, err) != PS_OK) return err ? err->code : PS_NOMEM;
         b->applied++;
@@ -183,11 +179,11 @@ static ps_status check_rank(const ps_barrier *b, uint32_t rank, const char *what
     if (rank >= b->W)
         return ps_error_set(err, PS_INVALID_ARG, "%s from rank %u, the job has %u workers", what,
                             rank, b->W);
-    if (b->state[rank] == RANK_DROPPED)
+    if (b->state[rank] == PS_RANK_DROPPED)
         return ps_error_set(err, PS_INVALID_ARG,
                             "%s from rank %u, which was dropped from the barrier at step %llu",
                             what, rank, (unsigned long long)b->clock[rank]);
-    if (b->state[rank] == RANK_FINISHED)
+    if (b->state[rank] == PS_RANK_FINISHED)
         return ps_error_set(err, PS_INVALID_ARG, "%s from rank %u, which has finished", what,
                             rank);
     return PS_OK;
@@ -222,7 +218,8 @@ ps_status ps_barrier_push(ps_barrier *b, uint32_t rank, uint32_t table, const ui
 ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool finished,
                            bool *advanced, ps_error *err) {
     *advanced = false;
-    if (finished && rank < b->W && b->state[rank] == RANK_FINISHED) return PS_OK; /* said twice */
+    if (finished && rank < b->W && b->state[rank] == PS_RANK_FINISHED)
+        return PS_OK; /* said twice */
     if (check_rank(b, rank, "Clock", err) != PS_OK) return err->code;
     const uint64_t want = finished ? b->clock[rank] : b->clock[rank] + 1;
     if (!finished && clock < want) return PS_OK; /* a step it ended here: a retry */
@@ -231,7 +228,7 @@ ps_status ps_barrier_clock(ps_barrier *b, uint32_t rank, uint64_t clock, bool fi
                             (unsigned long long)clock, finished ? " (finished)" : "", rank,
                             (unsigned long long)b->clock[rank]);
     const uint64_t before = b->min_clock;
-    if (finished) b->state[rank] = RANK_FINISHED;
+    if (finished) b->state[rank] = PS_RANK_FINISHED;
     else b->clock[rank] = clock;
     update_min(b);
     *advanced = b->min_clock != before;
@@ -255,14 +252,14 @@ ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_
     if (rank >= b->W)
         return ps_error_set(err, PS_INVALID_ARG, "Hello from rank %u, the job has %u workers",
                             rank, b->W);
-    if (b->state[rank] == RANK_FINISHED) { /* it stays so: only its finish can be retried */
+    if (b->state[rank] == PS_RANK_FINISHED) { /* it stays so: only its finish can be retried */
         *start = b->clock[rank];
         return PS_OK;
     }
     const uint64_t floor = b->mode == PS_SYNC ? b->applied : 0;
     uint64_t c = clock > floor ? clock : floor;
     discard_held(b, rank);
-    if (b->state[rank] == RANK_DROPPED) {
+    if (b->state[rank] == PS_RANK_DROPPED) {
         /* live ranks that went past the steps it had ended went on without it: it rejoins
          * where they are. Else (it was dropped because it reconnected, its old connection
          * closing first) it is a reconnect: it redoes `clock`, steps it ended are no-ops. */
@@ -270,7 +267,7 @@ ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_
         const bool passed = live != UINT64_MAX && live > ended;
         uint64_t now = ended > c ? ended : c;
         if (passed && live > now) now = live;
-        b->state[rank] = RANK_LIVE;
+        b->state[rank] = PS_RANK_LIVE;
         b->clock[rank] = now;
         if (passed) c = now;
     } else if (!b->seen[rank]) { /* first word from it: its clock is the one it says, at least
@@ -292,15 +289,15 @@ ps_status ps_barrier_hello(ps_barrier *b, uint32_t rank, uint64_t clock, uint64_
 ps_status ps_barrier_adopt(ps_barrier *b, uint32_t rank, uint64_t clock, bool *advanced,
                            ps_error *err) {
     *advanced = false;
-    if (rank < b->W && b->state[rank] == RANK_FINISHED) return PS_OK; /* stays finished */
+    if (rank < b->W && b->state[rank] == PS_RANK_FINISHED) return PS_OK; /* stays finished */
     if (check_rank(b, rank, "Clock (adopt)", err) != PS_OK) return err->code;
     return raise_clock(b, rank, clock, advanced, err);
 }
 
 ps_status ps_barrier_drop(ps_barrier *b, uint32_t rank, bool *advanced, ps_error *err) {
     *advanced = false;
-    if (rank >= b->W || b->state[rank] != RANK_LIVE) return PS_OK;
-    b->state[rank] = RANK_DROPPED;
+    if (rank >= b->W || b->state[rank] != PS_RANK_LIVE) return PS_OK;
+    b->state[rank] = PS_RANK_DROPPED;
     discard_held(b, rank);
     const uint64_t before = b->min_clock;
     update_min(b);
@@ -317,7 +314,7 @@ void ps_barrier_save(const ps_barrier *b, uint64_t *clocks, uint8_t *states, uin
 ps_status ps_barrier_restore(ps_barrier *b, const uint64_t *clocks, const uint8_t *states,
                              uint64_t applied, ps_error *err) {
     for (uint32_t r = 0; r < b->W; r++)
-        if (states[r] > RANK_DROPPED)
+        if (states[r] > PS_RANK_DROPPED)
             return ps_error_set(err, PS_INVALID_ARG, "barrier: rank %u has state %u", r,
                                 states[r]);
     memcpy(b->clock, clocks, b->W * sizeof(*clocks));
@@ -332,7 +329,7 @@ uint64_t ps_barrier_min_clock(const ps_barrier *b) { return b->min_clock; }
 size_t ps_barrier_slowest(const ps_barrier *b, uint32_t *ranks, size_t max) {
     size_t n = 0;
     for (uint32_t r = 0; r < b->W; r++) {
-        if (b->state[r] != RANK_LIVE || b->clock[r] != b->min_clock) continue;
+        if (b->state[r] != PS_RANK_LIVE || b->clock[r] != b->min_clock) continue;
         if (n < max) ranks[n] = r;
         n++;
     }
@@ -344,5 +341,5 @@ uint64_t ps_barrier_rank_clock(const ps_barrier *b, uint32_t rank) {
 }
 
 bool ps_barrier_is_live(const ps_barrier *b, uint32_t rank) {
-    return rank < b->W && b->state[rank] == RANK_LIVE;
+    return rank < b->W && b->state[rank] == PS_RANK_LIVE;
 }
