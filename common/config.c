@@ -226,7 +226,7 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
                                        "request_timeout_ms", "token",   "busy_poll_us",
                                        "consistency", "staleness", "barrier_timeout_ms",
                                        "token_file", "tls", "job_deadline_s", "recover_timeout_ms",
-                                       NULL};
+                                       "shared_memory", NULL};
     static const char *const modes[] = {"async", "sync", "ssp", NULL};
     if (o != NULL) TRY(check_keys(c, o, "cluster", keys));
     const cJSON *srv = item(o, "servers");
@@ -277,6 +277,7 @@ static ps_status read_cluster(ctx *c, const cJSON *o, ps_job_config *cfg) {
         snprintf(cfg->token, sizeof(cfg->token), "%s", line);
     }
     TRY(get_busy_poll(c, o, "cluster", &cfg->busy_poll_us));
+    TRY(get_bool(c, o, "cluster", "shared_memory", true, &cfg->shared_memory));
     int mode;
     TRY(get_enum(c, o, "cluster", "consistency", modes, 0, &mode));
     cfg->consistency = (ps_consistency)mode;

@@ -90,6 +90,8 @@ typedef struct {
      * on a VM). -1, the default: auto, which ps-launch resolves to PS_BUSY_POLL_AUTO_US or 0 by
      * how its processes fit the machine's CPUs (launch.c); a process started otherwise reads 0. */
     int32_t busy_poll_us;
+    bool shared_memory; /* a worker on a server's host moves its bulk through shared memory
+                           (shm.h); false: everything over TCP. Default true. */
     char token[128];
     ps_consistency consistency;
     uint32_t staleness;          /* ssp: steps a worker may run ahead of the slowest */

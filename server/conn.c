@@ -67,6 +67,7 @@ static void on_close(uv_handle_t *h) {
     for (size_t i = 0; i < c->n_cork; i++) free(c->cork[i].base);
     free(c->cork);
     free(c->rbuf);
+    ps_shm_close(&c->shm);
     free(c);
     ps_server_conn_closed(srv);
 }
@@ -436,6 +437,16 @@ void ps_conn_accept(ps_server *srv) {
         }
         snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
         snprintf(c->ip, sizeof(c->ip), "%s", ip);
+        struct sockaddr_storage self;
+        int self_len = sizeof(self);
+        char self_ip[48] = "";
+        if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&self, &self_len) == 0) {
+            if (self.ss_family == AF_INET6)
+                uv_ip6_name((struct sockaddr_in6 *)&self, self_ip, sizeof(self_ip));
+            else
+                uv_ip4_name((struct sockaddr_in *)&self, self_ip, sizeof(self_ip));
+        }
+        c->local_peer = strcmp(self_ip, ip) == 0;
     }
     if (srv->tls != NULL) { /* from here on every frame, refusals too, goes through it */
         ps_error err = {0};

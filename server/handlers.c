@@ -190,6 +190,24 @@ static void printable(char *dst, size_t n, const char *src) {
     dst[i] = '\0';
 }
 
+/* A segment for a worker on this host that asks for one (shm.h); anything that stands in the
+ * way leaves the connection on TCP, which always works. */
+static void offer_shm(ps_conn *c, const ps_Hello *h, ps_HelloReply *reply) {
+    ps_server *srv = c->srv;
+    if (h->shm_bytes == 0 || !srv->job->shared_memory || !c->local_peer ||
+        h->role != ps_Role_ROLE_WORKER || c->shm.p != NULL)
+        return;
+    ps_error err = {0};
+    if (h->shm_bytes > PS_SHM_MAX_BYTES ||
+        ps_shm_create((size_t)h->shm_bytes, &c->shm, &err) != PS_OK) {
+        ps_log(&srv->opt.log, PS_LOG_WARN, "%s: no shared memory for worker %u (%llu bytes): %s; "
+               "it stays on TCP", c->peer, h->rank, (unsigned long long)h->shm_bytes,
+               h->shm_bytes > PS_SHM_MAX_BYTES ? "over the limit" : err.msg);
+        return;
+    }
+    snprintf(reply->shm_name, sizeof(reply->shm_name), "%s", c->shm.name);
+}
+
 static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     const ps_Hello *h = &m->env.hello;
@@ -264,6 +282,7 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     env.hello_reply.tables_count = (pb_size_t)srv->job->num_tables;
     for (size_t i = 0; i < srv->job->num_tables; i++)
         ps_wire_table_to_pb(&srv->job->tables[i], &env.hello_reply.tables[i]);
+    offer_shm(c, h, &env.hello_reply);
     uint8_t *frame;
     size_t len;
     ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
@@ -458,6 +477,42 @@ static bool replayed(const ps_conn *c, uint64_t step, uint32_t part) {
            ps_replay_seen(c->srv->replay, c->rank, c->session, step, part);
 }
 
+/* A push's gradients in the peer's segment: *out views them (checked by check_keys like inline
+ * ones). The frame must not carry them as well. */
+static ps_status grads_in_shm(ps_conn *c, uint32_t table, const ps_bytes *keys,
+                              const ps_bytes *inline_grads, const ps_ShmRef *ref, const char *what,
+                              ps_bytes *out, ps_error *err) {
+    if (table >= c->srv->job->num_tables) return PS_OK; /* check_keys names it */
+    if (inline_grads->len != 0)
+        return ps_error_set(err, PS_INVALID_ARG, "%s: gradients both inline and in shared "
+                            "memory", what);
+    const size_t want = keys->len / 8 * c->srv->job->tables[table].dim * sizeof(float);
+    uint8_t *p;
+    if (ps_shm_region(&c->shm, ref, want, what, &p, err) != PS_OK) return err->code;
+    *out = (ps_bytes){p, want};
+    return PS_OK;
+}
+
+/* A pull's rows written into the peer's segment at ref, then one Values saying so. */
+static ps_status reply_in_shm(ps_conn *c, uint64_t id, uint32_t table, const ps_ShmRef *ref,
+                              const uint8_t *keys, size_t n, const char *what, ps_error *err) {
+    ps_store *st = c->srv->stores[table];
+    uint8_t *p;
+    if (ps_shm_region(&c->shm, ref, n * ps_store_spec(st)->dim * sizeof(float), what, &p, err) !=
+        PS_OK)
+        return err->code;
+    ps_store_pull(st, keys, n, p);
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_values_tag;
+    env.values.in_shm = true;
+    uint8_t *frame;
+    size_t len;
+    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    return s;
+}
+
 static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     ps_server *srv = c->srv;
     size_t n = 0, n_pull = 0;
@@ -465,21 +520,29 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     case ps_Envelope_pull_tag: {
         uint32_t t = m->env.pull.table;
         if (check_keys(c, t, &m->keys, NULL, "Pull", &n, err) != PS_OK) return err->code;
+        if (m->env.pull.has_values_at)
+            return reply_in_shm(c, m->env.request_id, t, &m->env.pull.values_at, m->keys.p, n,
+                                "Pull", err);
         return reply_values(c, m->env.request_id, srv->stores[t], m->keys.p, n, err);
     }
     case ps_Envelope_push_tag: {
         uint32_t t = m->env.push.table;
-        if (check_keys(c, t, &m->keys, &m->grads, "Push", &n, err) != PS_OK ||
+        ps_bytes grads = m->grads;
+        if (m->env.push.has_grads_at &&
+            grads_in_shm(c, t, &m->keys, &m->grads, &m->env.push.grads_at, "Push", &grads,
+                         err) != PS_OK)
+            return err->code;
+        if (check_keys(c, t, &m->keys, &grads, "Push", &n, err) != PS_OK ||
             ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK)
             return err->code;
         const uint64_t step = m->env.push.step;
         const uint32_t part = m->env.push.part;
         if (replayed(c, step, part)) return send_ack(c, m->env.request_id, n, err);
         ps_status st = srv->barrier == NULL
-                           ? ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err)
+                           ? ps_store_push(srv->stores[t], m->keys.p, grads.p, n, err)
                        : check_barrier_peer(c, "Push", err) != PS_OK
                            ? err->code
-                           : ps_barrier_push(srv->barrier, c->rank, t, m->keys.p, m->grads.p, n,
+                           : ps_barrier_push(srv->barrier, c->rank, t, m->keys.p, grads.p, n,
                                              m->env.push.clock, err);
         if (st != PS_OK) return st;
         if (srv->replay != NULL && c->is_worker) {
@@ -490,7 +553,12 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
     case ps_Envelope_push_pull_tag: {
         uint32_t t = m->env.push_pull.table;
-        if (check_keys(c, t, &m->keys, &m->grads, "PushPull", &n, err) != PS_OK ||
+        ps_bytes grads = m->grads;
+        if (m->env.push_pull.has_grads_at &&
+            grads_in_shm(c, t, &m->keys, &m->grads, &m->env.push_pull.grads_at, "PushPull",
+                         &grads, err) != PS_OK)
+            return err->code;
+        if (check_keys(c, t, &m->keys, &grads, "PushPull", &n, err) != PS_OK ||
             check_keys(c, t, &m->pull_keys, NULL, "PushPull", &n_pull, err) != PS_OK)
             return err->code;
         if (srv->barrier != NULL)
@@ -501,13 +569,16 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         const uint32_t part = m->env.push_pull.part;
         if (!replayed(c, step, part)) {
             if (ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK ||
-                ps_store_push(srv->stores[t], m->keys.p, m->grads.p, n, err) != PS_OK)
+                ps_store_push(srv->stores[t], m->keys.p, grads.p, n, err) != PS_OK)
                 return err->code;
             if (c->is_worker) {
                 ps_replay_mark(srv->replay, c->rank, c->session, step, part);
                 ps_server_pushed(srv, c->rank, step);
             }
         }
+        if (m->env.push_pull.has_values_at)
+            return reply_in_shm(c, m->env.request_id, t, &m->env.push_pull.values_at,
+                                m->pull_keys.p, n_pull, "PushPull", err);
         return reply_values(c, m->env.request_id, srv->stores[t], m->pull_keys.p, n_pull, err);
     }
     case ps_Envelope_stats_tag:
@@ -539,6 +610,8 @@ ps_frame_verdict ps_handle_frame(ps_conn *c, const uint8_t *payload, size_t len)
     }
     const uint64_t id = m.env.request_id;
     srv->now_ms = uv_now(&srv->loop);
+    /* the worker maps its segment before it sends anything after the HelloReply */
+    if (c->hello_done) ps_shm_unlink(&c->shm);
     if (!c->hello_done) {
         ps_status st = m.env.which_body == ps_Envelope_hello_tag
                            ? on_hello(c, &m, &err)

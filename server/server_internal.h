@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "replay.h"
 #include "server.h"
+#include "shm.h"
 #include "tls.h"
 #include "wire.h"
 
@@ -95,6 +96,8 @@ struct ps_conn {
     ps_tls *tls;
     char peer[64];
     char ip[48];          /* the peer's address without its port: limits per address */
+    bool local_peer;      /* the peer's address is this socket's own: the same host (shm.h) */
+    ps_shm shm;           /* a worker's shared-memory segment (Hello.shm_bytes); p NULL: none */
     uint64_t accepted_ms; /* uv_now at accept */
     uint64_t heard_ms;    /* uv_now of the last bytes received */
     char *rbuf; /* read buffer, reused */

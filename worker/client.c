@@ -21,6 +21,7 @@
 #include "auth.h"
 #include "frame.h"
 #include "hash.h"
+#include "shm.h"
 #include "tls.h"
 #include "wire.h"
 
@@ -34,6 +35,8 @@ typedef struct {
     size_t base;
     size_t n_pull;
     size_t got;       /* rows received so far: Values come in parts */
+    bool in_shm;      /* the rows were asked for at shm_off of the shard's segment */
+    size_t shm_off;
 } owed;
 
 typedef struct {
@@ -75,6 +78,8 @@ typedef struct {
     size_t n_cork, cap_cork, cork_bytes;
     uint64_t start_clock; /* sync/ssp: the clock its HelloReply said to go on from */
     uint32_t part;        /* async: pushes of the current step sent to this shard */
+    ps_shm shm;           /* the segment shared with this server (same host); p NULL: none */
+    size_t shm_used;      /* bytes of it handed to requests still owed (reset when none is) */
 } shard_conn;
 
 typedef struct {
@@ -352,6 +357,15 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
         }
     }
     sc->start_clock = r->clock;
+    ps_shm_close(&sc->shm); /* a reconnect's old segment */
+    sc->shm_used = 0;
+    if (r->shm_name[0] != '\0') {
+        ps_error e = {0};
+        ps_status st = ps_shm_attach(r->shm_name, c->opt.shm_bytes, &sc->shm, &e);
+        if (st != PS_OK) /* another host (or /dev/shm): TCP carries everything, as without */
+            ps_log(&c->opt.log, st == PS_NOT_FOUND ? PS_LOG_DEBUG : PS_LOG_WARN,
+                   "server %u (%s): %s; staying on TCP", sc->index, sc->addr, e.msg);
+    }
     c->hello_ok = true;
 }
 
@@ -359,7 +373,20 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
 static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) {
     op_slot *o = &c->ops[w->op];
     if (!o->in_use || o->gen != w->op_gen || o->st != PS_OK) return; /* abandoned or failed */
-    const size_t rb = o->dim * sizeof(float), len = m->values.len;
+    const size_t rb = o->dim * sizeof(float);
+    ps_bytes vals = m->values;
+    if (m->env.values.in_shm) { /* every row at once, where the request said */
+        if (!w->in_shm || m->env.values.first_row != 0 || m->env.values.more || w->got != 0 ||
+            vals.len != 0 || sc->shm.p == NULL) {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "server %u: values in shared memory for a request that "
+                     "did not ask for them there", sc->index);
+            op_fail(o, PS_PROTO, msg);
+            return;
+        }
+        vals = (ps_bytes){sc->shm.p + w->shm_off, w->n_pull * rb};
+    }
+    const size_t len = vals.len;
     if (rb == 0 || (o->out == NULL && len > 0)) { /* no pull asked for (Stats, Push) */
         char msg[400];
         snprintf(msg, sizeof(msg), "server %u: values in reply to a request without a pull",
@@ -381,10 +408,10 @@ static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) 
     if (sc->redirected) {
         /* already in place: see maybe_redirect */
     } else if (w->pos == NULL) {
-        if (len) memcpy(o->out + (w->base + w->got) * o->dim, m->values.p, len);
+        if (len) memcpy(o->out + (w->base + w->got) * o->dim, vals.p, len);
     } else {
         for (size_t i = 0; i < k; i++)
-            memcpy(o->out + (size_t)w->pos[w->got + i] * o->dim, m->values.p + i * rb, rb);
+            memcpy(o->out + (size_t)w->pos[w->got + i] * o->dim, vals.p + i * rb, rb);
     }
     w->got += k;
 }
@@ -882,6 +909,7 @@ static ps_status connect_shard(ps_client *c, shard_conn *sc, uint64_t deadline, 
     env.hello.rank = c->opt.rank;
     env.hello.clock = c->clock;
     env.hello.session = c->session;
+    if (c->job->shared_memory && !c->opt.admin) env.hello.shm_bytes = c->opt.shm_bytes;
     env.hello.mac.size = PS_AUTH_MAC_BYTES;
     ps_auth_mac(c->job->token, sc->nonce, env.hello.job_id, (uint32_t)env.hello.role,
                 env.hello.rank, env.hello.mac.bytes);
@@ -1019,6 +1047,7 @@ static ps_status drop_connections(ps_client *c, ps_error *err) {
         sc->tls = NULL;
         ps_framer_destroy(sc->framer);
         sc->framer = NULL;
+        ps_shm_close(&sc->shm);
         sc->redirected = sc->challenged = false;
         sc->q_head = sc->q_len = 0, sc->part = 0, sc->start_clock = 0;
         if (ps_framer_create(c->job->max_frame_bytes, &sc->framer, err) != PS_OK)
@@ -1093,6 +1122,7 @@ void ps_client_destroy(ps_client *c) {
     for (uint32_t s = 0; c->shards && s < c->n_shards; s++) {
         ps_framer_destroy(c->shards[s].framer);
         ps_tls_destroy(c->shards[s].tls);
+        ps_shm_close(&c->shards[s].shm);
         drop_cork(&c->shards[s]);
         free(c->shards[s].cork);
         free(c->shards[s].rbuf);
@@ -1106,6 +1136,10 @@ void ps_client_destroy(ps_client *c) {
 }
 
 uint32_t ps_client_num_shards(const ps_client *c) { return c->n_shards; }
+
+size_t ps_client_shared_memory(const ps_client *c, uint32_t shard) {
+    return shard < c->n_shards ? c->shards[shard].shm.len : 0;
+}
 
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name) {
     for (size_t i = 0; i < c->n_tables; i++)
@@ -1160,6 +1194,29 @@ static ps_status split(const ps_client *c, uint32_t table, const uint64_t *keys,
     return PS_OK;
 }
 
+/* Room for len bytes in sc's segment (64-byte aligned), if it has that much left: regions stay
+ * the request's until its reply, and the whole segment is free again once nothing is owed. */
+static bool shm_reserve(shard_conn *sc, size_t len, ps_ShmRef *ref) {
+    if (sc->shm.p == NULL) return false;
+    const size_t at = (sc->shm_used + 63) & ~(size_t)63;
+    if (at > sc->shm.len || len > sc->shm.len - at) return false; /* this one goes inline */
+    sc->shm_used = at + len;
+    *ref = (ps_ShmRef){.offset = at, .length = len};
+    return true;
+}
+
+/* Moves a bulk field into sc's segment (gathered there as it would be into the frame): *ref
+ * names it and *b becomes empty. false: no room, b stays for the frame. */
+static bool shm_take(shard_conn *sc, ps_bulk *b, ps_ShmRef *ref) {
+    const size_t len = b->fill ? b->fill_len : b->src.len;
+    if (!shm_reserve(sc, len, ref)) return false;
+    uint8_t *dst = sc->shm.p + ref->offset;
+    if (b->fill) b->fill(b->fill_ud, dst, len);
+    else memcpy(dst, b->src.p, len);
+    *b = (ps_bulk){0};
+    return true;
+}
+
 /* The one request path: pull (n_push == 0, grads NULL, out set), push (out NULL) or both. */
 static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *push_keys,
                        size_t n_push, const float *grads, const uint64_t *pull_keys,
@@ -1206,18 +1263,28 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
             ps_bulk bg = bulk_of(S > 1 ? &gg : NULL, grads ? grads + off * dim : NULL, np,
                                  dim * sizeof(float));
             ps_bulk bq = bulk_of(S > 1 ? &gq : NULL, pull_keys ? pull_keys + off : NULL, nq, 8);
+            shard_conn *sc = &c->shards[s];
+            if (sc->q_len == 0) sc->shm_used = 0; /* every earlier region is answered */
+            ps_ShmRef grads_at = {0}, values_at = {0};
+            const bool shm_grads = kind != 0 && np > 0 && shm_take(sc, &bg, &grads_at);
+            const bool shm_values = kind != 1 && nq > 0 &&
+                                    shm_reserve(sc, nq * dim * sizeof(float), &values_at);
             ps_Envelope env = ps_Envelope_init_zero;
             env.request_id = ++c->next_id;
             if (kind == 0) {
                 env.which_body = ps_Envelope_pull_tag, env.pull.table = table;
                 env.pull.min_clock = c->min_clock;
+                env.pull.has_values_at = shm_values, env.pull.values_at = values_at;
                 bk = bq; /* Pull carries its keys in the keys slot */
             } else if (kind == 1) {
                 env.which_body = ps_Envelope_push_tag, env.push.table = table;
                 env.push.clock = c->clock;
+                env.push.has_grads_at = shm_grads, env.push.grads_at = grads_at;
                 if (c->step != 0) env.push.step = c->step, env.push.part = c->shards[s].part++;
             } else {
                 env.which_body = ps_Envelope_push_pull_tag, env.push_pull.table = table;
+                env.push_pull.has_grads_at = shm_grads, env.push_pull.grads_at = grads_at;
+                env.push_pull.has_values_at = shm_values, env.push_pull.values_at = values_at;
                 if (c->step != 0)
                     env.push_pull.step = c->step, env.push_pull.part = c->shards[s].part++;
             }
@@ -1240,9 +1307,10 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
                 goto done;
             }
             owed w = {.request_id = env.request_id, .op = idx, .op_gen = c->ops[idx].gen,
-                      .pos = wpos, .base = off, .n_pull = kind == 1 ? 0 : nq};
-            st = send_frame(&c->shards[s], frame, len, err);
-            if (st == PS_OK && queue_push(&c->shards[s], &w) != PS_OK)
+                      .pos = wpos, .base = off, .n_pull = kind == 1 ? 0 : nq,
+                      .in_shm = shm_values, .shm_off = values_at.offset};
+            st = send_frame(sc, frame, len, err);
+            if (st == PS_OK && queue_push(sc, &w) != PS_OK)
                 st = ps_error_set(err, PS_NOMEM, "client: out of memory");
             if (st != PS_OK) {
                 free(wpos);

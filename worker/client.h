@@ -41,6 +41,9 @@ typedef struct {
                                    resuming); the servers may move it on (ps_client_clock) */
     const volatile sig_atomic_t *stop; /* optional, set by a signal handler: connecting and
                                           reconnecting give up between attempts (PS_CLOSED) */
+    size_t shm_bytes; /* workers: a shared-memory segment of this size asked of every server on
+                         this host (cluster.shared_memory; shm.h), for one step's bulk: requests
+                         that do not fit go inline. 0: none */
 } ps_client_options;
 
 /* Connects to all shards; PS_TIMEOUT if one stays unreachable for cluster.connect_timeout_ms,
@@ -50,6 +53,9 @@ ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_err
 void ps_client_destroy(ps_client *c); /* NULL-safe; waits for nothing */
 
 uint32_t ps_client_num_shards(const ps_client *c);
+/* Bytes of the shared-memory segment this client uses with shard (0: that shard is on TCP
+ * alone: another host, cluster.shared_memory false, or no shm_bytes asked). */
+size_t ps_client_shared_memory(const ps_client *c, uint32_t shard);
 /* The table called name as the servers described it, or NULL. */
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name);
 

@@ -216,6 +216,7 @@ static void render(launcher *L) {
                 const ps_step_times *w = &slot(L, e, r)->times;
                 t.data += w->data, t.wait += w->wait, t.compute += w->compute;
                 t.send += w->send, t.other += w->other, t.prep += w->prep;
+                t.shm_links += w->shm_links, t.links += w->links;
             }
             ps_progress_format_times(&t, p.step, line, sizeof(line));
             printf("%s\n", line);
@@ -346,6 +347,10 @@ static void on_event(launcher *L, child *c, const char *json) {
             const cJSON *x = cJSON_GetArrayItem(tm, i); /* NULL-safe; absent reads as 0 */
             *part[i] = cJSON_IsNumber(x) ? x->valuedouble : 0.0;
         }
+        const cJSON *shm = cJSON_GetObjectItemCaseSensitive(o, "shm");
+        const cJSON *k = cJSON_GetArrayItem(shm, 0), *n = cJSON_GetArrayItem(shm, 1);
+        w->times.shm_links = cJSON_IsNumber(k) ? (uint32_t)k->valuedouble : 0;
+        w->times.links = cJSON_IsNumber(n) ? (uint32_t)n->valuedouble : 0;
         if (L->cli.verbose && w->done) {
             char line[512];
             ps_progress_format(p, true, line, sizeof(line));

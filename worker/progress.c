@@ -69,7 +69,10 @@ void ps_progress_format_times(const ps_step_times *t, uint64_t steps, char *buf,
         len += snprintf(buf + len, n - (size_t)len, "%s %s %.3fms (%.0f%%)", i ? " +" : "",
                         names[i], parts[i] * per, total > 0 ? 100.0 * parts[i] / total : 0.0);
     if (t->prep > 0 && len > 0 && (size_t)len < n)
-        snprintf(buf + len, n - (size_t)len, "; prep thread %.3fms", t->prep * per);
+        len += snprintf(buf + len, n - (size_t)len, "; prep thread %.3fms", t->prep * per);
+    if (t->links > 0 && len > 0 && (size_t)len < n)
+        snprintf(buf + len, n - (size_t)len, "; shared memory: %u of %u links", t->shm_links,
+                 t->links);
 }
 
 /* ", \"key\": v" with NaN as null (JSON has no NaN). */

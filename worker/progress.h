@@ -33,14 +33,17 @@ typedef struct {
  * wait for it), wait (blocked on the servers' replies), compute (forward + backward), send
  * (encoding and writing pushes and pulls), other (progress events). The five add up to the
  * epoch's seconds. prep: time the prep thread spent preparing batches (0 without one), beside
- * the five rather than among them. */
+ * the five rather than among them. links: worker-server connections, shm_links: those whose bulk
+ * goes through shared memory (shm.h). */
 typedef struct {
     double data, wait, compute, send, other;
     double prep;
+    uint32_t shm_links, links;
 } ps_step_times;
 
 /* "time/step: T = data Xms (P%) + pull wait ... + compute ... + push ... + other ..." with
- * "; prep thread Xms" when t->prep > 0, per step over steps steps (0: all zero). */
+ * "; prep thread Xms" when t->prep > 0 and "; shared memory: K of N links" when t->links > 0,
+ * per step over steps steps (0: all zero). */
 void ps_progress_format_times(const ps_step_times *t, uint64_t steps, char *buf, size_t n);
 
 /* The line for p, without a newline. done: the epoch's last line (time per step, no ETA).

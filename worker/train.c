@@ -39,6 +39,7 @@
 #include "position.h"
 #include "prefetch.h"
 #include "progress.h"
+#include "shm.h"
 
 #define EVENT_PERIOD_S 0.1 /* at most this often a progress event or redraw */
 
@@ -212,6 +213,21 @@ static void free_batch(step_batch *b) {
 
 /* --- exchange with the servers --------------------------------------------------------------- */
 
+/* The shared-memory segment a step's exchange fills: every table's gradients and rows once
+ * (one exchange pushes t and pulls t+1). A sparse first kernel counts 32 ids a sample; a batch
+ * with more sends that table inline. */
+static size_t shm_bytes_for(const trainer *tr, const ps_model_config *m,
+                            const ps_job_config *job) {
+    size_t bytes = 0;
+    for (size_t l = 0; l < tr->L; l++) {
+        const size_t rows = l > 0 ? tr->in_units[l] : m->sparse ? 32u * job->fit.batch_size
+                                                                : m->input_dim;
+        bytes += 2 * (rows * tr->units[l] + tr->units[l]) * sizeof(float) + 4 * 64;
+    }
+    bytes = (bytes + 4095) & ~(size_t)4095;
+    return bytes < PS_SHM_MAX_BYTES ? bytes : PS_SHM_MAX_BYTES;
+}
+
 /* The min_clock of a pull for rows that will be used at step `at` (see the file comment). */
 static uint64_t min_clock_for(const trainer *tr, uint64_t at) {
     if (tr->opt->evaluate) return 0; /* an evaluation reads what is there */
@@ -383,7 +399,7 @@ static ps_status setup(trainer *tr, ps_error *err) {
     }
     ps_client_options co = {.job = job, .rank = tr->opt->rank, .admin = tr->opt->evaluate,
                             .log = tr->opt->log, .clock = tr->resume.clock,
-                            .stop = tr->opt->stop};
+                            .stop = tr->opt->stop, .shm_bytes = shm_bytes_for(tr, m, job)};
     if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
     for (size_t l = 0; l < tr->L; l++) {
         const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
@@ -446,6 +462,7 @@ static void report(trainer *tr, const ps_progress *p, const char *ev, bool done)
             const ps_step_times *t = &tr->times;
             fprintf(out, ", \"times\": [%.6f, %.6f, %.6f, %.6f, %.6f, %.6f]", t->data, t->wait,
                     t->compute, t->send, t->other, t->prep);
+            fprintf(out, ", \"shm\": [%u, %u]", t->shm_links, t->links);
         }
         fputs("}\n", out);
         fflush(out);
@@ -758,6 +775,9 @@ static ps_status run_epoch(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         return err->code;
     ps_status st = run_steps(tr, epoch, p, err);
     if (tr->prep != NULL) tr->times.prep = ps_prefetch_busy_seconds(tr->prep);
+    tr->times.links = ps_client_num_shards(tr->client), tr->times.shm_links = 0;
+    for (uint32_t s = 0; s < tr->times.links; s++)
+        tr->times.shm_links += ps_client_shared_memory(tr->client, s) > 0;
     ps_prefetch_stop(tr->prep); /* joined: the data, id map and rows_hash are ours again */
     tr->prep = NULL;
     if (st != PS_OK) return st;

@@ -1,0 +1,351 @@
+/* test_shm.c - the shared-memory lane of co-located peers (common/shm.h): the segment itself,
+ * what a server does with regions a peer names (raw frames: every bad one gets an Error and the
+ * connection stays), and clients whose bulk goes through it getting the same bits as TCP. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "shm.h"
+#include "testutil.h"
+
+/* --- the segment ------------------------------------------------------------------------------ */
+
+static bool name_exists(const char *name) {
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+}
+
+Test(segment, a_peer_maps_the_same_bytes_and_the_name_is_gone_after) {
+    ps_shm a, b;
+    ps_error err = {0};
+    cr_assert_eq(ps_shm_create(8192, &a, &err), PS_OK, "%s", err.msg);
+    char name[PS_SHM_NAME_MAX];
+    snprintf(name, sizeof(name), "%s", a.name);
+    cr_assert(name_exists(name));
+    cr_assert_eq(ps_shm_attach(name, 8192, &b, &err), PS_OK, "%s", err.msg);
+    cr_assert_not(name_exists(name), "the attaching peer unlinks the name");
+    a.p[100] = 42, b.p[8191] = 7;
+    cr_assert_eq(b.p[100], 42);
+    cr_assert_eq(a.p[8191], 7);
+    ps_shm_close(&a);
+    cr_assert_eq(b.p[100], 42, "the mapping outlives the other side's close");
+    ps_shm_close(&b);
+    cr_assert_null(b.p);
+}
+
+Test(segment, attach_says_not_found_for_another_hosts_name_and_checks_the_size) {
+    ps_shm a, b;
+    ps_error err = {0};
+    cr_assert_eq(ps_shm_attach("/ps-no-such-segment", 4096, &b, &err), PS_NOT_FOUND);
+    cr_assert(strstr(err.msg, "/ps-no-such-segment") != NULL, "%s", err.msg);
+    cr_assert_eq(ps_shm_create(4096, &a, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_shm_attach(a.name, 8192, &b, &err), PS_IO);
+    cr_assert(strstr(err.msg, "not 8192") != NULL, "%s", err.msg);
+    cr_assert_null(b.p);
+    ps_shm_close(&a);
+    cr_assert_eq(ps_shm_create(PS_SHM_MAX_BYTES + 1ull, &a, &err), PS_INVALID_ARG);
+    cr_assert_eq(ps_shm_create(0, &a, &err), PS_INVALID_ARG);
+}
+
+Test(segment, a_region_must_lie_inside_and_have_the_size_asked) {
+    ps_shm s = {0};
+    ps_error err = {0};
+    uint8_t *p = NULL;
+    ps_ShmRef in = {.offset = 64, .length = 128};
+    cr_assert_eq(ps_shm_region(&s, &in, 128, "Push", &p, &err), PS_INVALID_ARG, "no segment");
+    cr_assert(strstr(err.msg, "no segment") != NULL, "%s", err.msg);
+    cr_assert_eq(ps_shm_create(4096, &s, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_shm_region(&s, &in, 128, "Push", &p, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(p, s.p + 64);
+    const ps_ShmRef bad[] = {{64, 127}, {4096 - 64, 128}, {4097, 0}, {UINT64_MAX - 8, 128},
+                             {64, UINT64_MAX}};
+    const size_t want[] = {128, 128, 0, 128, 128};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(ps_shm_region(&s, &bad[i], want[i], "Pull", &p, &err), PS_INVALID_ARG,
+                     "region %zu", i);
+        cr_assert(strncmp(err.msg, "Pull: ", 6) == 0, "%s", err.msg);
+    }
+    ps_ShmRef whole = {.offset = 0, .length = 4096}, empty_end = {.offset = 4096, .length = 0};
+    cr_assert_eq(ps_shm_region(&s, &whole, 4096, "Pull", &p, &err), PS_OK);
+    cr_assert_eq(ps_shm_region(&s, &empty_end, 0, "Pull", &p, &err), PS_OK);
+    ps_shm_close(&s);
+}
+
+/* --- a server and raw peers ------------------------------------------------------------------- */
+
+static const char *job_json =
+    "{\"job_id\": \"shm\", \"seed\": 5,"
+    " \"cluster\": {\"servers\": 1, \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000},"
+    " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}}]}";
+
+static ps_job_config job;
+static test_server *srv;
+
+static void setup(void) {
+    tu_job(job_json, &job);
+    srv = tu_server_start(&job, 0);
+    tu_job_use(&job, &srv, 1);
+}
+
+static void teardown(void) { tu_server_free(srv); }
+
+TestSuite(lane, .init = setup, .fini = teardown, .timeout = 30);
+
+/* Hello asking for shm_bytes; the HelloReply's shm_name into name ("" when none). */
+static int hello_asking(uint64_t shm_bytes, char name[PS_SHM_NAME_MAX]) {
+    int fd = tu_connect(tu_server_port(srv));
+    ps_Envelope env;
+    tu_hello_env(fd, &env, job.job_id, job.token, ps_Role_ROLE_WORKER, 0);
+    env.hello.shm_bytes = shm_bytes;
+    cr_assert(tu_send_msg(fd, &env, NULL, NULL, NULL));
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf));
+    cr_assert_eq(m.env.which_body, ps_Envelope_hello_reply_tag);
+    snprintf(name, PS_SHM_NAME_MAX, "%s", m.env.hello_reply.shm_name);
+    free(buf);
+    return fd;
+}
+
+static void expect_error(int fd, const char *has, const char *what) {
+    ps_msg m;
+    uint8_t *buf;
+    cr_assert(tu_read_msg(fd, &m, &buf), "%s: no reply", what);
+    cr_assert_eq(m.env.which_body, ps_Envelope_error_tag, "%s: not an Error", what);
+    cr_assert_eq(m.env.error.code, ps_ErrorCode_ERR_INVALID_ARG, "%s: %s", what,
+                 m.env.error.message);
+    cr_assert(strstr(m.env.error.message, has) != NULL, "%s: \"%s\"", what, m.env.error.message);
+    free(buf);
+}
+
+static void pull(int fd, uint64_t id, const uint64_t *keys, size_t n, const ps_ShmRef *at,
+                 ps_msg *m, uint8_t **buf) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_pull_tag;
+    if (at != NULL) env.pull.has_values_at = true, env.pull.values_at = *at;
+    ps_bulk k = {.src = {(const uint8_t *)keys, n * 8}};
+    cr_assert(tu_send_msg(fd, &env, &k, NULL, NULL));
+    cr_assert(tu_read_msg(fd, m, buf));
+    cr_assert_eq(m->env.request_id, id);
+}
+
+static void push(int fd, uint64_t id, const uint64_t *keys, size_t n, const float *inline_g,
+                 const ps_ShmRef *at) {
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = id;
+    env.which_body = ps_Envelope_push_tag;
+    if (at != NULL) env.push.has_grads_at = true, env.push.grads_at = *at;
+    ps_bulk k = {.src = {(const uint8_t *)keys, n * 8}};
+    ps_bulk g = {.src = {(const uint8_t *)inline_g, inline_g ? n * 16 : 0}};
+    cr_assert(tu_send_msg(fd, &env, &k, &g, NULL));
+}
+
+Test(lane, rows_and_gradients_through_the_segment_match_the_inline_ones) {
+    char name[PS_SHM_NAME_MAX];
+    int fd = hello_asking(1 << 16, name);
+    cr_assert(name[0] != '\0', "a loopback worker is offered a segment");
+    ps_shm seg;
+    ps_error err = {0};
+    cr_assert_eq(ps_shm_attach(name, 1 << 16, &seg, &err), PS_OK, "%s", err.msg);
+
+    const uint64_t keys[3] = {7, 8, 9};
+    ps_msg m;
+    uint8_t *buf;
+    pull(fd, 2, keys, 3, NULL, &m, &buf); /* inline: the reference */
+    float inline_rows[12];
+    cr_assert_eq(m.values.len, sizeof(inline_rows));
+    memcpy(inline_rows, m.values.p, sizeof(inline_rows));
+    free(buf);
+    const ps_ShmRef at = {.offset = 1024, .length = sizeof(inline_rows)};
+    pull(fd, 3, keys, 3, &at, &m, &buf);
+    cr_assert_eq(m.env.which_body, ps_Envelope_values_tag);
+    cr_assert(m.env.values.in_shm);
+    cr_assert_eq(m.values.len, 0);
+    free(buf);
+    cr_assert_eq(memcmp(seg.p + 1024, inline_rows, sizeof(inline_rows)), 0);
+
+    /* the same gradient through the segment here, inline on a fresh server of the same job
+     * (init is a function of seed, table and key): the same rows after */
+    const float g[12] = {0.5f, -1, 2, 0.25f, 1, 1, 1, 1, -3, 0.125f, 0, 4};
+    memcpy(seg.p + 4096, g, sizeof(g));
+    const ps_ShmRef gat = {.offset = 4096, .length = sizeof(g)};
+    push(fd, 4, keys, 3, NULL, &gat);
+    cr_assert(tu_read_msg(fd, &m, &buf) && m.env.which_body == ps_Envelope_ack_tag);
+    free(buf);
+    float a[12], b0[12], b[12];
+    pull(fd, 5, keys, 3, NULL, &m, &buf);
+    memcpy(a, m.values.p, sizeof(a));
+    free(buf);
+    test_server *fresh = tu_server_start(&job, 0);
+    ps_job_config j2 = job;
+    tu_job_use(&j2, &fresh, 1);
+    ps_client *c = tu_client(&j2, 0);
+    cr_assert_eq(ps_client_pull(c, 0, keys, 3, b0, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(memcmp(b0, inline_rows, sizeof(b0)), 0);
+    cr_assert_eq(ps_client_push(c, 0, keys, 3, g, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_pull(c, 0, keys, 3, b, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    tu_server_free(fresh);
+    cr_assert_eq(memcmp(a, b, sizeof(a)), 0);
+    cr_assert_neq(memcmp(a, inline_rows, sizeof(a)), 0, "the push moved the rows");
+    close(fd);
+    ps_shm_close(&seg);
+}
+
+Test(lane, bad_regions_get_an_error_and_the_connection_stays) {
+    char name[PS_SHM_NAME_MAX];
+    int fd = hello_asking(4096, name);
+    ps_shm seg;
+    ps_error err = {0};
+    cr_assert_eq(ps_shm_attach(name, 4096, &seg, &err), PS_OK, "%s", err.msg);
+    const uint64_t keys[2] = {1, 2};
+    const float g[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    ps_msg m;
+    uint8_t *buf;
+
+    const ps_ShmRef past = {.offset = 4096 - 16, .length = 32};
+    push(fd, 2, keys, 2, NULL, &past);
+    expect_error(fd, "shared-memory region", "gradients past the end");
+    const ps_ShmRef short_ = {.offset = 0, .length = 16};
+    push(fd, 3, keys, 2, NULL, &short_);
+    expect_error(fd, "shared-memory region", "gradients of the wrong size");
+    const ps_ShmRef ok = {.offset = 0, .length = 32};
+    push(fd, 4, keys, 2, g, &ok);
+    expect_error(fd, "both inline and in shared memory", "gradients twice");
+    const ps_ShmRef huge = {.offset = UINT64_MAX - 4, .length = 32};
+    pull(fd, 5, keys, 2, &huge, &m, &buf);
+    cr_assert_eq(m.env.which_body, ps_Envelope_error_tag);
+    cr_assert(strstr(m.env.error.message, "shared-memory region") != NULL, "%s",
+              m.env.error.message);
+    free(buf);
+    /* none of those touched a row; the connection still serves */
+    pull(fd, 6, keys, 2, &ok, &m, &buf);
+    cr_assert(m.env.values.in_shm, "reply: %d", m.env.which_body);
+    free(buf);
+    close(fd);
+    ps_shm_close(&seg);
+
+    /* a connection without a segment naming one */
+    fd = hello_asking(0, name);
+    cr_assert_eq(name[0], '\0');
+    push(fd, 7, keys, 2, NULL, &ok);
+    expect_error(fd, "no segment", "no segment");
+    pull(fd, 8, keys, 2, NULL, &m, &buf);
+    cr_assert_eq(m.values.len, 32);
+    free(buf);
+    close(fd);
+}
+
+Test(lane, the_server_unlinks_a_name_the_peer_never_maps) {
+    char name[PS_SHM_NAME_MAX];
+    int fd = hello_asking(4096, name);
+    cr_assert(name[0] != '\0');
+    cr_assert(name_exists(name));
+    const uint64_t key = 1;
+    ps_msg m;
+    uint8_t *buf;
+    pull(fd, 2, &key, 1, NULL, &m, &buf); /* the next frame: the peer had its chance */
+    free(buf);
+    cr_assert_not(name_exists(name));
+
+    int fd2 = hello_asking(4096, name);
+    cr_assert(name_exists(name));
+    close(fd2); /* gone without another frame: the close unlinks */
+    for (int i = 0; i < 200 && name_exists(name); i++) usleep(10000);
+    cr_assert_not(name_exists(name));
+
+    fd2 = hello_asking((uint64_t)PS_SHM_MAX_BYTES + 1, name);
+    cr_assert_eq(name[0], '\0', "over the limit: no segment, still connected");
+    pull(fd2, 3, &key, 1, NULL, &m, &buf);
+    cr_assert_eq(m.values.len, 16);
+    free(buf);
+    close(fd2), close(fd);
+}
+
+/* --- clients: the same bits either way ---------------------------------------------------------- */
+
+Test(lane, a_client_through_shared_memory_gets_the_bits_of_tcp) {
+    enum { N = 3000, DIM = 4 };
+    uint64_t *keys = malloc(N * sizeof(uint64_t));
+    float *g = malloc(N * DIM * sizeof(float)), *a = malloc(N * DIM * 4), *b = malloc(N * DIM * 4);
+    for (size_t i = 0; i < N; i++) keys[i] = i * 7919u % 100003u;
+    for (size_t i = 0; i < N * DIM; i++) g[i] = (float)((int)(i % 13) - 6) / 8.0f;
+    ps_client_options o[2] = {{.job = &job, .rank = 0, .log = {.level = PS_LOG_ERROR},
+                               .shm_bytes = 1 << 20},
+                              {.job = &job, .rank = 0, .log = {.level = PS_LOG_ERROR}}};
+    float *out[2] = {a, b};
+    test_server *fresh = tu_server_start(&job, 0);
+    ps_job_config j2 = job;
+    tu_job_use(&j2, &fresh, 1);
+    o[1].job = &j2;
+    for (int k = 0; k < 2; k++) {
+        ps_client *c;
+        ps_error err = {0};
+        cr_assert_eq(ps_client_create(&o[k], &c, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_shared_memory(c, 0) > 0, k == 0);
+        for (int step = 0; step < 3; step++) { /* push, pushpull, pull: every request kind */
+            ps_op op;
+            cr_assert_eq(ps_client_push(c, 0, keys, N, g, &err), PS_OK, "%s", err.msg);
+            cr_assert_eq(ps_client_pushpull_async(c, 0, keys, N / 2, g, keys + N / 2, N / 2,
+                                                  out[k], &op, &err), PS_OK, "%s", err.msg);
+            cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+        }
+        cr_assert_eq(ps_client_pull(c, 0, keys, N, out[k], &err), PS_OK, "%s", err.msg);
+        ps_client_destroy(c);
+    }
+    cr_assert_eq(memcmp(a, b, N * DIM * sizeof(float)), 0);
+    tu_server_free(fresh);
+    free(keys), free(g), free(a), free(b);
+}
+
+/* Two shards: every request is split by shard and its rows gathered and put back by position. */
+Test(lane, two_shards_split_requests_get_the_bits_of_tcp) {
+    enum { N = 500, DIM = 4 };
+    ps_job_config jobs[2];
+    test_server *s[2][2];
+    for (int k = 0; k < 2; k++) {
+        tu_job("{\"job_id\": \"shm2\", \"seed\": 9, \"cluster\": {\"servers\": 2},"
+               " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}}]}",
+               &jobs[k]);
+        s[k][0] = tu_server_start(&jobs[k], 0), s[k][1] = tu_server_start(&jobs[k], 1);
+        tu_job_use(&jobs[k], s[k], 2);
+    }
+    uint64_t *keys = malloc(2 * N * sizeof(uint64_t));
+    float *g = malloc(N * DIM * 4), *out[2] = {malloc(N * DIM * 4), malloc(N * DIM * 4)};
+    for (size_t i = 0; i < 2 * N; i++) keys[i] = i * 2654435761u % 1000003u;
+    for (size_t i = 0; i < N * DIM; i++) g[i] = (float)((int)(i % 11) - 5) / 4.0f;
+    for (int k = 0; k < 2; k++) {
+        ps_client_options o = {.job = &jobs[k], .log = {.level = PS_LOG_ERROR},
+                               .shm_bytes = k == 0 ? 1 << 20 : 0};
+        ps_client *c;
+        ps_error err = {0};
+        cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_shared_memory(c, 1) > 0, k == 0);
+        /* two requests in flight, each pushing more rows than it pulls: the second one's
+         * regions must not reach into the first one's, which the server has not read yet */
+        for (int step = 0; step < 4; step++) {
+            ps_op op[2];
+            cr_assert_eq(ps_client_pushpull_async(c, 0, keys + step * 100, N, g,
+                                                  keys + step * 100 + 50, N / 4, out[k], &op[0],
+                                                  &err), PS_OK, "%s", err.msg);
+            cr_assert_eq(ps_client_pushpull_async(c, 0, keys + N, N / 2, g + N * DIM / 2,
+                                                  keys + step * 10, N / 4, out[k] + N * DIM / 4,
+                                                  &op[1], &err), PS_OK, "%s", err.msg);
+            cr_assert_eq(ps_client_wait(c, op[0], &err), PS_OK, "%s", err.msg);
+            cr_assert_eq(ps_client_wait(c, op[1], &err), PS_OK, "%s", err.msg);
+        }
+        cr_assert_eq(ps_client_pull(c, 0, keys, N, out[k], &err), PS_OK, "%s", err.msg);
+        ps_client_destroy(c);
+    }
+    cr_assert_eq(memcmp(out[0], out[1], N * DIM * 4), 0);
+    for (int k = 0; k < 2; k++) tu_server_free(s[k][0]), tu_server_free(s[k][1]);
+    free(keys), free(g), free(out[0]), free(out[1]);
+}
