@@ -190,6 +190,15 @@ static void printable(char *dst, size_t n, const char *src) {
     dst[i] = '\0';
 }
 
+/* Queues a reply without bulk fields. */
+static ps_status send_env(ps_conn *c, const ps_Envelope *env, ps_error *err) {
+    uint8_t *frame;
+    size_t len;
+    ps_status s = ps_wire_encode(env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
+    if (s == PS_OK) ps_conn_send(c, frame, len);
+    return s;
+}
+
 /* A segment for a worker on this host that asks for one (shm.h); anything that stands in the
  * way leaves the connection on TCP, which always works. */
 static void offer_shm(ps_conn *c, const ps_Hello *h, ps_HelloReply *reply) {
@@ -283,10 +292,7 @@ static ps_status on_hello(ps_conn *c, const ps_msg *m, ps_error *err) {
     for (size_t i = 0; i < srv->job->num_tables; i++)
         ps_wire_table_to_pb(&srv->job->tables[i], &env.hello_reply.tables[i]);
     offer_shm(c, h, &env.hello_reply);
-    uint8_t *frame;
-    size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
-    if (s == PS_OK) ps_conn_send(c, frame, len);
+    ps_status s = send_env(c, &env, err);
     ps_log(&srv->opt.log, PS_LOG_DEBUG, "%s: hello from rank %u", c->peer, h->rank);
     return s;
 }
@@ -312,11 +318,7 @@ static ps_status on_stats(ps_conn *c, const ps_msg *m, ps_error *err) {
         t->pending = ss.pending;
         t->evicted = ss.evicted;
     }
-    uint8_t *frame;
-    size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
-    if (s == PS_OK) ps_conn_send(c, frame, len);
-    return s;
+    return send_env(c, &env, err);
 }
 
 static ps_status send_ack(ps_conn *c, uint64_t id, uint64_t rows, ps_error *err) {
@@ -324,12 +326,7 @@ static ps_status send_ack(ps_conn *c, uint64_t id, uint64_t rows, ps_error *err)
     env.request_id = id;
     env.which_body = ps_Envelope_ack_tag;
     env.ack.rows_touched = rows;
-    uint8_t *frame;
-    size_t len;
-    if (ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err) != PS_OK)
-        return err->code;
-    ps_conn_send(c, frame, len);
-    return PS_OK;
+    return send_env(c, &env, err);
 }
 
 /* sync/ssp: only a worker's rank has a clock. */
@@ -506,11 +503,7 @@ static ps_status reply_in_shm(ps_conn *c, uint64_t id, uint32_t table, const ps_
     env.request_id = id;
     env.which_body = ps_Envelope_values_tag;
     env.values.in_shm = true;
-    uint8_t *frame;
-    size_t len;
-    ps_status s = ps_wire_encode(&env, NULL, NULL, NULL, NULL, NULL, &frame, &len, err);
-    if (s == PS_OK) ps_conn_send(c, frame, len);
-    return s;
+    return send_env(c, &env, err);
 }
 
 static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
