@@ -52,6 +52,9 @@ ps_status ps_shm_create(size_t len, ps_shm *out, ps_error *err) {
 
 ps_status ps_shm_attach(const char *name, size_t len, ps_shm *out, ps_error *err) {
     *out = (ps_shm){0};
+    if (strncmp(name, "/ps-", 4) != 0 || strchr(name + 1, '/') != NULL)
+        return ps_error_set(err, PS_PROTO, "shared memory \"%.64s\": not a name a server makes",
+                            name);
     snprintf(out->name, sizeof(out->name), "%s", name);
     int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0) {
@@ -68,9 +71,12 @@ ps_status ps_shm_attach(const char *name, size_t len, ps_shm *out, ps_error *err
                                       (long long)sb.st_size, len)
                        : map_fd(fd, len, out, err);
     close(fd);
-    ps_shm_unlink(out); /* mapped or not, the name has served its purpose */
-    if (st != PS_OK) *out = (ps_shm){0};
-    return st;
+    if (st != PS_OK) { /* not ours to remove: the server unlinks it at our next frame */
+        *out = (ps_shm){0};
+        return st;
+    }
+    ps_shm_unlink(out); /* mapped: the name has served its purpose */
+    return PS_OK;
 }
 
 void ps_shm_unlink(ps_shm *s) {

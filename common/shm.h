@@ -12,7 +12,15 @@
  * address), reserves its pages at once (posix_fallocate: a full /dev/shm is a clean error, never
  * a SIGBUS on first touch), and unlinks the name at the peer's next frame or its close, so no
  * name outlives the two processes. Who may write where: the worker owns a region from sending
- * the request until its reply; the server reads or writes it only while handling that request. */
+ * the request until its reply; the server reads or writes it only while handling that request,
+ * and copies a push's gradients out before checking them (a peer may write its segment at any
+ * time: what is checked is what is applied).
+ *
+ * Trust: the object is mode 0600, so only processes of the server's own user can map it, and
+ * those can already signal or trace the server; one that shrinks the object (ftruncate) makes the
+ * server's next access fault (SIGBUS), which is no new power. Workers of another user get EACCES
+ * and stay on TCP. A segment is memory outside server.max_memory_bytes: at most PS_SHM_MAX_BYTES
+ * per worker connection, as big as the worker's step needs (train.c asks for one step's bulk). */
 #ifndef PS_SHM_H
 #define PS_SHM_H
 
@@ -23,7 +31,7 @@
 #include "ps.pb.h"
 #include "ps_status.h"
 
-#define PS_SHM_MAX_BYTES (256u << 20) /* a segment's size at most (a server refuses more) */
+#define PS_SHM_MAX_BYTES (64u << 20) /* a segment's size at most (a server refuses more) */
 #define PS_SHM_NAME_MAX 64
 
 typedef struct {
@@ -35,8 +43,9 @@ typedef struct {
 /* Makes and maps a segment of len bytes under a fresh random name (mode 0600), pages reserved.
  * PS_IO with the system's reason (also for no room in /dev/shm); out is zeroed then. */
 ps_status ps_shm_create(size_t len, ps_shm *out, ps_error *err);
-/* Maps the segment called name, which must be len bytes, and unlinks the name. PS_NOT_FOUND when
- * there is no such object here (the server is on another host), PS_IO otherwise. */
+/* Maps the segment called name ("/ps-...", as ps_shm_create names them), which must be len bytes,
+ * and unlinks the name once mapped. PS_NOT_FOUND when there is no such object here (the server
+ * is on another host), PS_PROTO for another kind of name, PS_IO otherwise. */
 ps_status ps_shm_attach(const char *name, size_t len, ps_shm *out, ps_error *err);
 void ps_shm_unlink(ps_shm *s); /* drops the name, keeps the mapping; idempotent */
 void ps_shm_close(ps_shm *s);  /* unmaps (and unlinks); zeroes s; NULL-safe */

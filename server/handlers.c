@@ -474,8 +474,9 @@ static bool replayed(const ps_conn *c, uint64_t step, uint32_t part) {
            ps_replay_seen(c->srv->replay, c->rank, c->session, step, part);
 }
 
-/* A push's gradients in the peer's segment: *out views them (checked by check_keys like inline
- * ones). The frame must not carry them as well. */
+/* A push's gradients in the peer's segment, copied out: *out views the copy, which check_keys
+ * checks and the push applies (checking the segment itself would let a peer change what was
+ * checked before it is applied). The frame must not carry them as well. */
 static ps_status grads_in_shm(ps_conn *c, uint32_t table, const ps_bytes *keys,
                               const ps_bytes *inline_grads, const ps_ShmRef *ref, const char *what,
                               ps_bytes *out, ps_error *err) {
@@ -484,20 +485,36 @@ static ps_status grads_in_shm(ps_conn *c, uint32_t table, const ps_bytes *keys,
         return ps_error_set(err, PS_INVALID_ARG, "%s: gradients both inline and in shared "
                             "memory", what);
     const size_t want = keys->len / 8 * c->srv->job->tables[table].dim * sizeof(float);
+    ps_server *srv = c->srv;
     uint8_t *p;
     if (ps_shm_region(&c->shm, ref, want, what, &p, err) != PS_OK) return err->code;
-    *out = (ps_bytes){p, want};
+    if (want > srv->shm_grads_cap) {
+        uint8_t *q = realloc(srv->shm_grads, want);
+        if (q == NULL)
+            return ps_error_set(err, PS_NOMEM, "%s: out of memory for %zu bytes of gradients",
+                                what, want);
+        srv->shm_grads = q, srv->shm_grads_cap = want;
+    }
+    memcpy(srv->shm_grads, p, want);
+    *out = (ps_bytes){srv->shm_grads, want};
     return PS_OK;
 }
 
-/* A pull's rows written into the peer's segment at ref, then one Values saying so. */
+/* Where in the peer's segment a pull of n rows of table goes (PS_INVALID_ARG if not there). */
+static ps_status values_region(ps_conn *c, uint32_t table, const ps_ShmRef *ref, size_t n,
+                               const char *what, uint8_t **p, ps_error *err) {
+    const size_t want = n * ps_store_spec(c->srv->stores[table])->dim * sizeof(float);
+    return ps_shm_region(&c->shm, ref, want, what, p, err);
+}
+
+/* A pull's rows written into the peer's segment at ref, then one Values saying so. All rows at
+ * once (a segment is at most PS_SHM_MAX_BYTES): a consistent snapshot, where an inline reply
+ * past 8 MiB is produced in parts as the socket drains. */
 static ps_status reply_in_shm(ps_conn *c, uint64_t id, uint32_t table, const ps_ShmRef *ref,
                               const uint8_t *keys, size_t n, const char *what, ps_error *err) {
     ps_store *st = c->srv->stores[table];
     uint8_t *p;
-    if (ps_shm_region(&c->shm, ref, n * ps_store_spec(st)->dim * sizeof(float), what, &p, err) !=
-        PS_OK)
-        return err->code;
+    if (values_region(c, table, ref, n, what, &p, err) != PS_OK) return err->code;
     ps_store_pull(st, keys, n, p);
     ps_Envelope env = ps_Envelope_init_zero;
     env.request_id = id;
@@ -558,6 +575,11 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
             return ps_error_set(err, PS_INVALID_ARG,
                                 "PushPull in a %s job: push with a clock, then pull",
                                 srv->job->consistency == PS_SYNC ? "sync" : "ssp");
+        uint8_t *unused;
+        if (m->env.push_pull.has_values_at && /* refused before the push is applied */
+            values_region(c, t, &m->env.push_pull.values_at, n_pull, "PushPull", &unused, err) !=
+                PS_OK)
+            return err->code;
         const uint64_t step = m->env.push_pull.step;
         const uint32_t part = m->env.push_pull.part;
         if (!replayed(c, step, part)) {

@@ -718,6 +718,7 @@ void ps_server_destroy(ps_server *srv) {
     for (size_t i = 0; i < PS_MAX_TABLES; i++) ps_store_destroy(srv->stores[i]);
     ps_pool_destroy(srv->pool);
     ps_frame_cache_clear(&srv->fcache);
+    free(srv->shm_grads);
     ps_tls_ctx_destroy(srv->tls); /* after the loop: every connection's session is gone */
     free(srv);
 }

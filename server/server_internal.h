@@ -39,6 +39,9 @@ struct ps_server {
     ps_store *stores[PS_MAX_TABLES];
     ps_pool *pool; /* server.threads, shared by the stores for big pushes and pulls */
     ps_frame_cache fcache; /* big reply buffers for reuse, shared by all connections */
+    uint8_t *shm_grads;    /* a push's gradients copied out of a peer's segment, checked and
+                              applied from here (the peer may write its segment at any time) */
+    size_t shm_grads_cap;
     ps_tls_ctx *tls;       /* cluster.tls: certificate and key; NULL: plaintext */
     uint64_t refused_gradients[PS_MAX_TABLES]; /* pushes refused for a non-finite gradient */
     ps_auth_slot auth[PS_AUTH_SLOTS];          /* recent bad tokens by address */

@@ -211,6 +211,11 @@ Test(lane, bad_regions_get_an_error_and_the_connection_stays) {
     ps_msg m;
     uint8_t *buf;
 
+    float before[8];
+    pull(fd, 1, keys, 2, NULL, &m, &buf);
+    cr_assert_eq(m.values.len, sizeof(before));
+    memcpy(before, m.values.p, sizeof(before));
+    free(buf);
     const ps_ShmRef past = {.offset = 4096 - 16, .length = 32};
     push(fd, 2, keys, 2, NULL, &past);
     expect_error(fd, "shared-memory region", "gradients past the end");
@@ -226,19 +231,28 @@ Test(lane, bad_regions_get_an_error_and_the_connection_stays) {
     cr_assert(strstr(m.env.error.message, "shared-memory region") != NULL, "%s",
               m.env.error.message);
     free(buf);
-    /* none of those touched a row; the connection still serves */
-    pull(fd, 6, keys, 2, &ok, &m, &buf);
+    /* a PushPull whose rows could not go where it says is refused before its push is applied */
+    ps_Envelope env = ps_Envelope_init_zero;
+    env.request_id = 6;
+    env.which_body = ps_Envelope_push_pull_tag;
+    env.push_pull.has_values_at = true, env.push_pull.values_at = huge;
+    ps_bulk kb = {.src = {(const uint8_t *)keys, 16}}, gb = {.src = {(const uint8_t *)g, 32}};
+    cr_assert(tu_send_msg(fd, &env, &kb, &gb, &kb));
+    expect_error(fd, "shared-memory region", "PushPull rows out of the segment");
+    /* none of those touched a row; the connection still serves, in the segment too */
+    pull(fd, 7, keys, 2, &ok, &m, &buf);
     cr_assert(m.env.values.in_shm, "reply: %d", m.env.which_body);
     free(buf);
+    cr_assert_eq(memcmp(seg.p, before, sizeof(before)), 0, "a refused request changed a row");
     close(fd);
     ps_shm_close(&seg);
 
     /* a connection without a segment naming one */
     fd = hello_asking(0, name);
     cr_assert_eq(name[0], '\0');
-    push(fd, 7, keys, 2, NULL, &ok);
+    push(fd, 8, keys, 2, NULL, &ok);
     expect_error(fd, "no segment", "no segment");
-    pull(fd, 8, keys, 2, NULL, &m, &buf);
+    pull(fd, 9, keys, 2, NULL, &m, &buf);
     cr_assert_eq(m.values.len, 32);
     free(buf);
     close(fd);
@@ -272,80 +286,82 @@ Test(lane, the_server_unlinks_a_name_the_peer_never_maps) {
 
 /* --- clients: the same bits either way ---------------------------------------------------------- */
 
-Test(lane, a_client_through_shared_memory_gets_the_bits_of_tcp) {
-    enum { N = 3000, DIM = 4 };
-    uint64_t *keys = malloc(N * sizeof(uint64_t));
-    float *g = malloc(N * DIM * sizeof(float)), *a = malloc(N * DIM * 4), *b = malloc(N * DIM * 4);
-    for (size_t i = 0; i < N; i++) keys[i] = i * 7919u % 100003u;
+enum { N = 3000, DIM = 4, STEPS = 3 };
+
+/* Three steps of a push, then two PushPulls in flight at once (each pushing more rows than it
+ * pulls: the second's regions must not reach into the first's, which the server has not read
+ * yet), then a pull of every row; every reply kept: out (STEPS * 2 + 1) blocks of N * DIM. */
+static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out) {
+    uint64_t *keys = malloc(2 * N * sizeof(uint64_t));
+    float *g = malloc(N * DIM * sizeof(float));
+    for (size_t i = 0; i < 2 * N; i++) keys[i] = i * 2654435761u % 1000003u;
     for (size_t i = 0; i < N * DIM; i++) g[i] = (float)((int)(i % 13) - 6) / 8.0f;
-    ps_client_options o[2] = {{.job = &job, .rank = 0, .log = {.level = PS_LOG_ERROR},
-                               .shm_bytes = 1 << 20},
-                              {.job = &job, .rank = 0, .log = {.level = PS_LOG_ERROR}}};
-    float *out[2] = {a, b};
-    test_server *fresh = tu_server_start(&job, 0);
-    ps_job_config j2 = job;
-    tu_job_use(&j2, &fresh, 1);
-    o[1].job = &j2;
-    for (int k = 0; k < 2; k++) {
-        ps_client *c;
-        ps_error err = {0};
-        cr_assert_eq(ps_client_create(&o[k], &c, &err), PS_OK, "%s", err.msg);
-        cr_assert_eq(ps_client_shared_memory(c, 0) > 0, k == 0);
-        for (int step = 0; step < 3; step++) { /* push, pushpull, pull: every request kind */
-            ps_op op;
-            cr_assert_eq(ps_client_push(c, 0, keys, N, g, &err), PS_OK, "%s", err.msg);
-            cr_assert_eq(ps_client_pushpull_async(c, 0, keys, N / 2, g, keys + N / 2, N / 2,
-                                                  out[k], &op, &err), PS_OK, "%s", err.msg);
-            cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
-        }
-        cr_assert_eq(ps_client_pull(c, 0, keys, N, out[k], &err), PS_OK, "%s", err.msg);
-        ps_client_destroy(c);
+    ps_client_options o = {.job = j, .log = {.level = PS_LOG_ERROR}, .shm_bytes = shm_bytes};
+    ps_client *c;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    for (uint32_t s = 0; s < ps_client_num_shards(c); s++)
+        cr_assert_eq(ps_client_shared_memory(c, s), shm_bytes, "shard %u", s);
+    for (int step = 0; step < STEPS; step++) {
+        float *o0 = out + (size_t)step * 2 * N * DIM, *o1 = o0 + N * DIM;
+        ps_op op[2];
+        cr_assert_eq(ps_client_push(c, 0, keys + N, N, g, &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_pushpull_async(c, 0, keys + step * 100, N, g,
+                                              keys + step * 100 + 50, N / 4, o0, &op[0], &err),
+                     PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_pushpull_async(c, 0, keys + N, N / 2, g + N * DIM / 2,
+                                              keys + step * 10, N / 4, o1, &op[1], &err),
+                     PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_wait(c, op[0], &err), PS_OK, "%s", err.msg);
+        cr_assert_eq(ps_client_wait(c, op[1], &err), PS_OK, "%s", err.msg);
     }
-    cr_assert_eq(memcmp(a, b, N * DIM * sizeof(float)), 0);
-    tu_server_free(fresh);
-    free(keys), free(g), free(a), free(b);
+    cr_assert_eq(ps_client_pull(c, 0, keys, N, out + STEPS * 2 * N * DIM, &err),
+                 PS_OK, "%s", err.msg);
+    const uint64_t through = ps_client_shm_requests(c);
+    ps_client_destroy(c);
+    free(keys), free(g);
+    return through;
 }
 
-/* Two shards: every request is split by shard and its rows gathered and put back by position. */
-Test(lane, two_shards_split_requests_get_the_bits_of_tcp) {
-    enum { N = 500, DIM = 4 };
-    ps_job_config jobs[2];
-    test_server *s[2][2];
+/* The same requests on fresh servers of the same job, through a segment of shm_bytes and over
+ * TCP alone: every reply the same bits. Returns the requests that used the segment. */
+static uint64_t same_bits(uint32_t shards, size_t shm_bytes) {
+    const size_t len = (size_t)(STEPS * 2 + 1) * N * DIM;
+    float *out[2] = {calloc(len, sizeof(float)), calloc(len, sizeof(float))};
+    uint64_t through[2];
     for (int k = 0; k < 2; k++) {
-        tu_job("{\"job_id\": \"shm2\", \"seed\": 9, \"cluster\": {\"servers\": 2},"
-               " \"tables\": [{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}}]}",
-               &jobs[k]);
-        s[k][0] = tu_server_start(&jobs[k], 0), s[k][1] = tu_server_start(&jobs[k], 1);
-        tu_job_use(&jobs[k], s[k], 2);
+        ps_job_config j;
+        char json[256];
+        snprintf(json, sizeof(json),
+                 "{\"job_id\": \"same\", \"seed\": 9, \"cluster\": {\"servers\": %u}, \"tables\": "
+                 "[{\"name\": \"emb\", \"dim\": 4, \"init\": {\"type\": \"uniform\"}}]}", shards);
+        tu_job(json, &j);
+        test_server *s[2] = {tu_server_start(&j, 0), shards > 1 ? tu_server_start(&j, 1) : NULL};
+        tu_job_use(&j, s, shards);
+        through[k] = drive(&j, k == 0 ? shm_bytes : 0, out[k]);
+        for (uint32_t i = 0; i < shards; i++) tu_server_free(s[i]);
     }
-    uint64_t *keys = malloc(2 * N * sizeof(uint64_t));
-    float *g = malloc(N * DIM * 4), *out[2] = {malloc(N * DIM * 4), malloc(N * DIM * 4)};
-    for (size_t i = 0; i < 2 * N; i++) keys[i] = i * 2654435761u % 1000003u;
-    for (size_t i = 0; i < N * DIM; i++) g[i] = (float)((int)(i % 11) - 5) / 4.0f;
-    for (int k = 0; k < 2; k++) {
-        ps_client_options o = {.job = &jobs[k], .log = {.level = PS_LOG_ERROR},
-                               .shm_bytes = k == 0 ? 1 << 20 : 0};
-        ps_client *c;
-        ps_error err = {0};
-        cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
-        cr_assert_eq(ps_client_shared_memory(c, 1) > 0, k == 0);
-        /* two requests in flight, each pushing more rows than it pulls: the second one's
-         * regions must not reach into the first one's, which the server has not read yet */
-        for (int step = 0; step < 4; step++) {
-            ps_op op[2];
-            cr_assert_eq(ps_client_pushpull_async(c, 0, keys + step * 100, N, g,
-                                                  keys + step * 100 + 50, N / 4, out[k], &op[0],
-                                                  &err), PS_OK, "%s", err.msg);
-            cr_assert_eq(ps_client_pushpull_async(c, 0, keys + N, N / 2, g + N * DIM / 2,
-                                                  keys + step * 10, N / 4, out[k] + N * DIM / 4,
-                                                  &op[1], &err), PS_OK, "%s", err.msg);
-            cr_assert_eq(ps_client_wait(c, op[0], &err), PS_OK, "%s", err.msg);
-            cr_assert_eq(ps_client_wait(c, op[1], &err), PS_OK, "%s", err.msg);
-        }
-        cr_assert_eq(ps_client_pull(c, 0, keys, N, out[k], &err), PS_OK, "%s", err.msg);
-        ps_client_destroy(c);
-    }
-    cr_assert_eq(memcmp(out[0], out[1], N * DIM * 4), 0);
-    for (int k = 0; k < 2; k++) tu_server_free(s[k][0]), tu_server_free(s[k][1]);
-    free(keys), free(g), free(out[0]), free(out[1]);
+    cr_assert_eq(through[1], 0, "no segment: everything inline");
+    for (size_t i = 0; i < len; i++)
+        cr_assert_eq(memcmp(&out[0][i], &out[1][i], 4), 0, "value %zu (reply %zu): %.9g vs %.9g",
+                     i, i / (N * DIM), (double)out[0][i], (double)out[1][i]);
+    free(out[0]), free(out[1]);
+    return through[0];
+}
+
+Test(clients, through_shared_memory_a_client_gets_the_bits_of_tcp, .timeout = 60) {
+    /* every request fits: push, pushpull, pushpull per step, then the pull */
+    cr_assert_eq(same_bits(1, 1 << 20), STEPS * 3 + 1);
+}
+
+Test(clients, two_shards_split_requests_get_the_bits_of_tcp, .timeout = 60) {
+    cr_assert_eq(same_bits(2, 1 << 20), 2 * (STEPS * 3 + 1), "each shard's part of each request");
+}
+
+Test(clients, what_does_not_fit_goes_inline_with_the_same_bits, .timeout = 60) {
+    /* 16 KiB: a PushPull's N / 4 rows (12 000 bytes) fit, its gradients (48 000) do not; the
+     * first request's N / 2 pushed rows do not either */
+    const uint64_t through = same_bits(1, 16 << 10);
+    cr_assert(through > 0 && through < STEPS * 3 + 1, "%llu requests through the segment",
+              (unsigned long long)through);
 }

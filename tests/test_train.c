@@ -396,13 +396,15 @@ static size_t train_sync_sparse(const char *train, const char *cluster_extra, fl
 }
 
 /* Two sync runs of a shuffled sparse job on 2 workers and 2 shards give the same bits, though
- * the second spreads the servers' work over 2 threads and polls instead of sleeping. */
+ * the first moves its bulk through shared memory (the default on one host) and the second over
+ * TCP, polling instead of sleeping. */
 Test(train, sync_runs_are_bit_identical) {
     static float a[GEN_IDS * 8 + 64], b[GEN_IDS * 8 + 64];
     char train[128], val[128];
     generated_data_set(99, 3000, 5, 6, train, val);
     size_t na = train_sync_sparse(train, "", a, sizeof(a) / sizeof(a[0]));
-    size_t nb = train_sync_sparse(train, ", \"busy_poll_us\": 200", b, sizeof(b) / sizeof(b[0]));
+    size_t nb = train_sync_sparse(train, ", \"busy_poll_us\": 200, \"shared_memory\": false",
+                                  b, sizeof(b) / sizeof(b[0]));
     cr_assert_eq(na, nb);
     size_t moved = 0;
     for (size_t i = 0; i < na; i++) {

@@ -109,6 +109,7 @@ struct ps_client {
     uint64_t min_clock; /* sent with every pull */
     uint64_t step;      /* async: the step pushes are numbered with (0: not numbered) */
     uint64_t session;   /* this client's random id, in every Hello: reconnects are recognised */
+    uint64_t shm_requests; /* requests whose bulk went through a segment */
     int closing;        /* shard handles whose close has not completed (drop_connections) */
     bool broken; /* a deadline passed or a server went away: the client cannot be trusted */
     char broken_msg[400];
@@ -1141,6 +1142,8 @@ size_t ps_client_shared_memory(const ps_client *c, uint32_t shard) {
     return shard < c->n_shards ? c->shards[shard].shm.len : 0;
 }
 
+uint64_t ps_client_shm_requests(const ps_client *c) { return c->shm_requests; }
+
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name) {
     for (size_t i = 0; i < c->n_tables; i++)
         if (strcmp(c->tables[i].name, name) == 0) return &c->tables[i];
@@ -1269,6 +1272,7 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
             const bool shm_grads = kind != 0 && np > 0 && shm_take(sc, &bg, &grads_at);
             const bool shm_values = kind != 1 && nq > 0 &&
                                     shm_reserve(sc, nq * dim * sizeof(float), &values_at);
+            c->shm_requests += shm_grads || shm_values;
             ps_Envelope env = ps_Envelope_init_zero;
             env.request_id = ++c->next_id;
             if (kind == 0) {

@@ -56,6 +56,9 @@ uint32_t ps_client_num_shards(const ps_client *c);
 /* Bytes of the shared-memory segment this client uses with shard (0: that shard is on TCP
  * alone: another host, cluster.shared_memory false, or no shm_bytes asked). */
 size_t ps_client_shared_memory(const ps_client *c, uint32_t shard);
+/* Requests so far whose gradients or rows went through shared memory (the others were inline:
+ * no segment, or no room left in it). */
+uint64_t ps_client_shm_requests(const ps_client *c);
 /* The table called name as the servers described it, or NULL. */
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name);
 
