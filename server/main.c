@@ -116,6 +116,12 @@ int main(int argc, char **argv) {
         ps_job_end_join(je, NULL);
         return st == PS_CONFIG ? 2 : 1;
     }
+    /* the warning before the address: whoever waits for "listening on" has seen it by then */
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur < (rlim_t)job.max_connections + 64)
+        fprintf(stderr, "ps-server: warning: %llu file descriptors (ulimit -n) for %u "
+                "limits.max_connections: peers past the descriptors are refused\n",
+                (unsigned long long)nofile.rlim_cur, job.max_connections);
     /* "listening on" ends the line: ps-launch reads the address from there */
     if (strcmp(ps_server_bound(srv), ps_server_advertised(srv)) != 0)
         printf("ps-server: shard %ld bound to %s, listening on %s\n", shard, ps_server_bound(srv),
@@ -123,11 +129,6 @@ int main(int argc, char **argv) {
     else
         printf("ps-server: shard %ld listening on %s\n", shard, ps_server_advertised(srv));
     fflush(stdout);
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        nofile.rlim_cur < (rlim_t)job.max_connections + 64)
-        fprintf(stderr, "ps-server: warning: %llu file descriptors (ulimit -n) for %u "
-                "limits.max_connections: peers past the descriptors are refused\n",
-                (unsigned long long)nofile.rlim_cur, job.max_connections);
     st = ps_server_run(srv, &err);
     ps_server_destroy(srv);
     ps_error end_err = {0};
