@@ -427,25 +427,16 @@ void ps_conn_accept(ps_server *srv) {
     snprintf(c->peer, sizeof(c->peer), "peer");
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         char ip[48] = "?";
-        int port = 0;
-        if (ss.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        } else {
-            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        }
+        uv_ip_name((struct sockaddr *)&ss, ip, sizeof(ip));
+        const int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                        : ((struct sockaddr_in *)&ss)->sin_port);
         snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
         snprintf(c->ip, sizeof(c->ip), "%s", ip);
         struct sockaddr_storage self;
         int self_len = sizeof(self);
         char self_ip[48] = "";
-        if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&self, &self_len) == 0) {
-            if (self.ss_family == AF_INET6)
-                uv_ip6_name((struct sockaddr_in6 *)&self, self_ip, sizeof(self_ip));
-            else
-                uv_ip4_name((struct sockaddr_in *)&self, self_ip, sizeof(self_ip));
-        }
+        if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&self, &self_len) == 0)
+            uv_ip_name((struct sockaddr *)&self, self_ip, sizeof(self_ip));
         c->local_peer = strcmp(self_ip, ip) == 0;
     }
     if (srv->tls != NULL) { /* from here on every frame, refusals too, goes through it */

@@ -474,18 +474,18 @@ static bool replayed(const ps_conn *c, uint64_t step, uint32_t part) {
            ps_replay_seen(c->srv->replay, c->rank, c->session, step, part);
 }
 
-/* A push's gradients in the peer's segment, copied out: *out views the copy, which check_keys
- * checks and the push applies (checking the segment itself would let a peer change what was
- * checked before it is applied). The frame must not carry them as well. */
-static ps_status grads_in_shm(ps_conn *c, uint32_t table, const ps_bytes *keys,
-                              const ps_bytes *inline_grads, const ps_ShmRef *ref, const char *what,
-                              ps_bytes *out, ps_error *err) {
-    if (table >= c->srv->job->num_tables) return PS_OK; /* check_keys names it */
-    if (inline_grads->len != 0)
+/* A push's gradients: *out views the frame's, or (in_shm) a copy of the region ref of the peer's
+ * segment, which check_keys checks and the push applies (checking the segment itself would let
+ * a peer change what was checked before it is applied). Not both. */
+static ps_status push_grads(ps_conn *c, const ps_msg *m, uint32_t table, bool in_shm,
+                            const ps_ShmRef *ref, const char *what, ps_bytes *out, ps_error *err) {
+    ps_server *srv = c->srv;
+    *out = m->grads;
+    if (!in_shm || table >= srv->job->num_tables) return PS_OK; /* check_keys names the table */
+    if (m->grads.len != 0)
         return ps_error_set(err, PS_INVALID_ARG, "%s: gradients both inline and in shared "
                             "memory", what);
-    const size_t want = keys->len / 8 * c->srv->job->tables[table].dim * sizeof(float);
-    ps_server *srv = c->srv;
+    const size_t want = m->keys.len / 8 * ps_store_spec(srv->stores[table])->dim * sizeof(float);
     uint8_t *p;
     if (ps_shm_region(&c->shm, ref, want, what, &p, err) != PS_OK) return err->code;
     if (want > srv->shm_grads_cap) {
@@ -537,12 +537,10 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
     case ps_Envelope_push_tag: {
         uint32_t t = m->env.push.table;
-        ps_bytes grads = m->grads;
-        if (m->env.push.has_grads_at &&
-            grads_in_shm(c, t, &m->keys, &m->grads, &m->env.push.grads_at, "Push", &grads,
-                         err) != PS_OK)
-            return err->code;
-        if (check_keys(c, t, &m->keys, &grads, "Push", &n, err) != PS_OK ||
+        ps_bytes grads;
+        if (push_grads(c, m, t, m->env.push.has_grads_at, &m->env.push.grads_at, "Push", &grads,
+                       err) != PS_OK ||
+            check_keys(c, t, &m->keys, &grads, "Push", &n, err) != PS_OK ||
             ps_server_make_room(srv, t, m->keys.p, n, err) != PS_OK)
             return err->code;
         const uint64_t step = m->env.push.step;
@@ -563,12 +561,10 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
     }
     case ps_Envelope_push_pull_tag: {
         uint32_t t = m->env.push_pull.table;
-        ps_bytes grads = m->grads;
-        if (m->env.push_pull.has_grads_at &&
-            grads_in_shm(c, t, &m->keys, &m->grads, &m->env.push_pull.grads_at, "PushPull",
-                         &grads, err) != PS_OK)
-            return err->code;
-        if (check_keys(c, t, &m->keys, &grads, "PushPull", &n, err) != PS_OK ||
+        ps_bytes grads;
+        if (push_grads(c, m, t, m->env.push_pull.has_grads_at, &m->env.push_pull.grads_at,
+                       "PushPull", &grads, err) != PS_OK ||
+            check_keys(c, t, &m->keys, &grads, "PushPull", &n, err) != PS_OK ||
             check_keys(c, t, &m->pull_keys, NULL, "PushPull", &n_pull, err) != PS_OK)
             return err->code;
         if (srv->barrier != NULL)

@@ -528,8 +528,7 @@ static ps_status bind_listener(ps_server *srv, ps_error *err) {
     srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                : ((struct sockaddr_in *)&ss)->sin_port);
     char ip[64]; /* the address itself: a --bind name shows what it resolved to */
-    if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-    else uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+    uv_ip_name((struct sockaddr *)&ss, ip, sizeof(ip));
     format_addr(srv->addr, sizeof(srv->addr), ip, srv->port);
     if (opt->advertise != NULL)
         snprintf(srv->advertise, sizeof(srv->advertise), "%s", opt->advertise);
