@@ -159,9 +159,10 @@ static const char times_sh[] =
     "  shift\n"
     "done\n"
     "if [ \"$rank\" = 0 ]; then t='0.1, 0.2, 0.6, 0.1, 0, 0'; else t='0.3, 0, 0, 0.1, 0, 0.05'; fi\n"
+    "shm=${FAKE_SHM:+, \\\"shm\\\": [$FAKE_SHM]}\n" /* a worker's links, when the test sets them */
     "echo \"@ps {\\\"ev\\\": \\\"epoch\\\", \\\"rank\\\": $rank, \\\"epoch\\\": 1, \\\"epochs\\\": 1, "
     "\\\"step\\\": 2, \\\"steps\\\": 2, \\\"samples\\\": 4, \\\"loss_sum\\\": 1, \\\"correct\\\": 2, "
-    "\\\"seconds\\\": 1, \\\"times\\\": [$t]}\"\n";
+    "\\\"seconds\\\": 1, \\\"times\\\": [$t]$shm}\"\n";
 
 /* stdout of ps-launch on a 1-server, 2-worker job with the fake worker, plus extra args. */
 static char *launch_times(const char *extra) {
@@ -194,6 +195,16 @@ Test(launch, verbose_prints_where_the_workers_steps_went) {
     const char *t = strstr(text, line);
     cr_assert(t != NULL && t == strchr(e, '\n'), "want right after the epoch line:%s\nin:\n%s",
               line, text);
+    free(text);
+}
+
+/* Each worker's epoch event says how many of its links use shared memory; the line sums them. */
+Test(launch, verbose_sums_the_workers_shared_memory_links) {
+    cr_assert_eq(setenv("FAKE_SHM", "1, 1", 1), 0);
+    char *text = launch_times(NULL);
+    cr_assert_eq(unsetenv("FAKE_SHM"), 0);
+    cr_assert(strstr(text, "; prep thread 12.500ms; shared memory: 2 of 2 links\n") != NULL,
+              "in:\n%s", text);
     free(text);
 }
 

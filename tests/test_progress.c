@@ -29,3 +29,16 @@ Test(progress, times_of_no_steps_read_zero_and_a_short_buffer_is_cut) {
     ps_progress_format_times(&t, 1, small, sizeof(small));
     cr_assert_str_eq(small, "time/step: 1000");
 }
+
+Test(progress, the_time_line_says_how_many_links_use_shared_memory) {
+    ps_step_times t = {.compute = 0.2, .shm_links = 3, .links = 4};
+    char line[512];
+    ps_progress_format_times(&t, 100, line, sizeof(line));
+    cr_assert_str_eq(line, "time/step: 2.000ms = data 0.000ms (0%) + pull wait 0.000ms (0%) + "
+                           "compute 2.000ms (100%) + push 0.000ms (0%) + other 0.000ms (0%); "
+                           "shared memory: 3 of 4 links");
+    t.prep = 0.1;
+    ps_progress_format_times(&t, 100, line, sizeof(line));
+    cr_assert(strstr(line, "; prep thread 1.000ms; shared memory: 3 of 4 links") != NULL, "%s",
+              line);
+}
