@@ -126,6 +126,20 @@ static void read_all(ps_data_options *o, const char *path, rows *r) {
     ps_data_destroy(d);
 }
 
+static void assert_rows_equal(const rows *a, const rows *b, const char *what) {
+    cr_assert_eq(a->n, b->n, "%s: %zu rows, want %zu", what, a->n, b->n);
+    cr_assert_eq(a->nf, b->nf, "%s: %zu features, want %zu", what, a->nf, b->nf);
+    for (size_t i = 0; i < a->n; i++) {
+        cr_assert_eq(a->index[i], b->index[i], "%s: row %zu index", what, i);
+        cr_assert_eq(a->label[i], b->label[i], "%s: row %zu label", what, i);
+        cr_assert_eq(a->off[i + 1], b->off[i + 1], "%s: row %zu offset", what, i);
+    }
+    if (a->nf > 0) {
+        cr_assert_eq(memcmp(a->ids, b->ids, a->nf * sizeof(uint64_t)), 0, "%s: ids", what);
+        cr_assert_eq(memcmp(a->vals, b->vals, a->nf * sizeof(float)), 0, "%s: vals", what);
+    }
+}
+
 static void assert_row(const rows *r, size_t i, float label, size_t n, const uint64_t *ids,
                        const float *vals) {
     cr_assert_lt(i, r->n);
@@ -1356,6 +1370,96 @@ Test(data, idx_shuffle_reads_rows_in_the_common_order) {
     }
 }
 
+/* Reads the rest of the epoch as collect does, from a reader opened with dense_dim = D: every
+ * batch must come as a (B, D) matrix and no pairs; its rows are written out as the pairs
+ * (p, x_p), p = 0..D-1, which is what the same reader without dense_dim gives. */
+static void collect_dense(ps_data *d, size_t max_b, size_t D, rows *r) {
+    memset(r, 0, sizeof(*r));
+    r->off = calloc(1, sizeof(size_t));
+    for (;;) {
+        ps_data_batch b;
+        ps_error err = {0};
+        cr_assert_eq(ps_data_next(d, max_b, &b, &err), PS_OK, "ps_data_next: %s", err.msg);
+        if (b.B == 0) break;
+        cr_assert_not_null(b.x, "a dense reader gave pairs");
+        cr_assert_eq(b.offsets[b.B], 0, "a dense batch with %zu pairs", b.offsets[b.B]);
+        r->index = realloc(r->index, (r->n + b.B) * sizeof(uint64_t));
+        r->label = realloc(r->label, (r->n + b.B) * sizeof(float));
+        r->off = realloc(r->off, (r->n + b.B + 1) * sizeof(size_t));
+        r->ids = realloc(r->ids, (r->nf + b.B * D) * sizeof(uint64_t));
+        r->vals = realloc(r->vals, (r->nf + b.B * D) * sizeof(float));
+        for (size_t i = 0; i < b.B; i++) {
+            r->index[r->n + i] = b.row_index[i];
+            r->label[r->n + i] = b.labels[i];
+            for (size_t p = 0; p < D; p++) r->ids[r->nf + i * D + p] = p;
+            memcpy(r->vals + r->nf + i * D, b.x + i * D, D * sizeof(float));
+            r->off[r->n + i + 1] = r->nf + (i + 1) * D;
+        }
+        r->n += b.B, r->nf += b.B * D;
+    }
+}
+
+/* A dense model reads idx and random rows as one matrix per batch (dense_dim): the same rows,
+ * order, labels and values, bit for bit, as the pairs, for every shard, shuffled or not,
+ * through a bounded shuffle buffer, with batches that do not divide the shard, and after a
+ * rewind. A width other than the rows' gives pairs, as do text formats. */
+Test(data, dense_batches_equal_the_pairs) {
+    char images[256], labels[256];
+    write_mnist(false, true, images, labels);
+    ps_data_options o[2];
+    ps_data_options_init(&o[0]);
+    o[0].format = PS_DATA_IDX, o[0].path = images, o[0].labels = labels;
+    ps_data_options_init(&o[1]);
+    o[1].format = PS_DATA_RANDOM, o[1].random_rows = 40, o[1].random_cols = 3, o[1].seed = 5;
+    const size_t D[2] = {6, 3};
+    for (int f = 0; f < 2; f++)
+        for (int shuffle = 0; shuffle < 3; shuffle++)
+            for (uint32_t world = 1; world <= 2; world++)
+                for (uint32_t rank = 0; rank < world; rank++) {
+                    ps_data_options pairs = o[f], dense = o[f];
+                    pairs.shuffle = dense.shuffle = shuffle > 0, pairs.seed = dense.seed = 9;
+                    pairs.shuffle_buffer = dense.shuffle_buffer = shuffle == 2 ? 4 : 0;
+                    dense.dense_dim = (uint32_t)D[f];
+                    ps_data *a = open_ok(&pairs, rank, world), *b = open_ok(&dense, rank, world);
+                    for (uint32_t epoch = 0; epoch < 2; epoch++) {
+                        cr_assert_eq(ps_data_rewind(a, epoch, NULL), PS_OK);
+                        cr_assert_eq(ps_data_rewind(b, epoch, NULL), PS_OK);
+                        rows want, got;
+                        collect(a, 3, &want);
+                        collect_dense(b, 3, D[f], &got);
+                        char what[96];
+                        snprintf(what, sizeof(what), "%s shuffle %d rank %u/%u epoch %u",
+                                 f ? "random" : "idx", shuffle, rank, world, epoch);
+                        cr_assert_gt(want.n, 0, "%s: no rows", what);
+                        assert_rows_equal(&got, &want, what);
+                        rows_free(&want), rows_free(&got);
+                    }
+                    ps_data_destroy(a), ps_data_destroy(b);
+                }
+    /* a width the rows do not have, and a text format: pairs */
+    ps_data_options w = o[0];
+    w.dense_dim = 5;
+    ps_data *d = open_ok(&w, 0, 1);
+    rows r;
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 5);
+    for (int i = 0; i < 5; i++) assert_mnist_row(&r, (size_t)i, i);
+    rows_free(&r);
+    ps_data_destroy(d);
+    char csv[256];
+    write_file("dense.csv", "1,0.5,2\n0,3,4\n", 14, csv);
+    ps_data_options t;
+    ps_data_options_init(&t);
+    t.path = csv, t.dense_dim = 2;
+    d = open_ok(&t, 0, 1);
+    ps_data_batch b;
+    cr_assert_eq(ps_data_next(d, 8, &b, NULL), PS_OK);
+    cr_assert_eq(b.B, 2);
+    cr_assert_null(b.x);
+    cr_assert_eq(b.offsets[2], 4);
+    ps_data_destroy(d);
+}
+
 typedef enum { IDX_OK, IDX_BAD_IMAGES_MAGIC, IDX_SWAPPED, IDX_N_MISMATCH, IDX_SHORT_IMAGES,
                IDX_LONG_LABELS, IDX_SHORT_HEADER, IDX_NO_PIXELS, IDX_SHORT_GZIP,
                IDX_BAD_LABELS_MAGIC, IDX_CORRUPT_GZIP } idx_fault;
@@ -1614,20 +1718,6 @@ Test(data, validation_split_bad_options) {
 }
 
 /* ---- parse once: the cache ---------------------------------------------------------------- */
-
-static void assert_rows_equal(const rows *a, const rows *b, const char *what) {
-    cr_assert_eq(a->n, b->n, "%s: %zu rows, want %zu", what, a->n, b->n);
-    cr_assert_eq(a->nf, b->nf, "%s: %zu features, want %zu", what, a->nf, b->nf);
-    for (size_t i = 0; i < a->n; i++) {
-        cr_assert_eq(a->index[i], b->index[i], "%s: row %zu index", what, i);
-        cr_assert_eq(a->label[i], b->label[i], "%s: row %zu label", what, i);
-        cr_assert_eq(a->off[i + 1], b->off[i + 1], "%s: row %zu offset", what, i);
-    }
-    if (a->nf > 0) {
-        cr_assert_eq(memcmp(a->ids, b->ids, a->nf * sizeof(uint64_t)), 0, "%s: ids", what);
-        cr_assert_eq(memcmp(a->vals, b->vals, a->nf * sizeof(float)), 0, "%s: vals", what);
-    }
-}
 
 /* Text files of each format: 61 rows with blank/comment lines, rows of no features (libsvm),
  * empty fields (criteo) and, with bad, one malformed row (for skip_bad_lines). */

@@ -83,6 +83,8 @@ struct ps_data {
     float *labels;
     uint64_t *row_index;
     ps_fvec fv;
+    uint32_t dense_dim; /* > 0: record rows go into x, a (b_cap, dense_dim) matrix, not fv */
+    float *x;
 
     /* skip_bad_lines */
     size_t skipped;
@@ -425,25 +427,12 @@ static ps_status cache_open(ps_data *d, const ps_data_options *o, size_t max_lin
     return st == PS_NOMEM ? ps_error_set(err, st, "%s", e.msg) : PS_OK;
 }
 
-/* Appends this shard's next row to fv; *got = false at the end of the epoch. */
+/* Appends this shard's next row of a text format to fv; *got = false at the end of the epoch. */
 static ps_status next_row(ps_data *d, ps_fvec *fv, float *label, uint64_t *index, bool *got,
                           ps_error *err) {
     *got = false;
     if (d->done) return PS_OK;
     if (d->cache != NULL) return cache_next(d, fv, label, index, got, err);
-    if (!d->ops->text) {
-        if (d->next_row >= d->row_end) {
-            d->done = true;
-            return PS_OK;
-        }
-        *index = d->next_row;
-        ps_status st = d->ops->row(d->fs, d->next_row, fv, label);
-        if (st != PS_OK)
-            return ps_error_set(err, st, "%s row %" PRIu64, d->path, d->next_row);
-        d->next_row = d->row_end - d->next_row > d->world ? d->next_row + d->world : d->row_end;
-        *got = true;
-        return PS_OK;
-    }
     for (;;) {
         ps_line_kind kind;
         char *s = NULL;
@@ -634,6 +623,8 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     }
     if ((st = ops->open(&a, &d->fs, err)) != PS_OK) goto fail;
     if (ops->header_lines != NULL) d->header_lines = ops->header_lines(d->fs);
+    if (!ops->text && o->dense_dim > 0 && ops->num_features(d->fs) == o->dense_dim)
+        d->dense_dim = o->dense_dim;
     d->log = o->log;
     if (ops->text && o->cache_bytes > 0 && (st = cache_open(d, o, max_line, err)) != PS_OK)
         goto fail;
@@ -670,6 +661,7 @@ void ps_data_destroy(ps_data *d) {
     ps_fvec_free(&d->fv);
     free(d->offsets);
     free(d->labels);
+    free(d->x);
     free(d->row_index);
     free(d->src.buf);
     free(d->path);
@@ -696,7 +688,9 @@ static ps_status batch_reserve(ps_data *d, size_t max_b, ps_error *err) {
     if (lab != NULL) d->labels = lab;
     uint64_t *idx = realloc(d->row_index, max_b * sizeof(*idx));
     if (idx != NULL) d->row_index = idx;
-    if (off == NULL || lab == NULL || idx == NULL)
+    float *x = d->dense_dim ? realloc(d->x, max_b * d->dense_dim * sizeof(*x)) : NULL;
+    if (x != NULL) d->x = x;
+    if (off == NULL || lab == NULL || idx == NULL || (d->dense_dim && x == NULL))
         return ps_error_set(err, PS_NOMEM, "batch of %zu rows", max_b);
     d->b_cap = max_b;
     return PS_OK;
@@ -709,17 +703,40 @@ static ps_status batch_reserve(ps_data *d, size_t max_b, ps_error *err) {
  * those of the text formats' path. */
 static bool lazy_rows(const ps_data *d) { return !d->ops->text && d->cache == NULL; }
 
+/* A binary format: the index of this shard's next row; false at the end of the epoch. */
+static bool next_index(ps_data *d, uint64_t *index) {
+    if (d->done || d->next_row >= d->row_end) {
+        d->done = true;
+        return false;
+    }
+    *index = d->next_row;
+    d->next_row = d->row_end - d->next_row > d->world ? d->next_row + d->world : d->row_end;
+    return true;
+}
+
 static ps_status slot_load(ps_data *d, size_t i, bool *got, ps_error *err) {
     row_buf *r = &d->slots[i];
     r->fv.n = 0;
     if (!lazy_rows(d)) return next_row(d, &r->fv, &r->label, &r->index, got, err);
-    *got = false;
-    if (d->done || d->next_row >= d->row_end) {
-        d->done = true;
+    *got = next_index(d, &r->index);
+    return PS_OK;
+}
+
+/* A binary format's row `index` as the batch's row b: straight into x, or as the pairs
+ * (p, x_p) for every feature p, zeros included, appended to fv. */
+static ps_status take_record(ps_data *d, uint64_t index, size_t b, ps_error *err) {
+    d->row_index[b] = index;
+    if (d->dense_dim > 0) {
+        d->ops->row(d->fs, index, d->x + b * d->dense_dim, &d->labels[b]);
         return PS_OK;
     }
-    r->index = d->next_row, *got = true;
-    d->next_row = d->row_end - d->next_row > d->world ? d->next_row + d->world : d->row_end;
+    const uint32_t n = d->ops->num_features(d->fs);
+    if (!ps_fvec_reserve(&d->fv, d->fv.n + n))
+        return ps_error_set(err, PS_NOMEM, "%s row %" PRIu64 ": batch of %zu features", d->path,
+                            index, d->fv.n + n);
+    d->ops->row(d->fs, index, d->fv.vals + d->fv.n, &d->labels[b]);
+    for (uint32_t p = 0; p < n; p++) d->fv.ids[d->fv.n + p] = p;
+    d->fv.n += n;
     return PS_OK;
 }
 
@@ -761,12 +778,7 @@ static ps_status shuffle_fill(ps_data *d, ps_error *err) {
 
 /* Appends a buffered row to the batch as its row b. */
 static ps_status take_slot(ps_data *d, const row_buf *r, size_t b, ps_error *err) {
-    if (lazy_rows(d)) {
-        ps_status st = d->ops->row(d->fs, r->index, &d->fv, &d->labels[b]);
-        if (st != PS_OK) return ps_error_set(err, st, "%s row %" PRIu64, d->path, r->index);
-        d->row_index[b] = r->index;
-        return PS_OK;
-    }
+    if (lazy_rows(d)) return take_record(d, r->index, b, err);
     if (!ps_fvec_reserve(&d->fv, d->fv.n + r->fv.n))
         return ps_error_set(err, PS_NOMEM, "batch of %zu features", d->fv.n + r->fv.n);
     if (r->fv.n > 0) { /* a row without features may have no arrays at all (F6) */
@@ -786,7 +798,11 @@ static ps_status next_impl(ps_data *d, size_t max_b, size_t *B, ps_error *err) {
     if (d->shuffle && !d->filled && (st = shuffle_fill(d, err)) != PS_OK) return st;
     size_t b = 0;
     while (b < max_b) {
-        if (!d->shuffle) {
+        if (!d->shuffle && lazy_rows(d)) {
+            uint64_t index;
+            if (!next_index(d, &index)) break;
+            if ((st = take_record(d, index, b, err)) != PS_OK) return st;
+        } else if (!d->shuffle) {
             bool got;
             st = next_row(d, &d->fv, &d->labels[b], &d->row_index[b], &got, err);
             if (st != PS_OK) return st;
@@ -830,6 +846,7 @@ ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *e
     out->B = B;
     out->offsets = d->offsets, out->ids = d->fv.ids, out->vals = d->fv.vals;
     out->labels = d->labels, out->row_index = d->row_index;
+    out->x = d->dense_dim ? d->x : NULL;
     return PS_OK;
 }
 

@@ -126,6 +126,11 @@ typedef struct {
     size_t shuffle_buffer;
     uint64_t seed;           /* shuffle and random */
 
+    /* > 0: a binary format (idx, random) whose rows have this many features hands each batch
+     * out as a (B, dense_dim) matrix (ps_data_batch.x), not as (id, value) pairs: a dense input
+     * layer's view, without 12 bytes per feature in between. Other formats and widths: pairs. */
+    uint32_t dense_dim;
+
     /* csv/libsvm/criteo: parse once. The first epoch that runs to its end keeps this reader's
      * rows in a compact binary form (CSR: offsets, ids, values, labels, row indexes) and later
      * epochs read them from it, with no text parsing; rows, order and errors are those of
@@ -156,6 +161,9 @@ typedef struct {
     const float *vals;          /* (offsets[B]) feature values */
     const float *labels;        /* (B) */
     const uint64_t *row_index;  /* (B) global 0-based row index of each row (see sharding) */
+    const float *x;             /* (B, dense_dim) the rows as a matrix, zeros included, when the
+                                   reader fills one (ps_data_options.dense_dim), and then no
+                                   pairs (offsets all 0); else NULL */
 } ps_data_batch;
 
 /* Defaults: csv, label_column 0, one_based true, everything else 0/NULL/false. */

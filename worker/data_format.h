@@ -74,9 +74,12 @@ typedef struct {
      * partial row: the caller truncates it. */
     ps_status (*parse)(void *state, char *s, size_t len, ps_fvec *fv, float *label, char *why);
 
-    /* record: the number of rows, and row i < that (appended to fv). PS_NOMEM only. */
+    /* record: the number of rows, and row i < that as a dense vector: feature p's value in x[p]
+     * for every p < num_features (zeros included), and its label. data.c hands a batch out as a
+     * (B, d) matrix filled by this call (ps_data_options.dense_dim) or as (id, value) pairs
+     * 0..d-1 made from it. */
     uint64_t (*num_rows)(const void *state);
-    ps_status (*row)(void *state, uint64_t i, ps_fvec *fv, float *label);
+    void (*row)(void *state, uint64_t i, float *x, float *label);
 
     /* ps_data_num_features_hint. NULL: 0 (unknown) */
     uint32_t (*num_features)(const void *state);

@@ -170,19 +170,13 @@ static uint32_t idx_num_features(const void *state) {
     return ((const idx_state *)state)->pixels;
 }
 
-/* Image i (one of this shard's): every pixel p as feature p with value x/255. */
-static ps_status idx_row(void *state, uint64_t i, ps_fvec *fv, float *label) {
+/* Image i (one of this shard's): pixel p is feature p, with value x/255. */
+static void idx_row(void *state, uint64_t i, float *out, float *label) {
     const idx_state *x = state;
-    if (!ps_fvec_reserve(fv, fv->n + x->pixels)) return PS_NOMEM;
     const size_t k = (size_t)(i / x->world);
     const uint8_t *px = x->img + k * x->pixels;
-    for (uint32_t p = 0; p < x->pixels; p++) {
-        fv->ids[fv->n + p] = p;
-        fv->vals[fv->n + p] = (float)px[p] / 255.0f;
-    }
-    fv->n += x->pixels;
+    for (uint32_t p = 0; p < x->pixels; p++) out[p] = (float)px[p] / 255.0f;
     *label = (float)x->lab[k];
-    return PS_OK;
 }
 
 const ps_format_ops ps_format_idx = {

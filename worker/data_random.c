@@ -30,18 +30,12 @@ static uint32_t random_num_features(const void *state) {
 
 /* Row i: h = mix64(seed ^ mix64(i + GOLDEN)), z_k = mix64(h + k*GOLDEN) for k = 1, 2, ...;
  * label = z_1 >> 63; x_j = (z_{j+2} >> 40) * 2^-24, j = 0..d-1. */
-static ps_status random_row(void *state, uint64_t i, ps_fvec *fv, float *label) {
+static void random_row(void *state, uint64_t i, float *x, float *label) {
     const random_state *r = state;
-    if (!ps_fvec_reserve(fv, fv->n + r->cols)) return PS_NOMEM;
     uint64_t h = ps_mix64(r->seed ^ ps_mix64(i + PS_DATA_GOLDEN));
     *label = (float)(ps_mix64(h + PS_DATA_GOLDEN) >> 63);
-    for (uint32_t j = 0; j < r->cols; j++) {
-        fv->ids[fv->n + j] = j;
-        fv->vals[fv->n + j] =
-            (float)(ps_mix64(h + (uint64_t)(j + 2) * PS_DATA_GOLDEN) >> 40) * 0x1p-24f;
-    }
-    fv->n += r->cols;
-    return PS_OK;
+    for (uint32_t j = 0; j < r->cols; j++)
+        x[j] = (float)(ps_mix64(h + (uint64_t)(j + 2) * PS_DATA_GOLDEN) >> 40) * 0x1p-24f;
 }
 
 const ps_format_ops ps_format_random = {

@@ -186,7 +186,9 @@ static ps_status take_dense_batch(trainer *tr, const ps_data_batch *db, step_bat
     if (!lab || !x)
         return ps_error_set(err, PS_NOMEM, "batch of %zu samples of %zu inputs: out of memory",
                             db->B, d);
-    if (ps_mlp_dense_input(sb->x, db->B, d, db->offsets, db->ids, db->vals, err) != PS_OK)
+    if (db->x != NULL) /* the reader's matrix (ps_data_options.dense_dim) */
+        memcpy(sb->x, db->x, db->B * d * sizeof(float));
+    else if (ps_mlp_dense_input(sb->x, db->B, d, db->offsets, db->ids, db->vals, err) != PS_OK)
         return err->code;
     memcpy(sb->labels, db->labels, db->B * sizeof(float));
     sb->B = db->B, sb->nnz = db->offsets[db->B], sb->n_keys = d;
@@ -309,6 +311,7 @@ static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, u
     o.one_based = dc->one_based;
     /* the model's input width: an id past it would make rows no layer reads */
     o.num_ids = job->model.sparse ? job->model.num_ids : job->model.input_dim;
+    o.dense_dim = job->model.sparse ? 0 : job->model.input_dim;
     o.skip_bad_lines = dc->skip_bad_lines;
     o.random_rows = dc->rows;
     o.random_cols = dc->cols;
