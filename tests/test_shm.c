@@ -290,8 +290,9 @@ enum { N = 3000, DIM = 4, STEPS = 3 };
 
 /* Three steps of a push, then two PushPulls in flight at once (each pushing more rows than it
  * pulls: the second's regions must not reach into the first's, which the server has not read
- * yet), then a pull of every row; every reply kept: out (STEPS * 2 + 1) blocks of N * DIM. */
-static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out) {
+ * yet), then a pull of every row that may leave them in the segment (*in_place: it did, and its
+ * out block was not written); every reply kept: out (STEPS * 2 + 1) blocks of N * DIM. */
+static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out, bool *in_place) {
     uint64_t *keys = malloc(2 * N * sizeof(uint64_t));
     float *g = malloc(N * DIM * sizeof(float));
     for (size_t i = 0; i < 2 * N; i++) keys[i] = i * 2654435761u % 1000003u;
@@ -315,8 +316,19 @@ static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out) {
         cr_assert_eq(ps_client_wait(c, op[0], &err), PS_OK, "%s", err.msg);
         cr_assert_eq(ps_client_wait(c, op[1], &err), PS_OK, "%s", err.msg);
     }
-    cr_assert_eq(ps_client_pull(c, 0, keys, N, out + STEPS * 2 * N * DIM, &err),
-                 PS_OK, "%s", err.msg);
+    float *last = out + STEPS * 2 * N * DIM, *rows = NULL;
+    for (size_t i = 0; i < N * DIM; i++) last[i] = -7.0f;
+    ps_op op;
+    cr_assert_eq(ps_client_pull_view_async(c, 0, keys, N, last, &rows, &op, &err), PS_OK, "%s",
+                 err.msg);
+    cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+    *in_place = rows != last;
+    if (*in_place) {
+        const uint8_t *seg_lo = (const uint8_t *)rows;
+        cr_assert_eq((uintptr_t)seg_lo % 64, 0, "rows in the segment at a 64-byte boundary");
+        for (size_t i = 0; i < N * DIM; i++) cr_assert_eq(last[i], -7.0f, "out written at %zu", i);
+        memcpy(last, rows, N * DIM * sizeof(float)); /* the bits compared below */
+    }
     const uint64_t through = ps_client_shm_requests(c);
     ps_client_destroy(c);
     free(keys), free(g);
@@ -324,11 +336,13 @@ static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out) {
 }
 
 /* The same requests on fresh servers of the same job, through a segment of shm_bytes and over
- * TCP alone: every reply the same bits. Returns the requests that used the segment. */
-static uint64_t same_bits(uint32_t shards, size_t shm_bytes) {
+ * TCP alone: every reply the same bits. Returns the requests that used the segment; *in_place:
+ * the last pull's rows were read where they arrived (never over TCP). */
+static uint64_t same_bits(uint32_t shards, size_t shm_bytes, bool *in_place) {
     const size_t len = (size_t)(STEPS * 2 + 1) * N * DIM;
     float *out[2] = {calloc(len, sizeof(float)), calloc(len, sizeof(float))};
     uint64_t through[2];
+    bool placed[2];
     for (int k = 0; k < 2; k++) {
         ps_job_config j;
         char json[256];
@@ -338,10 +352,12 @@ static uint64_t same_bits(uint32_t shards, size_t shm_bytes) {
         tu_job(json, &j);
         test_server *s[2] = {tu_server_start(&j, 0), shards > 1 ? tu_server_start(&j, 1) : NULL};
         tu_job_use(&j, s, shards);
-        through[k] = drive(&j, k == 0 ? shm_bytes : 0, out[k]);
+        through[k] = drive(&j, k == 0 ? shm_bytes : 0, out[k], &placed[k]);
         for (uint32_t i = 0; i < shards; i++) tu_server_free(s[i]);
     }
     cr_assert_eq(through[1], 0, "no segment: everything inline");
+    cr_assert(!placed[1], "no segment: the rows are in out");
+    *in_place = placed[0];
     for (size_t i = 0; i < len; i++)
         cr_assert_eq(memcmp(&out[0][i], &out[1][i], 4), 0, "value %zu (reply %zu): %.9g vs %.9g",
                      i, i / (N * DIM), (double)out[0][i], (double)out[1][i]);
@@ -350,18 +366,25 @@ static uint64_t same_bits(uint32_t shards, size_t shm_bytes) {
 }
 
 Test(clients, through_shared_memory_a_client_gets_the_bits_of_tcp, .timeout = 60) {
-    /* every request fits: push, pushpull, pushpull per step, then the pull */
-    cr_assert_eq(same_bits(1, 1 << 20), STEPS * 3 + 1);
+    /* every request fits: push, pushpull, pushpull per step, then the pull, left in place */
+    bool in_place;
+    cr_assert_eq(same_bits(1, 1 << 20, &in_place), STEPS * 3 + 1);
+    cr_assert(in_place, "one shard, one reply with every row: read where they arrived");
 }
 
 Test(clients, two_shards_split_requests_get_the_bits_of_tcp, .timeout = 60) {
-    cr_assert_eq(same_bits(2, 1 << 20), 2 * (STEPS * 3 + 1), "each shard's part of each request");
+    bool in_place;
+    cr_assert_eq(same_bits(2, 1 << 20, &in_place), 2 * (STEPS * 3 + 1),
+                 "each shard's part of each request");
+    cr_assert(!in_place, "rows from two segments are gathered into out");
 }
 
 Test(clients, what_does_not_fit_goes_inline_with_the_same_bits, .timeout = 60) {
     /* 16 KiB: a PushPull's N / 4 rows (12 000 bytes) fit, its gradients (48 000) do not; the
      * first request's N / 2 pushed rows do not either */
-    const uint64_t through = same_bits(1, 16 << 10);
+    bool in_place;
+    const uint64_t through = same_bits(1, 16 << 10, &in_place);
+    cr_assert(!in_place, "the last pull's 48 000 bytes came inline, into out");
     cr_assert(through > 0 && through < STEPS * 3 + 1, "%llu requests through the segment",
               (unsigned long long)through);
 }

@@ -46,6 +46,8 @@ typedef struct {
     ps_status st;
     char msg[400];
     float *out;
+    float **view;     /* ps_client_pull_view_async: where the rows are, out or the segment */
+    size_t view_rows; /* the pull's rows: one reply with all of them can be left in place */
     uint32_t dim;
     uint64_t rows, bytes; /* stats */
     uint32_t stats_table;
@@ -408,6 +410,9 @@ static void take_values(ps_client *c, shard_conn *sc, owed *w, const ps_msg *m) 
     const size_t k = len / rb;
     if (sc->redirected) {
         /* already in place: see maybe_redirect */
+    } else if (o->view != NULL && m->env.values.in_shm && w->base == 0 &&
+               w->n_pull == o->view_rows) {
+        *o->view = (float *)(void *)vals.p; /* every row, in order, in place: no copy */
     } else if (w->pos == NULL) {
         if (len) memcpy(o->out + (w->base + w->got) * o->dim, vals.p, len);
     } else {
@@ -1223,7 +1228,7 @@ static bool shm_take(shard_conn *sc, ps_bulk *b, ps_ShmRef *ref) {
 /* The one request path: pull (n_push == 0, grads NULL, out set), push (out NULL) or both. */
 static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *push_keys,
                        size_t n_push, const float *grads, const uint64_t *pull_keys,
-                       size_t n_pull, float *out, ps_op *op, ps_error *err) {
+                       size_t n_pull, float *out, float **view, ps_op *op, ps_error *err) {
     if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
     if (table >= c->n_tables)
         return ps_error_set(err, PS_INVALID_ARG, "unknown table %u (the job has %zu)", table,
@@ -1233,6 +1238,7 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
     const uint32_t S = c->n_shards, dim = c->tables[table].dim;
     uint32_t idx = 0; /* set by op_new */
     if (op_new(c, out, dim, &idx, err) != PS_OK) return err->code;
+    if (view != NULL) *view = out, c->ops[idx].view = view, c->ops[idx].view_rows = n_pull;
     ps_status st = PS_OK;
     uint32_t **ppos = NULL, **qpos = NULL;
     size_t *pcount = NULL, *qcount = NULL;
@@ -1339,18 +1345,23 @@ done:
 
 ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                float *out, ps_op *op, ps_error *err) {
-    return start(c, 0, table, NULL, 0, NULL, keys, n, out, op, err);
+    return start(c, 0, table, NULL, 0, NULL, keys, n, out, NULL, op, err);
+}
+
+ps_status ps_client_pull_view_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                                    float *out, float **rows, ps_op *op, ps_error *err) {
+    return start(c, 0, table, NULL, 0, NULL, keys, n, out, rows, op, err);
 }
 
 ps_status ps_client_push_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                const float *grads, ps_op *op, ps_error *err) {
-    return start(c, 1, table, keys, n, grads, NULL, 0, NULL, op, err);
+    return start(c, 1, table, keys, n, grads, NULL, 0, NULL, NULL, op, err);
 }
 
 ps_status ps_client_pushpull_async(ps_client *c, uint32_t table, const uint64_t *push_keys,
                                    size_t n_push, const float *grads, const uint64_t *pull_keys,
                                    size_t n_pull, float *out, ps_op *op, ps_error *err) {
-    return start(c, 2, table, push_keys, n_push, grads, pull_keys, n_pull, out, op, err);
+    return start(c, 2, table, push_keys, n_push, grads, pull_keys, n_pull, out, NULL, op, err);
 }
 
 static bool op_done(ps_client *c, void *arg) {

@@ -66,6 +66,13 @@ const ps_table_spec *ps_client_table(const ps_client *c, const char *name);
  * keys are copied before return. */
 ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                float *out, ps_op *op, ps_error *err);
+/* A pull that may leave its rows where they arrived: once ps_client_wait returns, *rows is
+ * either out (filled as by ps_client_pull_async) or, when every row came through a shard's
+ * shared-memory segment in one reply, a pointer to them there, with nothing written to out.
+ * Such a pointer stays valid until this client's next request, or until it reconnects: read
+ * the rows before sending anything else (a request then reuses the segment). */
+ps_status ps_client_pull_view_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
+                                    float *out, float **rows, ps_op *op, ps_error *err);
 /* Starts a push: keys (n), grads (n, dim) are copied before return. */
 ps_status ps_client_push_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                const float *grads, ps_op *op, ps_error *err);

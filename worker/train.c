@@ -58,9 +58,11 @@ typedef struct {
     uint64_t rows_hash; /* sum of mix64(row index) of its samples: added once it is trained */
 } step_batch;
 
-/* Parameters for one step: pulled rows of the first kernel, all of the dense layers. */
+/* Parameters for one step: pulled rows of the first kernel, all of the dense layers. p owns
+ * its arrays; use is what the step reads: p's, or rows left in the shared-memory segment
+ * (ps_client_pull_view_async), valid until the next exchange. */
 typedef struct {
-    ps_mlp_params p;
+    ps_mlp_params p, use;
     size_t cap_rows;
 } step_params;
 
@@ -89,6 +91,8 @@ typedef struct {
     ps_prefetch *prep;     /* during an epoch with fit.threads >= 2: fills batch[] */
     step_params params[2]; /* rows for batch t in params[t % 2] */
     bool overlap;          /* fit.overlap where the consistency mode allows it */
+    bool views;            /* pulled rows are read where they arrive: no request is sent
+                              between a pull and the step that reads its rows (!overlap) */
     ps_mlp_params grads;
     size_t grad_cap_rows;
     id_map map;
@@ -252,6 +256,7 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
     const bool async = tr->job->consistency == PS_ASYNC;
     ps_op op;
     if (next != NULL && reserve_rows(tr, into, next->n_keys, err) != PS_OK) return err->code;
+    if (next != NULL) into->use = into->p; /* until a pull leaves its rows in place */
     if (async && pushed != NULL) ps_client_set_step(c, pushed->seq);
     if (!async && pushed != NULL) { /* gradients, then the end of the step, then the pulls */
         for (size_t l = 0; l < tr->L; l++) {
@@ -273,6 +278,8 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
         const uint64_t *qk = next ? kernel_keys(tr, next, l) : NULL;
         size_t nq = next == NULL ? 0 : l == 0 ? next->n_keys : tr->in_units[l];
         float *out_w = next ? into->p.w[l] : NULL, *out_b = next ? into->p.b[l] : NULL;
+        float **view_w = next && tr->views ? &into->use.w[l] : NULL;
+        float **view_b = next && tr->views ? &into->use.b[l] : NULL;
         ps_status st;
         if (np && nq)
             st = ps_client_pushpull_async(c, tr->kernel_t[l], pk, np, tr->grads.w[l], qk, nq,
@@ -280,7 +287,7 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
         else if (np)
             st = ps_client_push_async(c, tr->kernel_t[l], pk, np, tr->grads.w[l], &op, err);
         else if (nq)
-            st = ps_client_pull_async(c, tr->kernel_t[l], qk, nq, out_w, &op, err);
+            st = ps_client_pull_view_async(c, tr->kernel_t[l], qk, nq, out_w, view_w, &op, err);
         else
             st = PS_OK;
         if (st != PS_OK) return st;
@@ -290,7 +297,8 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
         else if (pushed)
             st = ps_client_push_async(c, tr->bias_t[l], &tr->zero_key, 1, tr->grads.b[l], &op, err);
         else if (next)
-            st = ps_client_pull_async(c, tr->bias_t[l], &tr->zero_key, 1, out_b, &op, err);
+            st = ps_client_pull_view_async(c, tr->bias_t[l], &tr->zero_key, 1, out_b, view_b, &op,
+                                           err);
         if (st != PS_OK) return st;
     }
     return ps_client_flush(c, err);
@@ -332,6 +340,7 @@ static ps_status setup(trainer *tr, ps_error *err) {
     ps_mlp_spec spec = {.n_layers = m->num_layers};
     tr->overlap = job->fit.overlap && (job->consistency == PS_ASYNC ||
                                        (job->consistency == PS_SSP && job->staleness >= 1));
+    tr->views = !tr->overlap;
     tr->L = m->num_layers;
     tr->dense_input = !m->sparse;
     uint32_t max_units = tr->dense_input ? m->input_dim : 1;
@@ -552,7 +561,7 @@ static ps_status evaluate(trainer *tr, uint32_t epoch, ps_progress *p, ps_error 
         ps_mlp_batch mb = model_batch(sb);
         double loss;
         size_t correct;
-        if (ps_mlp_forward(tr->mlp, &sp->p, &mb, &loss, &correct, err) != PS_OK) return err->code;
+        if (ps_mlp_forward(tr->mlp, &sp->use, &mb, &loss, &correct, err) != PS_OK) return err->code;
         p->val_samples += sb->B, p->val_loss_sum += loss, p->val_correct += correct;
         if (score_batch(tr, sb, p, err) != PS_OK) return err->code;
     }
@@ -667,7 +676,7 @@ static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, 
     if (gw0 == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
     tr->grads.w[0] = gw0;
     tr->grads.n_rows = sb->n_keys;
-    if (ps_mlp_forward_backward(tr->mlp, &s->sp->p, &mb, &tr->grads, &loss, &correct, err) !=
+    if (ps_mlp_forward_backward(tr->mlp, &s->sp->use, &mb, &tr->grads, &loss, &correct, err) !=
         PS_OK)
         return err->code;
     p->samples += sb->B, p->loss_sum += loss, p->correct += correct, p->step++;
