@@ -69,8 +69,10 @@ ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *key
 /* A pull that may leave its rows where they arrived: once ps_client_wait returns, *rows is
  * either out (filled as by ps_client_pull_async) or, when every row came through a shard's
  * shared-memory segment in one reply, a pointer to them there, with nothing written to out.
- * Such a pointer stays valid until this client's next request, or until it reconnects: read
- * the rows before sending anything else (a request then reuses the segment). */
+ * rows itself must live until the wait (the client keeps its address). Such a pointer stays
+ * valid until this client's next pull or push, its reconnect or its destroy: read the rows
+ * before sending anything else (a request then reuses the segment), and only read them (the
+ * server writes there). */
 ps_status ps_client_pull_view_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                     float *out, float **rows, ps_op *op, ps_error *err);
 /* Starts a push: keys (n), grads (n, dim) are copied before return. */

@@ -1,5 +1,6 @@
 /* data.c - what every format shares: the line source over stdio or zlib, row numbering and
- * sharding, validation_split's row range, a tf.data-style shuffle buffer and CSR batch assembly,
+ * sharding, validation_split's row range, a tf.data-style shuffle buffer and batch assembly (CSR,
+ * or a dense matrix for binary formats),
  * and for text formats the parse-once cache (data_cache.c): the rows next_row() hands out come
  * from the text or from the cache, and everything after it (shuffle, batches) is the same code.
  * Each format parses its rows in its own file, behind data_format.h. */
@@ -83,7 +84,8 @@ struct ps_data {
     float *labels;
     uint64_t *row_index;
     ps_fvec fv;
-    uint32_t dense_dim; /* > 0: record rows go into x, a (b_cap, dense_dim) matrix, not fv */
+    uint32_t n_features; /* binary formats: every row's width (ops->num_features) */
+    uint32_t dense_dim;  /* > 0: their rows go into x, a (b_cap, dense_dim) matrix, not fv */
     float *x;
 
     /* skip_bad_lines */
@@ -623,7 +625,8 @@ ps_status ps_data_open(const ps_data_options *o, uint32_t rank, uint32_t world, 
     }
     if ((st = ops->open(&a, &d->fs, err)) != PS_OK) goto fail;
     if (ops->header_lines != NULL) d->header_lines = ops->header_lines(d->fs);
-    if (!ops->text && o->dense_dim > 0 && ops->num_features(d->fs) == o->dense_dim)
+    if (!ops->text) d->n_features = ops->num_features(d->fs);
+    if (!ops->text && o->dense_dim > 0 && d->n_features == o->dense_dim)
         d->dense_dim = o->dense_dim;
     d->log = o->log;
     if (ops->text && o->cache_bytes > 0 && (st = cache_open(d, o, max_line, err)) != PS_OK)
@@ -696,7 +699,6 @@ static ps_status batch_reserve(ps_data *d, size_t max_b, ps_error *err) {
     return PS_OK;
 }
 
-/* Reads the next row of the shard into slot i (reusing its arrays); *got as next_row. */
 /* A binary format reads any row by its index (ops->row), so its slots hold only the index and
  * the row is read once, straight into the batch: no copy of every row through the buffer (12
  * bytes per pixel of an image, twice) and no buffer of whole rows. The rows and their order are
@@ -714,6 +716,8 @@ static bool next_index(ps_data *d, uint64_t *index) {
     return true;
 }
 
+/* Reads the next row of the shard into slot i (reusing its arrays; a binary format: its index
+ * only); *got = false at the end of the epoch. */
 static ps_status slot_load(ps_data *d, size_t i, bool *got, ps_error *err) {
     row_buf *r = &d->slots[i];
     r->fv.n = 0;
@@ -730,7 +734,7 @@ static ps_status take_record(ps_data *d, uint64_t index, size_t b, ps_error *err
         d->ops->row(d->fs, index, d->x + b * d->dense_dim, &d->labels[b]);
         return PS_OK;
     }
-    const uint32_t n = d->ops->num_features(d->fs);
+    const uint32_t n = d->n_features;
     if (!ps_fvec_reserve(&d->fv, d->fv.n + n))
         return ps_error_set(err, PS_NOMEM, "%s row %" PRIu64 ": batch of %zu features", d->path,
                             index, d->fv.n + n);
@@ -846,7 +850,7 @@ ps_status ps_data_next(ps_data *d, size_t max_b, ps_data_batch *out, ps_error *e
     out->B = B;
     out->offsets = d->offsets, out->ids = d->fv.ids, out->vals = d->fv.vals;
     out->labels = d->labels, out->row_index = d->row_index;
-    out->x = d->dense_dim ? d->x : NULL;
+    out->x = d->dense_dim ? d->x : NULL, out->x_cols = d->dense_dim;
     return PS_OK;
 }
 

@@ -1,7 +1,8 @@
 /* data.h - the worker's training-data readers: csv, libsvm (svmlight), Criteo TSV, IDX
  * (MNIST-style image files) and generated random rows; text formats streamed line by line (plain
  * or .gz), sharded by row, optionally shuffled through a bounded buffer, delivered as CSR
- * mini-batches with uint64 feature ids. Each format lives in its own data_<format>.c behind
+ * mini-batches with uint64 feature ids (or, for a dense model, idx and random rows as one
+ * matrix per batch: dense_dim). Each format lives in its own data_<format>.c behind
  * data_format.h.
  *
  * Sharding: rows are numbered 0, 1, 2, ... in file order (empty lines, a csv header and libsvm
@@ -152,7 +153,7 @@ typedef struct {
 
 typedef struct ps_data ps_data;
 
-/* A mini-batch in CSR form. All arrays are owned by the reader and valid until the next
+/* A mini-batch in CSR form (or with x, a matrix and no pairs). All arrays are owned by the reader and valid until the next
  * ps_data_next/ps_data_rewind/ps_data_destroy on it. */
 typedef struct {
     size_t B;                   /* rows in this batch; 0 at the end of the epoch */
@@ -161,9 +162,10 @@ typedef struct {
     const float *vals;          /* (offsets[B]) feature values */
     const float *labels;        /* (B) */
     const uint64_t *row_index;  /* (B) global 0-based row index of each row (see sharding) */
-    const float *x;             /* (B, dense_dim) the rows as a matrix, zeros included, when the
+    const float *x;             /* (B, x_cols) the rows as a matrix, zeros included, when the
                                    reader fills one (ps_data_options.dense_dim), and then no
                                    pairs (offsets all 0); else NULL */
+    size_t x_cols;              /* dense_dim with x, else 0 */
 } ps_data_batch;
 
 /* Defaults: csv, label_column 0, one_based true, everything else 0/NULL/false. */

@@ -7,7 +7,7 @@
  *   lines, "path:LINE:" in messages and skip_bad_lines; the format parses one line.
  * - record: the format knows its row count at open and hands out row i on demand (random:
  *   generated; idx: read at open).
- * data.c keeps the rows of the shard, the shuffle and the CSR batches for both. */
+ * data.c keeps the rows of the shard, the shuffle and the batches for both. */
 #ifndef PS_DATA_FORMAT_H
 #define PS_DATA_FORMAT_H
 
@@ -81,7 +81,8 @@ typedef struct {
     uint64_t (*num_rows)(const void *state);
     void (*row)(void *state, uint64_t i, float *x, float *label);
 
-    /* ps_data_num_features_hint. NULL: 0 (unknown) */
+    /* ps_data_num_features_hint; record formats must have it (their rows' width). Text formats:
+     * NULL is 0 (unknown) */
     uint32_t (*num_features)(const void *state);
 } ps_format_ops;
 

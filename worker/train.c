@@ -177,9 +177,10 @@ static ps_status take_batch(trainer *tr, const ps_data_batch *db, step_batch *sb
     return PS_OK;
 }
 
-/* Copies a data batch with a dense input into sb: x (B, d) filled by feature id. The readers
- * already refuse an id >= d with its file:line (csv and random by the width checked in setup,
- * libsvm by num_ids), so ps_mlp_dense_input's PS_DATA is a last guard. */
+/* Copies a data batch with a dense input into sb: x (B, d), the reader's matrix (idx and
+ * random rows of width d) or filled by feature id from the pairs. The readers already refuse an
+ * id >= d with its file:line (csv by the width checked in setup, libsvm by num_ids), so
+ * ps_mlp_dense_input's PS_DATA is a last guard. */
 static ps_status take_dense_batch(trainer *tr, const ps_data_batch *db, step_batch *sb,
                                   ps_error *err) {
     const size_t d = tr->model->input_dim;
@@ -190,8 +191,11 @@ static ps_status take_dense_batch(trainer *tr, const ps_data_batch *db, step_bat
     if (!lab || !x)
         return ps_error_set(err, PS_NOMEM, "batch of %zu samples of %zu inputs: out of memory",
                             db->B, d);
-    if (db->x != NULL) /* the reader's matrix (ps_data_options.dense_dim) */
+    if (db->x != NULL && db->x_cols == d) /* the reader's matrix (ps_data_options.dense_dim) */
         memcpy(sb->x, db->x, db->B * d * sizeof(float));
+    else if (db->x != NULL)
+        return ps_error_set(err, PS_INVALID_ARG, "a batch of %zu columns for %zu inputs",
+                            db->x_cols, d);
     else if (ps_mlp_dense_input(sb->x, db->B, d, db->offsets, db->ids, db->vals, err) != PS_OK)
         return err->code;
     memcpy(sb->labels, db->labels, db->B * sizeof(float));
