@@ -80,6 +80,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     const uint32_t px = ps_data_num_features_hint(d);
     FZ_CHECK(px >= 1 && px <= (flags & 128 ? 16u : 1u << 24), "%u pixels", px);
+    if (size & 1) { /* a dense model's reader: every batch a (B, px) matrix */
+        ps_data_destroy(d);
+        o.dense_dim = px;
+        FZ_CHECK(ps_data_open(&o, rank, world, &d, &err) == PS_OK, "dense reopen: %s", err.msg);
+    }
     size_t rows_seen[2] = {0, 0};
     for (uint32_t epoch = 0; epoch < 2; epoch++) {
         FZ_CHECK(epoch == 0 || ps_data_rewind(d, epoch, &err) == PS_OK, "rewind: %s", err.msg);
@@ -88,14 +93,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FZ_CHECK(ps_data_next(d, 3, &bt, &err) == PS_OK, "an idx batch failed: %s",
                      err.msg);
             if (bt.B == 0) break;
+            FZ_CHECK((bt.x != NULL) == (o.dense_dim != 0) && bt.x_cols == o.dense_dim,
+                     "a batch of %zu columns, dense_dim %u", bt.x_cols, o.dense_dim);
             for (size_t i = 0; i < bt.B; i++) {
-                FZ_CHECK(bt.offsets[i + 1] - bt.offsets[i] == px, "a row of %zu of %u pixels",
-                         bt.offsets[i + 1] - bt.offsets[i], px);
                 FZ_CHECK(bt.row_index[i] % world == rank, "row %llu in shard %u of %u",
                          (unsigned long long)bt.row_index[i], rank, world);
                 FZ_CHECK(bt.labels[i] >= 0 && bt.labels[i] <= 255 &&
                              bt.labels[i] == floorf(bt.labels[i]),
                          "label %g", (double)bt.labels[i]);
+                if (bt.x != NULL) {
+                    for (size_t p = 0; p < px; p++)
+                        FZ_CHECK(bt.x[i * px + p] >= 0 && bt.x[i * px + p] <= 1,
+                                 "pixel value %g", (double)bt.x[i * px + p]);
+                    continue;
+                }
+                FZ_CHECK(bt.offsets[i + 1] - bt.offsets[i] == px, "a row of %zu of %u pixels",
+                         bt.offsets[i + 1] - bt.offsets[i], px);
                 for (size_t j = bt.offsets[i]; j < bt.offsets[i + 1]; j++) {
                     FZ_CHECK(bt.ids[j] == j - bt.offsets[i], "pixel %llu at %zu",
                              (unsigned long long)bt.ids[j], j - bt.offsets[i]);
