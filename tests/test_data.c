@@ -1280,6 +1280,18 @@ static void assert_mnist_row(const rows *r, size_t at, int image) {
     assert_row(r, at, (float)(9 - image), 6, U64S(0, 1, 2, 3, 4, 5), v);
 }
 
+/* The five images of write_mnist, read whole (world 1) through o as pairs. */
+static void assert_mnist_pairs(const ps_data_options *o) {
+    ps_data *d = open_ok(o, 0, 1);
+    cr_assert_eq(ps_data_num_features_hint(d), 6);
+    rows r;
+    collect(d, 2, &r);
+    cr_assert_eq(r.n, 5);
+    for (int i = 0; i < 5; i++) assert_mnist_row(&r, (size_t)i, i);
+    rows_free(&r);
+    ps_data_destroy(d);
+}
+
 Test(data, idx_plain_and_gzip_by_magic) {
     for (int form = 0; form < 4; form++) { /* images and labels each plain or gzip */
         char images[256], labels[256];
@@ -1288,15 +1300,9 @@ Test(data, idx_plain_and_gzip_by_magic) {
         ps_data_options_init(&o);
         o.format = PS_DATA_IDX, o.labels = labels;
         o.path = images;
-        ps_data *d = open_ok(&o, 0, 1);
-        cr_assert_eq(ps_data_num_features_hint(d), 6);
+        assert_mnist_pairs(&o);
+        ps_data *d = open_ok(&o, 1, 2); /* the shard of rank 1 of 2: images 1 and 3 */
         rows r;
-        collect(d, 2, &r);
-        cr_assert_eq(r.n, 5);
-        for (int i = 0; i < 5; i++) assert_mnist_row(&r, (size_t)i, i);
-        rows_free(&r);
-        ps_data_destroy(d);
-        d = open_ok(&o, 1, 2); /* the shard of rank 1 of 2: images 1 and 3 */
         collect(d, 4, &r);
         cr_assert_eq(r.n, 2);
         assert_mnist_row(&r, 0, 1);
@@ -1441,19 +1447,13 @@ Test(data, dense_batches_equal_the_pairs) {
     /* a width the rows do not have, and a text format: pairs */
     ps_data_options w = o[0];
     w.dense_dim = 5;
-    ps_data *d = open_ok(&w, 0, 1);
-    rows r;
-    collect(d, 2, &r);
-    cr_assert_eq(r.n, 5);
-    for (int i = 0; i < 5; i++) assert_mnist_row(&r, (size_t)i, i);
-    rows_free(&r);
-    ps_data_destroy(d);
+    assert_mnist_pairs(&w);
     char csv[256];
     write_file("dense.csv", "1,0.5,2\n0,3,4\n", 14, csv);
     ps_data_options t;
     ps_data_options_init(&t);
     t.path = csv, t.dense_dim = 2;
-    d = open_ok(&t, 0, 1);
+    ps_data *d = open_ok(&t, 0, 1);
     ps_data_batch b;
     cr_assert_eq(ps_data_next(d, 8, &b, NULL), PS_OK);
     cr_assert_eq(b.B, 2);
