@@ -90,9 +90,9 @@ typedef struct {
     step_batch batch[3];   /* ring: batch t in batch[t % 3] */
     ps_prefetch *prep;     /* during an epoch with fit.threads >= 2: fills batch[] */
     step_params params[2]; /* rows for batch t in params[t % 2] */
-    bool overlap;          /* fit.overlap where the consistency mode allows it */
-    bool views;            /* pulled rows are read where they arrive: no request is sent
-                              between a pull and the step that reads its rows (!overlap) */
+    bool overlap;          /* fit.overlap where the consistency mode allows it; without it no
+                              request goes out between a pull and the step that reads its rows,
+                              so those are read where they arrive (ps_client_pull_view_async) */
     ps_mlp_params grads;
     size_t grad_cap_rows;
     id_map map;
@@ -282,8 +282,8 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
         const uint64_t *qk = next ? kernel_keys(tr, next, l) : NULL;
         size_t nq = next == NULL ? 0 : l == 0 ? next->n_keys : tr->in_units[l];
         float *out_w = next ? into->p.w[l] : NULL, *out_b = next ? into->p.b[l] : NULL;
-        float **view_w = next && tr->views ? &into->use.w[l] : NULL;
-        float **view_b = next && tr->views ? &into->use.b[l] : NULL;
+        float **view_w = next && !tr->overlap ? &into->use.w[l] : NULL;
+        float **view_b = next && !tr->overlap ? &into->use.b[l] : NULL;
         ps_status st;
         if (np && nq)
             st = ps_client_pushpull_async(c, tr->kernel_t[l], pk, np, tr->grads.w[l], qk, nq,
@@ -344,7 +344,6 @@ static ps_status setup(trainer *tr, ps_error *err) {
     ps_mlp_spec spec = {.n_layers = m->num_layers};
     tr->overlap = job->fit.overlap && (job->consistency == PS_ASYNC ||
                                        (job->consistency == PS_SSP && job->staleness >= 1));
-    tr->views = !tr->overlap;
     tr->L = m->num_layers;
     tr->dense_input = !m->sparse;
     uint32_t max_units = tr->dense_input ? m->input_dim : 1;
