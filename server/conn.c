@@ -428,8 +428,7 @@ void ps_conn_accept(ps_server *srv) {
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         char ip[48] = "?";
         uv_ip_name((struct sockaddr *)&ss, ip, sizeof(ip));
-        const int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                        : ((struct sockaddr_in *)&ss)->sin_port);
+        const int port = ps_sockaddr_port(&ss);
         snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
         snprintf(c->ip, sizeof(c->ip), "%s", ip);
         struct sockaddr_storage self;

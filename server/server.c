@@ -525,8 +525,7 @@ static ps_status bind_listener(ps_server *srv, ps_error *err) {
     }
     int len = sizeof(ss);
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
-    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    srv->port = ps_sockaddr_port(&ss);
     char ip[64]; /* the address itself: a --bind name shows what it resolved to */
     uv_ip_name((struct sockaddr *)&ss, ip, sizeof(ip));
     format_addr(srv->addr, sizeof(srv->addr), ip, srv->port);

@@ -201,4 +201,10 @@ void ps_handle_disconnect(ps_conn *c);
 bool ps_reply_continue(ps_conn *c);
 void ps_reply_free(struct ps_reply_gen *g); /* NULL-safe */
 
+/* The port of an AF_INET or AF_INET6 address, in host order (uv_ip_name gives its address). */
+static inline int ps_sockaddr_port(const struct sockaddr_storage *ss) {
+    return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                           : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
 #endif
