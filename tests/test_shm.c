@@ -288,16 +288,31 @@ Test(lane, the_server_unlinks_a_name_the_peer_never_maps) {
 
 enum { N = 3000, DIM = 4, STEPS = 3 };
 
+/* The gradients of a push of n rows from src: staged in the segment when the client has room
+ * (counted in *staged), else src itself. */
+static const float *grads_for(ps_client *c, const float *src, size_t n, uint64_t *staged) {
+    float *g = ps_client_stage(c, 0, n);
+    if (g == NULL) return src;
+    memcpy(g, src, n * DIM * sizeof(float));
+    ++*staged;
+    return g;
+}
+
 /* Three steps of a push, then two PushPulls in flight at once (each pushing more rows than it
  * pulls: the second's regions must not reach into the first's, which the server has not read
  * yet), then a pull of every row that may leave them in the segment (*in_place: it did, and its
- * out block was not written); every reply kept: out (STEPS * 2 + 1) blocks of N * DIM. */
-static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out, bool *in_place) {
+ * out block was not written); every reply kept: out (STEPS * 2 + 1) blocks of N * DIM. With
+ * stage_bytes, gradients are staged where there is room (*staged: how many). */
+static uint64_t drive(ps_job_config *j, size_t shm_bytes, size_t stage_bytes, float *out,
+                      bool *in_place, uint64_t *staged) {
     uint64_t *keys = malloc(2 * N * sizeof(uint64_t));
     float *g = malloc(N * DIM * sizeof(float));
     for (size_t i = 0; i < 2 * N; i++) keys[i] = i * 2654435761u % 1000003u;
     for (size_t i = 0; i < N * DIM; i++) g[i] = (float)((int)(i % 13) - 6) / 8.0f;
-    ps_client_options o = {.job = j, .log = {.level = PS_LOG_ERROR}, .shm_bytes = shm_bytes};
+    ps_client_options o = {.job = j, .log = {.level = PS_LOG_ERROR}, .shm_bytes = shm_bytes,
+                           .shm_stage_bytes = stage_bytes};
+    *staged = 0;
+    const float *first = NULL; /* step 0's first staged buffer */
     ps_client *c;
     ps_error err = {0};
     cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
@@ -306,12 +321,19 @@ static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out, bool *in_p
     for (int step = 0; step < STEPS; step++) {
         float *o0 = out + (size_t)step * 2 * N * DIM, *o1 = o0 + N * DIM;
         ps_op op[2];
-        cr_assert_eq(ps_client_push(c, 0, keys + N, N, g, &err), PS_OK, "%s", err.msg);
-        cr_assert_eq(ps_client_pushpull_async(c, 0, keys + step * 100, N, g,
+        const float *g0 = grads_for(c, g, N, staged);
+        if (step == 0) first = g0;
+        else if (first != g) cr_assert_eq(g0, first, "every push answered: the area is free");
+        cr_assert_eq(ps_client_push(c, 0, keys + N, N, g0, &err), PS_OK, "%s", err.msg);
+        const float *g1 = grads_for(c, g, N, staged);
+        const float *g2 = grads_for(c, g + N * DIM / 2, N / 2, staged);
+        if (g1 != g && g2 != g + N * DIM / 2)
+            cr_assert(g2 >= g1 + N * DIM, "two buffers in flight at once do not overlap");
+        cr_assert_eq(ps_client_pushpull_async(c, 0, keys + step * 100, N, g1,
                                               keys + step * 100 + 50, N / 4, o0, &op[0], &err),
                      PS_OK, "%s", err.msg);
-        cr_assert_eq(ps_client_pushpull_async(c, 0, keys + N, N / 2, g + N * DIM / 2,
-                                              keys + step * 10, N / 4, o1, &op[1], &err),
+        cr_assert_eq(ps_client_pushpull_async(c, 0, keys + N, N / 2, g2, keys + step * 10,
+                                              N / 4, o1, &op[1], &err),
                      PS_OK, "%s", err.msg);
         cr_assert_eq(ps_client_wait(c, op[0], &err), PS_OK, "%s", err.msg);
         cr_assert_eq(ps_client_wait(c, op[1], &err), PS_OK, "%s", err.msg);
@@ -330,19 +352,23 @@ static uint64_t drive(ps_job_config *j, size_t shm_bytes, float *out, bool *in_p
         memcpy(last, rows, N * DIM * sizeof(float)); /* the bits compared below */
     }
     const uint64_t through = ps_client_shm_requests(c);
+    cr_assert_eq(ps_client_staged_pushes(c), *staged, "each staged buffer went uncopied");
     ps_client_destroy(c);
     free(keys), free(g);
     return through;
 }
 
-/* The same requests on fresh servers of the same job, through a segment of shm_bytes and over
- * TCP alone: every reply the same bits. Returns the requests that used the segment; *in_place:
- * the last pull's rows were read where they arrived (never over TCP). */
-static uint64_t same_bits(uint32_t shards, size_t shm_bytes, bool *in_place) {
+/* The same requests on fresh servers of the same job, through a segment of shm_bytes (the last
+ * stage_bytes of it for staged gradients) and over TCP alone: every reply the same bits. Returns
+ * the requests that used the segment; *in_place: the last pull's rows were read where they
+ * arrived (never over TCP); *staged: pushes sent from staged gradients. */
+static uint64_t same_bits(uint32_t shards, size_t shm_bytes, size_t stage_bytes, bool *in_place,
+                          uint64_t *staged) {
     const size_t len = (size_t)(STEPS * 2 + 1) * N * DIM;
     float *out[2] = {calloc(len, sizeof(float)), calloc(len, sizeof(float))};
     uint64_t through[2];
     bool placed[2];
+    uint64_t st[2];
     for (int k = 0; k < 2; k++) {
         ps_job_config j;
         char json[256];
@@ -352,12 +378,14 @@ static uint64_t same_bits(uint32_t shards, size_t shm_bytes, bool *in_place) {
         tu_job(json, &j);
         test_server *s[2] = {tu_server_start(&j, 0), shards > 1 ? tu_server_start(&j, 1) : NULL};
         tu_job_use(&j, s, shards);
-        through[k] = drive(&j, k == 0 ? shm_bytes : 0, out[k], &placed[k]);
+        through[k] = drive(&j, k == 0 ? shm_bytes : 0, k == 0 ? stage_bytes : 0, out[k],
+                           &placed[k], &st[k]);
         for (uint32_t i = 0; i < shards; i++) tu_server_free(s[i]);
     }
     cr_assert_eq(through[1], 0, "no segment: everything inline");
     cr_assert(!placed[1], "no segment: the rows are in out");
-    *in_place = placed[0];
+    cr_assert_eq(st[1], 0, "no segment: nothing staged");
+    *in_place = placed[0], *staged = st[0];
     for (size_t i = 0; i < len; i++)
         cr_assert_eq(memcmp(&out[0][i], &out[1][i], 4), 0, "value %zu (reply %zu): %.9g vs %.9g",
                      i, i / (N * DIM), (double)out[0][i], (double)out[1][i]);
@@ -368,23 +396,45 @@ static uint64_t same_bits(uint32_t shards, size_t shm_bytes, bool *in_place) {
 Test(clients, through_shared_memory_a_client_gets_the_bits_of_tcp, .timeout = 60) {
     /* every request fits: push, pushpull, pushpull per step, then the pull, left in place */
     bool in_place;
-    cr_assert_eq(same_bits(1, 1 << 20, &in_place), STEPS * 3 + 1);
+    uint64_t staged;
+    cr_assert_eq(same_bits(1, 1 << 20, 0, &in_place, &staged), STEPS * 3 + 1);
     cr_assert(in_place, "one shard, one reply with every row: read where they arrived");
+    cr_assert_eq(staged, 0, "no staging area asked for");
 }
 
 Test(clients, two_shards_split_requests_get_the_bits_of_tcp, .timeout = 60) {
     bool in_place;
-    cr_assert_eq(same_bits(2, 1 << 20, &in_place), 2 * (STEPS * 3 + 1),
+    uint64_t staged;
+    cr_assert_eq(same_bits(2, 1 << 20, 256 << 10, &in_place, &staged), 2 * (STEPS * 3 + 1),
                  "each shard's part of each request");
     cr_assert(!in_place, "rows from two segments are gathered into out");
+    cr_assert_eq(staged, 0, "gradients split over two shards are never staged");
 }
 
 Test(clients, what_does_not_fit_goes_inline_with_the_same_bits, .timeout = 60) {
     /* 16 KiB: a PushPull's N / 4 rows (12 000 bytes) fit, its gradients (48 000) do not; the
      * first request's N / 2 pushed rows do not either */
     bool in_place;
-    const uint64_t through = same_bits(1, 16 << 10, &in_place);
+    uint64_t staged;
+    const uint64_t through = same_bits(1, 16 << 10, 0, &in_place, &staged);
     cr_assert(!in_place, "the last pull's 48 000 bytes came inline, into out");
     cr_assert(through > 0 && through < STEPS * 3 + 1, "%llu requests through the segment",
               (unsigned long long)through);
+}
+
+Test(clients, staged_gradients_go_uncopied_with_the_same_bits, .timeout = 60) {
+    /* 128 KiB of a 1 MiB segment staged: a step's pushes (48 000, 48 000 and 24 000 bytes) fit */
+    bool in_place;
+    uint64_t staged;
+    cr_assert_eq(same_bits(1, 1 << 20, 128 << 10, &in_place, &staged), STEPS * 3 + 1);
+    cr_assert_eq(staged, STEPS * 3, "every push of every step from a staged buffer");
+    cr_assert(in_place);
+}
+
+Test(clients, a_staging_area_too_small_leaves_the_gradients_ours, .timeout = 60) {
+    /* 64 KiB staged: the first two pushes fit, the third (24 000 bytes more) does not */
+    bool in_place;
+    uint64_t staged;
+    cr_assert_eq(same_bits(1, 1 << 20, 64 << 10, &in_place, &staged), STEPS * 3 + 1);
+    cr_assert_eq(staged, STEPS * 2, "two of each step's three pushes staged");
 }

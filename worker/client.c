@@ -81,7 +81,12 @@ typedef struct {
     uint64_t start_clock; /* sync/ssp: the clock its HelloReply said to go on from */
     uint32_t part;        /* async: pushes of the current step sent to this shard */
     ps_shm shm;           /* the segment shared with this server (same host); p NULL: none */
-    size_t shm_used;      /* bytes of it handed to requests still owed (reset when none is) */
+    size_t shm_used;      /* bytes of its request area handed to requests still owed (reset
+                             when none is) */
+    size_t stage_at;      /* the staging area (ps_client_stage) is [stage_at, shm.len); the
+                             request area before it */
+    size_t stage_used;    /* bytes of the staging area handed out since it was last free */
+    size_t stage_out;     /* staged buffers not pushed yet */
 } shard_conn;
 
 typedef struct {
@@ -112,6 +117,7 @@ struct ps_client {
     uint64_t step;      /* async: the step pushes are numbered with (0: not numbered) */
     uint64_t session;   /* this client's random id, in every Hello: reconnects are recognised */
     uint64_t shm_requests; /* requests whose bulk went through a segment */
+    uint64_t staged_pushes; /* pushes whose gradients were staged (sent without a copy) */
     int closing;        /* shard handles whose close has not completed (drop_connections) */
     bool broken; /* a deadline passed or a server went away: the client cannot be trusted */
     char broken_msg[400];
@@ -361,7 +367,7 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
     }
     sc->start_clock = r->clock;
     ps_shm_close(&sc->shm); /* a reconnect's old segment */
-    sc->shm_used = 0;
+    sc->shm_used = sc->stage_used = sc->stage_out = 0;
     if (r->shm_name[0] != '\0') {
         ps_error e = {0};
         ps_status st = ps_shm_attach(r->shm_name, c->opt.shm_bytes, &sc->shm, &e);
@@ -369,6 +375,10 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
             ps_log(&c->opt.log, st == PS_NOT_FOUND ? PS_LOG_DEBUG : PS_LOG_WARN,
                    "server %u (%s): %s; staying on TCP", sc->index, sc->addr, e.msg);
     }
+    /* the staging area: the segment's last shm_stage_bytes, 64-byte aligned */
+    const size_t stage = c->opt.shm_stage_bytes < sc->shm.len ? c->opt.shm_stage_bytes
+                                                              : sc->shm.len;
+    sc->stage_at = (sc->shm.len - stage) & ~(size_t)63;
     c->hello_ok = true;
 }
 
@@ -1054,6 +1064,7 @@ static ps_status drop_connections(ps_client *c, ps_error *err) {
         ps_framer_destroy(sc->framer);
         sc->framer = NULL;
         ps_shm_close(&sc->shm);
+        sc->shm_used = sc->stage_at = sc->stage_used = sc->stage_out = 0;
         sc->redirected = sc->challenged = false;
         sc->q_head = sc->q_len = 0, sc->part = 0, sc->start_clock = 0;
         if (ps_framer_create(c->job->max_frame_bytes, &sc->framer, err) != PS_OK)
@@ -1149,6 +1160,31 @@ size_t ps_client_shared_memory(const ps_client *c, uint32_t shard) {
 
 uint64_t ps_client_shm_requests(const ps_client *c) { return c->shm_requests; }
 
+uint64_t ps_client_staged_pushes(const ps_client *c) { return c->staged_pushes; }
+
+float *ps_client_stage(ps_client *c, uint32_t table, size_t n) {
+    if (c->broken || c->n_shards != 1 || table >= c->n_tables || n == 0) return NULL;
+    shard_conn *sc = &c->shards[0];
+    if (sc->shm.p == NULL) return NULL;
+    if (sc->q_len == 0 && sc->stage_out == 0) sc->stage_used = 0; /* every staged push answered */
+    const size_t dim = c->tables[table].dim;
+    if (n > (sc->shm.len - sc->stage_at) / sizeof(float) / dim) return NULL;
+    const size_t len = n * dim * sizeof(float);
+    const size_t at = sc->stage_at + ((sc->stage_used + 63) & ~(size_t)63);
+    if (at > sc->shm.len || len > sc->shm.len - at) return NULL;
+    sc->stage_used = at - sc->stage_at + len;
+    sc->stage_out++;
+    return (float *)(void *)(sc->shm.p + at);
+}
+
+/* Where grads sits in sc's staging area (ps_client_stage), or SIZE_MAX when it is not there. */
+static size_t staged_offset(const shard_conn *sc, const float *grads) {
+    if (sc->shm.p == NULL || grads == NULL) return SIZE_MAX;
+    const uintptr_t g = (uintptr_t)grads, lo = (uintptr_t)sc->shm.p + sc->stage_at,
+                    hi = (uintptr_t)sc->shm.p + sc->shm.len;
+    return g >= lo && g < hi ? (size_t)(g - (uintptr_t)sc->shm.p) : SIZE_MAX;
+}
+
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name) {
     for (size_t i = 0; i < c->n_tables; i++)
         if (strcmp(c->tables[i].name, name) == 0) return &c->tables[i];
@@ -1207,7 +1243,7 @@ static ps_status split(const ps_client *c, uint32_t table, const uint64_t *keys,
 static bool shm_reserve(shard_conn *sc, size_t len, ps_ShmRef *ref) {
     if (sc->shm.p == NULL) return false;
     const size_t at = (sc->shm_used + 63) & ~(size_t)63;
-    if (at > sc->shm.len || len > sc->shm.len - at) return false; /* this one goes inline */
+    if (at > sc->stage_at || len > sc->stage_at - at) return false; /* this one goes inline */
     sc->shm_used = at + len;
     *ref = (ps_ShmRef){.offset = at, .length = len};
     return true;
@@ -1254,6 +1290,8 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
     }
     /* Requests of at most `chunk` keys, so every frame fits limits.max_frame_bytes. */
     const size_t per_key = 8 + (kind == 0 ? 0 : 8 + (size_t)dim * sizeof(float));
+    /* gradients the caller staged in the segment go from there, uncopied (one shard) */
+    const size_t staged_at = S == 1 && kind != 0 ? staged_offset(&c->shards[0], grads) : SIZE_MAX;
     const size_t room = c->job->max_frame_bytes > 256 ? c->job->max_frame_bytes - 256 : 0;
     size_t chunk = room / per_key > 0 ? room / per_key : 1;
     if (chunk > c->job->max_keys_per_request) chunk = c->job->max_keys_per_request;
@@ -1275,7 +1313,15 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
             shard_conn *sc = &c->shards[s];
             if (sc->q_len == 0) sc->shm_used = 0; /* every earlier region is answered */
             ps_ShmRef grads_at = {0}, values_at = {0};
-            const bool shm_grads = kind != 0 && np > 0 && shm_take(sc, &bg, &grads_at);
+            const size_t gat = staged_at + off * dim * sizeof(float), glen = np * dim * sizeof(float);
+            bool shm_grads = false;
+            if (kind != 0 && np > 0 && staged_at != SIZE_MAX && gat <= sc->shm.len &&
+                glen <= sc->shm.len - gat) {
+                grads_at = (ps_ShmRef){.offset = gat, .length = glen};
+                bg = (ps_bulk){0}, shm_grads = true;
+            } else {
+                shm_grads = kind != 0 && np > 0 && shm_take(sc, &bg, &grads_at);
+            }
             const bool shm_values = kind != 1 && nq > 0 &&
                                     shm_reserve(sc, nq * dim * sizeof(float), &values_at);
             c->shm_requests += shm_grads || shm_values;
@@ -1330,6 +1376,11 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
         }
     }
     *op = op_handle(c, idx);
+    if (staged_at != SIZE_MAX) {
+        shard_conn *sc = &c->shards[0];
+        if (sc->stage_out > 0) sc->stage_out--;
+        c->staged_pushes++;
+    }
 done:
     for (uint32_t s = 0; S > 1 && s < S; s++) {
         if (ppos) free(ppos[s]);

@@ -44,6 +44,7 @@ typedef struct {
     size_t shm_bytes; /* workers: a shared-memory segment of this size asked of every server on
                          this host (cluster.shared_memory; shm.h), for one step's bulk: requests
                          that do not fit go inline. 0: none */
+    size_t shm_stage_bytes; /* of shm_bytes, the last part kept for ps_client_stage */
 } ps_client_options;
 
 /* Connects to all shards; PS_TIMEOUT if one stays unreachable for cluster.connect_timeout_ms,
@@ -59,6 +60,16 @@ size_t ps_client_shared_memory(const ps_client *c, uint32_t shard);
 /* Requests so far whose gradients or rows went through shared memory (the others were inline:
  * no segment, or no room left in it). */
 uint64_t ps_client_shm_requests(const ps_client *c);
+/* Pushes so far whose gradients went from a staged buffer (ps_client_stage), uncopied. */
+uint64_t ps_client_staged_pushes(const ps_client *c);
+/* Room for the gradients of a push of n rows of table, in the shared-memory segment of a
+ * one-shard client (o.shm_stage_bytes of it), or NULL: no segment, more than one shard, or no
+ * room left. Write the gradients there and pass the buffer as grads to a push: it is sent
+ * without a copy (where grads is copied before return, a staged buffer is the server's to read
+ * until the reply). The buffers of a step are distinct; the area is free again once every
+ * buffer handed out was pushed and every request is answered. Never read what the server
+ * wrote: a staged buffer holds only what the caller put there. */
+float *ps_client_stage(ps_client *c, uint32_t table, size_t n);
 /* The table called name as the servers described it, or NULL. */
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name);
 
@@ -75,7 +86,8 @@ ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *key
  * server writes there). */
 ps_status ps_client_pull_view_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                     float *out, float **rows, ps_op *op, ps_error *err);
-/* Starts a push: keys (n), grads (n, dim) are copied before return. */
+/* Starts a push: keys (n), grads (n, dim) are copied before return (staged grads are sent
+ * from where they are: ps_client_stage). */
 ps_status ps_client_push_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                const float *grads, ps_op *op, ps_error *err);
 /* Push, then pull, in one round trip per shard; out (n_pull, dim) as for pull. */

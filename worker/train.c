@@ -93,7 +93,9 @@ typedef struct {
     bool overlap;          /* fit.overlap where the consistency mode allows it; without it no
                               request goes out between a pull and the step that reads its rows,
                               so those are read where they arrive (ps_client_pull_view_async) */
-    ps_mlp_params grads;
+    ps_mlp_params own;   /* gradient buffers of our own */
+    ps_mlp_params grads; /* what a step writes and pushes: own's, or buffers staged in the
+                            shared-memory segment (ps_client_stage: pushed uncopied) */
     size_t grad_cap_rows;
     id_map map;
     uint64_t steps_per_epoch; /* 0 until known */
@@ -223,19 +225,27 @@ static void free_batch(step_batch *b) {
 
 /* --- exchange with the servers --------------------------------------------------------------- */
 
-/* The shared-memory segment a step's exchange fills: every table's gradients and rows once
- * (one exchange pushes t and pulls t+1). A sparse first kernel counts 32 ids a sample; a batch
- * with more sends that table inline. */
-static size_t shm_bytes_for(const trainer *tr, const ps_model_config *m,
-                            const ps_job_config *job) {
+/* The bytes of one step's gradients (or rows) of every table, each 64-byte aligned in a
+ * shared-memory segment. A sparse first kernel counts 32 ids a sample; a batch with more sends
+ * that table inline. */
+static size_t step_bytes(const trainer *tr, const ps_model_config *m, const ps_job_config *job) {
     size_t bytes = 0;
     for (size_t l = 0; l < tr->L; l++) {
         const size_t rows = l > 0 ? tr->in_units[l] : m->sparse ? 32u * job->fit.batch_size
                                                                 : m->input_dim;
-        bytes += 2 * (rows * tr->units[l] + tr->units[l]) * sizeof(float) + 4 * 64;
+        bytes += (rows * tr->units[l] + tr->units[l]) * sizeof(float) + 2 * 64;
     }
-    bytes = (bytes + 4095) & ~(size_t)4095;
-    return bytes < PS_SHM_MAX_BYTES ? bytes : PS_SHM_MAX_BYTES;
+    return bytes;
+}
+
+/* The segment: one exchange's requests (t's gradients, when not staged, and t+1's rows), then
+ * the staging area the step writes its gradients into (ps_client_stage). */
+static void shm_sizes(const trainer *tr, const ps_model_config *m, const ps_job_config *job,
+                      size_t *total, size_t *stage) {
+    const size_t step = step_bytes(tr, m, job);
+    *total = (3 * step + 4095) & ~(size_t)4095;
+    if (*total > PS_SHM_MAX_BYTES) *total = PS_SHM_MAX_BYTES;
+    *stage = step < *total / 3 ? step : *total / 3;
 }
 
 /* The min_clock of a pull for rows that will be used at step `at` (see the file comment). */
@@ -391,9 +401,9 @@ static ps_status setup(trainer *tr, ps_error *err) {
         }
     }
     for (size_t l = 0; l < tr->L; l++) {
-        if (l > 0) tr->grads.w[l] = calloc((size_t)tr->in_units[l] * tr->units[l], 4);
-        tr->grads.b[l] = calloc(tr->units[l], sizeof(float));
-        if ((l > 0 && !tr->grads.w[l]) || !tr->grads.b[l])
+        if (l > 0) tr->own.w[l] = calloc((size_t)tr->in_units[l] * tr->units[l], 4);
+        tr->own.b[l] = calloc(tr->units[l], sizeof(float));
+        if ((l > 0 && !tr->own.w[l]) || !tr->own.b[l])
             return ps_error_set(err, PS_NOMEM, "out of memory");
     }
 
@@ -414,7 +424,8 @@ static ps_status setup(trainer *tr, ps_error *err) {
     }
     ps_client_options co = {.job = job, .rank = tr->opt->rank, .admin = tr->opt->evaluate,
                             .log = tr->opt->log, .clock = tr->resume.clock,
-                            .stop = tr->opt->stop, .shm_bytes = shm_bytes_for(tr, m, job)};
+                            .stop = tr->opt->stop};
+    shm_sizes(tr, m, job, &co.shm_bytes, &co.shm_stage_bytes);
     if (ps_client_create(&co, &tr->client, err) != PS_OK) return err->code;
     for (size_t l = 0; l < tr->L; l++) {
         const ps_table_spec *k = ps_client_table(tr->client, job->tables[tr->kernel_t[l]].name);
@@ -433,7 +444,7 @@ static void teardown(trainer *tr) {
     for (int k = 0; k < 3; k++) free_batch(&tr->batch[k]);
     for (int k = 0; k < 2; k++)
         for (size_t l = 0; l < tr->L; l++) free(tr->params[k].p.w[l]), free(tr->params[k].p.b[l]);
-    for (size_t l = 0; l < tr->L; l++) free(tr->grads.w[l]), free(tr->grads.b[l]);
+    for (size_t l = 0; l < tr->L; l++) free(tr->own.w[l]), free(tr->own.b[l]);
     free(tr->dense_keys);
     free(tr->pairs);
     free(tr->map.ids), free(tr->map.row), free(tr->map.stamp);
@@ -640,6 +651,18 @@ static ps_status fetch_rows(trainer *tr, const step_batch *sb, step_params *sp, 
     return ps_client_wait_all(tr->client, err);
 }
 
+/* The step's gradients written straight into the shared-memory segment, where the push sends
+ * them from; a buffer the client has no room for stays our own. */
+static void stage_grads(trainer *tr, const step_batch *sb) {
+    for (size_t l = 0; l < tr->L; l++) {
+        float *w = ps_client_stage(tr->client, tr->kernel_t[l],
+                                   l == 0 ? sb->n_keys : tr->in_units[l]);
+        float *b = ps_client_stage(tr->client, tr->bias_t[l], 1);
+        if (w != NULL) tr->grads.w[l] = w;
+        if (b != NULL) tr->grads.b[l] = b;
+    }
+}
+
 /* One step t: sb with its rows in sp; nb (batch t+1, or empty) gets its rows into np. retry:
  * the step failed part way and the client reconnected: sb's rows are pulled afresh and the step
  * runs without overlap (with overlap, the gradients of t-1 that were in flight are lost). */
@@ -663,7 +686,7 @@ static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, 
         if (fetch_rows(tr, s->sb, s->sp, err) != PS_OK) return err->code;
         tm->wait += lap(s->mark);
     }
-    /* requests copy keys and gradients when made: tr->grads is free again after this */
+    /* requests copy keys and gradients when made (overlap stages none): tr->grads is free again */
     if (overlap && (*unpushed || want)) {
         if (exchange(tr, *unpushed, want, s->np, true, err) != PS_OK) return err->code;
         if (*unpushed != NULL) release_train(tr);
@@ -674,11 +697,13 @@ static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, 
     ps_mlp_batch mb = model_batch(sb);
     double loss;
     size_t correct;
-    float *gw0 = grow(tr->grads.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
+    float *gw0 = grow(tr->own.w[0], &tr->grad_cap_rows, sb->n_keys + 1,
                       tr->units[0] * sizeof(float));
     if (gw0 == NULL) return ps_error_set(err, PS_NOMEM, "out of memory");
-    tr->grads.w[0] = gw0;
-    tr->grads.n_rows = sb->n_keys;
+    tr->own.w[0] = gw0;
+    tr->own.n_rows = sb->n_keys;
+    tr->grads = tr->own;
+    if (!overlap) stage_grads(tr, sb); /* pushed right after the compute: no copy of them */
     if (ps_mlp_forward_backward(tr->mlp, &s->sp->use, &mb, &tr->grads, &loss, &correct, err) !=
         PS_OK)
         return err->code;
