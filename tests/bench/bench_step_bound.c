@@ -7,7 +7,9 @@
  *   (b) two threads of 64 samples sharing one copy of the weights in memory: forward/backward in
  *       parallel, a barrier, thread 0 applies the mean gradient while the other waits, a barrier -
  *       a 1-server 2-worker sync step whose messages cost nothing;
- *   (c) as (b), each thread applying half of the rows.
+ *   (c) as (b), each thread applying half of the rows;
+ *   (d) as (c) with barriers that spin instead of sleeping: what is left once no thread ever waits
+ *       to be woken (possible only with exactly one busy thread per core).
  * Any transport (TCP today, shared memory or anything else) only adds to (b) and (c), so (c)/(a)
  * bounds what 1 server + 2 workers can gain over single-threaded training on this machine, before
  * start-up and evaluation. One BLAS thread per thread (OPENBLAS_NUM_THREADS overrides). Medians
@@ -16,6 +18,7 @@
  * usage: bench_step_bound [--steps N] [--runs R] */
 #include <cblas.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +47,9 @@ typedef struct {
     int t, threads, steps;
     bool split;      /* (c): each thread applies its half of the rows */
     pthread_barrier_t *bar;
+    bool spin;       /* (d): spin_wait instead of bar */
+    atomic_uint *arrived; /* (d): arrivals at barriers so far, both threads counted */
+    unsigned passed;      /* (d): barriers this thread has passed */
     const ps_mlp_params *other; /* the other thread's gradients (2 threads) */
 } worker;
 
@@ -97,6 +103,23 @@ static void apply_rows(model *m, const ps_mlp_params *g, const ps_mlp_params *h,
 }
 #define ROWS (IN + 1 + HID + 1)
 
+/* A barrier of two threads that never sleeps: the n-th barrier is passed once 2n arrivals are
+ * counted. */
+static void spin_wait(worker *k) {
+    const unsigned target = 2 * ++k->passed;
+    atomic_fetch_add_explicit(k->arrived, 1, memory_order_acq_rel);
+    while (atomic_load_explicit(k->arrived, memory_order_acquire) < target) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
+static void barrier(worker *k) {
+    if (k->spin) spin_wait(k);
+    else pthread_barrier_wait(k->bar);
+}
+
 static void *run(void *arg) {
     worker *k = arg;
     model *m = k->m;
@@ -113,14 +136,14 @@ static void *run(void *arg) {
             apply_rows(m, &k->g, NULL, 0, ROWS, (uint64_t)s + 1);
             continue;
         }
-        pthread_barrier_wait(k->bar); /* both gradients are in */
+        barrier(k); /* both gradients are in */
         const ps_mlp_params *g0 = k->t == 0 ? &k->g : k->other, *g1 = k->t == 0 ? k->other : &k->g;
         if (k->split) /* w0's rows halved; thread 1 also takes the small rest */
             apply_rows(m, g0, g1, k->t == 0 ? 0 : IN / 2, k->t == 0 ? IN / 2 : ROWS,
                        (uint64_t)s + 1);
         else if (k->t == 0)
             apply_rows(m, g0, g1, 0, ROWS, (uint64_t)s + 1);
-        pthread_barrier_wait(k->bar); /* the weights are updated: the next step may read them */
+        barrier(k); /* the weights are updated: the next step may read them */
     }
     return NULL;
 }
@@ -140,18 +163,20 @@ static void reset(model *m) {
     }
 }
 
-/* samples/s of one run of mode: 1 thread, or 2 (split: each applies half). */
-static double one_run(model *m, int threads, bool split, int steps) {
+/* samples/s of one run of mode: 1 thread, or 2 (split: each applies half; spin: barriers that
+ * spin). */
+static double one_run(model *m, int threads, bool split, bool spin, int steps) {
     reset(m);
     const ps_mlp_spec spec = {.n_layers = 2, .units = {HID, OUT},
                               .act = {PS_ACT_RELU, PS_ACT_SOFTMAX}, .loss = PS_LOSS_SPARSE_CE};
     worker k[2];
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, (unsigned)threads);
+    atomic_uint arrived = 0;
     ps_error err = {0};
     for (int t = 0; t < threads; t++) {
         k[t] = (worker){.m = m, .t = t, .threads = threads, .steps = steps, .split = split,
-                        .bar = &bar};
+                        .bar = &bar, .spin = spin, .arrived = &arrived};
         alloc_params(&k[t].g);
         if (ps_mlp_create(&spec, BATCH, &k[t].mlp, &err) != PS_OK) {
             fprintf(stderr, "bench_step_bound: %s\n", err.msg);
@@ -202,19 +227,22 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < SAMPLES; i++) m.y[i] = (float)(bench_splitmix64(&seed) % OUT);
     alloc_params(&m.p), alloc_params(&m.acc);
-    double a[15], b[15], c[15];
-    for (int r = 0; r < runs; r++) { /* interleaved: the three modes see the same machine */
-        a[r] = one_run(&m, 1, false, steps);
-        b[r] = one_run(&m, 2, false, steps);
-        c[r] = one_run(&m, 2, true, steps);
+    double a[15], b[15], c[15], d[15];
+    for (int r = 0; r < runs; r++) { /* interleaved: the four modes see the same machine */
+        a[r] = one_run(&m, 1, false, false, steps);
+        b[r] = one_run(&m, 2, false, false, steps);
+        c[r] = one_run(&m, 2, true, false, steps);
+        d[r] = one_run(&m, 2, true, true, steps);
     }
     qsort(a, (size_t)runs, sizeof(double), cmp_double);
     qsort(b, (size_t)runs, sizeof(double), cmp_double);
     qsort(c, (size_t)runs, sizeof(double), cmp_double);
-    const double ma = a[runs / 2], mb = b[runs / 2], mc = c[runs / 2];
+    qsort(d, (size_t)runs, sizeof(double), cmp_double);
+    const double ma = a[runs / 2], mb = b[runs / 2], mc = c[runs / 2], md = d[runs / 2];
     printf("bench_step_bound steps=%d runs=%d batch=%d (medians, samples/s)\n", steps, runs, BATCH);
     printf("bench_step_bound one_thread=%.0f two_threads_apply_on_one=%.0f (%.2fx) "
-           "two_threads_apply_split=%.0f (%.2fx)\n", ma, mb, mb / ma, mc, mc / ma);
+           "two_threads_apply_split=%.0f (%.2fx) two_threads_apply_split_spin=%.0f (%.2fx)\n",
+           ma, mb, mb / ma, mc, mc / ma, md, md / ma);
     free(m.x), free(m.y), free_params(&m.p), free_params(&m.acc);
     return 0;
 }
