@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -437,4 +438,87 @@ Test(clients, a_staging_area_too_small_leaves_the_gradients_ours, .timeout = 60)
     uint64_t staged;
     cr_assert_eq(same_bits(1, 1 << 20, 64 << 10, &in_place, &staged), STEPS * 3 + 1);
     cr_assert_eq(staged, STEPS * 2, "two of each step's three pushes staged");
+}
+
+/* --- staging: its bookkeeping across failures and reconnects ---------------------------------- */
+
+TestSuite(staging, .init = setup, .fini = teardown, .timeout = 30);
+
+static ps_client *staging_client(size_t shm_bytes, size_t stage_bytes) {
+    ps_client_options o = {.job = &job, .log = {.level = PS_LOG_ERROR}, .shm_bytes = shm_bytes,
+                           .shm_stage_bytes = stage_bytes};
+    ps_client *c;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    return c;
+}
+
+Test(staging, a_buffer_staged_before_a_reconnect_is_pushed_with_what_was_written) {
+    enum { K = 8 };
+    ps_client *c = staging_client(1 << 20, 64 << 10);
+    ps_error err = {0};
+    uint64_t keys[2 * K]; /* the first K from the staged buffer, the rest from our own memory */
+    for (size_t i = 0; i < 2 * K; i++) keys[i] = 1000 + i;
+    float before[2 * K * DIM], after[2 * K * DIM], ours[K * DIM];
+    cr_assert_eq(ps_client_pull(c, 0, keys, 2 * K, before, &err), PS_OK, "%s", err.msg);
+    float *a = ps_client_stage(c, 0, K);
+    cr_assert_not_null(a);
+    for (size_t i = 0; i < K * DIM; i++) a[i] = ours[i] = 1.0f;
+    cr_assert_eq(ps_client_recover(c, 0, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_shared_memory(c, 0), 1 << 20, "a new segment after the reconnect");
+    float *b = ps_client_stage(c, 0, K);
+    cr_assert_not_null(b);
+    cr_assert(b + K * DIM <= a || a + K * DIM <= b, "the old segment is still mapped");
+    for (size_t i = 0; i < K * DIM; i++) b[i] = 0.0f; /* what a stale reference would send */
+    cr_assert_eq(ps_client_push(c, 0, keys, K, a, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_push(c, 0, keys + K, K, ours, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_staged_pushes(c), 0, "the old segment's buffer went copied");
+    cr_assert_eq(ps_client_pull(c, 0, keys, 2 * K, after, &err), PS_OK, "%s", err.msg);
+    for (size_t i = 0; i < K * DIM; i++) { /* the first AdaGrad step of g = 1 moves each alike */
+        const float staged = before[i] - after[i], copied = before[K * DIM + i] - after[K * DIM + i];
+        cr_assert(copied > 1e-4f, "value %zu: the control row moved (%g)", i, (double)copied);
+        cr_assert(fabsf(staged - copied) < 1e-6f, "value %zu: moved %g, the control %g", i,
+                  (double)staged, (double)copied);
+    }
+    ps_client_destroy(c);
+}
+
+Test(staging, a_push_that_fails_frees_its_buffer_for_the_area) {
+    /* 4 KiB staged: 32 buffers of 8 rows (128 bytes each) until the area is free again */
+    ps_client *c = staging_client(1 << 20, 4096);
+    ps_error err = {0};
+    uint64_t keys[8];
+    for (size_t i = 0; i < 8; i++) keys[i] = 50 + i;
+    float *g = ps_client_stage(c, 0, 8);
+    cr_assert_not_null(g);
+    memset(g, 0, 8 * DIM * sizeof(float));
+    cr_assert_eq(ps_client_push(c, 7, keys, 8, g, &err), PS_INVALID_ARG, "no table 7");
+    for (int i = 0; i < 100; i++) {
+        g = ps_client_stage(c, 0, 8);
+        cr_assert_not_null(g, "step %d: the failed push still holds the area", i);
+        for (size_t k = 0; k < 8 * DIM; k++) g[k] = 0.01f;
+        cr_assert_eq(ps_client_push(c, 0, keys, 8, g, &err), PS_OK, "%s", err.msg);
+    }
+    cr_assert_eq(ps_client_staged_pushes(c), 100);
+    ps_client_destroy(c);
+}
+
+Test(staging, no_area_without_staging_bytes_or_a_segment_and_more_than_the_segment_is_refused) {
+    ps_client *c = staging_client(4096 + 48, 0); /* not a multiple of 64: nothing rounds into one */
+    cr_assert_eq(ps_client_shared_memory(c, 0), 4096 + 48);
+    cr_assert_null(ps_client_stage(c, 0, 1));
+    ps_client_destroy(c);
+    c = staging_client(PS_SHM_MAX_BYTES + 4096ull, 4096); /* the server refuses the segment */
+    cr_assert_eq(ps_client_shared_memory(c, 0), 0);
+    cr_assert_null(ps_client_stage(c, 0, 1));
+    float g[DIM] = {0.5f, 0.5f, 0.5f, 0.5f};
+    uint64_t key = 9;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_push(c, 0, &key, 1, g, &err), PS_OK, "over TCP: %s", err.msg);
+    ps_client_destroy(c);
+    ps_client_options o = {.job = &job, .log = {.level = PS_LOG_ERROR}, .shm_bytes = 4096,
+                           .shm_stage_bytes = 8192};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_INVALID_ARG);
+    cr_assert(strstr(err.msg, "shm_stage_bytes (8192) is more than shm_bytes (4096)") != NULL,
+              "%s", err.msg);
 }

@@ -86,7 +86,9 @@ typedef struct {
     size_t stage_at;      /* the staging area (ps_client_stage) is [stage_at, shm.len); the
                              request area before it */
     size_t stage_used;    /* bytes of the staging area handed out since it was last free */
-    size_t stage_out;     /* staged buffers not pushed yet */
+    size_t stage_out;     /* staged buffers not passed to a push yet */
+    ps_shm retired;       /* the segment before the last reconnect, kept mapped while it held
+                             staged buffers: a push may send them again (copied) */
 } shard_conn;
 
 typedef struct {
@@ -329,6 +331,19 @@ static const char *table_diff(const ps_table_spec *srv, const ps_table_spec *job
     return NULL;
 }
 
+/* Unmaps sc's segment and empties its areas. One that buffers were staged in since its staging
+ * area was last free stays mapped as sc->retired instead (unmapping the one retired before), so
+ * that a step pushed again after a reconnect still reads what the caller wrote there. */
+static void retire_segment(shard_conn *sc) {
+    if (sc->shm.p != NULL && sc->stage_used > 0) {
+        ps_shm_close(&sc->retired);
+        sc->retired = sc->shm;
+        sc->shm = (ps_shm){0};
+    }
+    ps_shm_close(&sc->shm);
+    sc->shm_used = sc->stage_at = sc->stage_used = sc->stage_out = 0;
+}
+
 /* Every table of every shard must be the job's, in the job's order: requests name tables by index
  * and size their buffers by the job's dims, so a server that serves anything else is refused. */
 static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
@@ -366,8 +381,7 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
         }
     }
     sc->start_clock = r->clock;
-    ps_shm_close(&sc->shm); /* a reconnect's old segment */
-    sc->shm_used = sc->stage_used = sc->stage_out = 0;
+    retire_segment(sc); /* a reconnect's old segment */
     if (r->shm_name[0] != '\0') {
         ps_error e = {0};
         ps_status st = ps_shm_attach(r->shm_name, c->opt.shm_bytes, &sc->shm, &e);
@@ -375,10 +389,11 @@ static void on_hello_reply(ps_client *c, shard_conn *sc, const ps_msg *m) {
             ps_log(&c->opt.log, st == PS_NOT_FOUND ? PS_LOG_DEBUG : PS_LOG_WARN,
                    "server %u (%s): %s; staying on TCP", sc->index, sc->addr, e.msg);
     }
-    /* the staging area: the segment's last shm_stage_bytes, 64-byte aligned */
-    const size_t stage = c->opt.shm_stage_bytes < sc->shm.len ? c->opt.shm_stage_bytes
-                                                              : sc->shm.len;
-    sc->stage_at = (sc->shm.len - stage) & ~(size_t)63;
+    /* the staging area: the segment's last shm_stage_bytes, from a 64-byte boundary; none when
+     * 0 or with no segment */
+    const size_t stage = c->opt.shm_stage_bytes;
+    sc->stage_at = stage == 0 || stage > sc->shm.len ? sc->shm.len
+                                                     : (sc->shm.len - stage) & ~(size_t)63;
     c->hello_ok = true;
 }
 
@@ -980,6 +995,10 @@ static ps_status settle_clock(ps_client *c, ps_error *err) {
 
 ps_status ps_client_create(const ps_client_options *opt, ps_client **out, ps_error *err) {
     if (!ps_auth_init()) return ps_error_set(err, PS_IO, "client: no random source (libsodium)");
+    if (opt->shm_stage_bytes > opt->shm_bytes)
+        return ps_error_set(err, PS_INVALID_ARG,
+                            "client: shm_stage_bytes (%zu) is more than shm_bytes (%zu)",
+                            opt->shm_stage_bytes, opt->shm_bytes);
     ps_client *c = calloc(1, sizeof(*c));
     if (c == NULL) return ps_error_set(err, PS_NOMEM, "client: out of memory");
     c->opt = *opt;
@@ -1063,8 +1082,7 @@ static ps_status drop_connections(ps_client *c, ps_error *err) {
         sc->tls = NULL;
         ps_framer_destroy(sc->framer);
         sc->framer = NULL;
-        ps_shm_close(&sc->shm);
-        sc->shm_used = sc->stage_at = sc->stage_used = sc->stage_out = 0;
+        retire_segment(sc);
         sc->redirected = sc->challenged = false;
         sc->q_head = sc->q_len = 0, sc->part = 0, sc->start_clock = 0;
         if (ps_framer_create(c->job->max_frame_bytes, &sc->framer, err) != PS_OK)
@@ -1140,6 +1158,7 @@ void ps_client_destroy(ps_client *c) {
         ps_framer_destroy(c->shards[s].framer);
         ps_tls_destroy(c->shards[s].tls);
         ps_shm_close(&c->shards[s].shm);
+        ps_shm_close(&c->shards[s].retired);
         drop_cork(&c->shards[s]);
         free(c->shards[s].cork);
         free(c->shards[s].rbuf);
@@ -1261,10 +1280,12 @@ static bool shm_take(shard_conn *sc, ps_bulk *b, ps_ShmRef *ref) {
     return true;
 }
 
-/* The one request path: pull (n_push == 0, grads NULL, out set), push (out NULL) or both. */
-static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *push_keys,
-                       size_t n_push, const float *grads, const uint64_t *pull_keys,
-                       size_t n_pull, float *out, float **view, ps_op *op, ps_error *err) {
+/* The requests of one call: pull (n_push == 0, grads NULL, out set), push (out NULL) or both.
+ * staged_at: where grads lies in the one shard's segment (ps_client_stage), or SIZE_MAX. */
+static ps_status send_requests(ps_client *c, int kind, uint32_t table, const uint64_t *push_keys,
+                               size_t n_push, const float *grads, size_t staged_at,
+                               const uint64_t *pull_keys, size_t n_pull, float *out, float **view,
+                               ps_op *op, ps_error *err) {
     if (c->broken) return ps_error_set(err, PS_CLOSED, "client is closed: %s", c->broken_msg);
     if (table >= c->n_tables)
         return ps_error_set(err, PS_INVALID_ARG, "unknown table %u (the job has %zu)", table,
@@ -1290,8 +1311,6 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
     }
     /* Requests of at most `chunk` keys, so every frame fits limits.max_frame_bytes. */
     const size_t per_key = 8 + (kind == 0 ? 0 : 8 + (size_t)dim * sizeof(float));
-    /* gradients the caller staged in the segment go from there, uncopied (one shard) */
-    const size_t staged_at = S == 1 && kind != 0 ? staged_offset(&c->shards[0], grads) : SIZE_MAX;
     const size_t room = c->job->max_frame_bytes > 256 ? c->job->max_frame_bytes - 256 : 0;
     size_t chunk = room / per_key > 0 ? room / per_key : 1;
     if (chunk > c->job->max_keys_per_request) chunk = c->job->max_keys_per_request;
@@ -1376,11 +1395,6 @@ static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *p
         }
     }
     *op = op_handle(c, idx);
-    if (staged_at != SIZE_MAX) {
-        shard_conn *sc = &c->shards[0];
-        if (sc->stage_out > 0) sc->stage_out--;
-        c->staged_pushes++;
-    }
 done:
     for (uint32_t s = 0; S > 1 && s < S; s++) {
         if (ppos) free(ppos[s]);
@@ -1390,6 +1404,24 @@ done:
     if (st != PS_OK) {
         if (c->ops[idx].pending == 0) c->ops[idx].in_use = false;
         else op_fail(&c->ops[idx], st, err ? err->msg : "request failed");
+    }
+    return st;
+}
+
+/* The one request path. Gradients the caller staged in the segment go from there, uncopied; a
+ * staged buffer passed to a push, whether it starts or not, holds the staging area back no
+ * longer. */
+static ps_status start(ps_client *c, int kind, uint32_t table, const uint64_t *push_keys,
+                       size_t n_push, const float *grads, const uint64_t *pull_keys,
+                       size_t n_pull, float *out, float **view, ps_op *op, ps_error *err) {
+    const size_t staged_at =
+        c->n_shards == 1 && kind != 0 ? staged_offset(&c->shards[0], grads) : SIZE_MAX;
+    const ps_status st = send_requests(c, kind, table, push_keys, n_push, grads, staged_at,
+                                       pull_keys, n_pull, out, view, op, err);
+    if (staged_at != SIZE_MAX) {
+        shard_conn *sc = &c->shards[0];
+        if (sc->stage_out > 0) sc->stage_out--;
+        if (st == PS_OK) c->staged_pushes++;
     }
     return st;
 }

@@ -66,9 +66,13 @@ uint64_t ps_client_staged_pushes(const ps_client *c);
  * one-shard client (o.shm_stage_bytes of it), or NULL: no segment, more than one shard, or no
  * room left. Write the gradients there and pass the buffer as grads to a push: it is sent
  * without a copy (where grads is copied before return, a staged buffer is the server's to read
- * until the reply). The buffers of a step are distinct; the area is free again once every
- * buffer handed out was pushed and every request is answered. Never read what the server
- * wrote: a staged buffer holds only what the caller put there. */
+ * until the reply). The buffers of a step are distinct. A later call recycles the area once
+ * every buffer handed out was passed to a push (started or failed) and every request is
+ * answered; until then a buffer keeps what the caller wrote. A reconnect (ps_client_recover)
+ * keeps the buffers staged before it readable until the next one, so a step may push them
+ * again after it (they are copied then). Never read what the server wrote: a staged buffer
+ * holds only what the caller put there. o.shm_stage_bytes > o.shm_bytes: ps_client_create
+ * refuses the options (PS_INVALID_ARG). */
 float *ps_client_stage(ps_client *c, uint32_t table, size_t n);
 /* The table called name as the servers described it, or NULL. */
 const ps_table_spec *ps_client_table(const ps_client *c, const char *name);
