@@ -13,6 +13,8 @@
 typedef struct {
     const char *file;
     ps_error *err;
+    const char *const *sets; /* the --set KEY=VALUE overrides applied to the file */
+    size_t n_sets;
 } ctx;
 
 #define FAIL(c, path, ...) cfg_fail(c, path, __VA_ARGS__)
@@ -25,7 +27,23 @@ static ps_status cfg_fail(ctx *c, const char *path, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
+    /* a value given on the command line is blamed there, not on the file */
+    const size_t plen = strlen(path);
+    for (size_t i = 0; i < c->n_sets; i++)
+        if (strncmp(c->sets[i], path, plen) == 0 && c->sets[i][plen] == '=')
+            return ps_error_set(c->err, PS_CONFIG, "%s: %s: %s (from --set %s)", c->file, path,
+                                what, c->sets[i]);
     return ps_error_set(c->err, PS_CONFIG, "%s: %s: %s", c->file, path, what);
+}
+
+/* it as JSON, cut to fit out: what a type error quotes. */
+static const char *shown(const cJSON *it, char *out, size_t n) {
+    char *js = cJSON_PrintUnformatted(it);
+    if (js == NULL) return "?";
+    if (strlen(js) < n) snprintf(out, n, "%s", js);
+    else snprintf(out, n, "%.*s...", (int)(n - 4), js);
+    cJSON_free(js);
+    return out;
 }
 
 static void join(char *out, size_t n, const char *parent, const char *key) {
@@ -68,7 +86,9 @@ static ps_status get_num(ctx *c, const cJSON *obj, const char *path, const char 
         return PS_OK;
     }
     join(p, sizeof(p), path, key);
-    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) return FAIL(c, p, "must be a number");
+    char v[48];
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+        return FAIL(c, p, "must be a number, not %s", shown(it, v, sizeof(v)));
     if (it->valuedouble < min || it->valuedouble > max)
         return FAIL(c, p, "%g is out of range [%g, %g]", it->valuedouble, min, max);
     *out = it->valuedouble;
@@ -84,8 +104,9 @@ static ps_status get_u64(ctx *c, const cJSON *obj, const char *path, const char 
         return PS_OK;
     }
     join(p, sizeof(p), path, key);
+    char v[48];
     if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
-        return FAIL(c, p, "must be an integer");
+        return FAIL(c, p, "must be an integer, not %s", shown(it, v, sizeof(v)));
     if (it->valuedouble < min || it->valuedouble > max)
         return FAIL(c, p, "%.0f is out of range [%.0f, %.0f]", it->valuedouble, min, max);
     *out = (uint64_t)it->valuedouble;
@@ -117,7 +138,9 @@ static ps_status get_bool(ctx *c, const cJSON *obj, const char *path, const char
         return PS_OK;
     }
     join(p, sizeof(p), path, key);
-    if (!cJSON_IsBool(it)) return FAIL(c, p, "must be true or false");
+    char v[48];
+    if (!cJSON_IsBool(it))
+        return FAIL(c, p, "must be true or false, not %s", shown(it, v, sizeof(v)));
     *out = cJSON_IsTrue(it);
     return PS_OK;
 }
@@ -131,7 +154,9 @@ static ps_status get_str(ctx *c, const cJSON *obj, const char *path, const char 
         return PS_OK;
     }
     join(p, sizeof(p), path, key);
-    if (!cJSON_IsString(it) || it->valuestring == NULL) return FAIL(c, p, "must be a string");
+    char v[48];
+    if (!cJSON_IsString(it) || it->valuestring == NULL)
+        return FAIL(c, p, "must be a string, not %s", shown(it, v, sizeof(v)));
     if (strlen(it->valuestring) >= cap)
         return FAIL(c, p, "longer than %zu characters", cap - 1);
     snprintf(out, cap, "%s", it->valuestring);
@@ -781,7 +806,7 @@ static ps_status apply_set(ctx *c, cJSON *root, const char *set) {
 
 ps_status ps_config_parse(const char *json, const char *name, const char *const *sets,
                           size_t n_sets, ps_job_config *cfg, ps_error *err) {
-    ctx c = {.file = name, .err = err};
+    ctx c = {.file = name, .err = err, .sets = sets, .n_sets = n_sets};
     memset(cfg, 0, sizeof(*cfg));
     snprintf(cfg->file, sizeof(cfg->file), "%s", name);
     cJSON *root = cJSON_Parse(json);
