@@ -916,3 +916,46 @@ Test(train, verbose_prints_a_time_line_after_each_epoch_line) {
     }
     tu_server_free(s);
 }
+
+/* A data file that is not there: the worker's error names the job file, the key and the path. */
+Test(train, a_missing_data_file_is_named_by_its_key) {
+    char images[128]; /* idx images of 8 pixels (2 x 4): the labels file is the one missing */
+    snprintf(images, sizeof(images), "%s/images", dir);
+    FILE *f = fopen(images, "wb");
+    cr_assert_not_null(f);
+    const uint8_t head[16] = {0, 0, 8, 3, 0, 0, 0, 8, 0, 0, 0, 2, 0, 0, 0, 4}, pixels[64] = {0};
+    fwrite(head, 1, sizeof(head), f), fwrite(pixels, 1, sizeof(pixels), f);
+    fclose(f);
+    char data[3][512];
+    snprintf(data[0], sizeof(data[0]), "{\"train\": {\"format\": \"libsvm\", \"path\": "
+             "\"%s/none.svm\"}}", dir);
+    snprintf(data[1], sizeof(data[1]), "{\"train\": {\"format\": \"random\", \"rows\": 64, "
+             "\"cols\": 8}, \"validation\": {\"format\": \"idx\", \"path\": \"%s/none-images\", "
+             "\"labels\": \"%s/none-labels\"}}", dir, dir);
+    snprintf(data[2], sizeof(data[2]), "{\"train\": {\"format\": \"idx\", \"path\": \"%s\", "
+             "\"labels\": \"%s/none-labels\"}}", images, dir);
+    const char *key[3] = {"data.train.path", "data.validation.path", "data.train.labels"};
+    const char *file[3] = {"none.svm", "none-images", "none-labels"};
+    for (size_t i = 0; i < 3; i++) {
+        char json[1024];
+        snprintf(json, sizeof(json),
+                 "{\"job_id\": \"missing\", \"cluster\": {\"servers\": 1, \"workers\": 1},"
+                 " \"model\": {\"input_dim\": 8, \"layers\": [{\"units\": 1, \"activation\": "
+                 "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+                 " \"fit\": {\"epochs\": 1, \"batch_size\": 8, \"verbose\": 0},"
+                 " \"data\": %s}", data[i]);
+        ps_job_config job;
+        tu_job(json, &job);
+        test_server *s = tu_server_start(&job, 0);
+        tu_job_use(&job, &s, 1);
+        worker_run w = {.job = &job};
+        run_worker(&w);
+        char want[256];
+        snprintf(want, sizeof(want), "test.json: %s: open %s/%s: No such file or directory",
+                 key[i], dir, file[i]);
+        cr_assert_neq(w.st, PS_OK, "case %zu trained", i);
+        cr_assert(strstr(w.err.msg, want) != NULL, "case %zu: %s\n  wanted: %s", i, w.err.msg,
+                  want);
+        tu_server_free(s);
+    }
+}

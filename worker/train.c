@@ -345,7 +345,18 @@ static ps_status open_data(const ps_job_config *job, const ps_data_config *dc, u
     /* Generated data draws rows and their order from data.*.seed; files shuffle by fit.seed. */
     o.seed = dc->format[0] == 'r' ? dc->seed : job->fit.seed;
     o.cache_bytes = job->data_cache_bytes, o.cache_dir = job->data_cache_dir, o.log = log;
-    return ps_data_open(&o, rank, job->num_workers, out, err);
+    const ps_status st = ps_data_open(&o, rank, job->num_workers, out, err);
+    if (st != PS_OK) { /* a file that will not open: name the key that gave it */
+        const char *which = dc == &job->train ? "train" : "validation";
+        char at[PS_PATH_MAX + 8];
+        snprintf(at, sizeof(at), "open %s: ", dc->path);
+        if (strncmp(err->msg, at, strlen(at)) == 0)
+            return ps_error_prefix(err, st, "%s: data.%s.path", job->file, which);
+        snprintf(at, sizeof(at), "open %s: ", dc->labels);
+        if (dc->labels[0] != '\0' && strncmp(err->msg, at, strlen(at)) == 0)
+            return ps_error_prefix(err, st, "%s: data.%s.labels", job->file, which);
+    }
+    return st;
 }
 
 static ps_status setup(trainer *tr, ps_error *err) {
