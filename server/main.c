@@ -16,7 +16,7 @@
 
 static const char usage[] =
     "usage: ps-server --config JOB.json --shard I [--bind HOST:PORT] [--advertise HOST:PORT]\n"
-    "                 [--until-stopped] [--set KEY=VALUE ...]\n"
+    "                 [--until-stopped | --serve-after-job] [--verbose] [--set KEY=VALUE ...]\n"
     "\n"
     "Serves shard I of the job's parameter tables until every worker has finished, then exits 0;\n"
     "with fit.export_to, shard 0 first writes the weights there (all shards) and ends the job.\n"

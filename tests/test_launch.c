@@ -407,7 +407,7 @@ Test(launch, sigterms_after_the_job_finished_change_nothing) {
     cr_assert(pid > 0);
     bool trained = false;
     for (int i = 0; i < 2000 && !trained; i++) { /* at most 20 s for both workers to exit */
-        trained = strstr(tu_slurp(out), "Trained 1 epochs") != NULL;
+        trained = strstr(tu_slurp(out), "Trained 1 epoch:") != NULL;
         if (!trained) usleep(10000);
     }
     int status = 0;

@@ -537,9 +537,10 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
                        (unsigned long long)L->total_samples, s, L->n_servers,
                        L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
             else if (L->job.fit.verbose > 0)
-                printf("Trained %u epochs: %llu samples in %.2fs (%.0f samples/s) on %u server%s "
+                printf("Trained %u epoch%s: %llu samples in %.2fs (%.0f samples/s) on %u server%s "
                        "and %u worker%s\n",
-                       L->job.fit.epochs, (unsigned long long)L->total_samples, s,
+                       L->job.fit.epochs, L->job.fit.epochs == 1 ? "" : "s",
+                       (unsigned long long)L->total_samples, s,
                        s > 0 ? (double)L->total_samples / s : 0.0, L->n_servers,
                        L->n_servers == 1 ? "" : "s", L->n_workers, L->n_workers == 1 ? "" : "s");
             fflush(stdout);

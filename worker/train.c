@@ -933,8 +933,9 @@ ps_status ps_train_run(const ps_train_options *opt, ps_error *err) {
     if (st == PS_OK && tr.pos_path[0] != '\0') remove(tr.pos_path); /* done: nothing to resume */
     if (st == PS_OK && !opt->events && fit->verbose > 0) {
         double s = now_s() - t0;
-        fprintf(opt->out, "Trained %u epochs, %llu samples in %.2fs (%.0f samples/s)\n",
-                fit->epochs, (unsigned long long)total, s, s > 0 ? (double)total / s : 0.0);
+        fprintf(opt->out, "Trained %u epoch%s, %llu samples in %.2fs (%.0f samples/s)\n",
+                fit->epochs, fit->epochs == 1 ? "" : "s", (unsigned long long)total, s,
+                s > 0 ? (double)total / s : 0.0);
     }
     teardown(&tr);
     return st;
