@@ -27,9 +27,10 @@ static ps_status cfg_fail(ctx *c, const char *path, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    /* a value given on the command line is blamed there, not on the file */
+    /* a value given on the command line is blamed there, not on the file (the last --set of
+     * a key is the one that holds) */
     const size_t plen = strlen(path);
-    for (size_t i = 0; i < c->n_sets; i++)
+    for (size_t i = c->n_sets; i-- > 0;)
         if (strncmp(c->sets[i], path, plen) == 0 && c->sets[i][plen] == '=')
             return ps_error_set(c->err, PS_CONFIG, "%s: %s: %s (from --set %s)", c->file, path,
                                 what, c->sets[i]);

@@ -607,6 +607,14 @@ ParameterizedTestParameters(config, errors) {
     return cr_make_param_array(error_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+Test(config, a_key_set_twice_is_blamed_on_the_set_that_holds) {
+    const char *sets[] = {"fit.epochs=-1", "fit.epochs=\"two\"", "seed=3"};
+    ps_error e = {0};
+    cr_assert_eq(ps_config_parse("{}", "job.json", sets, 3, cfg, &e), PS_CONFIG);
+    cr_assert(strstr(e.msg, "job.json: fit.epochs: must be an integer, not \"two\" (from --set "
+                            "fit.epochs=\"two\")") != NULL, "%s", e.msg);
+}
+
 ParameterizedTest(error_case *c, config, errors) {
     const char *sets[1] = {c->set};
     ps_status st = ps_config_parse(c->json, "job.json", sets, c->set[0] ? 1 : 0, cfg, &err);

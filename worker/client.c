@@ -87,8 +87,8 @@ typedef struct {
                              request area before it */
     size_t stage_used;    /* bytes of the staging area handed out since it was last free */
     size_t stage_out;     /* staged buffers not passed to a push yet */
-    ps_shm retired;       /* the segment before the last reconnect, kept mapped while it held
-                             staged buffers: a push may send them again (copied) */
+    ps_shm retired;       /* the segment before the last reconnect when buffers were staged in
+                             it, kept mapped until the next: a push may send them again (copied) */
 } shard_conn;
 
 typedef struct {
