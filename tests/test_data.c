@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "data.h"
+#include "data_cache.h"
 #include "hash.h"
 
 /* ---- fixture: a temp directory, removed after each test ---------------------------------- */
@@ -1832,10 +1833,11 @@ static long file_size(const char *path) {
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-/* The file a run leaves is read by the next from epoch 0, without looking at the text: a source
- * rewritten with the same size and mtime still gives the old rows. A new mtime rebuilds it. */
-Test(data, cache_file_reused_while_size_and_mtime_hold) {
-    char path[256], file[512];
+/* The file a run leaves is read by the next from epoch 0, without looking at the text, while the
+ * source is untouched. A source rewritten with its size and mtime put back (cp -p, rsync -t),
+ * or replaced by a rename of a look-alike, is parsed again: its ctime or inode differ. */
+Test(data, cache_file_reused_while_the_source_is_untouched) {
+    char path[256], other[256], file[512];
     write_file("r.svm", "1 1:0.5 2:1\n0 3:2\n", 0, path);
     struct stat st;
     cr_assert_eq(stat(path, &st), 0);
@@ -1847,21 +1849,26 @@ Test(data, cache_file_reused_while_size_and_mtime_hold) {
     cr_assert_str_eq(file + strlen(file) - 8, ".pscache");
     cr_assert_gt(file_size(file), 0, "the first run wrote %s", file);
     assert_row(&a, 0, 1.0f, 2, U64S(0, 1), FLTS(0.5f, 1.0f));
-
-    write_file("r.svm", "0 1:0.7 2:1\n1 3:4\n", 0, path); /* same size */
-    struct timespec times[2] = {st.st_atim, st.st_mtim};
-    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
     cr_assert_eq(read_cached(path, NULL, NULL, &b, NULL), PS_DATA_CACHE_FILE);
     assert_rows_equal(&b, &a, "reused cache");
-
-    times[1].tv_sec += 10; /* the source changed: rebuilt from the new text */
-    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
     rows_free(&b);
+
+    write_file("r.svm", "0 1:0.7 2:1\n1 3:4\n", 0, path); /* same size, the mtime put back */
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    cr_assert_eq(utimensat(AT_FDCWD, path, times, 0), 0);
     cr_assert_eq(read_cached(path, NULL, NULL, &b, NULL), PS_DATA_STREAM);
     assert_row(&b, 0, 0.0f, 2, U64S(0, 1), FLTS(0.7f, 1.0f));
     assert_row(&b, 1, 1.0f, 1, U64S(2), FLTS(4.0f));
     cr_assert_eq(read_cached(path, NULL, NULL, &c, NULL), PS_DATA_CACHE_FILE);
     assert_rows_equal(&c, &b, "rebuilt cache");
+    rows_free(&b), rows_free(&c);
+
+    write_file("r2.svm", "1 1:0.9 2:1\n0 3:8\n", 0, other); /* renamed over it, same size */
+    cr_assert_eq(utimensat(AT_FDCWD, other, times, 0), 0);
+    cr_assert_eq(rename(other, path), 0);
+    cr_assert_eq(read_cached(path, NULL, NULL, &b, NULL), PS_DATA_STREAM);
+    assert_row(&b, 0, 1.0f, 2, U64S(0, 1), FLTS(0.9f, 1.0f));
+    rows_free(&b);
 
     /* options that change the rows have a file of their own */
     ps_data_options o;
@@ -1871,7 +1878,48 @@ Test(data, cache_file_reused_while_size_and_mtime_hold) {
     cr_assert_str_neq(ps_data_cache_file(d), file);
     cr_assert_eq(ps_data_source_of(d), PS_DATA_STREAM);
     ps_data_destroy(d);
-    rows_free(&a), rows_free(&b), rows_free(&c);
+    rows_free(&a);
+}
+
+/* Two sources of one base name in different directories, cached in one data.cache_dir: each has
+ * a file of its own and gets its own rows back, run after run; no temporary file is left. */
+Test(data, cache_dir_keeps_sources_of_one_name_apart) {
+    char dirs[3][300], paths[2][320], files[2][512];
+    for (int k = 0; k < 3; k++) {
+        snprintf(dirs[k], sizeof(dirs[k]), "%s/%c", tmpdir, "abc"[k]);
+        cr_assert_eq(mkdir(dirs[k], 0700), 0);
+    }
+    const char *text[2] = {"1 1:1 2:2\n0 3:4\n", "0 1:7 2:8\n1 3:9\n"}; /* same size */
+    for (int k = 0; k < 2; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "%s/x.svm", dirs[k]);
+        FILE *f = fopen(paths[k], "wb");
+        cr_assert_not_null(f);
+        fputs(text[k], f);
+        fclose(f);
+        struct timespec t[2] = {{.tv_sec = 1704067200}, {.tv_sec = 1704067200}};
+        cr_assert_eq(utimensat(AT_FDCWD, paths[k], t, 0), 0);
+    }
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 2; k++) {
+            rows r;
+            cr_assert_eq(read_cached(paths[k], NULL, dirs[2], &r, files[k]),
+                         round == 0 ? PS_DATA_STREAM : PS_DATA_CACHE_FILE, "round %d, %s", round,
+                         paths[k]);
+            assert_row(&r, 0, k == 0 ? 1.0f : 0.0f, 2, U64S(0, 1),
+                       k == 0 ? FLTS(1.0f, 2.0f) : FLTS(7.0f, 8.0f));
+            rows_free(&r);
+        }
+    cr_assert_str_neq(files[0], files[1]);
+    DIR *dir = opendir(dirs[2]);
+    cr_assert_not_null(dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;)
+        if (e->d_name[0] != '.') {
+            n++;
+            cr_assert_null(strstr(e->d_name, ".tmp"), "left behind: %s", e->d_name);
+        }
+    closedir(dir);
+    cr_assert_eq(n, 2, "one file per source");
 }
 
 /* The file's layout, by hand: a 2304-byte header (2248 rounded to 64), then offsets (3 x u64),
@@ -1914,15 +1962,29 @@ Test(data, cache_torn_file_rebuilt) {
     snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
     ps_logger log = {.out = fopen(log_path, "w"), .level = PS_LOG_DEBUG};
     cr_assert_not_null(log.out);
-    for (int how = 0; how < 4; how++) {
+    for (int how = 0; how < 6; how++) {
         if (how == 0) {
             cr_assert_eq(truncate(file, size - 8), 0);
+        } else if (how == 5) { /* a row count no file of this size holds, crc recomputed */
+            int fd = open(file, O_RDWR);
+            cr_assert_geq(fd, 0);
+            unsigned char h[4096];
+            cr_assert_geq(pread(fd, h, sizeof(h), 0), 2304, "the header and its padding");
+            uint32_t header_bytes;
+            memcpy(&header_bytes, h + 12, 4); /* magic, version, then the header's size */
+            const uint64_t rows_at = 16 + sizeof(ps_cache_key), huge = UINT64_MAX / 64;
+            memcpy(h + rows_at, &huge, 8);
+            const uint32_t crc = (uint32_t)crc32(0L, h, header_bytes - 4);
+            memcpy(h + header_bytes - 4, &crc, 4);
+            cr_assert_eq(pwrite(fd, h, header_bytes, 0), (ssize_t)header_bytes);
+            close(fd);
         } else {
             int fd = open(file, O_WRONLY);
             cr_assert_geq(fd, 0);
             /* 1: the header's magic; 2: the last row offset (past the header: checked apart);
-               3: a byte inside the header (its skipped-line messages), under its crc32 */
-            off_t at = how == 1 ? 0 : how == 2 ? 2304 + 3 * 8 : 1000;
+               3: a byte inside the header (its skipped-line messages), under its crc32;
+               4: the first id, under the sections' crc32 */
+            off_t at = how == 1 ? 0 : how == 2 ? 2304 + 3 * 8 : how == 3 ? 1000 : 2368;
             cr_assert_eq(pwrite(fd, "\x7f\x7f\x7f\x7f", 4, at), 4);
             close(fd);
         }
@@ -1943,6 +2005,8 @@ Test(data, cache_torn_file_rebuilt) {
     cr_assert_not_null(strstr(text, "torn: not a data cache file"), "%s", text);
     cr_assert_not_null(strstr(text, "torn: row offsets"), "%s", text);
     cr_assert_not_null(strstr(text, "torn: header checksum"), "%s", text);
+    cr_assert_not_null(strstr(text, "torn: data checksum"), "%s", text);
+    cr_assert_not_null(strstr(text, "torn: impossible counts"), "%s", text);
     rows_free(&a);
 }
 

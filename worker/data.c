@@ -310,14 +310,16 @@ static ps_status bad_row(ps_data *d, const char *why, ps_error *err) {
 
 #define note(d, ...) ((d)->log != NULL ? ps_log((d)->log, __VA_ARGS__) : (void)0)
 
-/* The key of the source as it is now: the reader's key with the file's size and mtime. */
+/* The key of the source as it is now: the reader's key with the file's identity. */
 static ps_status source_key(const ps_data *d, ps_cache_key *k, ps_error *err) {
     struct stat st;
     if (stat(d->path, &st) != 0)
         return ps_error_set(err, PS_IO, "stat %s: %s", d->path, strerror(errno));
     *k = d->cache_key;
     k->src_size = (uint64_t)st.st_size;
+    k->src_dev = (uint64_t)st.st_dev, k->src_ino = (uint64_t)st.st_ino;
     k->src_mtime_sec = (int64_t)st.st_mtim.tv_sec, k->src_mtime_nsec = (int64_t)st.st_mtim.tv_nsec;
+    k->src_ctime_sec = (int64_t)st.st_ctim.tv_sec, k->src_ctime_nsec = (int64_t)st.st_ctim.tv_nsec;
     return PS_OK;
 }
 

@@ -140,10 +140,11 @@ typedef struct {
      *     DIR/BASENAME.HASH.pscache
      * (DIR: cache_dir if set, else the source's directory; HASH: of the reader options that
      * change the rows: format, label column/name, one_based, num_ids, integers, max_line_bytes,
-     * skip_bad_lines, validation_split, holdout, rank and world), written under a temporary name,
-     * fsynced, renamed, and memory-mapped. A later open that finds that file with the source's
-     * size and mtime and those options recorded in its header reads from it from epoch 0 (no
-     * parse, no validation_split counting pass); a stale or torn file is removed and rebuilt.
+     * skip_bad_lines, validation_split, holdout, rank and world; with cache_dir also the
+     * source's full path), written unnamed, fsynced, named, and memory-mapped. A later open that
+     * finds that file with the source's identity (device, inode, size, mtime, ctime), those
+     * options and a good crc32 of its sections reads from it from epoch 0 (no parse, no
+     * validation_split counting pass); a stale or torn file is removed and rebuilt.
      * When the file cannot be written the reader warns through log and streams. */
     size_t cache_bytes;
     const char *cache_dir;   /* borrowed until open returns; NULL or "": the source's directory */

@@ -22,7 +22,7 @@
 #include "hash.h"
 
 #define MAGIC "PSDCACHE"
-#define VERSION 1u
+#define VERSION 2u /* 2: the source identity in the key, the sections' crc32 */
 #define ALIGN 64u
 #define COPY_CHUNK (1u << 20)
 #define SECTION_MIN (64u << 10) /* a section's first mapping */
@@ -38,8 +38,8 @@ typedef struct {
     uint64_t rows, feats, total_bytes;
     uint64_t off[N_SECTIONS]; /* byte offset of each section in the file */
     ps_cache_meta meta;
-    uint32_t crc; /* crc32 of the bytes before this field */
-    uint32_t pad;
+    uint32_t data_crc; /* crc32 of the bytes from off[0] to total_bytes */
+    uint32_t crc;      /* crc32 of the bytes before this field */
 } file_header;
 
 struct ps_data_cache {
@@ -74,21 +74,30 @@ struct ps_cache_builder {
 
 /* ---- names ------------------------------------------------------------------------------- */
 
-int ps_cache_file_name(const char *dir, const char *src, const ps_cache_key *k, char *out,
-                       size_t n) {
-    /* hash of the key without the source's size and mtime (the first three fields) */
-    const unsigned char *p = (const unsigned char *)&k->num_ids;
-    size_t len = sizeof(*k) - offsetof(ps_cache_key, num_ids);
-    uint64_t h = 0x5053444341434845ull;
+static uint64_t hash_bytes(uint64_t h, const void *bytes, size_t len) {
+    const unsigned char *p = bytes;
     for (size_t i = 0; i < len; i += 8) {
         uint64_t w = 0;
         memcpy(&w, p + i, len - i < 8 ? len - i : 8);
         h = ps_mix64(h ^ w);
     }
+    return ps_mix64(h ^ len);
+}
+
+int ps_cache_file_name(const char *dir, const char *src, const ps_cache_key *k, char *out,
+                       size_t n) {
+    /* the key from num_ids on: the source's identity comes before it */
+    uint64_t h = hash_bytes(0x5053444341434845ull, &k->num_ids,
+                            sizeof(*k) - offsetof(ps_cache_key, num_ids));
     const char *slash = strrchr(src, '/');
     const char *base = slash != NULL ? slash + 1 : src;
-    if (dir != NULL && dir[0] != '\0')
+    if (dir != NULL && dir[0] != '\0') {
+        char *real = realpath(src, NULL); /* one name for one file, however it is reached */
+        const char *full = real != NULL ? real : src;
+        h = hash_bytes(h, full, strlen(full));
+        free(real);
         return snprintf(out, n, "%s/%s.%016" PRIx64 ".pscache", dir, base, h);
+    }
     if (slash == NULL) return snprintf(out, n, "%s.%016" PRIx64 ".pscache", base, h);
     return snprintf(out, n, "%.*s/%s.%016" PRIx64 ".pscache", (int)(slash - src), src, base, h);
 }
@@ -107,6 +116,15 @@ static void layout(file_header *h) { /* section offsets from the counts; sets to
 
 static uint32_t header_crc(const file_header *h) {
     return (uint32_t)crc32(0L, (const Bytef *)h, (uInt)offsetof(file_header, crc));
+}
+
+static uint32_t crc_more(uint32_t crc, const unsigned char *p, size_t n) {
+    for (size_t at = 0; at < n;) { /* zlib takes a uInt at a time */
+        const size_t take = n - at < (1u << 30) ? n - at : (1u << 30);
+        crc = (uint32_t)crc32(crc, p + at, (uInt)take);
+        at += take;
+    }
+    return crc;
 }
 
 ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache **out,
@@ -137,8 +155,8 @@ ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache *
         why = "torn: header checksum";
     else if (memcmp(&h.key, k, sizeof(*k)) != 0)
         why = "stale: the source or the reader options changed";
-    else if (h.feats > UINT64_MAX / 16 || h.rows > UINT64_MAX / 32)
-        why = "torn: impossible counts";
+    else if (h.rows > (uint64_t)st.st_size / 20 || h.feats > (uint64_t)st.st_size / 12)
+        why = "torn: impossible counts"; /* 20 bytes per row, 12 per feature: layout can't wrap */
     else if (layout(&want), memcmp(want.off, h.off, sizeof(h.off)) != 0 ||
              want.total_bytes != h.total_bytes)
         why = "torn: section offsets";
@@ -173,6 +191,11 @@ ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache *
     if (!ok) {
         ps_cache_free(c);
         return ps_error_set(err, PS_DATA, "%s: torn: row offsets out of order", path);
+    }
+    /* a changed id or value would be trained on silently: the sections are checked whole */
+    if (crc_more(0, base + h.off[0], (size_t)(h.total_bytes - h.off[0])) != h.data_crc) {
+        ps_cache_free(c);
+        return ps_error_set(err, PS_DATA, "%s: torn: data checksum", path);
     }
     *out = c;
     return PS_OK;
@@ -311,18 +334,62 @@ void ps_cache_build_abort(ps_cache_builder *b) {
     free(b);
 }
 
-/* Copies section x (a temporary file) to f at its current position, then pads to ALIGN. */
-static bool copy_section(section *x, FILE *f, unsigned char *buf) {
+/* Copies section x (a temporary file) to f at its current position, then pads to ALIGN; *crc
+ * goes on over both. */
+static bool copy_section(section *x, FILE *f, unsigned char *buf, uint32_t *crc) {
     if (fflush(x->f) != 0 || fseeko(x->f, 0, SEEK_SET) != 0) return false;
     for (size_t left = x->len; left > 0;) {
         size_t n = left < COPY_CHUNK ? left : COPY_CHUNK;
         if (fread(buf, 1, n, x->f) != n || fwrite(buf, 1, n, f) != n) return false;
+        *crc = crc_more(*crc, buf, n);
         left -= n;
     }
     static const unsigned char zeros[ALIGN];
     long pos = ftell(f);
     size_t pad = pos < 0 ? 0 : (ALIGN - (size_t)pos % ALIGN) % ALIGN;
+    *crc = crc_more(*crc, zeros, pad);
     return pos >= 0 && fwrite(zeros, 1, pad, f) == pad;
+}
+
+/* A file to write `file` through: unnamed in its directory (O_TMPFILE), *tmp set to NULL; or,
+ * where the file system has no such files, a fresh temporary name in *tmp (malloc'd). -1 and
+ * errno on failure. */
+static int open_unnamed(const char *file, char **tmp) {
+    *tmp = NULL;
+    const char *slash = strrchr(file, '/');
+    char *dir = slash == NULL ? strdup(".") : strndup(file, (size_t)(slash - file) + 1);
+    if (dir == NULL) return -1;
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    free(dir);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+    const size_t n = strlen(file) + 16;
+    if ((*tmp = malloc(n)) == NULL) return -1;
+    snprintf(*tmp, n, "%s.tmp.XXXXXX", file);
+    if ((fd = mkstemp(*tmp)) < 0) free(*tmp), *tmp = NULL;
+    return fd;
+}
+
+/* Names the written file fd `file`, replacing any: an unnamed one is linked under a temporary
+ * name first (linkat cannot replace), then renamed. */
+static bool name_file(int fd, char *tmp, const char *file) {
+    if (tmp != NULL) return rename(tmp, file) == 0;
+    char proc[64], *t = NULL;
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    const size_t n = strlen(file) + 32;
+    if ((t = malloc(n)) == NULL) return false;
+    bool ok = false;
+    for (unsigned k = 0; k < 100 && !ok; k++) { /* a name nobody holds */
+        snprintf(t, n, "%s.tmp.%ld.%u", file, (long)getpid(), k);
+        ok = linkat(AT_FDCWD, proc, AT_FDCWD, t, AT_SYMLINK_FOLLOW) == 0;
+        if (!ok && errno != EEXIST) break;
+    }
+    if (ok && rename(t, file) != 0) {
+        const int e = errno;
+        unlink(t);
+        errno = e, ok = false;
+    }
+    free(t);
+    return ok;
 }
 
 static ps_status write_file(ps_cache_builder *b, const ps_cache_meta *meta, ps_error *err) {
@@ -332,35 +399,33 @@ static ps_status write_file(ps_cache_builder *b, const ps_cache_meta *meta, ps_e
     h.version = VERSION, h.header_bytes = sizeof(h);
     h.key = b->key, h.rows = b->rows, h.feats = b->feats, h.meta = *meta;
     layout(&h);
-    h.crc = header_crc(&h);
 
-    size_t n = strlen(b->file) + 16;
-    char *tmp = malloc(n);
     unsigned char *buf = malloc(COPY_CHUNK);
-    if (tmp == NULL || buf == NULL) {
-        free(tmp), free(buf);
-        return ps_error_set(err, PS_NOMEM, "data cache: copy buffer");
-    }
-    snprintf(tmp, n, "%s.tmp.XXXXXX", b->file);
-    int fd = mkstemp(tmp);
+    if (buf == NULL) return ps_error_set(err, PS_NOMEM, "data cache: copy buffer");
+    char *tmp;
+    int fd = open_unnamed(b->file, &tmp);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     bool ok = f != NULL;
     if (!ok && fd >= 0) close(fd);
-    if (ok) {
+    if (ok) { /* the header once its data_crc is known, then the sections behind it */
         static const unsigned char zeros[ALIGN];
         size_t pad = (size_t)(h.off[0] - sizeof(h));
         ok = fwrite(&h, sizeof(h), 1, f) == 1 && fwrite(zeros, 1, pad, f) == pad;
-        for (int s = 0; ok && s < N_SECTIONS; s++) ok = copy_section(&b->s[s], f, buf);
-        ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+        uint32_t crc = 0;
+        for (int s = 0; ok && s < N_SECTIONS; s++) ok = copy_section(&b->s[s], f, buf, &crc);
+        h.data_crc = crc;
+        h.crc = header_crc(&h);
+        ok = ok && fflush(f) == 0 && pwrite(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+             fsync(fd) == 0;
+        ok = ok && name_file(fd, tmp, b->file);
         int e = errno;
         ok = fclose(f) == 0 && ok;
-        if (ok) errno = e;
-        ok = ok && rename(tmp, b->file) == 0;
+        if (!ok) errno = e;
     }
     ps_status st = PS_OK;
     if (!ok) {
         st = ps_error_set(err, PS_IO, "write the data cache %s: %s", b->file, strerror(errno));
-        if (fd >= 0) unlink(tmp);
+        if (tmp != NULL) unlink(tmp);
     }
     free(tmp), free(buf);
     return st;

@@ -1,19 +1,22 @@
 /* data_cache.h - one reader's rows of a text file, parsed once: CSR arrays (offsets, ids, values,
  * labels, global row index) held in memory, or, past a memory budget, written to a cache file
- * that is memory-mapped and reused by later runs while its key (the source's size and mtime and
- * the reader options that change the rows) is unchanged. Not a public header; data.c drives it.
+ * that is memory-mapped and reused by later runs while its key (the source file's identity: device,
+ * inode, size, mtime and ctime; and the reader options that change the rows) is unchanged. Not a
+ * public header; data.c drives it.
  *
  * Cache file layout (native byte order; the header says which version):
  *     header            magic "PSDCACHE", version, key, counts, section offsets, the skipped
- *                       lines' count and first messages, total size, crc32 of the header
+ *                       lines' count and first messages, total size, crc32 of the sections,
+ *                       crc32 of the header
  *     offsets           (rows + 1) u64, row r's features are [offsets[r], offsets[r+1])
  *     ids               (feats) u64
  *     vals              (feats) f32
  *     labels            (rows) f32
  *     index             (rows) u64, the global row index
- * each section starting on a 64-byte boundary. A file is written under a temporary name, fsynced
- * and renamed, so a reader sees a whole file or none; a file that fails any check (size, crc,
- * key, offsets) is stale or torn and is rebuilt. */
+ * each section starting on a 64-byte boundary. A file is written unnamed where the file system
+ * allows (O_TMPFILE; else under a temporary name), fsynced, then named by a rename, so a reader
+ * sees a whole file or none and a writer killed midway leaves nothing; a file that fails any
+ * check (size, crcs, key, offsets) is stale or torn and is rebuilt. */
 #ifndef PS_DATA_CACHE_H
 #define PS_DATA_CACHE_H
 
@@ -24,10 +27,12 @@
 
 #define PS_CACHE_MSG_BYTES 256 /* == sizeof(ps_error.msg) */
 
-/* What makes the rows. Zeroed, then filled: it is compared and hashed as bytes. */
+/* What makes the rows. Zeroed, then filled: it is compared and hashed as bytes. The source's
+ * identity comes first: ctime, which no tool sets back, catches a file rewritten with its size
+ * and mtime restored (cp -p, rsync -t, touch -r), the inode one replaced by a rename. */
 typedef struct {
-    uint64_t src_size;
-    int64_t src_mtime_sec, src_mtime_nsec;
+    uint64_t src_size, src_dev, src_ino;
+    int64_t src_mtime_sec, src_mtime_nsec, src_ctime_sec, src_ctime_nsec;
     uint64_t num_ids, max_line, label_name_hash; /* label_name_hash: 0 without a label name */
     double validation_split;
     int32_t label_column;
@@ -46,8 +51,9 @@ typedef struct {
 } ps_cache_meta;
 
 /* The cache file's name for a source and key: DIR/BASENAME.HASH16.pscache, DIR being dir or, when
- * dir is NULL or empty, the source's directory. The hash leaves out the source's size and mtime,
- * so a changed source rebuilds the same name. */
+ * dir is NULL or empty, the source's directory. The hash leaves out the source's identity, so a
+ * changed source rebuilds the same name; in a dir of its own it covers the source's full path,
+ * so two sources of one base name do not share a file. */
 int ps_cache_file_name(const char *dir, const char *src, const ps_cache_key *k, char *out,
                        size_t n);
 
