@@ -87,7 +87,7 @@ ps_status ps_client_pull_async(ps_client *c, uint32_t table, const uint64_t *key
  * rows itself must live until the wait (the client keeps its address). Such a pointer stays
  * valid until this client's next pull or push, its reconnect or its destroy: read the rows
  * before sending anything else (a request then reuses the segment), and only read them (the
- * server writes there). */
+ * server writes there); never pass them to a push as its gradients: copy them out first. */
 ps_status ps_client_pull_view_async(ps_client *c, uint32_t table, const uint64_t *keys, size_t n,
                                     float *out, float **rows, ps_op *op, ps_error *err);
 /* Starts a push: keys (n), grads (n, dim) are copied before return (staged grads are sent
