@@ -319,7 +319,14 @@ ps_status ps_barrier_restore(ps_barrier *b, const uint64_t *clocks, const uint8_
                                 states[r]);
     memcpy(b->clock, clocks, b->W * sizeof(*clocks));
     memcpy(b->state, states, b->W);
-    if (b->mode == PS_SYNC) b->applied = applied;
+    if (b->mode == PS_SYNC) {
+        b->applied = applied;
+        /* A checkpoint holds no pushes of the step being gathered: a rank that had ended it is
+         * back at it, so its retried step is applied (not acknowledged as a replay) and the mean
+         * counts only ranks whose pushes are here again. */
+        for (uint32_t r = 0; r < b->W; r++)
+            if (b->clock[r] > applied) b->clock[r] = applied;
+    }
     update_min(b);
     return PS_OK;
 }

@@ -88,8 +88,10 @@ void ps_barrier_save(const ps_barrier *b, uint64_t *clocks, uint8_t *states, uin
 
 /* A restarted server, before any Hello: the ranks' clocks and states as ps_barrier_save gave
  * them (borrowed). A finished rank is not waited for; a dropped one rejoins as a dropped rank
- * does; a live rank's clock is a lower bound its first Hello may raise. PS_INVALID_ARG for a
- * state byte that is none of ps_rank_state (nothing changed then). */
+ * does; a live rank's clock is a lower bound its first Hello may raise. sync: a clock past
+ * `applied` comes back as `applied` (the pushes held for that step are not saved: its ranks
+ * redo it). PS_INVALID_ARG for a state byte that is none of ps_rank_state (nothing changed
+ * then). */
 ps_status ps_barrier_restore(ps_barrier *b, const uint64_t *clocks, const uint8_t *states,
                              uint64_t applied, ps_error *err);
 

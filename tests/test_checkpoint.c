@@ -1262,3 +1262,88 @@ Test(checkpoint, finished_journal_of_another_job_is_passed_over) {
     ps_ckpt_finished_read(&other, dir, none, 3, NULL, &added);
     cr_assert(added == 1 && none[1] == 1 && none[0] == 0 && none[2] == 0);
 }
+
+/* --- a sync step half gathered when the checkpoint was taken ---------------------------------- */
+
+#define HALF_FMT                                                                                   \
+    "{\"job_id\": \"half\", \"cluster\": {\"servers\": 1, \"workers\": 2, \"consistency\": \"sync\","\
+    " \"connect_timeout_ms\": 5000, \"request_timeout_ms\": 5000, \"barrier_timeout_ms\": 3000}%s,"\
+    " \"tables\": [{\"name\": \"a\", \"dim\": 2, \"init\": {\"type\": \"zeros\"}}]}"
+
+static ps_client *rank_client(const ps_job_config *job, uint32_t rank) {
+    ps_client_options o = {.job = job, .rank = rank, .log = {.level = PS_LOG_ERROR}};
+    ps_client *c = NULL;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_create(&o, &c, &err), PS_OK, "%s", err.msg);
+    return c;
+}
+
+/* Step 0 of rank: gradient g on key 5, then the end of the step. */
+static void step0(ps_client *c, float g) {
+    const uint64_t key = 5;
+    const float grad[2] = {g, g};
+    ps_error err = {0};
+    ps_op op;
+    cr_assert_eq(ps_client_push(c, 0, &key, 1, grad, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_clock_async(c, false, &op, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_client_wait(c, op, &err), PS_OK, "%s", err.msg);
+}
+
+/* Key 5 as step 1 reads it (a pull that waits for step 0). */
+static void after_step0(const ps_job_config *job, ps_client *c, float w[2]) {
+    (void)job;
+    const uint64_t key = 5;
+    ps_error err = {0};
+    ps_client_set_min_clock(c, 1);
+    cr_assert_eq(ps_client_pull(c, 0, &key, 1, w, &err), PS_OK, "%s", err.msg);
+}
+
+/* Rank 0 ends step 0 (its push held, rank 1's not in yet), a checkpoint, the server stops. On a
+ * new server from that checkpoint both ranks redo step 0 from its start, as a worker's retried
+ * step does, whichever reconnects first: the row is what the undisturbed step gives, bit for
+ * bit (before the fix rank 1's push was refused or rank 0's gradient lost). */
+Test(checkpoint, a_sync_step_half_gathered_at_a_checkpoint_is_redone_whole) {
+    ps_job_config plain, job;
+    char json[1024], at[128];
+    snprintf(json, sizeof(json), HALF_FMT, "");
+    tu_job(json, &plain);
+    snprintf(at, sizeof(at), ", \"server\": {\"checkpoint_dir\": \"%s\"}", dir);
+    snprintf(json, sizeof(json), HALF_FMT, at);
+    tu_job(json, &job);
+    float want[2], got[2];
+    { /* undisturbed */
+        test_server *s = tu_server_start(&plain, 0);
+        tu_job_use(&plain, &s, 1);
+        ps_client *c0 = rank_client(&plain, 0), *c1 = rank_client(&plain, 1);
+        step0(c0, 1.0f), step0(c1, 3.0f);
+        after_step0(&plain, c0, want);
+        ps_client_destroy(c0), ps_client_destroy(c1);
+        tu_server_free(s);
+    }
+    cr_assert(want[0] < 0.0f, "the step moved the row: %g", (double)want[0]);
+    for (int first = 0; first < 2; first++) {
+        tu_rmtree(dir);
+        cr_assert_eq(mkdir(dir, 0700), 0);
+        test_server *a = tu_server_start(&job, 0);
+        tu_job_use(&job, &a, 1);
+        ps_client *c0 = rank_client(&job, 0), *c1 = rank_client(&job, 1);
+        step0(c0, 1.0f);
+        ps_server_checkpoint(tu_server(a));
+        wait_checkpoints(tu_server(a), 1);
+        ps_client_destroy(c0), ps_client_destroy(c1);
+        tu_server_free(a);
+        test_server *b = tu_server_start(&job, 0);
+        tu_job_use(&job, &b, 1);
+        ps_client *n[2];
+        n[first] = rank_client(&job, (uint32_t)first);
+        n[1 - first] = rank_client(&job, (uint32_t)(1 - first));
+        cr_assert_eq(ps_client_clock(n[0]), 0u, "rank 0 redoes step 0");
+        cr_assert_eq(ps_client_clock(n[1]), 0u, "rank 1 is at step 0");
+        step0(n[0], 1.0f), step0(n[1], 3.0f);
+        after_step0(&job, n[0], got);
+        cr_assert_eq(memcmp(got, want, sizeof(got)), 0, "rank %d first: %g %g, undisturbed %g %g",
+                     first, (double)got[0], (double)got[1], (double)want[0], (double)want[1]);
+        ps_client_destroy(n[0]), ps_client_destroy(n[1]);
+        tu_server_free(b);
+    }
+}
