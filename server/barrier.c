@@ -159,15 +159,28 @@ static void discard_held(ps_barrier *b, uint32_t rank) {
     for (uint32_t t = 0; t < b->T; t++) b->held[(size_t)rank * b->T + t].n = 0;
 }
 
-/* sync: applies every step that no live rank holds back any more. */
+/* sync: applies every step that no live rank holds back any more. Only step `applied` can hold
+ * pushes (a push for a later one is refused), so once it is applied the steps up to the
+ * minimum clock are empty and passed in one move: a clock far ahead costs no loop. */
 static ps_status complete(ps_barrier *b, ps_error *err) {
     if (b->mode != PS_SYNC) return PS_OK;
     while (b->applied < b->min_clock) {
-        uint32_t n = 0; /* ranks that ended step `applied` (a rank is never past it), and
-                           dropped ones whose push of it is kept (ps_barrier_drop) */
-        for (uint32_t r = 0; r < b->W; r++)
-            n += b->clock[r] > b->applied && (b->state[r] != PS_RANK_DROPPED || holds(b, r));
+        uint32_t n = 0;   /* ranks that ended step `applied` (a rank is never past it), and
+                             dropped ones whose push of it is kept (ps_barrier_drop) */
+        uint64_t top = 0; /* the steps up to here are ended by some rank counted */
+        bool any = false;
+        for (uint32_t r = 0; r < b->W; r++) {
+            const bool counted = b->state[r] != PS_RANK_DROPPED || holds(b, r);
+            n += b->clock[r] > b->applied && counted;
+            if (counted && b->clock[r] > top) top = b->clock[r];
+            any = any || holds(b, r);
+        }
         if (n == 0) break; /* every rank left before this step */
+        if (!any) { /* nothing held: no update, as for every step after it */
+            b->applied = top < b->min_clock ? top : b->min_clock;
+            b->started = true;
+            break;
+        }
         if (apply_step(b, n, err) != PS_OK) return err ? err->code : PS_NOMEM;
         b->applied++;
         b->started = true;

@@ -555,7 +555,7 @@ static ps_status dispatch(ps_conn *c, const ps_msg *m, ps_error *err) {
         if (st != PS_OK) return st;
         if (srv->replay != NULL && c->is_worker) {
             ps_replay_mark(srv->replay, c->rank, c->session, step, part);
-            ps_server_pushed(srv, c->rank, step);
+            if (srv->barrier == NULL) ps_server_pushed(srv, c->rank, step); /* async's count */
         }
         return send_ack(c, m->env.request_id, n, err);
     }

@@ -1,7 +1,8 @@
-/* replay.h - async jobs: a worker's numbered pushes, applied once. No I/O.
+/* replay.h - async and ssp jobs: a worker's numbered pushes, applied once. No I/O.
  *
  * A worker that lost a server retries its step after reconnecting; the servers that did get the
- * step's pushes must not apply them a second time. Each push of an async worker carries (step,
+ * step's pushes must not apply them a second time (sync holds them until the step ends and
+ * drops them on a reconnect instead). Each push of an async or ssp worker carries (step,
  * part): its step (from 1) and its index among the step's pushes to this server, in the order
  * sent, so they only grow within one worker process (its session, a random id in its Hello).
  * A server remembers the last (step, part) it applied per rank and session; a push at or below

@@ -606,7 +606,9 @@ ps_status ps_server_create(const ps_server_options *opt, ps_server **out, ps_err
     }
     if (st == PS_OK && job->consistency != PS_ASYNC)
         st = ps_barrier_create(job, srv->stores, &srv->barrier, err);
-    if (st == PS_OK && job->consistency == PS_ASYNC)
+    /* sync discards a rank's held pushes when it reconnects; async and ssp apply on arrival, so
+     * a retried step's pushes that got here before are told apart by their (step, part) */
+    if (st == PS_OK && job->consistency != PS_SYNC)
         st = ps_replay_create(job->num_workers, &srv->replay, err);
     if (st == PS_OK && ((srv->finished = calloc(W, 1)) == NULL ||
                         (srv->push_step = calloc(W, sizeof(uint64_t))) == NULL))

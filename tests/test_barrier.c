@@ -205,6 +205,22 @@ Test(barrier, adopt_raises_a_clock_and_never_lowers_it) {
     cr_assert(strstr(err.msg, "the job has 2 workers"), "%s", err.msg);
 }
 
+/* A clock set far ahead (a client may send any): the empty steps up to it are passed at once,
+ * not one loop pass each, and a step held before it is still applied (2^40 passes would hang
+ * the server). */
+Test(barrier, a_clock_far_ahead_is_passed_in_one_move, .timeout = 5) {
+    make("sync", 2);
+    hello(0, 0), hello(1, 0);
+    cr_assert_eq(push(0, 0, 0.25f), PS_OK, "%s", err.msg);
+    cr_assert_eq(clock(0, 1), PS_OK, "%s", err.msg);
+    bool adv;
+    cr_assert_eq(ps_barrier_adopt(b, 1, 1ull << 40, &adv, &err), PS_OK, "%s", err.msg);
+    cr_assert_float_eq(weight(), -0.5f, 1e-6, "step 0 applied once it was complete");
+    cr_assert_eq(ps_barrier_clock(b, 1, 1ull << 40, true, &adv, &err), PS_OK, "%s", err.msg);
+    cr_assert_eq(ps_barrier_drop(b, 0, &adv, &err), PS_OK, "%s", err.msg);
+    cr_assert_float_eq(weight(), -0.5f, 1e-6, "the empty steps change nothing");
+}
+
 /* --- replay ----------------------------------------------------------------------------------- */
 
 Test(replay, a_session_s_step_and_part_are_applied_once) {

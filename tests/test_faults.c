@@ -482,6 +482,76 @@ Test(faults, async_server_applies_a_numbered_push_once) {
     tu_server_free(s);
 }
 
+/* ssp applies pushes on arrival, as async does: a retried step's pushes that got here before it
+ * failed are numbered (step, part) and acknowledged, not applied again. */
+Test(faults, ssp_server_applies_a_numbered_push_once) {
+    ps_job_config job;
+    table_job_of(&job, "ssp", 1000);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    int a = raw_worker(&job, s, 0, 42, 0, NULL);
+    raw_push(a, 1, 1, 0, 0.25f);
+    raw_push(a, 2, 1, 0, 0.25f); /* the same again: acknowledged only */
+    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
+    int b = raw_worker(&job, s, 0, 42, 0, NULL); /* reconnects, retrying step 0 */
+    cr_assert(tu_closed(a), "the old connection of the session is closed");
+    raw_push(b, 1, 1, 0, 0.25f); /* the retried step's push that had got through */
+    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
+    raw_push(b, 2, 1, 1, 0.25f); /* its next part, which had not: applied */
+    cr_assert_float_eq(weight_of(&job), -0.5f - 0.5f / sqrtf(2.0f), 1e-6);
+    close(a), close(b);
+    tu_server_free(s);
+}
+
+/* ssp with fit.overlap, the calls a worker's step t makes when it fails after sending t-1's
+ * gradients and Clock (train.c: do_step's redo_clock, run_steps' epoch end), then its retry:
+ * the retried batch t goes out under the clock after t-1's and is applied (under t-1's clock it
+ * would be taken for a replay of t-1 and dropped); the epoch's last gradients, sent again under
+ * their own step's clock and number, are applied once. */
+Test(faults, ssp_overlap_retries_apply_each_batch_once) {
+    ps_job_config job;
+    tu_job("{\"job_id\": \"o\", \"cluster\": {\"servers\": 1, \"workers\": 1,"
+           " \"consistency\": \"ssp\", \"staleness\": 1, \"request_timeout_ms\": 2000,"
+           " \"barrier_timeout_ms\": 1000, \"recover_timeout_ms\": 1000},"
+           " \"optimizer\": {\"learning_rate\": 0.5, \"initial_accumulator_value\": 0,"
+           " \"epsilon\": 1e-10},"
+           " \"tables\": [{\"name\": \"w\", \"dim\": 1, \"init\": {\"type\": \"zeros\"}}]}",
+           &job);
+    test_server *s = tu_server_start(&job, 0);
+    tu_job_use(&job, &s, 1);
+    ps_client *c = tu_client(&job, 0);
+    ps_error e = {0};
+    ps_op op;
+    const uint64_t key = 7;
+    const float g = 0.25f;
+    /* step 1's overlapped exchange: batch 0's gradients (step number 1) and the end of step 0 */
+    ps_client_set_step(c, 1);
+    cr_assert_eq(ps_client_push_async(c, 0, &key, 1, &g, &op, &e), PS_OK, "%s", e.msg);
+    cr_assert_eq(ps_client_clock_async(c, false, &op, &e), PS_OK, "%s", e.msg);
+    cr_assert_eq(ps_client_wait_all(c, &e), PS_OK, "%s", e.msg);
+    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
+    /* batch 1 computed, then a server went quiet: the retry starts after step 0 */
+    cr_assert_eq(ps_client_recover(c, 1, &e), PS_OK, "%s", e.msg);
+    ps_client_set_step(c, 2);
+    cr_assert_eq(ps_client_push_async(c, 0, &key, 1, &g, &op, &e), PS_OK, "%s", e.msg);
+    cr_assert_eq(ps_client_clock_async(c, false, &op, &e), PS_OK, "%s", e.msg);
+    cr_assert_eq(ps_client_wait_all(c, &e), PS_OK, "%s", e.msg);
+    const float two = -0.5f - 0.5f / sqrtf(2.0f);
+    cr_assert_float_eq(weight_of(&job), two, 1e-6, "the retried batch 1 is applied");
+    /* the epoch's end: batch 2's gradients and Clock 3 went out, the wait failed; again */
+    const uint64_t at = ps_client_clock(c);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (attempt == 1) cr_assert_eq(ps_client_recover(c, at, &e), PS_OK, "%s", e.msg);
+        ps_client_set_step(c, 3);
+        cr_assert_eq(ps_client_push_async(c, 0, &key, 1, &g, &op, &e), PS_OK, "%s", e.msg);
+        cr_assert_eq(ps_client_clock_async(c, false, &op, &e), PS_OK, "%s", e.msg);
+        cr_assert_eq(ps_client_wait_all(c, &e), PS_OK, "%s", e.msg);
+    }
+    cr_assert_float_eq(weight_of(&job), two - 0.5f / sqrtf(3.0f), 1e-6, "batch 2 once");
+    ps_client_destroy(c);
+    tu_server_free(s);
+}
+
 /* sync: a second connection of the same session takes the rank over (its Hello says the step it
  * retries, the reply the step to go on from); another session's is refused while the rank is
  * connected. */

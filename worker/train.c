@@ -54,7 +54,7 @@ typedef struct {
     uint64_t *keys;   /* (n_keys) unique feature ids, rows of the first kernel */
     float *x;         /* dense input: (B, n_keys), n_keys = model.input_dim */
     size_t cap_b, cap_nnz, cap_x;
-    uint64_t seq;     /* async: the step its gradients are pushed as (client.h set_step) */
+    uint64_t seq;     /* async, ssp: the step its gradients are pushed as (client.h set_step) */
     uint64_t rows_hash; /* sum of mix64(row index) of its samples: added once it is trained */
 } step_batch;
 
@@ -271,7 +271,9 @@ static ps_status exchange(trainer *tr, const step_batch *pushed, const step_batc
     ps_op op;
     if (next != NULL && reserve_rows(tr, into, next->n_keys, err) != PS_OK) return err->code;
     if (next != NULL) into->use = into->p; /* until a pull leaves its rows in place */
-    if (async && pushed != NULL) ps_client_set_step(c, pushed->seq);
+    /* numbered: a server applies each push once, however often a retry sends it (replay.h);
+     * sync drops a reconnecting rank's held pushes instead */
+    if (tr->job->consistency != PS_SYNC && pushed != NULL) ps_client_set_step(c, pushed->seq);
     if (!async && pushed != NULL) { /* gradients, then the end of the step, then the pulls */
         for (size_t l = 0; l < tr->L; l++) {
             const uint64_t *k = kernel_keys(tr, pushed, l);
@@ -682,6 +684,8 @@ typedef struct {
     step_params *sp, *np;
     bool released; /* sb's slot went back to the prep thread */
     double *mark;
+    uint64_t redo_clock; /* the clock a retry starts from: the step's, or (ssp with overlap)
+                            the one after t-1's, whose end went out with this step */
 } step_ctx;
 
 static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, bool retry,
@@ -699,6 +703,10 @@ static ps_status do_step(trainer *tr, step_ctx *s, const step_batch **unpushed, 
     }
     /* requests copy keys and gradients when made (overlap stages none): tr->grads is free again */
     if (overlap && (*unpushed || want)) {
+        /* t-1 ends here (ssp: its Clock goes out): a retry of t must not push under t-1's clock,
+         * which a server that got that Clock would take for a replay and drop */
+        if (*unpushed != NULL && tr->job->consistency != PS_ASYNC)
+            s->redo_clock = ps_client_clock(tr->client) + 1;
         if (exchange(tr, *unpushed, want, s->np, true, err) != PS_OK) return err->code;
         if (*unpushed != NULL) release_train(tr);
         *unpushed = NULL;
@@ -768,12 +776,12 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         tm->data += lap(&mark);
         s.nb->seq = tr->seq_base + tr->skip + t + 2;
         const ps_progress before = *p;
-        const uint64_t clock = ps_client_clock(tr->client); /* the step starts here */
+        s.redo_clock = ps_client_clock(tr->client); /* the step starts here */
         st = do_step(tr, &s, &unpushed, false, p, err);
         for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
             ps_error what = *err;
             *p = before;
-            if (recover(tr, clock, &what, err) != PS_OK) return err->code;
+            if (recover(tr, s.redo_clock, &what, err) != PS_OK) return err->code;
             st = do_step(tr, &s, &unpushed, true, p, err);
         }
         if (st != PS_OK) return st;
@@ -787,12 +795,14 @@ static ps_status run_steps(trainer *tr, uint32_t epoch, ps_progress *p, ps_error
         }
     }
     if (unpushed != NULL) { /* the epoch's last gradients */
+        const uint64_t clock = ps_client_clock(tr->client); /* a retry redoes this step */
         st = exchange(tr, unpushed, NULL, NULL, false, err);
         tm->send += lap(&mark);
         if (st == PS_OK) st = ps_client_wait_all(tr->client, err);
         for (int k = 0; recoverable(tr, st) && k < MAX_RETRIES; k++) {
-            ps_error what = *err; /* its gradients are still in tr->grads: push them again */
-            if (recover(tr, ps_client_clock(tr->client), &what, err) != PS_OK) return err->code;
+            ps_error what = *err; /* its gradients are still in tr->grads: push them again (a
+                                     server that got them acknowledges them: replay.h) */
+            if (recover(tr, clock, &what, err) != PS_OK) return err->code;
             st = exchange(tr, unpushed, NULL, NULL, false, err);
             if (st == PS_OK) st = ps_client_wait_all(tr->client, err);
         }
