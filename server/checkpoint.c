@@ -803,6 +803,15 @@ ps_status ps_checkpoint_restore(const ps_job_config *job, uint32_t shard, uint32
                     ps_log(log, PS_LOG_WARN, "checkpoint %s; using an older generation", e.msg);
                     continue;
                 }
+                if (h.shard != v[k].shard || h.num_shards != v[k].count ||
+                    h.generation != v[k].gen) {
+                    /* a file copied or renamed: its rows and job state are another shard's */
+                    st = ps_error_set(err, PS_MISMATCH,
+                                      "%s: its header says shard %u of %u, generation %llu, not "
+                                      "what its name says", path, h.shard, h.num_shards,
+                                      (unsigned long long)h.generation);
+                    goto done;
+                }
                 chosen[i - first] = &v[k], have++; /* have <= n */
                 if (v[k].gen > newest) newest = v[k].gen;
                 break;

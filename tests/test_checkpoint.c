@@ -487,6 +487,27 @@ Test(checkpoint, other_job_or_tables_refused) {
     free_stores(&other_dim, st);
 }
 
+/* A file renamed or copied under another shard's name: its header says whose it is, and the
+ * restore refuses it rather than give shard 1 shard 0's job state and none of its rows. */
+Test(checkpoint, a_file_under_another_shard_s_name_is_refused) {
+    ps_job_config job;
+    make_job(&job, "mine", 2, 4, dir);
+    write_shard(&job, 100, 0, 2, 0, 1);
+    char from[256];
+    snprintf(from, sizeof(from), "%s", path_of(0, 2, 1));
+    cr_assert_eq(rename(from, path_of(1, 2, 1)), 0);
+    ps_store *st[2];
+    make_stores(&job, st);
+    char log[4096];
+    ps_error err = {0};
+    ps_ckpt_info info;
+    cr_assert_eq(restore(&job, st, 1, 2, &info, &err, log, sizeof(log)), PS_MISMATCH);
+    cr_assert_not_null(strstr(err.msg, "shard-1-of-2.gen-1.ckpt: its header says shard 0 of 2, "
+                                       "generation 1, not what its name says"), "%s", err.msg);
+    cr_assert_eq(ps_store_rows(st[0]), 0u);
+    free_stores(&job, st);
+}
+
 /* Disk full (a 256 KiB tmpfs): the write fails with the reason, no temporary file is left, and
  * the generation before is intact. */
 Test(checkpoint, disk_full_keeps_previous) {
