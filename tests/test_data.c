@@ -789,6 +789,14 @@ ParameterizedTestParameters(data, malformed) {
          "1: token \"3:abc\": value is not a number"},
         {"svm value empty", PS_DATA_LIBSVM, "1 3: 4:1\n", 0, false, 0,
          "1: token \"3:\": value is not a number"},
+        {"svm value empty, a bare id after", PS_DATA_LIBSVM, "1 3: 4\n", 0, false, 0,
+         "1: token \"3:\": value is not a number"},
+        {"svm value hex", PS_DATA_LIBSVM, "1 3:0x10\n", 0, false, 0,
+         "1: token \"3:0x10\": value is not a number"},
+        {"svm label hex", PS_DATA_LIBSVM, "0x1 1:2\n", 0, false, 0,
+         "1: label \"0x1\" is not a number"},
+        {"csv hex", PS_DATA_CSV, "1,2\n1,-0X1p3\n", 0, false, 0,
+         "2: field 2: \"-0X1p3\" is not a number"},
         {"svm value suffix", PS_DATA_LIBSVM, "1 3:1.5x\n", 0, false, 0,
          "1: token \"3:1.5x\": value is not a number"},
         {"svm value nan", PS_DATA_LIBSVM, "1 3:nan\n", 0, false, 0,
@@ -951,6 +959,47 @@ Test(data, skip_bad_lines_counts_and_reports) {
     cr_assert_not_null(ps_data_skipped_message(d, PS_DATA_SKIP_MESSAGES - 1));
     cr_assert_null(ps_data_skipped_message(d, PS_DATA_SKIP_MESSAGES));
     ps_data_destroy(d);
+}
+
+/* The skipped lines' messages of an epoch read from the parse-once form (memory or file) are
+ * the first epoch's, cut to 255 characters; a long path makes them longer than that. */
+Test(data, skipped_messages_come_back_from_the_cache) {
+    char name[200], path[512], text[256], *p = text;
+    memset(name, 'n', sizeof(name) - 5);
+    memcpy(name + sizeof(name) - 5, ".svm", 5);
+    for (int i = 0; i < 10; i++) p += sprintf(p, "1 bad:1\n1 %d:1\n", i + 1);
+    write_file(name, text, (size_t)(p - text), path);
+    for (size_t budget = 1; budget <= (1u << 20); budget <<= 20) { /* a file, then memory */
+        ps_data_options o;
+        ps_data_options_init(&o);
+        o.format = PS_DATA_LIBSVM, o.path = path, o.skip_bad_lines = true;
+        o.cache_bytes = budget;
+        ps_data *d = open_ok(&o, 0, 1);
+        char first[PS_DATA_SKIP_MESSAGES][600];
+        for (uint32_t epoch = 0; epoch < 3; epoch++) {
+            rows r;
+            cr_assert_eq(ps_data_rewind(d, epoch, NULL), PS_OK);
+            collect(d, 4, &r);
+            cr_assert_eq(r.n, 10);
+            rows_free(&r);
+            cr_assert_eq(ps_data_skipped(d), 10, "epoch %u", epoch);
+            for (size_t i = 0; i < PS_DATA_SKIP_MESSAGES; i++) {
+                const char *m = ps_data_skipped_message(d, i);
+                cr_assert_not_null(m);
+                if (epoch == 0) {
+                    cr_assert_gt(strlen(m), 255u, "a message longer than the cache keeps");
+                    snprintf(first[i], sizeof(first[i]), "%.255s", m);
+                } else {
+                    cr_assert_str_eq(m, first[i], "budget %zu epoch %u message %zu", budget,
+                                     epoch, i);
+                }
+            }
+        }
+        char file[700];
+        snprintf(file, sizeof(file), "%s", ps_data_cache_file(d));
+        ps_data_destroy(d);
+        unlink(file); /* the next budget parses afresh */
+    }
 }
 
 /* Lines longer than the read chunk grow the buffer; over the default 1 MiB they are errors. */
@@ -1466,7 +1515,7 @@ Test(data, dense_batches_equal_the_pairs) {
 
 typedef enum { IDX_OK, IDX_BAD_IMAGES_MAGIC, IDX_SWAPPED, IDX_N_MISMATCH, IDX_SHORT_IMAGES,
                IDX_LONG_LABELS, IDX_SHORT_HEADER, IDX_NO_PIXELS, IDX_SHORT_GZIP,
-               IDX_BAD_LABELS_MAGIC, IDX_CORRUPT_GZIP } idx_fault;
+               IDX_BAD_LABELS_MAGIC, IDX_CORRUPT_GZIP, IDX_NO_TRAILER } idx_fault;
 
 /* Opens an idx reader over files with one fault; returns the status, message in err. */
 static ps_status open_idx_fault(idx_fault fault, char *images, char *labels, ps_error *err) {
@@ -1479,7 +1528,8 @@ static ps_status open_idx_fault(idx_fault fault, char *images, char *labels, ps_
     if (fault == IDX_SHORT_IMAGES) img_n -= 7; /* ends inside image 4 */
     if (fault == IDX_LONG_LABELS) lab_n = 6;
     if (fault == IDX_NO_PIXELS) img_dims[1] = 0;
-    write_idx("i", img_magic, img_dims, 3, px, img_n, fault == IDX_SHORT_GZIP, images);
+    write_idx("i", img_magic, img_dims, 3, px, img_n,
+              fault == IDX_SHORT_GZIP || fault == IDX_NO_TRAILER, images);
     write_idx("l", fault == IDX_BAD_LABELS_MAGIC ? 0x803 : 0x801, lab_dims, 1, lab, lab_n,
               fault == IDX_CORRUPT_GZIP, labels);
     if (fault == IDX_CORRUPT_GZIP) { /* flip a byte of the deflate stream: a data error */
@@ -1499,6 +1549,11 @@ static ps_status open_idx_fault(idx_fault fault, char *images, char *labels, ps_
         long sz = ftell(f);
         fclose(f);
         cr_assert_eq(truncate(images, sz - 12), 0);
+    }
+    if (fault == IDX_NO_TRAILER) { /* every pixel there, the gzip crc and size cut off */
+        struct stat stt;
+        cr_assert_eq(stat(images, &stt), 0);
+        cr_assert_eq(truncate(images, stt.st_size - 8), 0);
     }
     ps_data_options o;
     ps_data_options_init(&o);
@@ -1560,6 +1615,10 @@ Test(data, idx_errors_name_the_file) {
     ps_status st = open_idx_fault(IDX_CORRUPT_GZIP, images, labels, &err);
     cr_assert(st == PS_IO || st == PS_DATA, "%s: %s", ps_status_str(st), err.msg);
     cr_assert(strstr(err.msg, labels) != NULL, "%s", err.msg);
+
+    st = open_idx_fault(IDX_NO_TRAILER, images, labels, &err);
+    cr_assert_eq(st, PS_IO, "a gzip file without its trailer: %s", ps_status_str(st));
+    cr_assert(strstr(err.msg, images) != NULL, "%s", err.msg);
 
     st = open_idx_fault(IDX_SHORT_GZIP, images, labels, &err);
     cr_assert(st == PS_DATA || st == PS_IO, "%s", ps_status_str(st));

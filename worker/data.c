@@ -116,7 +116,8 @@ static uint64_t rng_below(uint64_t *s, uint64_t n) { /* uniform in [0, n), n > 0
 /* strtof with Clinger's fast path: a plain decimal whose digits fit in 24 bits and whose power
  * of ten is within +-10 is (float)m * 10^e or (float)m / 10^-e, one correctly rounded float
  * operation on exact operands, hence bit-identical to strtof. Everything else (long mantissas,
- * big exponents, hex, inf/nan, leading spaces) goes to strtof. *end as strtof's. */
+ * big exponents, inf/nan, leading spaces) goes to strtof. A hex float ("0x1p3") is no number
+ * (*end = s), as in Python or pandas. *end as strtof's. */
 float ps_data_parse_float(const char *s, const char **end) {
 #if FLT_EVAL_METHOD == 0
     static const float pow10f[] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f,
@@ -152,6 +153,13 @@ float ps_data_parse_float(const char *s, const char **end) {
 slow:
 #endif
     {
+        const char *t = s; /* strtof's reading of a hex float: refused */
+        while (ps_data_is_ws(*t)) t++;
+        if (*t == '-' || *t == '+') t++;
+        if (t[0] == '0' && (t[1] == 'x' || t[1] == 'X')) {
+            *end = s;
+            return 0.0f;
+        }
         char *e;
         float v = strtof(s, &e);
         *end = e;
@@ -354,7 +362,7 @@ static void build_end(ps_data *d) {
     }
     ps_cache_meta meta = {.row_begin = d->row_begin, .row_end = d->row_end, .skipped = d->skipped};
     for (size_t i = 0; i < d->skipped && i < PS_DATA_SKIP_MESSAGES; i++)
-        memcpy(meta.msgs[i], d->skip_msg[i], PS_CACHE_MSG_BYTES);
+        snprintf(meta.msgs[i], PS_CACHE_MSG_BYTES, "%s", d->skip_msg[i]); /* cut to fit */
     if (ps_cache_build_finish(b, &meta, &d->cache, &e) != PS_OK) {
         cache_give_up(d, e.msg);
         return;
@@ -533,7 +541,8 @@ static ps_status rewind_impl(ps_data *d, uint32_t epoch, ps_error *err) {
         d->cache_pos = 0;
         d->skipped = (size_t)m->skipped;
         for (size_t i = 0; i < d->skipped && i < PS_DATA_SKIP_MESSAGES; i++)
-            memcpy(d->skip_msg[i], m->msgs[i], sizeof(d->skip_msg[i]));
+            snprintf(d->skip_msg[i], sizeof(d->skip_msg[i]), "%.*s", PS_CACHE_MSG_BYTES - 1,
+                     m->msgs[i]);
         return PS_OK;
     }
     d->next_row = 0;

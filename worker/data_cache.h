@@ -25,7 +25,7 @@
 
 #include "data.h"
 
-#define PS_CACHE_MSG_BYTES 256 /* == sizeof(ps_error.msg) */
+#define PS_CACHE_MSG_BYTES 256 /* a skipped line's message as kept: cut to 255 characters */
 
 /* What makes the rows. Zeroed, then filled: it is compared and hashed as bytes. The source's
  * identity comes first: ctime, which no tool sets back, catches a file rewritten with its size

@@ -33,7 +33,7 @@ static ps_status idx_read(idx_file *f, void *buf, size_t n, size_t *got, ps_erro
     int r = gzread(f->gz, buf, (unsigned)n);
     int zerr = Z_OK;
     const char *zmsg = gzerror(f->gz, &zerr);
-    if (r < 0 || (zerr != Z_OK && zerr != Z_BUF_ERROR))
+    if (r < 0 || zerr != Z_OK) /* Z_BUF_ERROR: the gzip stream ends early (its trailer cut) */
         return ps_error_set(err, PS_IO, "read %s: %s", f->path,
                             zerr == Z_ERRNO ? strerror(errno) : zmsg);
     *got = (size_t)r;

@@ -94,6 +94,7 @@ static ps_status libsvm_parse(void *state, char *s, size_t len, ps_fvec *fv, flo
             e = q;
         } else {
             v = ps_data_parse_float(q + 1, &e);
+            if (ps_data_is_ws(q[1])) e = q + 1; /* "3: 4": no value (strtof would take the 4) */
             if (e == q + 1 || !(*e == '\0' || ps_data_is_ws(*e)) || !isfinite(v)) {
                 size_t n = strcspn(tok, " \t\r\v\f");
                 snprintf(why, PS_DATA_WHY_MAX, "token \"%.*s\": value is not %s",
