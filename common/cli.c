@@ -2,15 +2,26 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 void ps_cli_init(ps_cli *c, const char *prog, const char *usage, const char *index_flag) {
     memset(c, 0, sizeof(*c));
     c->prog = prog, c->usage = usage, c->index_flag = index_flag;
     c->index = -1;
+}
+
+void ps_cli_end_with_launcher(void) {
+    const char *v = getenv(PS_LAUNCH_PID_ENV);
+    if (v == NULL || v[0] == '\0') return;
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* when the parent goes: the launcher, or a wrapper */
+    /* gone before that took hold: the init process (1) has us, and it is not the launcher */
+    if (getppid() == 1 && strtol(v, NULL, 10) != 1) raise(SIGTERM);
 }
 
 ps_cli_result ps_cli_arg(ps_cli *c, int argc, char **argv, int *i, int *code) {

@@ -31,6 +31,13 @@ typedef enum {
 /* Sets index to -1, the rest to empty; prog, usage and index_flag are borrowed. */
 void ps_cli_init(ps_cli *c, const char *prog, const char *usage, const char *index_flag);
 
+/* Set by ps-launch for its children: its pid. */
+#define PS_LAUNCH_PID_ENV "PS_LAUNCH_PID"
+/* A child of ps-launch (PS_LAUNCH_PID set) gets SIGTERM when the launcher dies, however it
+ * dies (SIGKILL included: it can stop nothing then), and stops as on any SIGTERM; if the
+ * launcher is already gone, at once. No effect otherwise. */
+void ps_cli_end_with_launcher(void);
+
 /* Looks at argv[*i]. */
 ps_cli_result ps_cli_arg(ps_cli *c, int argc, char **argv, int *i, int *code);
 

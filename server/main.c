@@ -40,6 +40,7 @@ static const char usage[] =
 int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-server", usage, "--shard");
+    ps_cli_end_with_launcher(); /* under ps-launch: not past it */
     const char *listen = NULL, *advertise = NULL;
     bool until_stopped = false, serve_after_job = false;
     for (int i = 1; i < argc; i++) {

@@ -417,3 +417,172 @@ Test(launch, sigterms_after_the_job_finished_change_nothing) {
     cr_assert(WIFEXITED(status), "ps-launch died of signal %d", WTERMSIG(status));
     cr_assert_eq(WEXITSTATUS(status), 0, "stderr:\n%s", tu_slurp(err));
 }
+
+/* --- the children never outlive the launcher ------------------------------------------------ */
+
+/* pid in DIR/name, once the file is there (at most 20 s); 0 if it never comes. */
+static int pid_in(const char *name) {
+    char p[128];
+    path(p, sizeof(p), name);
+    for (int i = 0; i < 2000; i++) {
+        FILE *f = fopen(p, "r");
+        int pid = 0;
+        if (f != NULL) {
+            if (fscanf(f, "%d", &pid) != 1) pid = 0;
+            fclose(f);
+        }
+        if (pid > 0) return pid;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* Gone: no such process, or a zombie nobody has reaped yet. */
+static bool gone(int pid) {
+    char p[64], st[256] = "";
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    FILE *f = fopen(p, "r");
+    if (f == NULL) return true;
+    const bool read = fgets(st, sizeof(st), f) != NULL;
+    fclose(f);
+    const char *r = strrchr(st, ')');
+    return !read || (r != NULL && r[1] == ' ' && r[2] == 'Z');
+}
+
+static bool gone_within(int pid, int ms) {
+    for (int t = 0; t < ms && !gone(pid); t += 10) usleep(10000);
+    return gone(pid);
+}
+
+/* A long job of the real server and workers, each started through a wrapper that leaves its pid
+ * in DIR/<role>-<index>.pid and execs the binary; returns the launcher's pid once all three
+ * run and training has begun. */
+static int long_job(int pids[3]) {
+    char job[128], out[128], err[128], sbin[128], wbin[128], text[512];
+    path(job, sizeof(job), "job.json"), path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(sbin, sizeof(sbin), "server.sh"), path(wbin, sizeof(wbin), "worker.sh");
+    const char *roles[2][3] = {{"server.sh", "--shard", BIN("ps-server")},
+                               {"worker.sh", "--rank", BIN("ps-worker")}};
+    for (int k = 0; k < 2; k++) {
+        char p[128];
+        path(p, sizeof(p), roles[k][0]);
+        snprintf(text, sizeof(text),
+                 "#!/bin/sh\ni=\nprev=\nfor a in \"$@\"; do\n"
+                 "  if [ \"$prev\" = %s ]; then i=$a; fi\n  prev=$a\ndone\n"
+                 "echo $$ > %s/%s-$i.pid.tmp && mv %s/%s-$i.pid.tmp %s/%s-$i.pid\nexec %s \"$@\"\n",
+                 roles[k][1], dir, k ? "worker" : "server", dir, k ? "worker" : "server", dir,
+                 k ? "worker" : "server", roles[k][2]);
+        tu_write_file(p, text, 0755);
+    }
+    tu_write_file(job,
+                  "{\"job_id\": \"launch-long\", \"cluster\": {\"servers\": 1, \"workers\": 2},"
+                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"},"
+                  " \"fit\": {\"epochs\": 1000000, \"verbose\": 2},"
+                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 64, \"cols\": 2}}}",
+                  0644);
+    cr_assert_eq(setenv("PS_SERVER_BIN", sbin, 1), 0);
+    cr_assert_eq(setenv("PS_WORKER_BIN", wbin, 1), 0);
+    char *argv[] = {BIN("ps-launch"), job, NULL};
+    const int pid = tu_spawn(argv, out, err);
+    cr_assert(pid > 0);
+    pids[0] = pid_in("server-0.pid"), pids[1] = pid_in("worker-0.pid");
+    pids[2] = pid_in("worker-1.pid");
+    for (int i = 0; i < 3; i++) cr_assert_gt(pids[i], 0, "child %d never started", i);
+    for (int i = 0; i < 2000 && strstr(tu_slurp(out), "Epoch 2/") == NULL; i++) usleep(10000);
+    cr_assert_not_null(strstr(tu_slurp(out), "Epoch 2/"), "%s\n%s", tu_slurp(out), tu_slurp(err));
+    return pid;
+}
+
+/* SIGKILL gives the launcher no chance to stop anything: the kernel tells its children (they
+ * asked for SIGTERM on their parent's death), and they stop. */
+Test(launch, the_children_end_with_a_launcher_killed_outright) {
+    int pids[3];
+    const int pid = long_job(pids);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert_eq(tu_wait_exit(pid, 5000), 128 + SIGKILL);
+    for (int i = 0; i < 3; i++) {
+        const bool ok = gone_within(pids[i], 10000);
+        if (!ok) kill(pids[i], SIGKILL);
+        cr_assert(ok, "child %d (pid %d) outlived the launcher", i, pids[i]);
+    }
+}
+
+/* SIGHUP (the terminal went away) stops the job as SIGTERM does: status 128 + 1, no child left. */
+Test(launch, sighup_stops_the_job) {
+    int pids[3];
+    const int pid = long_job(pids);
+    cr_assert_eq(kill(pid, SIGHUP), 0);
+    const int st = tu_wait_exit(pid, 20000);
+    for (int i = 0; i < 3; i++) {
+        const bool ok = gone_within(pids[i], 5000);
+        if (!ok) kill(pids[i], SIGKILL);
+        cr_assert(ok, "child %d (pid %d) outlived the launcher", i, pids[i]);
+    }
+    cr_assert_eq(st, 128 + SIGHUP, "stderr:\n%s", "(see the test dir)");
+}
+
+/* A worker wrapper that does not exec (its own child holds the output pipes): stopping the job
+ * stops that child too, and the launcher does not wait on it. */
+Test(launch, a_wrapper_s_own_child_stops_with_the_job) {
+    char job[128], out[128], err[128], worker[128], text[256];
+    path(job, sizeof(job), "job.json"), path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(worker, sizeof(worker), "sleepy-worker.sh");
+    snprintf(text, sizeof(text), "#!/bin/sh\nsleep 60 &\necho $! > %s/sleep-$$.pid\nwait\n", dir);
+    tu_write_file(worker, text, 0755);
+    tu_write_file(job,
+                  "{\"job_id\": \"launch-sleepy\", \"cluster\": {\"servers\": 1, \"workers\": 1},"
+                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
+                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
+                  0644);
+    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
+    char *argv[] = {BIN("ps-launch"), job, NULL};
+    const int pid = tu_spawn(argv, out, err);
+    cr_assert(pid > 0);
+    int sleeper = 0; /* the wrapper's pid is not known here: find the one file it writes */
+    for (int i = 0; i < 2000 && sleeper == 0; i++) {
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "cat %s/sleep-*.pid 2>/dev/null", dir);
+        FILE *f = popen(cmd, "r");
+        if (f != NULL) {
+            if (fscanf(f, "%d", &sleeper) != 1) sleeper = 0;
+            pclose(f);
+        }
+        if (sleeper == 0) usleep(10000);
+    }
+    cr_assert_gt(sleeper, 0, "the wrapper never started its sleep");
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    const int st = tu_wait_exit(pid, 10000);
+    const bool ok = gone_within(sleeper, 5000);
+    if (!ok) kill(sleeper, SIGKILL);
+    if (st < 0) kill(pid, SIGKILL), tu_wait_exit(pid, 5000);
+    cr_assert_eq(st, 128 + SIGTERM, "the launcher waited on the wrapper's child: %d", st);
+    cr_assert(ok, "the wrapper's child (pid %d) outlived the job", sleeper);
+}
+
+/* Only a log line's own "info: " marks it routine (hidden without --verbose): a worker's error
+ * about a file called "userinfo" is shown. */
+Test(launch, an_error_mentioning_info_is_shown) {
+    char job[128], out[128], err[128], worker[128];
+    path(job, sizeof(job), "job.json"), path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
+    path(worker, sizeof(worker), "failing-worker.sh");
+    tu_write_file(worker,
+                  "#!/bin/sh\necho 'ps-worker 0: open /data/userinfo: No such file' >&2\n"
+                  "echo '[worker 0] info: routine' >&2\nexit 2\n", 0755);
+    tu_write_file(job,
+                  "{\"job_id\": \"launch-info\", \"cluster\": {\"servers\": 1, \"workers\": 1},"
+                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
+                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
+                  0644);
+    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
+    char *argv[] = {BIN("ps-launch"), job, NULL};
+    const int pid = tu_spawn(argv, out, err);
+    cr_assert(pid > 0);
+    cr_assert_eq(tu_wait_exit(pid, 20000), 2);
+    const char *e = tu_slurp(err);
+    cr_assert_not_null(strstr(e, "[worker 0] ps-worker 0: open /data/userinfo: No such file"), "%s",
+                       e);
+    cr_assert_null(strstr(e, "routine"), "%s", e);
+}

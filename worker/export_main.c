@@ -21,6 +21,7 @@ static const char usage[] =
 int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-export", usage, NULL);
+    ps_cli_end_with_launcher(); /* under ps-launch: not past it */
     const char *dir = NULL;
     for (int i = 1; i < argc; i++) {
         int code;

@@ -96,7 +96,9 @@ struct launcher {
     uint32_t n_servers, n_workers;
     uint64_t *steps_of; /* (n_workers) a worker's steps per epoch once it has said; 0 before */
     uint32_t servers_listening, workers_done, children_running;
+    uint32_t to_stop; /* stop_all: children (or what they left holding their pipes) signalled */
     bool workers_started, stopping, finished;
+    bool late_kill;   /* the children are gone, something of theirs holds a pipe: on a deadline */
     int exit_code;
     /* combined progress */
     worker_epoch *ring; /* [EPOCH_RING][n_workers] */
@@ -363,6 +365,16 @@ static void on_event(launcher *L, child *c, const char *json) {
 
 static void start_workers(launcher *L);
 
+/* A routine log line of a child (common/log.c): "info: ..." or "[who] info: ...". */
+static bool is_info_log(const char *line) {
+    if (line[0] == '[') {
+        const char *end = strstr(line, "] ");
+        if (end == NULL) return false;
+        line = end + 2;
+    }
+    return strncmp(line, "info: ", 6) == 0;
+}
+
 static void on_line(child *c, bool is_err, char *line) {
     launcher *L = c->L;
     if (!is_err && c->is_worker && strncmp(line, "@ps ", 4) == 0) {
@@ -378,7 +390,7 @@ static void on_line(child *c, bool is_err, char *line) {
             return;
         }
     }
-    if (!L->cli.verbose && strstr(line, "info: ") != NULL) return; /* routine logs: --verbose */
+    if (!L->cli.verbose && is_info_log(line)) return; /* routine logs: --verbose */
     if (L->tty && L->announced) printf("\r\033[K"); /* keep the bar off other lines */
     if (line[0] == '[') /* already says who it is */
         fprintf(is_err ? stderr : stdout, "%s\n", line);
@@ -393,9 +405,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->len = buf->base ? suggested : 0;
 }
 
+static void maybe_finish(launcher *L);
+
 static void pipe_closed(uv_handle_t *h) {
     child *c = h->data;
     c->open_pipes--;
+    maybe_finish(c->L);
 }
 
 static void feed(child *c, line_buf *lb, bool is_err, const char *p, size_t n) {
@@ -431,8 +446,24 @@ static void close_restart_timer(child *c) {
         uv_close((uv_handle_t *)&c->restart_timer, NULL);
 }
 
+static void on_kill_timer(uv_timer_t *t);
+
+static bool pipes_open(const launcher *L) {
+    if (L->exporter.open_pipes > 0) return true;
+    for (uint32_t i = 0; i < L->n_servers; i++)
+        if (L->servers[i].open_pipes > 0) return true;
+    for (uint32_t i = 0; i < L->n_workers; i++)
+        if (L->workers[i].open_pipes > 0) return true;
+    return false;
+}
+
 static void maybe_finish(launcher *L) {
     if (L->children_running > 0 || L->restarts_pending > 0 || L->finished) return;
+    if (pipes_open(L)) { /* a child's own child (a wrapper's) still writes: not forever */
+        if (!L->late_kill) uv_timer_start(&L->timer, on_kill_timer, KILL_GRACE_MS, 0);
+        L->late_kill = true;
+        return;
+    }
     L->finished = true;
     for (uint32_t i = 0; i < L->n_servers; i++) close_restart_timer(&L->servers[i]);
     for (uint32_t i = 0; i < L->n_workers; i++) close_restart_timer(&L->workers[i]);
@@ -576,8 +607,10 @@ static int spawn(launcher *L, child *c, char **args) {
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->out},
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->err},
     };
+    /* detached: a process group of its own (signal_child), and a terminal's Ctrl-C reaches the
+     * launcher alone, which stops everything in order */
     uv_process_options_t o = {.exit_cb = on_exit_cb, .file = args[0], .args = args,
-                              .stdio_count = 3, .stdio = stdio};
+                              .stdio_count = 3, .stdio = stdio, .flags = UV_PROCESS_DETACHED};
     int rc = uv_spawn(L->loop, &c->proc, &o);
     if (rc != 0) {
         uv_close((uv_handle_t *)&c->out, NULL);
@@ -698,24 +731,47 @@ static int start_exporter(launcher *L) {
     return spawn_role(L, c, "ps-export", NULL, 0, NULL, L->servers_set);
 }
 
+/* Each child leads a process group of its own (spawn): a signal goes to the whole group, so a
+ * wrapper script's own children (PS_SERVER_BIN, PS_WORKER_BIN) stop with it. A child that has
+ * exited while something of its group still holds its output pipes is signalled too. */
+static bool signal_child(child *c, int sig) {
+    if (!c->running && c->open_pipes == 0) return false;
+    if (kill(-c->proc.pid, sig) != 0 && c->running) uv_process_kill(&c->proc, sig);
+    return true;
+}
+
+/* Calls f on every child: the exporter, the workers, then the servers. */
+static void each_child(launcher *L, void (*f)(launcher *, child *, int), int sig) {
+    f(L, &L->exporter, sig);
+    for (uint32_t i = 0; i < L->n_workers; i++) f(L, &L->workers[i], sig);
+    for (uint32_t i = 0; i < L->n_servers; i++) f(L, &L->servers[i], sig);
+}
+
+static void kill_late(launcher *L, child *c, int sig) {
+    (void)L;
+    const bool was_running = c->running;
+    if (signal_child(c, sig) && was_running) /* its final checkpoint, say, was cut short */
+        fprintf(stderr, "[launch] %s did not stop within %d ms; killed\n", c->name,
+                KILL_GRACE_MS);
+}
+
 static void on_kill_timer(uv_timer_t *t) {
     launcher *L = t->data;
-    if (L->exporter.running) uv_process_kill(&L->exporter.proc, SIGKILL);
-    for (uint32_t i = 0; i < L->n_servers; i++)
-        if (L->servers[i].running) uv_process_kill(&L->servers[i].proc, SIGKILL);
-    for (uint32_t i = 0; i < L->n_workers; i++)
-        if (L->workers[i].running) uv_process_kill(&L->workers[i].proc, SIGKILL);
+    each_child(L, kill_late, SIGKILL);
+}
+
+static void stop_one(launcher *L, child *c, int sig) {
+    if (signal_child(c, sig)) L->to_stop++;
 }
 
 static void stop_all(launcher *L, int sig, int exit_code) {
-    if (!L->stopping) L->exit_code = exit_code;
+    const bool again = L->stopping;
+    if (!again) L->exit_code = exit_code;
     L->stopping = true;
-    if (L->exporter.running) uv_process_kill(&L->exporter.proc, sig);
-    for (uint32_t i = 0; i < L->n_workers; i++)
-        if (L->workers[i].running) uv_process_kill(&L->workers[i].proc, sig);
-    for (uint32_t i = 0; i < L->n_servers; i++)
-        if (L->servers[i].running) uv_process_kill(&L->servers[i].proc, sig);
-    if (L->children_running > 0) uv_timer_start(&L->timer, on_kill_timer, KILL_GRACE_MS, 0);
+    L->to_stop = 0;
+    each_child(L, stop_one, sig);
+    /* the deadline runs from the first stop: a second signal does not put it off */
+    if (L->to_stop > 0 && !again) uv_timer_start(&L->timer, on_kill_timer, KILL_GRACE_MS, 0);
 }
 
 static void on_start_timeout(uv_timer_t *t) {
@@ -846,8 +902,11 @@ int main(int argc, char **argv) {
     resolve_threads(&L); /* each worker sets its BLAS threads from fit.threads (ps-worker) */
     if (L.job.has_model) make_pairs_dir(&L);
     signal(SIGPIPE, SIG_IGN);
+    char self[32]; /* the children end with the launcher, even one killed outright (cli.h) */
+    snprintf(self, sizeof(self), "%ld", (long)getpid());
+    setenv(PS_LAUNCH_PID_ENV, self, 1);
     ps_error serr = {0};
-    if (ps_signals_catch((const int[]){SIGINT, SIGTERM}, 2, &L.sig_fd, &serr) != PS_OK ||
+    if (ps_signals_catch((const int[]){SIGINT, SIGTERM, SIGHUP}, 3, &L.sig_fd, &serr) != PS_OK ||
         uv_poll_init(L.loop, &L.sig_poll, L.sig_fd) != 0) {
         fprintf(stderr, "ps-launch: %s\n", serr.msg[0] ? serr.msg : "signals: uv_poll_init");
         remove_pairs_dir(&L);

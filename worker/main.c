@@ -39,6 +39,7 @@ static void on_signal(int sig) {
 int main(int argc, char **argv) {
     ps_cli cli;
     ps_cli_init(&cli, "ps-worker", usage, "--rank");
+    ps_cli_end_with_launcher(); /* under ps-launch: not past it */
     bool events = false, evaluate = false;
     const char *pairs_dir = NULL;
     for (int i = 1; i < argc; i++) {
