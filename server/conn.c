@@ -498,7 +498,13 @@ void ps_conn_sweep(ps_server *srv) {
     const uint64_t now = uv_now(&srv->loop);
     const ps_job_config *job = srv->job;
     for (ps_conn *c = srv->conns; c != NULL; c = c->next) {
-        if (uv_is_closing((uv_handle_t *)&c->tcp) || c->close_after_write) continue;
+        if (uv_is_closing((uv_handle_t *)&c->tcp)) continue;
+        const bool write_stalled = job->idle_timeout_ms > 0 && c->queued > 0 &&
+                                   now - c->write_progress_ms >= job->idle_timeout_ms;
+        if (c->close_after_write) { /* its last Error waits behind what it does not read */
+            if (write_stalled) ps_conn_close(c);
+            continue;
+        }
         char msg[128];
         if (!c->hello_done && now - c->accepted_ms >= job->hello_timeout_ms)
             snprintf(msg, sizeof(msg), "no Hello within %u ms (limits.hello_timeout_ms)",
@@ -507,11 +513,12 @@ void ps_conn_sweep(ps_server *srv) {
                  c->queued == 0 && now - c->heard_ms >= job->idle_timeout_ms)
             snprintf(msg, sizeof(msg), "nothing received for %u ms (limits.idle_timeout_ms)",
                      job->idle_timeout_ms);
-        else if (job->idle_timeout_ms > 0 && c->queued > 0 &&
-                 now - c->write_progress_ms >= job->idle_timeout_ms)
-            snprintf(msg, sizeof(msg), "reads none of its replies for %u ms "
-                     "(limits.idle_timeout_ms)", job->idle_timeout_ms);
-        else
+        else if (write_stalled) { /* an Error would queue behind the rest: close at once */
+            ps_log(&srv->opt.log, PS_LOG_WARN, "%s: reads none of its replies for %u ms "
+                   "(limits.idle_timeout_ms); closing", c->peer, job->idle_timeout_ms);
+            ps_conn_close(c);
+            continue;
+        } else
             continue;
         ps_log(&srv->opt.log, PS_LOG_WARN, "%s: %s; closing", c->peer, msg);
         ps_conn_send_error(c, 0, PS_TIMEOUT, msg, true);

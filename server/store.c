@@ -333,6 +333,10 @@ static ps_status pend_count(ps_store *s, uint64_t key, bool *admit) {
         *e = (pending_entry){.key = key, .step = s->step, .count = 1};
         s->pused++;
     } else if (e->step != s->step) {
+        /* aged past expire_after_steps, the sweep not there yet: forgotten, counted afresh (as
+         * the sweep, which runs before this push's step, would have: hence the - 1) */
+        const uint64_t E = s->spec.mem.expire_after_steps;
+        if (E != 0 && (uint32_t)(s->step - 1 - e->step) >= E) e->count = 0;
         e->step = s->step, e->count++;
     }
     *admit = e->count >= s->spec.mem.admit_after;

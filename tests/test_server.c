@@ -804,6 +804,38 @@ Test(conn_limits, an_idle_peer_is_closed) {
     tu_server_free(s);
 }
 
+/* A peer that sends pulls and never reads a reply: once its replies stop moving for
+ * idle_timeout_ms it is closed at once (an Error queued behind them would never go out, and it
+ * kept the connection, its memory and, past the server's write cap, every other peer's reads
+ * stopped). A new client is served after it. */
+Test(conn_limits, a_peer_that_reads_no_reply_is_closed_and_others_are_served) {
+    ps_job_config j;
+    tu_job("{\"job_id\": \"t\", \"cluster\": {\"request_timeout_ms\": 3000},"
+           " \"limits\": {\"idle_timeout_ms\": 500, \"max_write_queue_bytes\": 1048576,"
+           " \"max_server_write_queue_bytes\": 8388608},"
+           " \"tables\": [{\"name\": \"big\", \"dim\": 4096}]}", &j);
+    test_server *s = tu_server_start(&j, 0);
+    tu_job_use(&j, &s, 1);
+    int fd = tu_connect(tu_server_port(s));
+    cr_assert(tu_hello(fd, &j));
+    const uint64_t key = 3;
+    for (uint64_t id = 1; id <= 4000; id++) { /* 64 MB of replies asked for, none read */
+        ps_Envelope env = ps_Envelope_init_zero;
+        env.request_id = id, env.which_body = ps_Envelope_pull_tag;
+        ps_bulk kb = {.src = {(const uint8_t *)&key, 8}};
+        if (!tu_send_msg(fd, &env, &kb, NULL, NULL)) break; /* the server stopped reading */
+    }
+    struct timespec ts = {1, 500 * 1000 * 1000}; /* past the deadline and the next sweep */
+    nanosleep(&ts, NULL);
+    ps_client *c = tu_admin_client(&j);
+    uint64_t rows, bytes;
+    ps_error err = {0};
+    cr_assert_eq(ps_client_table_stats(c, 0, &rows, &bytes, &err), PS_OK, "%s", err.msg);
+    ps_client_destroy(c);
+    close(fd);
+    tu_server_free(s);
+}
+
 Test(conn_limits, connections_per_address_are_capped) {
     ps_job_config j;
     test_server *s = limited_server("\"max_connections_per_address\": 3", &j);

@@ -137,6 +137,27 @@ Test(store_mem, pending_counts_expire) {
     cr_assert_not(ps_store_get(st, 8, NULL, NULL));
 }
 
+/* A count the sweep has not reached yet is just as forgotten: one push of many new keys leaves
+ * more pending entries than a few pushes sweep, yet none of them admits on a second push after
+ * expire_after_steps (each counts afresh). */
+Test(store_mem, an_aged_count_the_sweep_missed_counts_afresh) {
+    st = make((ps_table_memory){.admit_after = 2, .expire_after_steps = 3});
+    enum { N = 20000 };
+    uint64_t *keys = malloc(N * sizeof(uint64_t));
+    float *g = malloc(N * DIM * sizeof(float));
+    for (size_t i = 0; i < N; i++) keys[i] = 1000 + i;
+    for (size_t i = 0; i < N * DIM; i++) g[i] = 1.0f;
+    ps_error err = {0};
+    cr_assert_eq(ps_store_push(st, (const uint8_t *)keys, (const uint8_t *)g, N, &err), PS_OK);
+    for (uint64_t k = 0; k < 5; k++) push1(st, k, 1.0f); /* steps 2..6: each sweeps a few */
+    cr_assert_gt(stats(st).pending, 10000u, "most aged entries not swept yet");
+    push_g(st, keys + N - 50, g, 50); /* their second push, 6 steps after the first */
+    for (size_t i = N - 50; i < N; i++)
+        cr_assert_not(ps_store_get(st, keys[i], NULL, NULL), "key %llu admitted by an aged count",
+                      (unsigned long long)keys[i]);
+    free(keys), free(g);
+}
+
 /* --- expiry --------------------------------------------------------------------------------- */
 
 /* E = 3: a row pushed at step t reads initial once steps t+1..t+3 passed without it. */
