@@ -455,52 +455,44 @@ static float weight_of(const ps_job_config *job) {
     return w;
 }
 
-/* async: a session's (step, part) is applied once, also when it comes again on a new connection
- * of the same session, which replaces the old one; another session's is applied. Expected
- * weights: AdaGrad from 0 with lr 0.5: one update by 0.25 gives -0.5, a second -0.5 - 0.5 /
- * sqrt(2). */
-Test(faults, async_server_applies_a_numbered_push_once) {
-    ps_job_config job;
-    table_job_of(&job, "async", 1000);
-    test_server *s = tu_server_start(&job, 0);
-    tu_job_use(&job, &s, 1);
-    int a = raw_worker(&job, s, 0, 42, 0, NULL);
+/* A session's (step, part) is applied once, also when it comes again on a new connection of the
+ * same session, which replaces the old one (a retried step); returns the server, the job in
+ * *job, the weight at -0.5 - 0.5 / sqrt(2). Expected weights: AdaGrad from 0 with lr 0.5: one
+ * update by 0.25 gives -0.5, a second -0.5 - 0.5 / sqrt(2). */
+static test_server *numbered_push_once(const char *mode, ps_job_config *job) {
+    table_job_of(job, mode, 1000);
+    test_server *s = tu_server_start(job, 0);
+    tu_job_use(job, &s, 1);
+    int a = raw_worker(job, s, 0, 42, 0, NULL);
     raw_push(a, 1, 1, 0, 0.25f);
     raw_push(a, 2, 1, 0, 0.25f); /* the same again: acknowledged only */
-    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
-    int b = raw_worker(&job, s, 0, 42, 0, NULL); /* reconnects: replaces a */
+    cr_assert_float_eq(weight_of(job), -0.5f, 1e-6, "%s", mode);
+    int b = raw_worker(job, s, 0, 42, 0, NULL); /* reconnects: replaces a */
     cr_assert(tu_closed(a), "the old connection of the session is closed");
-    raw_push(b, 1, 1, 0, 0.25f); /* the retried step: not applied */
-    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
-    raw_push(b, 2, 1, 1, 0.25f); /* the next part: applied */
-    cr_assert_float_eq(weight_of(&job), -0.5f - 0.5f / sqrtf(2.0f), 1e-6);
-    int c = raw_worker(&job, s, 0, 43, 0, NULL); /* another process as rank 0: both stay */
+    raw_push(b, 1, 1, 0, 0.25f); /* the retried step's push that had got through: not applied */
+    cr_assert_float_eq(weight_of(job), -0.5f, 1e-6, "%s", mode);
+    raw_push(b, 2, 1, 1, 0.25f); /* its next part, which had not: applied */
+    cr_assert_float_eq(weight_of(job), -0.5f - 0.5f / sqrtf(2.0f), 1e-6, "%s", mode);
+    close(a), close(b);
+    return s;
+}
+
+/* async: that, and another session's push as rank 0 is applied (both processes stay). */
+Test(faults, async_server_applies_a_numbered_push_once) {
+    ps_job_config job;
+    test_server *s = numbered_push_once("async", &job);
+    int c = raw_worker(&job, s, 0, 43, 0, NULL);
     raw_push(c, 1, 1, 0, 0.25f);
     const float acc3 = 3 * 0.0625f, w2 = -0.5f - 0.5f / sqrtf(2.0f);
     cr_assert_float_eq(weight_of(&job), w2 - 0.5f * 0.25f / sqrtf(acc3), 1e-6);
-    close(a), close(b), close(c);
+    close(c);
     tu_server_free(s);
 }
 
-/* ssp applies pushes on arrival, as async does: a retried step's pushes that got here before it
- * failed are numbered (step, part) and acknowledged, not applied again. */
+/* ssp applies pushes on arrival, as async does: its pushes are numbered and told apart too. */
 Test(faults, ssp_server_applies_a_numbered_push_once) {
     ps_job_config job;
-    table_job_of(&job, "ssp", 1000);
-    test_server *s = tu_server_start(&job, 0);
-    tu_job_use(&job, &s, 1);
-    int a = raw_worker(&job, s, 0, 42, 0, NULL);
-    raw_push(a, 1, 1, 0, 0.25f);
-    raw_push(a, 2, 1, 0, 0.25f); /* the same again: acknowledged only */
-    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
-    int b = raw_worker(&job, s, 0, 42, 0, NULL); /* reconnects, retrying step 0 */
-    cr_assert(tu_closed(a), "the old connection of the session is closed");
-    raw_push(b, 1, 1, 0, 0.25f); /* the retried step's push that had got through */
-    cr_assert_float_eq(weight_of(&job), -0.5f, 1e-6);
-    raw_push(b, 2, 1, 1, 0.25f); /* its next part, which had not: applied */
-    cr_assert_float_eq(weight_of(&job), -0.5f - 0.5f / sqrtf(2.0f), 1e-6);
-    close(a), close(b);
-    tu_server_free(s);
+    tu_server_free(numbered_push_once("ssp", &job));
 }
 
 /* ssp with fit.overlap, the calls a worker's step t makes when it fails after sending t-1's

@@ -522,41 +522,39 @@ Test(launch, sighup_stops_the_job) {
     cr_assert_eq(st, 128 + SIGHUP, "stderr:\n%s", "(see the test dir)");
 }
 
-/* A worker wrapper that does not exec (its own child holds the output pipes): stopping the job
- * stops that child too, and the launcher does not wait on it. */
-Test(launch, a_wrapper_s_own_child_stops_with_the_job) {
-    char job[128], out[128], err[128], worker[128], text[256];
+/* ps-launch on a 1-server 1-worker job whose worker is the sh script `script` (the real
+ * ps-server serves); its stderr goes to DIR/err. Returns the launcher's pid. */
+static int launch_one_fake_worker(const char *job_id, const char *script) {
+    char job[128], out[128], err[128], worker[128], text[512];
     path(job, sizeof(job), "job.json"), path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
-    path(worker, sizeof(worker), "sleepy-worker.sh");
-    snprintf(text, sizeof(text), "#!/bin/sh\nsleep 60 &\necho $! > %s/sleep-$$.pid\nwait\n", dir);
-    tu_write_file(worker, text, 0755);
-    tu_write_file(job,
-                  "{\"job_id\": \"launch-sleepy\", \"cluster\": {\"servers\": 1, \"workers\": 1},"
-                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
-                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
-                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
-                  0644);
+    path(worker, sizeof(worker), "fake-worker.sh");
+    tu_write_file(worker, script, 0755);
+    snprintf(text, sizeof(text),
+             "{\"job_id\": \"%s\", \"cluster\": {\"servers\": 1, \"workers\": 1},"
+             " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
+             "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
+             " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
+             job_id);
+    tu_write_file(job, text, 0644);
     cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
     char *argv[] = {BIN("ps-launch"), job, NULL};
     const int pid = tu_spawn(argv, out, err);
     cr_assert(pid > 0);
-    int sleeper = 0; /* the wrapper's pid is not known here: find the one file it writes */
-    for (int i = 0; i < 2000 && sleeper == 0; i++) {
-        char cmd[256];
-        snprintf(cmd, sizeof(cmd), "cat %s/sleep-*.pid 2>/dev/null", dir);
-        FILE *f = popen(cmd, "r");
-        if (f != NULL) {
-            if (fscanf(f, "%d", &sleeper) != 1) sleeper = 0;
-            pclose(f);
-        }
-        if (sleeper == 0) usleep(10000);
-    }
+    return pid;
+}
+
+/* A worker wrapper that does not exec (its own child holds the output pipes): stopping the job
+ * stops that child too, and the launcher does not wait on it. */
+Test(launch, a_wrapper_s_own_child_stops_with_the_job) {
+    char text[256];
+    snprintf(text, sizeof(text), "#!/bin/sh\nsleep 60 &\necho $! > %s/sleep.pid\nwait\n", dir);
+    const int pid = launch_one_fake_worker("launch-sleepy", text);
+    const int sleeper = pid_in("sleep.pid");
     cr_assert_gt(sleeper, 0, "the wrapper never started its sleep");
     cr_assert_eq(kill(pid, SIGTERM), 0);
     const int st = tu_wait_exit(pid, 10000);
     const bool ok = gone_within(sleeper, 5000);
     if (!ok) kill(sleeper, SIGKILL);
-    if (st < 0) kill(pid, SIGKILL), tu_wait_exit(pid, 5000);
     cr_assert_eq(st, 128 + SIGTERM, "the launcher waited on the wrapper's child: %d", st);
     cr_assert(ok, "the wrapper's child (pid %d) outlived the job", sleeper);
 }
@@ -564,23 +562,12 @@ Test(launch, a_wrapper_s_own_child_stops_with_the_job) {
 /* Only a log line's own "info: " marks it routine (hidden without --verbose): a worker's error
  * about a file called "userinfo" is shown. */
 Test(launch, an_error_mentioning_info_is_shown) {
-    char job[128], out[128], err[128], worker[128];
-    path(job, sizeof(job), "job.json"), path(out, sizeof(out), "out"), path(err, sizeof(err), "err");
-    path(worker, sizeof(worker), "failing-worker.sh");
-    tu_write_file(worker,
-                  "#!/bin/sh\necho 'ps-worker 0: open /data/userinfo: No such file' >&2\n"
-                  "echo '[worker 0] info: routine' >&2\nexit 2\n", 0755);
-    tu_write_file(job,
-                  "{\"job_id\": \"launch-info\", \"cluster\": {\"servers\": 1, \"workers\": 1},"
-                  " \"model\": {\"input_dim\": 2, \"layers\": [{\"units\": 1, \"activation\": "
-                  "\"sigmoid\"}], \"loss\": \"binary_crossentropy\"}, \"fit\": {\"verbose\": 2},"
-                  " \"data\": {\"train\": {\"format\": \"random\", \"rows\": 8, \"cols\": 2}}}",
-                  0644);
-    cr_assert_eq(setenv("PS_WORKER_BIN", worker, 1), 0);
-    char *argv[] = {BIN("ps-launch"), job, NULL};
-    const int pid = tu_spawn(argv, out, err);
-    cr_assert(pid > 0);
+    const int pid = launch_one_fake_worker(
+        "launch-info", "#!/bin/sh\necho 'ps-worker 0: open /data/userinfo: No such file' >&2\n"
+                       "echo '[worker 0] info: routine' >&2\nexit 2\n");
     cr_assert_eq(tu_wait_exit(pid, 20000), 2);
+    char err[128];
+    path(err, sizeof(err), "err");
     const char *e = tu_slurp(err);
     cr_assert_not_null(strstr(e, "[worker 0] ps-worker 0: open /data/userinfo: No such file"), "%s",
                        e);
