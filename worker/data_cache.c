@@ -118,15 +118,6 @@ static uint32_t header_crc(const file_header *h) {
     return (uint32_t)crc32(0L, (const Bytef *)h, (uInt)offsetof(file_header, crc));
 }
 
-static uint32_t crc_more(uint32_t crc, const unsigned char *p, size_t n) {
-    for (size_t at = 0; at < n;) { /* zlib takes a uInt at a time */
-        const size_t take = n - at < (1u << 30) ? n - at : (1u << 30);
-        crc = (uint32_t)crc32(crc, p + at, (uInt)take);
-        at += take;
-    }
-    return crc;
-}
-
 ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache **out,
                         ps_error *err) {
     *out = NULL;
@@ -193,7 +184,8 @@ ps_status ps_cache_load(const char *path, const ps_cache_key *k, ps_data_cache *
         return ps_error_set(err, PS_DATA, "%s: torn: row offsets out of order", path);
     }
     /* a changed id or value would be trained on silently: the sections are checked whole */
-    if (crc_more(0, base + h.off[0], (size_t)(h.total_bytes - h.off[0])) != h.data_crc) {
+    if ((uint32_t)crc32_z(0L, base + h.off[0], (z_size_t)(h.total_bytes - h.off[0])) !=
+        h.data_crc) {
         ps_cache_free(c);
         return ps_error_set(err, PS_DATA, "%s: torn: data checksum", path);
     }
@@ -341,13 +333,13 @@ static bool copy_section(section *x, FILE *f, unsigned char *buf, uint32_t *crc)
     for (size_t left = x->len; left > 0;) {
         size_t n = left < COPY_CHUNK ? left : COPY_CHUNK;
         if (fread(buf, 1, n, x->f) != n || fwrite(buf, 1, n, f) != n) return false;
-        *crc = crc_more(*crc, buf, n);
+        *crc = (uint32_t)crc32_z(*crc, buf, n);
         left -= n;
     }
     static const unsigned char zeros[ALIGN];
     long pos = ftell(f);
     size_t pad = pos < 0 ? 0 : (ALIGN - (size_t)pos % ALIGN) % ALIGN;
-    *crc = crc_more(*crc, zeros, pad);
+    *crc = (uint32_t)crc32_z(*crc, zeros, pad);
     return pos >= 0 && fwrite(zeros, 1, pad, f) == pad;
 }
 

@@ -96,7 +96,6 @@ struct launcher {
     uint32_t n_servers, n_workers;
     uint64_t *steps_of; /* (n_workers) a worker's steps per epoch once it has said; 0 before */
     uint32_t servers_listening, workers_done, children_running;
-    uint32_t to_stop; /* stop_all: children (or what they left holding their pipes) signalled */
     bool workers_started, stopping, finished;
     bool late_kill;   /* the children are gone, something of theirs holds a pipe: on a deadline */
     int exit_code;
@@ -761,17 +760,18 @@ static void on_kill_timer(uv_timer_t *t) {
 }
 
 static void stop_one(launcher *L, child *c, int sig) {
-    if (signal_child(c, sig)) L->to_stop++;
+    (void)L;
+    signal_child(c, sig);
 }
 
 static void stop_all(launcher *L, int sig, int exit_code) {
     const bool again = L->stopping;
     if (!again) L->exit_code = exit_code;
     L->stopping = true;
-    L->to_stop = 0;
     each_child(L, stop_one, sig);
     /* the deadline runs from the first stop: a second signal does not put it off */
-    if (L->to_stop > 0 && !again) uv_timer_start(&L->timer, on_kill_timer, KILL_GRACE_MS, 0);
+    if (!again && (L->children_running > 0 || pipes_open(L)))
+        uv_timer_start(&L->timer, on_kill_timer, KILL_GRACE_MS, 0);
 }
 
 static void on_start_timeout(uv_timer_t *t) {
